@@ -1,0 +1,126 @@
+//! `admin`: the admin listener, on its own port and its own thread.
+//!
+//! Owns the HTTP endpoints for operators: `GET /healthz` today; `/stats` and
+//! `/metrics` come with the observability work and are routed here. Served off the
+//! request path with blocking std sockets and short timeouts, one connection at a
+//! time. Binds to loopback by default; it must not be exposed to untrusted networks.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::log_debug;
+
+/// Longest admin request head we read.
+const MAX_REQUEST: usize = 8 * 1024;
+/// How long an admin client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A running admin listener.
+#[derive(Debug)]
+pub struct AdminServer {
+    address: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the listener thread.
+    pub fn stop(mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect_timeout(&self.address, Duration::from_millis(200));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts serving `listener` on a thread of its own.
+pub fn spawn(listener: TcpListener) -> io::Result<AdminServer> {
+    let mut address = listener.local_addr()?;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stopping);
+    let thread = std::thread::Builder::new()
+        .name("ringlb-admin".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                match stream {
+                    Ok(stream) => {
+                        if let Err(e) = handle(stream) {
+                            log_debug!("admin: {e}");
+                        }
+                    }
+                    Err(e) => log_debug!("admin accept: {e}"),
+                }
+            }
+        })?;
+    Ok(AdminServer {
+        address,
+        stopping,
+        thread: Some(thread),
+    })
+}
+
+fn handle(mut stream: TcpStream) -> io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut len = 0;
+    let (method, path) = loop {
+        let n = stream.read(&mut buf[len..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        len += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(_)) => {
+                break (
+                    req.method.unwrap_or("").to_string(),
+                    req.path.unwrap_or("").to_string(),
+                );
+            }
+            Ok(httparse::Status::Partial) if len < MAX_REQUEST => {}
+            _ => return respond(&mut stream, 400, "text/plain", "bad request\n"),
+        }
+    };
+    let path = path.split('?').next().unwrap_or("");
+    match (method.as_str(), path) {
+        ("GET" | "HEAD", "/healthz") => respond(&mut stream, 200, "text/plain", "ok\n"),
+        (_, "/healthz") => respond(&mut stream, 405, "text/plain", "method not allowed\n"),
+        _ => respond(&mut stream, 404, "text/plain", "not found\n"),
+    }
+}
+
+fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Error",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nServer: ringlb\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes())?;
+    let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}

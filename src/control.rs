@@ -1,0 +1,456 @@
+//! `control`: the control thread, and starting and stopping the whole server.
+//!
+//! Owns every global decision: the backend table (ids by name, changes broadcast to
+//! every shard), shutdown, signals and reloads. Talks to shards only through their
+//! crossbeam channels: typed commands out, compact events in. Never on the request
+//! path; never blocks a shard (commands go through bounded channels with room).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::admin::{self, AdminServer};
+use crate::backend::BackendId;
+use crate::config::{BackendConfig, Config};
+use crate::shard::{
+    self, BackendSpec, Driver, ShardCommand, ShardError, ShardEvent, ShardSettings, ShardStart,
+};
+use crate::stats::StatsSnapshot;
+use crate::{log_error, log_info, log_warn};
+
+/// Listen backlog for every shard's listener.
+const BACKLOG: i32 = 4096;
+/// Room in each shard's command channel.
+const COMMAND_QUEUE: usize = 256;
+/// How long `start` waits for every shard to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration breaks a rule.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    /// A shard could not be started.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// A thread could not be spawned.
+    #[error("cannot spawn thread: {0}")]
+    Spawn(io::Error),
+    /// A shard did not report in time.
+    #[error("shard {0} did not start")]
+    ShardStart(usize),
+}
+
+/// Messages to the control thread.
+#[derive(Debug)]
+enum ControlMessage {
+    Shutdown,
+    Abort,
+    SetBackends(Vec<BackendConfig>),
+    Stats(Sender<StatsSnapshot>),
+}
+
+/// A cheap, cloneable handle that talks to the control thread.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    tx: Sender<ControlMessage>,
+}
+
+impl ServerHandle {
+    /// Graceful shutdown: stop accepting, finish in-flight requests within
+    /// `timeouts.shutdown_grace`, close idle connections.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(ControlMessage::Shutdown);
+    }
+
+    /// Immediate stop: close every connection now.
+    pub fn abort(&self) {
+        let _ = self.tx.send(ControlMessage::Abort);
+    }
+
+    /// Replaces the backend table on every shard.
+    pub fn set_backends(&self, backends: Vec<BackendConfig>) {
+        let _ = self.tx.send(ControlMessage::SetBackends(backends));
+    }
+
+    /// Counters merged over all shards (waits up to a second for the shards).
+    pub fn stats(&self) -> Option<StatsSnapshot> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(ControlMessage::Stats(tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(2)).ok()
+    }
+}
+
+/// How the shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Client connections still open when the grace period ended.
+    pub unfinished_connections: usize,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    driver: Driver,
+    shards: usize,
+    handle: ServerHandle,
+    control: JoinHandle<ShutdownReport>,
+}
+
+impl Server {
+    /// The address the shards listen on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The io driver in use.
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    /// How many shards run.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// A handle for shutdown and backend changes.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Waits until the server has stopped.
+    pub fn wait(self) -> ShutdownReport {
+        self.control.join().unwrap_or(ShutdownReport {
+            unfinished_connections: 0,
+        })
+    }
+
+    /// Graceful shutdown, then waits for it.
+    pub fn shutdown(self) -> ShutdownReport {
+        self.handle.shutdown();
+        self.wait()
+    }
+}
+
+/// Binds a listener with SO_REUSEPORT, so every shard can have its own on one port.
+fn bind_reuseport(address: SocketAddr) -> Result<TcpListener, StartError> {
+    let bind = || -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(BACKLOG)?;
+        Ok(socket.into())
+    };
+    bind().map_err(|source| StartError::Bind { address, source })
+}
+
+/// Starts shards, the admin listener and the control thread. Returns once every
+/// shard accepts connections.
+pub fn start(config: Config) -> Result<Server, StartError> {
+    config.validate()?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let shard_count = match config.server.shards {
+        0 => cores.len().max(1),
+        n => n,
+    };
+    let (driver, fallback) = shard::choose_driver(config.server.io)?;
+    match fallback {
+        Some(reason) => log_warn!("io_uring unavailable ({reason}); using epoll"),
+        None => log_info!("io driver: {}", driver.as_str()),
+    }
+
+    // Bind every shard's listener here, so the port is known (even when 0 was
+    // asked) and a bind error stops start-up with a clear message.
+    let first = bind_reuseport(config.server.listen)?;
+    let local_addr = first
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            address: config.server.listen,
+            source,
+        })?;
+    let mut listeners = vec![first];
+    for _ in 1..shard_count {
+        listeners.push(bind_reuseport(local_addr)?);
+    }
+    let admin_listener = TcpListener::bind(config.admin.listen).map_err(|source| {
+        StartError::Bind {
+            address: config.admin.listen,
+            source,
+        }
+    })?;
+
+    let mut ids = BackendIds::default();
+    let specs = ids.specs(&config.backends);
+    let settings = ShardSettings::from_config(&config, shard_count);
+    let (event_tx, event_rx) = bounded::<ShardEvent>(shard_count * 64 + 64);
+    let mut shards = Vec::with_capacity(shard_count);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (command_tx, command_rx) = bounded(COMMAND_QUEUE);
+        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+        let thread = shard::spawn(ShardStart {
+            index,
+            core,
+            driver,
+            listener,
+            settings: settings.clone(),
+            backends: Arc::clone(&specs),
+            commands: command_rx,
+            events: event_tx.clone(),
+        })?;
+        shards.push(ShardLink {
+            commands: command_tx,
+            thread: Some(thread),
+        });
+    }
+    drop(event_tx);
+    let mut started = 0;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while started < shard_count {
+        match event_rx.recv_deadline(deadline) {
+            Ok(ShardEvent::Started { .. }) => started += 1,
+            Ok(ShardEvent::Stopped { shard, .. }) => return Err(StartError::ShardStart(shard)),
+            Ok(_) => {}
+            Err(_) => return Err(StartError::ShardStart(started)),
+        }
+    }
+    let admin_server = admin::spawn(admin_listener).map_err(StartError::Spawn)?;
+    let admin_addr = admin_server.local_addr();
+    log_info!(
+        "ringlb {} listening on {local_addr} with {shard_count} shard(s) ({}), admin on {admin_addr}, {} backend(s), {}",
+        env!("CARGO_PKG_VERSION"),
+        driver.as_str(),
+        config.backends.len(),
+        config.balancer.strategy.as_str()
+    );
+
+    let (control_tx, control_rx) = bounded(64);
+    let control = ControlThread {
+        shards,
+        events: event_rx,
+        messages: control_rx,
+        ids,
+        grace: config.timeouts.shutdown_grace,
+        admin: Some(admin_server),
+    };
+    let thread = std::thread::Builder::new()
+        .name("ringlb-control".into())
+        .spawn(move || control.run())
+        .map_err(StartError::Spawn)?;
+    Ok(Server {
+        local_addr,
+        admin_addr,
+        driver,
+        shards: shard_count,
+        handle: ServerHandle { tx: control_tx },
+        control: thread,
+    })
+}
+
+/// Stable ids for backend names, kept across table changes.
+#[derive(Debug, Default)]
+struct BackendIds {
+    by_name: HashMap<String, BackendId>,
+    next: BackendId,
+}
+
+impl BackendIds {
+    fn specs(&mut self, backends: &[BackendConfig]) -> Arc<[BackendSpec]> {
+        backends
+            .iter()
+            .map(|b| {
+                let id = *self.by_name.entry(b.name.clone()).or_insert_with(|| {
+                    self.next += 1;
+                    self.next - 1
+                });
+                BackendSpec {
+                    id,
+                    name: b.name.clone(),
+                    address: b.address,
+                    weight: b.weight,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The control thread's end of one shard.
+struct ShardLink {
+    commands: Sender<ShardCommand>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct ControlThread {
+    shards: Vec<ShardLink>,
+    events: Receiver<ShardEvent>,
+    messages: Receiver<ControlMessage>,
+    ids: BackendIds,
+    grace: Duration,
+    admin: Option<AdminServer>,
+}
+
+impl ControlThread {
+    fn run(mut self) -> ShutdownReport {
+        loop {
+            select! {
+                recv(self.messages) -> message => match message {
+                    Ok(ControlMessage::Shutdown) | Err(_) => return self.stop(false),
+                    Ok(ControlMessage::Abort) => return self.stop(true),
+                    Ok(ControlMessage::SetBackends(backends)) => {
+                        let specs = self.ids.specs(&backends);
+                        log_info!("backend table changed: {} backend(s)", specs.len());
+                        self.broadcast(ShardCommand::SetBackends(specs));
+                    }
+                    Ok(ControlMessage::Stats(reply)) => {
+                        let _ = reply.send(self.collect_stats());
+                    }
+                },
+                recv(self.events) -> event => {
+                    if let Ok(ShardEvent::Stopped { shard, .. }) = event {
+                        log_error!("shard {shard} stopped unexpectedly");
+                    }
+                }
+            }
+        }
+    }
+
+    fn broadcast(&self, command: ShardCommand) {
+        for link in &self.shards {
+            if link.commands.try_send(command.clone()).is_err() {
+                log_warn!("a shard's command queue is full; command dropped");
+            }
+        }
+    }
+
+    fn collect_stats(&self) -> StatsSnapshot {
+        self.broadcast(ShardCommand::ReportStats);
+        let mut total = StatsSnapshot::default();
+        let mut answered = 0;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while answered < self.shards.len() {
+            match self.events.recv_deadline(deadline) {
+                Ok(ShardEvent::Stats { stats, .. }) => {
+                    total.merge(&stats);
+                    answered += 1;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        total
+    }
+
+    /// Tells every shard to stop and waits for them (grace period plus a margin).
+    fn stop(&mut self, abort: bool) -> ShutdownReport {
+        log_info!(
+            "{}",
+            if abort {
+                "stopping now"
+            } else {
+                "shutting down gracefully"
+            }
+        );
+        self.broadcast(if abort {
+            ShardCommand::Abort
+        } else {
+            ShardCommand::Shutdown
+        });
+        let mut unfinished = 0;
+        let mut stopped = 0;
+        let deadline = Instant::now() + self.grace + Duration::from_secs(2);
+        while stopped < self.shards.len() {
+            select! {
+                recv(self.events) -> event => match event {
+                    Ok(ShardEvent::Stopped { unfinished: n, .. }) => {
+                        stopped += 1;
+                        unfinished += n;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+                recv(self.messages) -> message => {
+                    if let Ok(ControlMessage::Abort) = message {
+                        self.broadcast(ShardCommand::Abort);
+                    }
+                },
+                default(deadline.saturating_duration_since(Instant::now())) => break,
+            }
+        }
+        for link in &mut self.shards {
+            if let Some(thread) = link.thread.take() {
+                let _ = thread.join();
+            }
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+        if unfinished > 0 {
+            log_warn!("{unfinished} connection(s) were cut at the end of the grace period");
+        }
+        log_info!("stopped");
+        ShutdownReport {
+            unfinished_connections: unfinished,
+        }
+    }
+}
+
+/// Forwards SIGTERM and SIGINT (graceful shutdown; a second one stops at once) and
+/// SIGHUP (re-read `config_path` and apply its backend table) to the server.
+pub fn forward_signals(handle: ServerHandle, config_path: Option<PathBuf>) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("ringlb-signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => reload(&handle, config_path.as_deref()),
+                    _ if stopping => handle.abort(),
+                    _ => {
+                        stopping = true;
+                        handle.shutdown();
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn reload(handle: &ServerHandle, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        log_warn!("SIGHUP ignored: no configuration file to reload");
+        return;
+    };
+    match crate::config::load(path) {
+        Ok(config) => {
+            log_info!("reloading backends from {}", path.display());
+            handle.set_backends(config.backends);
+        }
+        Err(errors) => {
+            log_error!("reload refused, keeping the running configuration:\n{errors}");
+        }
+    }
+}

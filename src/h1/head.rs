@@ -1,0 +1,865 @@
+//! Request and response heads: parse with httparse, apply RFC 9112's framing rules
+//! strictly, and write the head the other side will see into a reusable buffer.
+
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+
+use super::{BodyKind, H1Error, Limits};
+
+/// Upper bound on `limits.max_headers`; the parser's field array lives on the stack.
+pub const MAX_HEADERS_CAP: usize = 512;
+
+/// Most distinct options one `Connection` header may list.
+const MAX_CONNECTION_OPTIONS: usize = 16;
+
+/// The request methods the proxy treats differently; everything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Trace,
+    Patch,
+    Other,
+}
+
+impl Method {
+    fn from_token(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            "PATCH" => Method::Patch,
+            _ => Method::Other,
+        }
+    }
+
+    /// Idempotent per RFC 9110 §9.2.2: safe to send again after a failed attempt.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self,
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
+        )
+    }
+}
+
+/// What the proxy needs to know about a parsed request; the head itself has
+/// already been rewritten into the caller's output buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// The method, for idempotency and HEAD response framing.
+    pub method: Method,
+    /// True for HTTP/1.0 clients (no keep-alive unless asked, no chunked replies).
+    pub http10: bool,
+    /// How the request body is framed (`None` when there is no body).
+    pub body: BodyKind,
+    /// Whether the client wants the connection kept open after the response.
+    pub keep_alive: bool,
+    /// The client sent `Expect: 100-continue` and waits before sending its body.
+    pub expect_continue: bool,
+    /// Length of the head in the input, including the blank line.
+    pub head_len: usize,
+}
+
+/// What the proxy adds to the request head about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding {
+    /// The client's address, appended to `X-Forwarded-For`.
+    pub client_ip: IpAddr,
+    /// `http` or `https`, sent as `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+/// What the response head rewrite needs to know about the client side.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide {
+    /// The request's method (HEAD responses have no body).
+    pub method: Method,
+    /// The client speaks HTTP/1.0 (cannot receive chunked).
+    pub http10: bool,
+    /// The client connection may stay open after this response.
+    pub keep_alive: bool,
+}
+
+/// What the proxy needs to know about a parsed response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// How the upstream frames the body.
+    pub upstream_body: BodyKind,
+    /// How the body is framed towards the client (differs for HTTP/1.0 clients).
+    pub client_body: BodyKind,
+    /// Whether the upstream connection can be reused after the body.
+    pub upstream_reusable: bool,
+    /// Whether the client connection stays open after the body.
+    pub client_keep_alive: bool,
+    /// A 1xx interim response: forward it (to HTTP/1.1 clients) and read the next head.
+    pub interim: bool,
+    /// Length of the head in the input, including the blank line.
+    pub head_len: usize,
+}
+
+/// Header names the proxy never forwards as they are (hop-by-hop or re-framed).
+fn is_hop_by_hop(name: &str) -> bool {
+    const NAMES: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "transfer-encoding",
+        "content-length",
+        "expect",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The options named in `Connection` headers, borrowed from the input.
+struct ConnectionOptions<'b> {
+    names: [&'b str; MAX_CONNECTION_OPTIONS],
+    len: usize,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl<'b> ConnectionOptions<'b> {
+    fn new() -> Self {
+        ConnectionOptions {
+            names: [""; MAX_CONNECTION_OPTIONS],
+            len: 0,
+            close: false,
+            keep_alive: false,
+        }
+    }
+
+    fn add(&mut self, value: &'b [u8]) -> Result<(), H1Error> {
+        let value =
+            std::str::from_utf8(value).map_err(|_| H1Error::Malformed("invalid Connection"))?;
+        for token in value.split(',') {
+            let token = token.trim_matches([' ', '\t']);
+            if token.is_empty() {
+                continue;
+            }
+            if token.eq_ignore_ascii_case("close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case("keep-alive") {
+                self.keep_alive = true;
+            } else {
+                if self.len == MAX_CONNECTION_OPTIONS {
+                    return Err(H1Error::Malformed("too many Connection options"));
+                }
+                self.names[self.len] = token;
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn lists(&self, name: &str) -> bool {
+        self.names[..self.len]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Framing fields gathered from one head.
+struct Framing<'b> {
+    content_length: Option<u64>,
+    /// Some `Transfer-Encoding` field was present.
+    transfer_encoding: bool,
+    /// The last coding listed (over all field lines) was `chunked`.
+    chunked: bool,
+    /// How many times `chunked` was listed.
+    chunked_count: u32,
+    /// A coding other than `chunked` was listed.
+    other_coding: bool,
+    connection: ConnectionOptions<'b>,
+}
+
+/// Reads `Content-Length`, `Transfer-Encoding` and `Connection` and applies the
+/// smuggling rules shared by requests and responses.
+fn read_framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>, H1Error> {
+    let mut framing = Framing {
+        content_length: None,
+        transfer_encoding: false,
+        chunked: false,
+        chunked_count: 0,
+        other_coding: false,
+        connection: ConnectionOptions::new(),
+    };
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            if framing.content_length.is_some() {
+                return Err(H1Error::Malformed("duplicate Content-Length"));
+            }
+            framing.content_length = Some(parse_content_length(header.value)?);
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            read_transfer_encoding(header.value, &mut framing)?;
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            framing.connection.add(header.value)?;
+        }
+    }
+    if framing.transfer_encoding {
+        if framing.content_length.is_some() {
+            return Err(H1Error::Malformed("both Content-Length and Transfer-Encoding"));
+        }
+        if !framing.chunked || framing.chunked_count > 1 {
+            return Err(H1Error::Malformed("Transfer-Encoding without final chunked"));
+        }
+        if framing.other_coding {
+            // gzip, chunked: well-formed, but we would have to forward the inner
+            // coding untouched, and we do not implement that.
+            return Err(H1Error::NotImplemented("transfer coding other than chunked"));
+        }
+    }
+    Ok(framing)
+}
+
+/// `Content-Length = 1*DIGIT`, nothing else: no sign, no list, no spaces inside.
+fn parse_content_length(value: &[u8]) -> Result<u64, H1Error> {
+    const ERR: H1Error = H1Error::Malformed("invalid Content-Length");
+    if value.is_empty() || value.len() > 19 {
+        return Err(ERR);
+    }
+    let mut n: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return Err(ERR);
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Ok(n)
+}
+
+/// Accumulates the codings of one `Transfer-Encoding` field line; field lines
+/// add up, so `chunked` must be the last coding over all of them.
+fn read_transfer_encoding(value: &[u8], framing: &mut Framing<'_>) -> Result<(), H1Error> {
+    const ERR: H1Error = H1Error::Malformed("invalid Transfer-Encoding");
+    let value = std::str::from_utf8(value).map_err(|_| ERR)?;
+    for token in value.split(',') {
+        let token = token.trim_matches([' ', '\t']);
+        if token.is_empty() || !token.bytes().all(is_token_byte) {
+            return Err(ERR);
+        }
+        framing.transfer_encoding = true;
+        framing.chunked = token.eq_ignore_ascii_case("chunked");
+        if framing.chunked {
+            framing.chunked_count += 1;
+        } else {
+            framing.other_coding = true;
+        }
+    }
+    Ok(())
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A field value may not carry NUL, CR or LF (httparse refuses most, this is the
+/// belt to its braces; obs-fold never reaches here because httparse refuses it).
+fn check_value(value: &[u8]) -> Result<(), H1Error> {
+    if value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
+        return Err(H1Error::Malformed("control character in field value"));
+    }
+    Ok(())
+}
+
+fn map_parse_error(e: httparse::Error) -> H1Error {
+    match e {
+        httparse::Error::TooManyHeaders => H1Error::TooManyHeaders,
+        httparse::Error::HeaderName => H1Error::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => H1Error::Malformed("invalid header value"),
+        httparse::Error::NewLine => H1Error::Malformed("invalid line ending"),
+        httparse::Error::Status => H1Error::Malformed("invalid status"),
+        httparse::Error::Token => H1Error::Malformed("invalid method"),
+        httparse::Error::Version => H1Error::Malformed("invalid version"),
+    }
+}
+
+fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS_CAP] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP]
+}
+
+/// Parses a request head at the start of `buf` and writes the head to send
+/// upstream into `out` (cleared first). `Ok(None)` means more bytes are needed.
+pub fn parse_request(
+    buf: &[u8],
+    limits: &Limits,
+    forwarding: &Forwarding,
+    out: &mut Vec<u8>,
+) -> Result<Option<Request>, H1Error> {
+    let mut slots = header_slots();
+    let max_headers = limits.max_headers.clamp(1, MAX_HEADERS_CAP);
+    let mut req = httparse::Request::new(&mut []);
+    let status = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut slots[..max_headers],
+    );
+    let head_len = match status {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= limits.max_header_bytes {
+                Err(H1Error::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(e) => return Err(map_parse_error(e)),
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(H1Error::HeadTooLarge);
+    }
+    let (Some(method_token), Some(target), Some(minor)) = (req.method, req.path, req.version)
+    else {
+        return Err(H1Error::Malformed("incomplete request line"));
+    };
+    let method = Method::from_token(method_token);
+    if method_token == "CONNECT" {
+        return Err(H1Error::NotImplemented("CONNECT"));
+    }
+    check_target(method, target)?;
+    let http10 = minor == 0;
+    let headers = &*req.headers;
+
+    let framing = read_framing(headers)?;
+    if framing.transfer_encoding && http10 {
+        return Err(H1Error::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    let body = if framing.chunked {
+        BodyKind::Chunked
+    } else {
+        match framing.content_length {
+            Some(0) | None => BodyKind::None,
+            Some(n) => BodyKind::Length(n),
+        }
+    };
+    if let (BodyKind::Length(n), Some(max)) = (body, limits.max_body_bytes) {
+        if n > max {
+            return Err(H1Error::BodyTooLarge);
+        }
+    }
+
+    let mut host: Option<&[u8]> = None;
+    let mut expect_continue = false;
+    for header in headers {
+        check_value(header.value)?;
+        if header.name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(H1Error::Malformed("duplicate Host"));
+            }
+            host = Some(header.value);
+        } else if header.name.eq_ignore_ascii_case("expect") {
+            if header.value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(H1Error::ExpectationFailed);
+            }
+        }
+    }
+    if host.is_none() && !http10 {
+        return Err(H1Error::Malformed("missing Host"));
+    }
+    let keep_alive = if http10 {
+        framing.connection.keep_alive && !framing.connection.close
+    } else {
+        !framing.connection.close
+    };
+
+    out.clear();
+    out.extend_from_slice(method_token.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for_written = false;
+    for header in headers {
+        let name = header.name;
+        if is_hop_by_hop(name)
+            || framing.connection.lists(name)
+            || name.eq_ignore_ascii_case("x-forwarded-proto")
+            || name.eq_ignore_ascii_case("x-forwarded-host")
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            if !forwarded_for_written {
+                write_forwarded_for(out, headers, forwarding.client_ip);
+                forwarded_for_written = true;
+            }
+            continue;
+        }
+        write_field(out, name.as_bytes(), header.value);
+    }
+    if !forwarded_for_written {
+        write_forwarded_for(out, headers, forwarding.client_ip);
+    }
+    write_field(out, b"X-Forwarded-Proto", forwarding.proto.as_bytes());
+    if let Some(host) = host {
+        write_field(out, b"X-Forwarded-Host", host);
+    }
+    match body {
+        BodyKind::Length(n) => write_content_length(out, n),
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None | BodyKind::CloseDelimited => {
+            if framing.content_length == Some(0) {
+                out.extend_from_slice(b"Content-Length: 0\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+
+    Ok(Some(Request {
+        method,
+        http10,
+        body,
+        keep_alive,
+        expect_continue,
+        head_len,
+    }))
+}
+
+/// origin-form (`/path`), absolute-form (`http://host/path`) or `*` for OPTIONS.
+fn check_target(method: Method, target: &str) -> Result<(), H1Error> {
+    let ok = target.starts_with('/')
+        || (target == "*" && method == Method::Options)
+        || starts_with_ignore_case(target, "http://")
+        || starts_with_ignore_case(target, "https://");
+    if ok {
+        Ok(())
+    } else {
+        Err(H1Error::Malformed("invalid request target"))
+    }
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// One `X-Forwarded-For` field: every value the client sent, then the client address.
+fn write_forwarded_for(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], client: IpAddr) {
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("x-forwarded-for") && !header.value.is_empty() {
+            out.extend_from_slice(header.value);
+            out.extend_from_slice(b", ");
+        }
+    }
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{client}");
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    let mut digits = itoa_buf(n);
+    out.extend_from_slice(digits.as_bytes_mut());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Decimal formatting without `fmt` machinery.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes_mut(&mut self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_buf(mut n: u64) -> Digits {
+    let mut d = Digits {
+        buf: [0; 20],
+        start: 20,
+    };
+    loop {
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return d;
+        }
+    }
+}
+
+/// Writes the size line of one chunk (`{len:x}\r\n`).
+pub fn write_chunk_header(out: &mut Vec<u8>, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        buf[i] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses a response head at the start of `buf` and writes the head to send to
+/// the client into `out` (cleared first). `Ok(None)` means more bytes are needed.
+pub fn parse_response(
+    buf: &[u8],
+    limits: &Limits,
+    client: &ClientSide,
+    out: &mut Vec<u8>,
+) -> Result<Option<Response>, H1Error> {
+    let mut slots = header_slots();
+    let max_headers = limits.max_headers.clamp(1, MAX_HEADERS_CAP);
+    let mut res = httparse::Response::new(&mut []);
+    let status = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut slots[..max_headers],
+    );
+    let head_len = match status {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= limits.max_header_bytes {
+                Err(H1Error::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(e) => return Err(map_parse_error(e)),
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(H1Error::HeadTooLarge);
+    }
+    let (Some(code), Some(minor)) = (res.code, res.version) else {
+        return Err(H1Error::Malformed("incomplete status line"));
+    };
+    if !(100..=599).contains(&code) {
+        return Err(H1Error::Malformed("invalid status"));
+    }
+    if code == 101 {
+        return Err(H1Error::Malformed("unrequested protocol switch"));
+    }
+    let headers = &*res.headers;
+    for header in headers {
+        check_value(header.value)?;
+    }
+    let framing = read_framing(headers)?;
+    let interim = code < 200;
+    let no_body = interim || code == 204 || code == 304 || client.method == Method::Head;
+    let upstream_body = if no_body {
+        BodyKind::None
+    } else if framing.chunked {
+        BodyKind::Chunked
+    } else {
+        match framing.content_length {
+            Some(n) => BodyKind::Length(n),
+            None => BodyKind::CloseDelimited,
+        }
+    };
+    let upstream_reusable = minor == 1
+        && !framing.connection.close
+        && upstream_body != BodyKind::CloseDelimited;
+    let client_body = match upstream_body {
+        BodyKind::Chunked if client.http10 => BodyKind::CloseDelimited,
+        other => other,
+    };
+    let client_keep_alive = client.keep_alive && client_body != BodyKind::CloseDelimited;
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut digits = itoa_buf(u64::from(code));
+    out.extend_from_slice(digits.as_bytes_mut());
+    out.push(b' ');
+    out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for header in headers {
+        if is_hop_by_hop(header.name) || framing.connection.lists(header.name) {
+            continue;
+        }
+        write_field(out, header.name.as_bytes(), header.value);
+    }
+    match client_body {
+        BodyKind::Length(n) => write_content_length(out, n),
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None => {
+            // HEAD and 304 keep the length of the representation they describe.
+            if let (Some(n), false) = (framing.content_length, code == 204 || interim) {
+                write_content_length(out, n);
+            }
+        }
+        BodyKind::CloseDelimited => {}
+    }
+    if !interim {
+        if !client_keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if client.http10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+
+    Ok(Some(Response {
+        status: code,
+        upstream_body,
+        client_body,
+        upstream_reusable,
+        client_keep_alive,
+        interim,
+        head_len,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd() -> Forwarding {
+        Forwarding {
+            client_ip: "10.1.2.3".parse().unwrap(),
+            proto: "http",
+        }
+    }
+
+    fn req(raw: &[u8]) -> Result<Option<Request>, H1Error> {
+        let mut out = Vec::new();
+        parse_request(raw, &Limits::default(), &fwd(), &mut out)
+    }
+
+    fn rewritten(raw: &[u8]) -> String {
+        let mut out = Vec::new();
+        parse_request(raw, &Limits::default(), &fwd(), &mut out)
+            .unwrap()
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn simple_get_is_complete_and_keep_alive() {
+        let r = req(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(r.body, BodyKind::None);
+        assert!(r.keep_alive);
+        assert!(!r.http10);
+        assert_eq!(r.head_len, 28);
+    }
+
+    #[test]
+    fn partial_head_needs_more() {
+        assert_eq!(req(b"GET /a HTTP/1.1\r\nHost: x\r\n").unwrap(), None);
+    }
+
+    #[test]
+    fn http10_defaults_to_close_unless_asked() {
+        let r = req(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(r.http10 && !r.keep_alive);
+        let r = req(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn rewrite_strips_hop_by_hop_and_adds_forwarding() {
+        let out = rewritten(
+            b"GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Secret\r\n\
+              X-Secret: s\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\nTE: trailers\r\nTrailer: a\r\n\
+              Upgrade: websocket\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: https\r\n\
+              X-Forwarded-Host: evil\r\nAccept: */*\r\n\r\n",
+        );
+        assert_eq!(
+            out,
+            "GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n\
+             Accept: */*\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn rewrite_reframes_bodies() {
+        let out = rewritten(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+        assert!(out.ends_with("Content-Length: 5\r\n\r\n"), "{out}");
+        let out = rewritten(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert!(out.ends_with("Transfer-Encoding: chunked\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn smuggling_cases_are_rejected() {
+        let cases: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n",
+            b"GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET foo HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n",
+        ];
+        for case in cases {
+            let got = req(case);
+            assert!(
+                matches!(got, Err(H1Error::Malformed(_))),
+                "{:?} gave {got:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_things_get_their_own_status() {
+        let e = req(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap_err();
+        assert_eq!(e.request_status(), 501);
+        let e = req(b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap_err();
+        assert_eq!(e.request_status(), 501);
+        let e = req(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: magic\r\n\r\n").unwrap_err();
+        assert_eq!(e.request_status(), 417);
+    }
+
+    #[test]
+    fn limits_give_431_and_413() {
+        let limits = Limits {
+            max_header_bytes: 1024,
+            max_headers: 3,
+            max_body_bytes: Some(10),
+        };
+        let mut out = Vec::new();
+        let many = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        assert_eq!(
+            parse_request(many, &limits, &fwd(), &mut out),
+            Err(H1Error::TooManyHeaders)
+        );
+        let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nA: ".to_vec();
+        big.resize(1100, b'a');
+        assert_eq!(
+            parse_request(&big, &limits, &fwd(), &mut out),
+            Err(H1Error::HeadTooLarge)
+        );
+        let body = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n";
+        assert_eq!(
+            parse_request(body, &limits, &fwd(), &mut out),
+            Err(H1Error::BodyTooLarge)
+        );
+    }
+
+    #[test]
+    fn expect_continue_is_recorded_and_not_forwarded() {
+        let raw = b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        assert!(req(raw).unwrap().unwrap().expect_continue);
+        assert!(!rewritten(raw).to_ascii_lowercase().contains("expect"));
+    }
+
+    fn res(raw: &[u8], client: ClientSide) -> (Response, String) {
+        let mut out = Vec::new();
+        let r = parse_response(raw, &Limits::default(), &client, &mut out)
+            .unwrap()
+            .unwrap();
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    const GET11: ClientSide = ClientSide {
+        method: Method::Get,
+        http10: false,
+        keep_alive: true,
+    };
+
+    #[test]
+    fn response_framing_follows_rfc9112() {
+        let (r, _) = res(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", GET11);
+        assert_eq!(r.upstream_body, BodyKind::Length(3));
+        assert!(r.upstream_reusable && r.client_keep_alive);
+        let (r, _) = res(b"HTTP/1.1 200 OK\r\n\r\n", GET11);
+        assert_eq!(r.upstream_body, BodyKind::CloseDelimited);
+        assert!(!r.upstream_reusable && !r.client_keep_alive);
+        for raw in [
+            &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+        ] {
+            let (r, _) = res(raw, GET11);
+            assert_eq!(r.upstream_body, BodyKind::None);
+            assert!(r.upstream_reusable);
+        }
+        let head = ClientSide {
+            method: Method::Head,
+            ..GET11
+        };
+        let (r, out) = res(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", head);
+        assert_eq!(r.upstream_body, BodyKind::None);
+        assert!(out.contains("Content-Length: 99\r\n"), "{out}");
+    }
+
+    #[test]
+    fn chunked_response_to_http10_client_is_close_delimited() {
+        let c = ClientSide {
+            method: Method::Get,
+            http10: true,
+            keep_alive: true,
+        };
+        let (r, out) = res(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", c);
+        assert_eq!(r.client_body, BodyKind::CloseDelimited);
+        assert!(!r.client_keep_alive);
+        assert!(out.contains("Connection: close\r\n") && !out.contains("chunked"));
+    }
+
+    #[test]
+    fn bad_responses_are_rejected() {
+        let cases: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX : y\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: y\r\n z\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 099 Nope\r\n\r\n",
+            b"HTTP/2 200 OK\r\n\r\n",
+        ];
+        for case in cases {
+            let mut out = Vec::new();
+            let got = parse_response(case, &Limits::default(), &GET11, &mut out);
+            assert!(got.is_err(), "{:?} gave {got:?}", String::from_utf8_lossy(case));
+        }
+    }
+
+    #[test]
+    fn chunk_header_is_lower_hex() {
+        let mut out = Vec::new();
+        write_chunk_header(&mut out, 0x1a2b);
+        write_chunk_header(&mut out, 0);
+        assert_eq!(out, b"1a2b\r\n0\r\n");
+    }
+}

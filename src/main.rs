@@ -1,0 +1,208 @@
+//! The `ringlb` command: parses arguments, loads the configuration and starts the
+//! library. Everything else lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use ringlb::config::{self, BackendConfig, Config};
+use ringlb::{control, logging, origin, shard};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const HELP: &str = "\
+ringlb: a thread-per-core io_uring HTTP/1.1 load balancer
+
+Usage:
+  ringlb run --config FILE      serve (also: ringlb -c FILE)
+  ringlb check --config FILE    validate FILE, print a summary; exit 1 on errors
+  ringlb demo                   three demo origins on 127.0.0.1:9001-9003 and the
+                                balancer on 127.0.0.1:8080 (admin on :9900)
+  ringlb origin --listen ADDR [--name NAME] [--io auto|io_uring|epoll]
+                                the small origin server used by the demo and tests
+  ringlb --version | --help
+
+Signals: SIGTERM/SIGINT drain gracefully (a second one stops at once);
+SIGHUP re-reads the configuration file and applies its backend table.
+Environment: RINGLB_<SECTION>_<KEY> overrides one key, e.g. RINGLB_BALANCER_STRATEGY=least-conn.
+";
+
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+    Demo,
+    Origin {
+        listen: SocketAddr,
+        name: String,
+        io: config::IoMode,
+    },
+    Version,
+    Help,
+}
+
+fn parse_args(args: &[String]) -> Result<Command> {
+    let mut config: Option<PathBuf> = None;
+    let mut listen: Option<String> = None;
+    let mut name = "origin".to_string();
+    let mut io = config::IoMode::Auto;
+    let mut sub: Option<&str> = None;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_str();
+        let mut value = || -> Result<String> {
+            i += 1;
+            args.get(i)
+                .cloned()
+                .with_context(|| format!("{arg} needs a value"))
+        };
+        match arg {
+            "-h" | "--help" | "help" => return Ok(Command::Help),
+            "-V" | "--version" | "version" => return Ok(Command::Version),
+            "-c" | "--config" => config = Some(value()?.into()),
+            "--listen" => listen = Some(value()?),
+            "--name" => name = value()?,
+            "--io" => {
+                io = match value()?.as_str() {
+                    "auto" => config::IoMode::Auto,
+                    "io_uring" => config::IoMode::IoUring,
+                    "epoll" => config::IoMode::Epoll,
+                    other => bail!("--io: expected auto, io_uring or epoll, got {other:?}"),
+                }
+            }
+            "run" | "check" | "demo" | "origin" if sub.is_none() => sub = Some(arg),
+            _ => {
+                if let Some(path) = arg.strip_prefix("--config=") {
+                    config = Some(path.into());
+                } else {
+                    bail!("unexpected argument {arg:?} (see ringlb --help)");
+                }
+            }
+        }
+        i += 1;
+    }
+    match sub {
+        Some("demo") => Ok(Command::Demo),
+        Some("origin") => {
+            let listen = listen.context("origin needs --listen ADDR")?;
+            let listen = listen
+                .parse()
+                .with_context(|| format!("--listen: expected IP:port, got {listen:?}"))?;
+            Ok(Command::Origin { listen, name, io })
+        }
+        Some("check") => Ok(Command::Check(config.context("check needs --config FILE")?)),
+        Some("run") | None => match config {
+            Some(path) => Ok(Command::Run(path)),
+            None if sub.is_none() => Ok(Command::Help),
+            None => bail!("run needs --config FILE"),
+        },
+        Some(other) => bail!("unknown command {other}"),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let level = match config.logging.level {
+        config::LogLevel::Error => logging::Level::Error,
+        config::LogLevel::Warn => logging::Level::Warn,
+        config::LogLevel::Info => logging::Level::Info,
+        config::LogLevel::Debug => logging::Level::Debug,
+    };
+    let format = match config.logging.format {
+        config::LogFormat::Text => logging::Format::Text,
+        config::LogFormat::Json => logging::Format::Json,
+    };
+    logging::init(level, format);
+}
+
+fn serve(config: Config, path: Option<PathBuf>) -> Result<ExitCode> {
+    init_logging(&config);
+    let server = control::start(config)?;
+    control::forward_signals(server.handle(), path).context("cannot install signal handlers")?;
+    let report = server.wait();
+    Ok(if report.unfinished_connections == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn demo() -> Result<ExitCode> {
+    let (driver, _) = shard::choose_driver(config::IoMode::Auto)?;
+    let mut origins = Vec::new();
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:8080".parse()?;
+    config.admin.listen = "127.0.0.1:9900".parse()?;
+    for (i, port) in (9001..=9003).enumerate() {
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let name = format!("app{}", i + 1);
+        origins.push(
+            origin::spawn(address, &name, driver)
+                .with_context(|| format!("demo origin {name} on {address}"))?,
+        );
+        config.backends.push(BackendConfig {
+            name,
+            address,
+            weight: 1,
+        });
+    }
+    println!(
+        "ringlb demo: three origins on 127.0.0.1:9001-9003 behind the balancer.\n\n  \
+         curl http://127.0.0.1:8080/            # answered by app1, app2, app3 in turn\n  \
+         curl http://127.0.0.1:8080/delay/200ms # a slow request\n  \
+         curl http://127.0.0.1:8080/status/503  # an origin error, passed through\n  \
+         curl http://127.0.0.1:9900/healthz     # the admin listener\n  \
+         wrk -c 64 -d 10s http://127.0.0.1:8080/\n\nCtrl-C stops it.\n"
+    );
+    let code = serve(config, None)?;
+    drop(origins);
+    Ok(code)
+}
+
+fn run() -> Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse_args(&args)? {
+        Command::Help => {
+            print!("{HELP}\nOrigin routes:\n{}\n", origin::ROUTES);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            println!("ringlb {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(path) => match config::load(&path) {
+            Ok(config) => {
+                println!("{}: ok\n{}", path.display(), config.summary());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Run(path) => match config::load(&path) {
+            Ok(config) => serve(config, Some(path)),
+            Err(errors) => {
+                eprintln!("{errors}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Demo => demo(),
+        Command::Origin { listen, name, io } => {
+            let (driver, _) = shard::choose_driver(io)?;
+            eprintln!("origin {name} listening on {listen} ({})", driver.as_str());
+            origin::run(listen, &name, driver)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringlb: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

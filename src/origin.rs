@@ -1,0 +1,481 @@
+//! `origin`: the small, fast origin server behind `ringlb origin`, the demo, the
+//! tests and the benchmarks.
+//!
+//! Owns a single-threaded monoio server that answers with its name and can be told
+//! to be slow, to fail, or to misbehave (see `ROUTES`). It parses requests with the
+//! same `h1` rules as the proxy. Test tooling, never used on the proxy's request path.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::config::parse_duration;
+use crate::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Forwarding, Method};
+use crate::shard::{run_on, Driver};
+
+/// What the origin answers, for `ringlb origin --help` and the README.
+pub const ROUTES: &str = "\
+  /                 200, body: the origin's name
+  /health           200 ok
+  /status/NNN       that status
+  /delay/DUR        wait DUR (e.g. 50ms, 2s), then 200
+  /bytes/N          N bytes with Content-Length
+  /chunked/N        N bytes, chunked, with a trailer
+  /close/N          N bytes delimited by closing the connection
+  /echo             the request body back
+  /sink             reads the body; answers its length and FNV-1a hash
+  /headers          the request head as received
+  /conns            how many connections this origin accepted
+  /interim          a 103 interim response, then 200
+  /hang             never answers
+  /reset            closes the connection without answering
+  /bad/cl-te        a response with Content-Length and Transfer-Encoding
+  /bad/garbage      bytes that are not HTTP";
+
+/// Largest body `/echo` holds.
+const MAX_ECHO: usize = 16 * 1024 * 1024;
+/// Write size for generated bodies.
+const PIECE: usize = 64 * 1024;
+
+/// Shared with the thread that owns the origin.
+#[derive(Debug)]
+struct OriginState {
+    name: String,
+    connections: AtomicU64,
+}
+
+/// A running origin on its own thread.
+#[derive(Debug)]
+pub struct OriginHandle {
+    address: SocketAddr,
+    listener_fd: RawFd,
+    state: Arc<OriginState>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl OriginHandle {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Stops it: the listener and every open connection close.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // SAFETY: the listener is owned by the origin thread, alive until that
+            // thread's accept loop sees this shutdown and returns; shutdown() does
+            // not close the descriptor.
+            unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for OriginHandle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Starts an origin on `address` in a thread of its own.
+pub fn spawn(address: SocketAddr, name: &str, driver: Driver) -> io::Result<OriginHandle> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let listener_fd = listener.as_raw_fd();
+    let state = Arc::new(OriginState {
+        name: name.to_string(),
+        connections: AtomicU64::new(0),
+    });
+    let thread_state = Arc::clone(&state);
+    let thread = std::thread::Builder::new()
+        .name(format!("origin-{name}"))
+        .spawn(move || {
+            let _ = run_on(driver, serve(listener, thread_state));
+        })?;
+    Ok(OriginHandle {
+        address,
+        listener_fd,
+        state,
+        thread: Some(thread),
+    })
+}
+
+/// Runs an origin on the current thread until the process ends.
+pub fn run(address: SocketAddr, name: &str, driver: Driver) -> io::Result<()> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    let state = Arc::new(OriginState {
+        name: name.to_string(),
+        connections: AtomicU64::new(0),
+    });
+    run_on(driver, serve(listener, state))
+}
+
+async fn serve(listener: std::net::TcpListener, state: Arc<OriginState>) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        return;
+    };
+    let state = Rc::new(state);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                state.connections.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(connection(stream, Rc::clone(&state)));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+            Err(_) => monoio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Reads into spare capacity; returns bytes read (0 is EOF).
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    use monoio::buf::IoBufMut;
+    if buf.capacity() - buf.len() < PIECE {
+        buf.reserve(PIECE);
+    }
+    let owned = std::mem::take(buf);
+    let len = owned.len();
+    let (result, slice) = stream.read(owned.slice_mut(len..)).await;
+    *buf = slice.into_inner();
+    result
+}
+
+async fn send(stream: &mut TcpStream, bytes: Vec<u8>) -> io::Result<()> {
+    let (result, _) = stream.write_all(bytes).await;
+    result.map(|_| ())
+}
+
+async fn connection(mut stream: TcpStream, state: Rc<Arc<OriginState>>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(PIECE);
+    let mut scratch = Vec::new();
+    let forwarding = Forwarding {
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        proto: "http",
+    };
+    let limits = h1::Limits::default();
+    loop {
+        let request = loop {
+            match h1::parse_request(&buf, &limits, &forwarding, &mut scratch) {
+                Ok(Some(request)) => break request,
+                Ok(None) => {}
+                Err(_) => {
+                    let _ = send(&mut stream, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()).await;
+                    return;
+                }
+            }
+            match fill(&mut stream, &mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        };
+        let head = buf[..request.head_len].to_vec();
+        buf.drain(..request.head_len);
+        let target = head_target(&head);
+        let path = target.split('?').next().unwrap_or("/").to_string();
+
+        // Read the body: echoed, hashed, or discarded.
+        let mut body = Vec::new();
+        let mut hash = Fnv::new();
+        let mut received = 0u64;
+        let keep = path == "/echo";
+        match read_body(&mut stream, &mut buf, request.body, |data| {
+            hash.update(data);
+            received += data.len() as u64;
+            if keep && body.len() + data.len() <= MAX_ECHO {
+                body.extend_from_slice(data);
+            }
+        })
+        .await
+        {
+            Ok(()) => {}
+            Err(_) => return,
+        }
+        let ok = respond(
+            &mut stream,
+            &state,
+            &path,
+            &head,
+            request.method == Method::Head,
+            request.keep_alive,
+            body,
+            (received, hash),
+        )
+        .await;
+        if !ok || !request.keep_alive {
+            return;
+        }
+    }
+}
+
+fn head_target(head: &[u8]) -> String {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
+    let mut parts = line.split(|&b| b == b' ');
+    let _method = parts.next();
+    String::from_utf8_lossy(parts.next().unwrap_or(b"/")).into_owned()
+}
+
+async fn read_body<F: FnMut(&[u8])>(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    kind: BodyKind,
+    mut sink: F,
+) -> io::Result<()> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad body");
+    match kind {
+        BodyKind::None | BodyKind::CloseDelimited => Ok(()),
+        BodyKind::Length(mut remaining) => loop {
+            let n = (buf.len() as u64).min(remaining) as usize;
+            sink(&buf[..n]);
+            buf.drain(..n);
+            remaining -= n as u64;
+            if remaining == 0 {
+                return Ok(());
+            }
+            if fill(stream, buf).await? == 0 {
+                return Err(bad());
+            }
+        },
+        BodyKind::Chunked => {
+            let mut decoder = ChunkedDecoder::new(16 * 1024);
+            loop {
+                let mut pos = 0;
+                while pos < buf.len() && !decoder.is_done() {
+                    let (used, event) = decoder.decode(&buf[pos..]).map_err(|_| bad())?;
+                    if let Some(ChunkEvent::Data(data)) = event {
+                        sink(data);
+                    }
+                    pos += used;
+                    if used == 0 {
+                        break;
+                    }
+                }
+                buf.drain(..pos);
+                if decoder.is_done() {
+                    return Ok(());
+                }
+                if fill(stream, buf).await? == 0 {
+                    return Err(bad());
+                }
+            }
+        }
+    }
+}
+
+/// 64-bit FNV-1a, to check large bodies end to end without holding them.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Fnv {
+    /// The offset basis.
+    pub fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    /// Hashes more bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// The hash so far.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The generated body byte at `offset` (so clients can check what they got).
+pub fn pattern_byte(offset: u64) -> u8 {
+    b'a' + (offset % 26) as u8
+}
+
+fn pattern(offset: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| pattern_byte(offset + i)).collect()
+}
+
+fn simple(status: u16, name: &str, body: &[u8], head_only: bool, keep_alive: bool) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        204 => "No Content",
+        304 => "Not Modified",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let no_body = status < 200 || status == 204 || status == 304;
+    let mut out = format!("HTTP/1.1 {status} {reason}\r\nX-Origin: {name}\r\n").into_bytes();
+    if !no_body {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !no_body && !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// Writes the response for `path`. Returns false when the connection must close.
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    stream: &mut TcpStream,
+    state: &OriginState,
+    path: &str,
+    head: &[u8],
+    head_only: bool,
+    keep_alive: bool,
+    body: Vec<u8>,
+    (received, hash): (u64, Fnv),
+) -> bool {
+    let name = state.name.as_str();
+    let mut segments = path.trim_start_matches('/').splitn(2, '/');
+    let first = segments.next().unwrap_or("");
+    let arg = segments.next().unwrap_or("");
+    let number = arg.parse::<u64>().ok();
+    let reply = |status: u16, body: &[u8]| simple(status, name, body, head_only, keep_alive);
+    let result = match (first, number) {
+        ("health", _) => send(stream, reply(200, b"ok\n")).await,
+        ("status", Some(code)) if (100..=599).contains(&code) && code != 101 => {
+            send(stream, reply(code as u16, format!("{code}\n").as_bytes())).await
+        }
+        ("delay", _) => match parse_duration(arg) {
+            Ok(d) => {
+                monoio::time::sleep(d).await;
+                send(stream, reply(200, format!("{name}\n").as_bytes())).await
+            }
+            Err(_) => send(stream, reply(404, b"bad duration\n")).await,
+        },
+        ("bytes", Some(n)) => {
+            let mut out = format!("HTTP/1.1 200 OK\r\nX-Origin: {name}\r\nContent-Length: {n}\r\n\r\n")
+                .into_bytes();
+            let mut sent = 0u64;
+            let mut result = Ok(());
+            while result.is_ok() && (sent < n || !out.is_empty()) && !head_only {
+                let take = (n - sent).min((PIECE - out.len().min(PIECE)) as u64) as usize;
+                out.extend_from_slice(&pattern(sent, take));
+                sent += take as u64;
+                result = send(stream, std::mem::take(&mut out)).await;
+            }
+            if head_only {
+                result = send(stream, out).await;
+            }
+            result
+        }
+        ("chunked", Some(n)) => {
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\nX-Origin: {name}\r\nTransfer-Encoding: chunked\r\nTrailer: X-Origin-Trailer\r\n\r\n"
+            )
+            .into_bytes();
+            let mut sent = 0u64;
+            let mut result = Ok(());
+            while result.is_ok() && sent < n && !head_only {
+                let take = (n - sent).min(16 * 1024) as usize;
+                out.extend_from_slice(format!("{take:x}\r\n").as_bytes());
+                out.extend_from_slice(&pattern(sent, take));
+                out.extend_from_slice(b"\r\n");
+                sent += take as u64;
+                if out.len() >= PIECE {
+                    result = send(stream, std::mem::take(&mut out)).await;
+                }
+            }
+            if !head_only {
+                out.extend_from_slice(b"0\r\nX-Origin-Trailer: done\r\n\r\n");
+            }
+            match result {
+                Ok(()) => send(stream, out).await,
+                e => e,
+            }
+        }
+        ("close", Some(n)) => {
+            let mut out =
+                format!("HTTP/1.1 200 OK\r\nX-Origin: {name}\r\nConnection: close\r\n\r\n").into_bytes();
+            out.extend_from_slice(&pattern(0, n.min(MAX_ECHO as u64) as usize));
+            let _ = send(stream, out).await;
+            return false;
+        }
+        ("echo", _) => send(stream, reply(200, &body)).await,
+        ("sink", _) => {
+            let summary = format!("{received} {:016x}\n", hash.finish());
+            send(stream, reply(200, summary.as_bytes())).await
+        }
+        ("headers", _) => send(stream, reply(200, head)).await,
+        ("conns", _) => {
+            let n = state.connections.load(Ordering::SeqCst);
+            send(stream, reply(200, format!("{n}\n").as_bytes())).await
+        }
+        ("interim", _) => {
+            let mut out = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_vec();
+            out.extend_from_slice(&reply(200, format!("{name}\n").as_bytes()));
+            send(stream, out).await
+        }
+        ("hang", _) => {
+            let mut buf = Vec::with_capacity(1024);
+            while let Ok(n) = fill(stream, &mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                buf.clear();
+            }
+            return false;
+        }
+        ("reset", _) => {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: setsockopt reads `linger` (which outlives the call) on a socket
+            // owned by `stream`.
+            unsafe {
+                libc::setsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            return false;
+        }
+        ("bad", _) if arg == "cl-te" => {
+            let _ = send(stream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n".to_vec()).await;
+            return false;
+        }
+        ("bad", _) if arg == "garbage" => {
+            let _ = send(stream, b"this is not http\r\n\r\n".to_vec()).await;
+            return false;
+        }
+        _ => send(stream, reply(200, format!("{name}\n").as_bytes())).await,
+    };
+    result.is_ok()
+}

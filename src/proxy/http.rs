@@ -1,0 +1,686 @@
+//! HTTP/1.1 proxying of one client connection, request after request.
+//!
+//! `serve` reads a request head, picks a backend, sends the rewritten head and the
+//! body upstream, reads the response head and streams the body back, then keeps the
+//! connection for the next request or closes it. Bodies stream through fixed-size
+//! buffers, so memory does not grow with their size. Every failure becomes a status
+//! (or a silent close when the client is gone), a counter and a debug log line.
+
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::backend::{Backend, InFlight};
+use crate::balancer::RequestContext;
+use crate::error::{error_response, ProxyError, Side};
+use crate::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, Forwarding, Request};
+use crate::log_debug;
+use crate::shard::{ConnectionGuard, Shard};
+use crate::stats::ShardStats;
+use crate::upstream;
+
+/// Initial capacity of a client connection's read buffer.
+const CLIENT_BUFFER: usize = 4 * 1024;
+/// Read size while streaming bodies.
+const BODY_BUFFER: usize = 64 * 1024;
+/// A client buffer larger than this is shrunk back after a request.
+const CLIENT_BUFFER_KEEP: usize = 64 * 1024;
+/// How long a closing connection is drained so the client sees our last response.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most bytes read and discarded while lingering.
+const LINGER_BYTES: usize = 256 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// One client connection's reading state.
+struct Downstream {
+    /// The socket.
+    stream: TcpStream,
+    /// The client's address.
+    peer: SocketAddr,
+    /// Bytes read; `buf[pos..]` are not consumed yet (pipelined requests included).
+    buf: Vec<u8>,
+    /// Start of the unconsumed bytes.
+    pos: usize,
+}
+
+impl Downstream {
+    fn unconsumed(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Moves unconsumed bytes to the front so reads have room.
+    fn compact(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+}
+
+/// A request that failed, and whether the client already saw part of a response.
+struct Failure {
+    error: ProxyError,
+    response_started: bool,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Failure {
+            error,
+            response_started: false,
+        }
+    }
+}
+
+/// Serves one client connection until it closes, fails, or the shard drains.
+pub async fn serve(shard: Rc<Shard>, _guard: ConnectionGuard, stream: TcpStream, peer: SocketAddr) {
+    let mut client = Downstream {
+        stream,
+        peer,
+        buf: Vec::with_capacity(CLIENT_BUFFER),
+        pos: 0,
+    };
+    let forwarding = Forwarding {
+        client_ip: peer.ip(),
+        proto: "http",
+    };
+    let mut head = Vec::with_capacity(1024);
+    let mut first = true;
+    loop {
+        let request = match read_request(&shard, &mut client, &forwarding, &mut head, first).await
+        {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(error) => {
+                fail(&shard, &mut client, Failure::from(error)).await;
+                return;
+            }
+        };
+        first = false;
+        ShardStats::bump(&shard.stats.requests);
+        match proxy_request(&shard, &mut client, &request, &mut head).await {
+            Ok(true) => {
+                if client.buf.capacity() > CLIENT_BUFFER_KEEP && client.unconsumed() == 0 {
+                    client.buf = Vec::with_capacity(CLIENT_BUFFER);
+                    client.pos = 0;
+                }
+            }
+            Ok(false) => {
+                linger_close(&mut client.stream).await;
+                return;
+            }
+            Err(failure) => {
+                fail(&shard, &mut client, failure).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Counts and logs a failure, answers with its status if nothing was sent yet, and
+/// closes the connection.
+async fn fail(shard: &Shard, client: &mut Downstream, failure: Failure) {
+    let error = &failure.error;
+    let stats = &shard.stats;
+    match error.side() {
+        Side::Downstream => ShardStats::bump(&stats.client_errors),
+        Side::Upstream => ShardStats::bump(&stats.upstream_errors),
+        Side::Internal => ShardStats::bump(&stats.internal_errors),
+    }
+    log_debug!(
+        "shard {}: client {}: {} ({})",
+        shard.index,
+        client.peer,
+        error,
+        error.kind()
+    );
+    if failure.response_started {
+        return;
+    }
+    if let Some(status) = error.status() {
+        stats.count_response(status);
+        let (result, _) = client.stream.write_all(error_response(status)).await;
+        if result.is_ok() {
+            linger_close(&mut client.stream).await;
+        }
+    }
+}
+
+/// Reads the next request head. `Ok(None)` is a clean end: the client closed or
+/// went idle too long between requests, or the shard is draining.
+async fn read_request(
+    shard: &Shard,
+    client: &mut Downstream,
+    forwarding: &Forwarding,
+    head: &mut Vec<u8>,
+    first: bool,
+) -> Result<Option<Request>, ProxyError> {
+    let settings = &shard.settings;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if client.unconsumed() > 0 {
+            match h1::parse_request(&client.buf[client.pos..], &settings.limits, forwarding, head)
+            {
+                Ok(Some(request)) => {
+                    client.pos += request.head_len;
+                    return Ok(Some(request));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ProxyError::BadRequest(e)),
+            }
+            if deadline.is_none() {
+                deadline = Some(Instant::now() + settings.header_read_timeout);
+            }
+        }
+        client.compact();
+        let idle = client.buf.is_empty();
+        if idle && shard.draining() {
+            return Ok(None);
+        }
+        let wait = match deadline {
+            None if first => settings.header_read_timeout,
+            None => settings.idle_timeout,
+            Some(d) => d.saturating_duration_since(Instant::now()),
+        };
+        let token = idle.then(|| shard.idle_begin(client.stream.as_raw_fd()));
+        let read = monoio::time::timeout(wait, read_more(&mut client.stream, &mut client.buf, 0))
+            .await;
+        if let Some(token) = token {
+            shard.idle_end(token);
+        }
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            // EOF, error or timeout with nothing read: a clean end of the connection.
+            _ if idle => return Ok(None),
+            Ok(Ok(_)) => return Err(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof)),
+            Ok(Err(e)) => return Err(ProxyError::ClientIo(e.kind())),
+            Err(_) => return Err(ProxyError::HeaderReadTimeout),
+        }
+    }
+}
+
+/// Proxies one request. `Ok(keep_alive)` tells whether the client connection can
+/// carry another request.
+async fn proxy_request(
+    shard: &Shard,
+    client: &mut Downstream,
+    request: &Request,
+    head: &mut Vec<u8>,
+) -> Result<bool, Failure> {
+    // A body already held in full can be sent with the head, and again on a retry.
+    let held_body = match request.body {
+        BodyKind::None => Some(0),
+        BodyKind::Length(n) if n <= client.unconsumed() as u64 => Some(n as usize),
+        _ => None,
+    };
+    if let Some(n) = held_body {
+        head.extend_from_slice(&client.buf[client.pos..client.pos + n]);
+    }
+    let context = RequestContext {
+        client_ip: client.peer.ip(),
+    };
+    let mut fresh_only = false;
+    let mut upbuf = Vec::with_capacity(BODY_BUFFER);
+    loop {
+        let backend = shard
+            .balancer
+            .borrow()
+            .select(&context, &[])
+            .ok_or(ProxyError::NoBackend)?;
+        let in_flight = InFlight::start(&backend);
+        let (mut upstream, reused) = checkout(shard, &backend, fresh_only).await?;
+
+        // Send the head (and a held body) in one write.
+        let (sent, returned) = upstream.write_all(mem::take(head)).await;
+        *head = returned;
+        if let Err(e) = sent {
+            if reused && held_body.is_some() {
+                ShardStats::bump(&shard.stats.upstream_retries);
+                fresh_only = true;
+                continue;
+            }
+            return Err(ProxyError::UpstreamIo(e.kind()).into());
+        }
+        if let Some(n) = held_body {
+            client.pos += n;
+        } else {
+            if request.expect_continue && !request.http10 {
+                write_client(client, CONTINUE).await?;
+            }
+            send_body(shard, client, &mut upstream, request.body).await?;
+        }
+
+        let client_side = ClientSide {
+            method: request.method,
+            http10: request.http10,
+            keep_alive: request.keep_alive && !shard.draining(),
+        };
+        upbuf.clear();
+        let response = match read_response(shard, client, &mut upstream, &mut upbuf, &client_side, head)
+            .await
+        {
+            Ok(response) => response,
+            Err(ResponseError::Interim(e)) => {
+                return Err(Failure {
+                    error: e,
+                    response_started: true,
+                })
+            }
+            Err(ResponseError::BeforeAnyByte(e)) if reused && held_body.is_some() => {
+                log_debug!("shard {}: pooled connection failed ({e}); retrying", shard.index);
+                ShardStats::bump(&shard.stats.upstream_retries);
+                fresh_only = true;
+                if let Some(n) = held_body {
+                    // Put the held body back after the head for the next attempt.
+                    client.pos -= n;
+                }
+                rebuild_head(client, request, head, held_body)?;
+                continue;
+            }
+            Err(ResponseError::BeforeAnyByte(e)) | Err(ResponseError::Other(e)) => {
+                return Err(e.into())
+            }
+        };
+        shard.stats.count_response(response.status);
+        let upstream_clean = send_response(shard, client, &mut upstream, &mut upbuf, head, &response)
+            .await
+            .map_err(|error| Failure {
+                error,
+                response_started: true,
+            })?;
+        if upstream_clean && response.upstream_reusable && !shard.draining() {
+            in_flight.backend().pool.checkin(upstream, Instant::now());
+        }
+        return Ok(response.client_keep_alive);
+    }
+}
+
+/// After a failed attempt the head buffer holds a response head; write the request
+/// head (and held body) again from the client's buffer.
+fn rebuild_head(
+    client: &Downstream,
+    request: &Request,
+    head: &mut Vec<u8>,
+    held_body: Option<usize>,
+) -> Result<(), ProxyError> {
+    let start = client.pos - request.head_len;
+    let forwarding = Forwarding {
+        client_ip: client.peer.ip(),
+        proto: "http",
+    };
+    // The limits that let it through the first time let it through again.
+    let limits = h1::Limits {
+        max_header_bytes: usize::MAX,
+        max_headers: h1::MAX_HEADERS_CAP,
+        max_body_bytes: None,
+    };
+    match h1::parse_request(&client.buf[start..], &limits, &forwarding, head) {
+        Ok(Some(_)) => {}
+        _ => return Err(ProxyError::BadRequest(h1::H1Error::Malformed("replay"))),
+    }
+    if let Some(n) = held_body {
+        head.extend_from_slice(&client.buf[client.pos..client.pos + n]);
+    }
+    Ok(())
+}
+
+/// A pooled connection to `backend`, or a new one.
+async fn checkout(
+    shard: &Shard,
+    backend: &Rc<Backend>,
+    fresh_only: bool,
+) -> Result<(TcpStream, bool), ProxyError> {
+    if !fresh_only {
+        if let Some(stream) = backend.pool.checkout(Instant::now()) {
+            ShardStats::bump(&shard.stats.upstream_reuses);
+            return Ok((stream, true));
+        }
+    }
+    let stream = upstream::connect(backend.address, shard.settings.connect_timeout).await?;
+    ShardStats::bump(&shard.stats.upstream_connects);
+    Ok((stream, false))
+}
+
+/// Streams a request body that is not held in full from the client to upstream.
+async fn send_body(
+    shard: &Shard,
+    client: &mut Downstream,
+    upstream: &mut TcpStream,
+    body: BodyKind,
+) -> Result<(), Failure> {
+    let settings = &shard.settings;
+    match body {
+        BodyKind::None | BodyKind::CloseDelimited => Ok(()),
+        BodyKind::Length(mut remaining) => {
+            while remaining > 0 {
+                if client.unconsumed() == 0 {
+                    client.compact();
+                    read_client_body(client, settings.idle_timeout).await?;
+                }
+                let n = (client.unconsumed() as u64).min(remaining) as usize;
+                let range = client.pos..client.pos + n;
+                write_range(upstream, &mut client.buf, range)
+                    .await
+                    .map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
+                client.pos += n;
+                remaining -= n as u64;
+            }
+            Ok(())
+        }
+        BodyKind::Chunked => {
+            let mut decoder = ChunkedDecoder::new(settings.limits.max_header_bytes);
+            let mut out = Vec::with_capacity(BODY_BUFFER + 64);
+            loop {
+                // Re-frame everything buffered, then send it.
+                while client.unconsumed() > 0 && !decoder.is_done() {
+                    let (used, event) = decoder
+                        .decode(&client.buf[client.pos..])
+                        .map_err(ProxyError::BadRequest)?;
+                    encode_chunk_event(event, &mut out);
+                    client.pos += used;
+                    if used == 0 {
+                        break;
+                    }
+                }
+                if let Some(max) = settings.limits.max_body_bytes {
+                    if decoder.decoded_len() > max {
+                        return Err(ProxyError::BadRequest(h1::H1Error::BodyTooLarge).into());
+                    }
+                }
+                if !out.is_empty() {
+                    let (sent, returned) = upstream.write_all(mem::take(&mut out)).await;
+                    out = returned;
+                    out.clear();
+                    sent.map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
+                }
+                if decoder.is_done() {
+                    return Ok(());
+                }
+                client.compact();
+                read_client_body(client, settings.idle_timeout).await?;
+            }
+        }
+    }
+}
+
+/// Appends one decoded event re-framed as chunked.
+fn encode_chunk_event(event: Option<ChunkEvent<'_>>, out: &mut Vec<u8>) {
+    match event {
+        Some(ChunkEvent::Data(data)) => {
+            h1::write_chunk_header(out, data.len());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+        Some(ChunkEvent::End(trailers)) => {
+            out.extend_from_slice(b"0\r\n");
+            out.extend_from_slice(trailers);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => {}
+    }
+}
+
+/// Reads more of a request body from the client.
+async fn read_client_body(client: &mut Downstream, timeout: Duration) -> Result<(), ProxyError> {
+    match monoio::time::timeout(
+        timeout,
+        read_more(&mut client.stream, &mut client.buf, BODY_BUFFER),
+    )
+    .await
+    {
+        Ok(Ok(0)) => Err(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof)),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ProxyError::ClientIo(e.kind())),
+        Err(_) => Err(ProxyError::BodyReadTimeout),
+    }
+}
+
+enum ResponseError {
+    /// Nothing came back on the connection: safe to retry if the request is held.
+    BeforeAnyByte(ProxyError),
+    /// An interim (1xx) response already reached the client.
+    Interim(ProxyError),
+    /// Anything else.
+    Other(ProxyError),
+}
+
+/// Reads the final response head; forwards interim (1xx) responses to HTTP/1.1
+/// clients on the way. On success `head` holds the rewritten head and `upbuf[..]`
+/// starts with the head, followed by any body bytes already read.
+async fn read_response(
+    shard: &Shard,
+    client: &mut Downstream,
+    upstream: &mut TcpStream,
+    upbuf: &mut Vec<u8>,
+    client_side: &ClientSide,
+    head: &mut Vec<u8>,
+) -> Result<h1::Response, ResponseError> {
+    let settings = &shard.settings;
+    let deadline = Instant::now() + settings.backend_response_timeout;
+    let mut interim_sent = false;
+    let wrap = |e: ProxyError, got_bytes: bool, interim: bool| {
+        if interim {
+            ResponseError::Interim(e)
+        } else if got_bytes {
+            ResponseError::Other(e)
+        } else {
+            ResponseError::BeforeAnyByte(e)
+        }
+    };
+    loop {
+        if !upbuf.is_empty() {
+            match h1::parse_response(upbuf, &settings.limits, client_side, head) {
+                Ok(Some(response)) if response.interim => {
+                    upbuf.drain(..response.head_len);
+                    if !client_side.http10 {
+                        interim_sent = true;
+                        write_all_client(client, head)
+                            .await
+                            .map_err(ResponseError::Interim)?;
+                    }
+                    continue;
+                }
+                Ok(Some(response)) => return Ok(response),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(wrap(ProxyError::BadResponse(e), true, interim_sent));
+                }
+            }
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let got_bytes = !upbuf.is_empty();
+        match monoio::time::timeout(wait, read_more(upstream, upbuf, BODY_BUFFER)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => {
+                return Err(wrap(
+                    ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof),
+                    got_bytes,
+                    interim_sent,
+                ))
+            }
+            Ok(Err(e)) => return Err(wrap(ProxyError::UpstreamIo(e.kind()), got_bytes, interim_sent)),
+            Err(_) => return Err(ResponseError::Other(ProxyError::ResponseTimeout)),
+        }
+    }
+}
+
+/// Writes the response head and streams the body to the client. Returns whether
+/// the upstream connection ended the response cleanly (and may be pooled).
+async fn send_response(
+    shard: &Shard,
+    client: &mut Downstream,
+    upstream: &mut TcpStream,
+    upbuf: &mut Vec<u8>,
+    head: &mut Vec<u8>,
+    response: &h1::Response,
+) -> Result<bool, ProxyError> {
+    let settings = &shard.settings;
+    let read_timeout = settings.backend_response_timeout;
+    upbuf.drain(..response.head_len);
+    let mut out = mem::take(head);
+    let clean = match response.upstream_body {
+        BodyKind::None => {
+            write_all_client(client, &mut out).await?;
+            upbuf.is_empty()
+        }
+        BodyKind::Length(mut remaining) => {
+            loop {
+                let n = (upbuf.len() as u64).min(remaining) as usize;
+                let extra = upbuf.len() > n;
+                if out.is_empty() && n == upbuf.len() && n > 0 {
+                    // Nothing else to send: write straight from the read buffer.
+                    write_range(&mut client.stream, upbuf, 0..n)
+                        .await
+                        .map_err(|e| ProxyError::ClientIo(e.kind()))?;
+                } else {
+                    out.extend_from_slice(&upbuf[..n]);
+                    write_all_client(client, &mut out).await?;
+                }
+                remaining -= n as u64;
+                upbuf.clear();
+                if extra {
+                    break false;
+                }
+                if remaining == 0 {
+                    break true;
+                }
+                read_upstream(upstream, upbuf, read_timeout).await?;
+            }
+        }
+        BodyKind::Chunked => {
+            let reframe = response.client_body == BodyKind::Chunked;
+            let mut decoder = ChunkedDecoder::new(settings.limits.max_header_bytes);
+            loop {
+                let mut pos = 0;
+                while pos < upbuf.len() && !decoder.is_done() {
+                    let (used, event) = decoder
+                        .decode(&upbuf[pos..])
+                        .map_err(ProxyError::BadResponse)?;
+                    if reframe {
+                        encode_chunk_event(event, &mut out);
+                    } else if let Some(ChunkEvent::Data(data)) = event {
+                        out.extend_from_slice(data);
+                    }
+                    pos += used;
+                    if used == 0 {
+                        break;
+                    }
+                }
+                let extra = pos < upbuf.len();
+                upbuf.clear();
+                write_all_client(client, &mut out).await?;
+                if decoder.is_done() {
+                    break !extra;
+                }
+                read_upstream(upstream, upbuf, read_timeout).await?;
+            }
+        }
+        BodyKind::CloseDelimited => {
+            out.extend_from_slice(upbuf);
+            upbuf.clear();
+            write_all_client(client, &mut out).await?;
+            loop {
+                match read_upstream(upstream, upbuf, read_timeout).await {
+                    Ok(()) => {}
+                    Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof)) => break false,
+                    Err(e) => return Err(e),
+                }
+                write_range(&mut client.stream, upbuf, 0..upbuf.len())
+                    .await
+                    .map_err(|e| ProxyError::ClientIo(e.kind()))?;
+                upbuf.clear();
+            }
+        }
+    };
+    out.clear();
+    *head = out;
+    Ok(clean)
+}
+
+/// Reads more of a response body; EOF is an error because the framing said more.
+async fn read_upstream(
+    upstream: &mut TcpStream,
+    upbuf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), ProxyError> {
+    match monoio::time::timeout(timeout, read_more(upstream, upbuf, BODY_BUFFER)).await {
+        Ok(Ok(0)) => Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof)),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ProxyError::UpstreamIo(e.kind())),
+        Err(_) => Err(ProxyError::ResponseTimeout),
+    }
+}
+
+async fn write_client(client: &mut Downstream, bytes: &'static [u8]) -> Result<(), ProxyError> {
+    let (result, _) = client.stream.write_all(bytes).await;
+    result
+        .map(|_| ())
+        .map_err(|e| ProxyError::ClientIo(e.kind()))
+}
+
+/// Writes all of `out` to the client and clears it, keeping its capacity.
+async fn write_all_client(client: &mut Downstream, out: &mut Vec<u8>) -> Result<(), ProxyError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let (result, mut returned) = client.stream.write_all(mem::take(out)).await;
+    returned.clear();
+    *out = returned;
+    result
+        .map(|_| ())
+        .map_err(|e| ProxyError::ClientIo(e.kind()))
+}
+
+/// Reads into the spare capacity of `buf`, growing it to at least `min_spare` free
+/// bytes (and never to zero). Returns the bytes read; 0 is EOF.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, min_spare: usize) -> io::Result<usize> {
+    let want = min_spare.max(1024);
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+    let owned = mem::take(buf);
+    let len = owned.len();
+    let (result, slice) = stream.read(owned.slice_mut(len..)).await;
+    *buf = slice.into_inner();
+    result
+}
+
+/// Writes `buf[range]` in full.
+async fn write_range(stream: &mut TcpStream, buf: &mut Vec<u8>, range: Range<usize>) -> io::Result<()> {
+    let owned = mem::take(buf);
+    let (result, slice) = stream.write_all(owned.slice(range)).await;
+    *buf = slice.into_inner();
+    result.map(|_| ())
+}
+
+/// Half-closes, then reads and discards what the client still sends for a moment,
+/// so a close right after our response does not reset it away.
+async fn linger_close(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut discarded = 0;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    while discarded < LINGER_BYTES {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        buf.clear();
+        match monoio::time::timeout(wait, stream.read(buf)).await {
+            Ok((Ok(n), returned)) if n > 0 => {
+                discarded += n;
+                buf = returned;
+            }
+            _ => return,
+        }
+    }
+}

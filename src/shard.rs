@@ -1,0 +1,530 @@
+//! `shard`: one OS thread pinned to one core, running its own monoio runtime.
+//!
+//! Owns the thread, the io driver choice, the shard's listener and accept loop, its
+//! copy of the backend table, its counters, and the graceful drain on shutdown. Talks
+//! to the control thread only through crossbeam channels (commands in, events out),
+//! polled from a task of its own. Shares nothing with other shards on the request path.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use monoio::net::TcpListener;
+
+use crate::backend::{Backend, BackendId};
+use crate::balancer::Balancer;
+use crate::config::{Config, IoMode, Strategy};
+use crate::h1;
+use crate::stats::{ShardStats, StatsSnapshot};
+use crate::{log_debug, log_warn};
+
+/// How often a shard looks for commands from the control thread.
+pub const COMMAND_POLL: Duration = Duration::from_millis(2);
+
+/// The io driver every shard runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring, the default.
+    IoUring,
+    /// epoll, for kernels or containers that refuse io_uring.
+    Epoll,
+}
+
+impl Driver {
+    /// The name used in logs and statistics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Error from starting shards.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// `server.io = "io_uring"` was forced but the kernel refused it.
+    #[error("io_uring is not available ({0}); set server.io = \"epoll\" or \"auto\"")]
+    IoUringUnavailable(io::Error),
+    /// The thread could not be spawned.
+    #[error("cannot spawn shard thread: {0}")]
+    Spawn(io::Error),
+}
+
+/// Chooses the driver: io_uring when the kernel allows it (and `mode` permits),
+/// else epoll. Builds a throwaway ring to find out, because monoio's fusion builder
+/// does not fall back by itself when the ring cannot be created.
+pub fn choose_driver(mode: IoMode) -> Result<(Driver, Option<io::Error>), ShardError> {
+    match mode {
+        IoMode::Epoll => Ok((Driver::Epoll, None)),
+        IoMode::IoUring => match probe_io_uring() {
+            Ok(()) => Ok((Driver::IoUring, None)),
+            Err(e) => Err(ShardError::IoUringUnavailable(e)),
+        },
+        IoMode::Auto => match probe_io_uring() {
+            Ok(()) => Ok((Driver::IoUring, None)),
+            Err(e) => Ok((Driver::Epoll, Some(e))),
+        },
+    }
+}
+
+fn probe_io_uring() -> io::Result<()> {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .build()
+        .map(drop)
+}
+
+/// Everything a shard needs to know from the configuration (sent to its thread).
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    /// Parsing limits.
+    pub limits: h1::Limits,
+    /// `timeouts.connect`.
+    pub connect_timeout: Duration,
+    /// `timeouts.header_read`.
+    pub header_read_timeout: Duration,
+    /// `timeouts.idle`.
+    pub idle_timeout: Duration,
+    /// `timeouts.backend_response`.
+    pub backend_response_timeout: Duration,
+    /// `timeouts.shutdown_grace`.
+    pub shutdown_grace: Duration,
+    /// This shard's share of `server.max_connections`.
+    pub max_connections: usize,
+    /// `upstream.max_idle_per_backend`.
+    pub max_idle_per_backend: usize,
+    /// `upstream.idle_timeout`.
+    pub upstream_idle_timeout: Duration,
+    /// `balancer.strategy`.
+    pub strategy: Strategy,
+}
+
+impl ShardSettings {
+    /// The settings for one of `shards` shards.
+    pub fn from_config(config: &Config, shards: usize) -> Self {
+        ShardSettings {
+            limits: h1::Limits {
+                max_header_bytes: config.limits.max_header_bytes,
+                max_headers: config.limits.max_headers,
+                max_body_bytes: config.limits.max_body_bytes,
+            },
+            connect_timeout: config.timeouts.connect,
+            header_read_timeout: config.timeouts.header_read,
+            idle_timeout: config.timeouts.idle,
+            backend_response_timeout: config.timeouts.backend_response,
+            shutdown_grace: config.timeouts.shutdown_grace,
+            max_connections: config.server.max_connections.div_ceil(shards.max(1)),
+            max_idle_per_backend: config.upstream.max_idle_per_backend,
+            upstream_idle_timeout: config.upstream.idle_timeout,
+            strategy: config.balancer.strategy,
+        }
+    }
+}
+
+/// A backend as the control thread describes it to shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Stable identity, assigned by the control thread.
+    pub id: BackendId,
+    /// The configured name.
+    pub name: String,
+    /// Where to connect.
+    pub address: SocketAddr,
+    /// Relative share of traffic.
+    pub weight: u32,
+}
+
+/// What the control thread tells a shard.
+#[derive(Debug, Clone)]
+pub enum ShardCommand {
+    /// Replace the backend table. Unchanged backends keep their pools and counts.
+    SetBackends(Arc<[BackendSpec]>),
+    /// Take a backend out of rotation, or put it back.
+    SetAvailable { id: BackendId, available: bool },
+    /// Send a copy of the counters.
+    ReportStats,
+    /// Stop accepting, finish in-flight requests within the grace period, exit.
+    Shutdown,
+    /// Stop at once: close every connection.
+    Abort,
+}
+
+/// What a shard tells the control thread.
+#[derive(Debug, Clone)]
+pub enum ShardEvent {
+    /// The shard's runtime is up and its listener registered.
+    Started { shard: usize },
+    /// A copy of the counters, answering `ReportStats`.
+    Stats {
+        shard: usize,
+        stats: StatsSnapshot,
+    },
+    /// The shard finished; `unfinished` connections were still open at the deadline.
+    Stopped { shard: usize, unfinished: usize },
+}
+
+/// File descriptors of client connections waiting for their next request, so that
+/// a drain can wake and close them.
+#[derive(Debug, Default)]
+pub struct IdleClients {
+    slots: Vec<Option<RawFd>>,
+    free: Vec<usize>,
+}
+
+impl IdleClients {
+    fn register(&mut self, fd: RawFd) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(fd);
+                i
+            }
+            None => {
+                self.slots.push(Some(fd));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn unregister(&mut self, token: usize) {
+        if let Some(slot) = self.slots.get_mut(token) {
+            *slot = None;
+            self.free.push(token);
+        }
+    }
+}
+
+/// One shard's state, shared by its tasks through `Rc`.
+#[derive(Debug)]
+pub struct Shard {
+    /// Index of this shard (0-based).
+    pub index: usize,
+    /// Settings from the configuration.
+    pub settings: ShardSettings,
+    /// The backend table and the strategy.
+    pub balancer: RefCell<Balancer>,
+    /// Counters.
+    pub stats: ShardStats,
+    /// Set once shutdown begins: no new requests on idle connections.
+    draining: Cell<bool>,
+    /// Open client connections.
+    active_connections: Cell<usize>,
+    /// Idle client connections, woken by a drain.
+    idle_clients: RefCell<IdleClients>,
+    /// The listener's descriptor, shut down to end the accept loop.
+    listener_fd: Cell<RawFd>,
+}
+
+impl Shard {
+    /// A shard with `backends` and no connections.
+    pub fn new(index: usize, settings: ShardSettings, backends: &[BackendSpec]) -> Self {
+        let table = build_table(&settings, backends, &[]);
+        Shard {
+            index,
+            balancer: RefCell::new(Balancer::new(settings.strategy, table)),
+            settings,
+            stats: ShardStats::default(),
+            draining: Cell::new(false),
+            active_connections: Cell::new(0),
+            idle_clients: RefCell::new(IdleClients::default()),
+            listener_fd: Cell::new(-1),
+        }
+    }
+
+    /// Whether shutdown has begun.
+    #[inline]
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Open client connections.
+    pub fn active_connections(&self) -> usize {
+        self.active_connections.get()
+    }
+
+    /// Records that a client connection waits for its next request; returns a token
+    /// for `idle_end`.
+    pub fn idle_begin(&self, fd: RawFd) -> usize {
+        self.idle_clients.borrow_mut().register(fd)
+    }
+
+    /// The connection is no longer idle.
+    pub fn idle_end(&self, token: usize) {
+        self.idle_clients.borrow_mut().unregister(token);
+    }
+
+    /// Counts an open client connection for as long as the guard lives.
+    pub fn connection_opened(self: &Rc<Self>) -> ConnectionGuard {
+        self.active_connections
+            .set(self.active_connections.get() + 1);
+        ConnectionGuard {
+            shard: Rc::clone(self),
+        }
+    }
+
+    fn apply(&self, command: ShardCommand, events: &Sender<ShardEvent>) {
+        match command {
+            ShardCommand::SetBackends(specs) => {
+                let mut balancer = self.balancer.borrow_mut();
+                let table = build_table(&self.settings, &specs, balancer.backends());
+                balancer.replace(table);
+            }
+            ShardCommand::SetAvailable { id, available } => {
+                for b in self.balancer.borrow().backends() {
+                    if b.id == id {
+                        b.set_available(available);
+                    }
+                }
+            }
+            ShardCommand::ReportStats => {
+                let _ = events.try_send(ShardEvent::Stats {
+                    shard: self.index,
+                    stats: self.stats.snapshot(),
+                });
+            }
+            ShardCommand::Shutdown | ShardCommand::Abort => self.begin_drain(),
+        }
+    }
+
+    /// Stops accepting and wakes idle connections so they close.
+    fn begin_drain(&self) {
+        if self.draining.replace(true) {
+            return;
+        }
+        let fd = self.listener_fd.get();
+        if fd >= 0 {
+            // SAFETY: `fd` is the listener owned by this shard's accept loop, which
+            // is still alive (the loop exits only after this wakes it). shutdown()
+            // does not close the descriptor; a pending accept returns EINVAL, so no
+            // accept op is dropped in flight (the fd leak of monoio #318).
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
+        for fd in self.idle_clients.borrow().slots.iter().flatten() {
+            // SAFETY: registered descriptors belong to connection tasks that are
+            // parked in a read on them; they unregister before closing. Shutting a
+            // socket down makes that read return 0, and the task closes it.
+            unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+        }
+    }
+}
+
+/// Keeps `Shard::active_connections` right, whatever way a connection task ends.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    shard: Rc<Shard>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let n = &self.shard.active_connections;
+        n.set(n.get().saturating_sub(1));
+    }
+}
+
+/// Builds a table from specs, keeping the existing `Backend` (pool, in-flight
+/// count, availability) for every backend whose id, address and weight are unchanged.
+fn build_table(
+    settings: &ShardSettings,
+    specs: &[BackendSpec],
+    existing: &[Rc<Backend>],
+) -> Vec<Rc<Backend>> {
+    specs
+        .iter()
+        .map(|spec| {
+            existing
+                .iter()
+                .find(|b| b.id == spec.id && b.address == spec.address && b.weight == spec.weight)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Rc::new(Backend::new(
+                        spec.id,
+                        spec.name.as_str().into(),
+                        spec.address,
+                        spec.weight,
+                        settings.max_idle_per_backend,
+                        settings.upstream_idle_timeout,
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Everything a shard thread starts with.
+pub struct ShardStart {
+    /// Index of the shard.
+    pub index: usize,
+    /// Core to pin to, if pinning is possible.
+    pub core: Option<core_affinity::CoreId>,
+    /// The io driver.
+    pub driver: Driver,
+    /// This shard's own SO_REUSEPORT listener, already bound.
+    pub listener: std::net::TcpListener,
+    /// Settings.
+    pub settings: ShardSettings,
+    /// The initial backend table.
+    pub backends: Arc<[BackendSpec]>,
+    /// Commands from the control thread.
+    pub commands: Receiver<ShardCommand>,
+    /// Events to the control thread.
+    pub events: Sender<ShardEvent>,
+}
+
+/// Spawns a shard thread.
+pub fn spawn(start: ShardStart) -> Result<JoinHandle<()>, ShardError> {
+    std::thread::Builder::new()
+        .name(format!("ringlb-shard-{}", start.index))
+        .spawn(move || {
+            if let Some(core) = start.core {
+                if !core_affinity::set_for_current(core) {
+                    log_warn!("shard {}: could not pin to core {}", start.index, core.id);
+                }
+            }
+            let index = start.index;
+            let events = start.events.clone();
+            if let Err(e) = run_on(start.driver, shard_main(start)) {
+                crate::log_error!("shard {index}: runtime failed: {e}");
+                let _ = events.send(ShardEvent::Stopped {
+                    shard: index,
+                    unfinished: 0,
+                });
+            }
+        })
+        .map_err(ShardError::Spawn)
+}
+
+/// Runs `future` to completion on a fresh runtime of the given driver, with timers.
+pub fn run_on<F: std::future::Future>(driver: Driver, future: F) -> io::Result<F::Output> {
+    match driver {
+        Driver::IoUring => Ok(monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()?
+            .block_on(future)),
+        Driver::Epoll => Ok(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()?
+            .block_on(future)),
+    }
+}
+
+async fn shard_main(start: ShardStart) {
+    let ShardStart {
+        index,
+        listener,
+        settings,
+        backends,
+        commands,
+        events,
+        ..
+    } = start;
+    let shard = Rc::new(Shard::new(index, settings, &backends));
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            crate::log_error!("shard {index}: cannot register listener: {e}");
+            let _ = events.send(ShardEvent::Stopped {
+                shard: index,
+                unfinished: 0,
+            });
+            return;
+        }
+    };
+    shard.listener_fd.set(listener.as_raw_fd());
+    let aborted = Rc::new(Cell::new(false));
+    monoio::spawn(poll_commands(
+        Rc::clone(&shard),
+        commands,
+        events.clone(),
+        Rc::clone(&aborted),
+    ));
+    let _ = events.send(ShardEvent::Started { shard: index });
+
+    accept_loop(&shard, &listener).await;
+    shard.listener_fd.set(-1);
+    drop(listener);
+
+    // Drain: wait for open connections to finish, up to the grace period.
+    let deadline = Instant::now() + shard.settings.shutdown_grace;
+    while shard.active_connections() > 0 && !aborted.get() && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unfinished = shard.active_connections();
+    let _ = events.send(ShardEvent::Stopped {
+        shard: index,
+        unfinished,
+    });
+    // Returning drops the runtime, and with it every connection still open.
+}
+
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if shard.draining() {
+                    break;
+                }
+                ShardStats::bump(&shard.stats.connections_accepted);
+                if shard.active_connections() >= shard.settings.max_connections {
+                    ShardStats::bump(&shard.stats.connections_refused);
+                    log_debug!("shard {}: refused {peer}: max_connections", shard.index);
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let guard = shard.connection_opened();
+                monoio::spawn(crate::proxy::http::serve(
+                    Rc::clone(shard),
+                    guard,
+                    stream,
+                    peer,
+                ));
+            }
+            Err(e) => {
+                if shard.draining() {
+                    break;
+                }
+                match e.raw_os_error() {
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        log_warn!("shard {}: accept: {e}; pausing 10ms", shard.index);
+                        monoio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    _ => log_debug!("shard {}: accept: {e}", shard.index),
+                }
+            }
+        }
+    }
+}
+
+async fn poll_commands(
+    shard: Rc<Shard>,
+    commands: Receiver<ShardCommand>,
+    events: Sender<ShardEvent>,
+    aborted: Rc<Cell<bool>>,
+) {
+    loop {
+        monoio::time::sleep(COMMAND_POLL).await;
+        loop {
+            match commands.try_recv() {
+                Ok(ShardCommand::Abort) => {
+                    aborted.set(true);
+                    shard.apply(ShardCommand::Abort, &events);
+                }
+                Ok(command) => shard.apply(command, &events),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    // The control thread is gone: nobody can stop us later.
+                    shard.apply(ShardCommand::Shutdown, &events);
+                    return;
+                }
+            }
+        }
+    }
+}

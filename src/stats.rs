@@ -1,0 +1,96 @@
+//! `stats`: counters one shard keeps about its own traffic.
+//!
+//! Owns plain `Cell` counters, written by the shard's own tasks only (no atomics,
+//! nothing shared on the request path). The control thread receives copies; the
+//! admin endpoints that merge them arrive with the observability work.
+
+use std::cell::Cell;
+
+/// Counters for one shard.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Client connections accepted.
+    pub connections_accepted: Cell<u64>,
+    /// Client connections closed at once because `server.max_connections` was reached.
+    pub connections_refused: Cell<u64>,
+    /// Requests whose head was read.
+    pub requests: Cell<u64>,
+    /// Responses sent, by class: 1xx (index 0) to 5xx (index 4).
+    pub responses: [Cell<u64>; 5],
+    /// Upstream connections opened.
+    pub upstream_connects: Cell<u64>,
+    /// Requests sent on a pooled upstream connection.
+    pub upstream_reuses: Cell<u64>,
+    /// Attempts repeated on a fresh connection after a pooled one failed.
+    pub upstream_retries: Cell<u64>,
+    /// Failed requests, by side.
+    pub client_errors: Cell<u64>,
+    /// Failed requests caused by a backend.
+    pub upstream_errors: Cell<u64>,
+    /// Failed requests caused by ringlb (no backend available).
+    pub internal_errors: Cell<u64>,
+}
+
+impl ShardStats {
+    /// Adds one to a counter.
+    #[inline]
+    pub fn bump(counter: &Cell<u64>) {
+        counter.set(counter.get() + 1);
+    }
+
+    /// Counts a response with `status`.
+    #[inline]
+    pub fn count_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        Self::bump(&self.responses[class]);
+    }
+
+    /// A copy for the control thread.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            connections_accepted: self.connections_accepted.get(),
+            connections_refused: self.connections_refused.get(),
+            requests: self.requests.get(),
+            responses: self.responses.each_ref().map(Cell::get),
+            upstream_connects: self.upstream_connects.get(),
+            upstream_reuses: self.upstream_reuses.get(),
+            upstream_retries: self.upstream_retries.get(),
+            client_errors: self.client_errors.get(),
+            upstream_errors: self.upstream_errors.get(),
+            internal_errors: self.internal_errors.get(),
+        }
+    }
+}
+
+/// Plain copy of `ShardStats`, sent across threads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub requests: u64,
+    pub responses: [u64; 5],
+    pub upstream_connects: u64,
+    pub upstream_reuses: u64,
+    pub upstream_retries: u64,
+    pub client_errors: u64,
+    pub upstream_errors: u64,
+    pub internal_errors: u64,
+}
+
+impl StatsSnapshot {
+    /// Adds another shard's figures to these.
+    pub fn merge(&mut self, other: &StatsSnapshot) {
+        self.connections_accepted += other.connections_accepted;
+        self.connections_refused += other.connections_refused;
+        self.requests += other.requests;
+        for (a, b) in self.responses.iter_mut().zip(other.responses) {
+            *a += b;
+        }
+        self.upstream_connects += other.upstream_connects;
+        self.upstream_reuses += other.upstream_reuses;
+        self.upstream_retries += other.upstream_retries;
+        self.client_errors += other.client_errors;
+        self.upstream_errors += other.upstream_errors;
+        self.internal_errors += other.internal_errors;
+    }
+}

@@ -1,0 +1,117 @@
+//! `upstream`: connections from a shard to its backends.
+//!
+//! Owns connecting (with a timeout) and the per-backend pool of idle keep-alive
+//! connections: bounded, last-in first-out, expired after `upstream.idle_timeout`,
+//! and checked before reuse so a connection the backend closed is never handed out.
+//! Called by the proxy on every request attempt. Never shared across shards.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::error::ProxyError;
+
+/// An idle connection and when it went idle.
+#[derive(Debug)]
+struct IdleConnection {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// Idle keep-alive connections to one backend, newest at the back.
+#[derive(Debug)]
+pub struct UpstreamPool {
+    /// The connections, oldest first.
+    idle: RefCell<VecDeque<IdleConnection>>,
+    /// Most connections kept (`upstream.max_idle_per_backend`).
+    max_idle: usize,
+    /// How long an idle connection is kept (`upstream.idle_timeout`).
+    idle_timeout: Duration,
+}
+
+impl UpstreamPool {
+    /// An empty pool.
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+        UpstreamPool {
+            idle: RefCell::new(VecDeque::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// The most recently used idle connection that is still open, if any.
+    pub fn checkout(&self, now: Instant) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        // Expired connections are the oldest: drop them from the front.
+        while idle
+            .front()
+            .is_some_and(|c| now.saturating_duration_since(c.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        while let Some(conn) = idle.pop_back() {
+            if is_reusable(&conn.stream) {
+                return Some(conn.stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last response ended cleanly.
+    pub fn checkin(&self, stream: TcpStream, now: Instant) {
+        if self.max_idle == 0 {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() >= self.max_idle {
+            idle.pop_front();
+        }
+        idle.push_back(IdleConnection { stream, since: now });
+    }
+
+    /// Idle connections held now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    /// Closes every idle connection (backend removed or taken out of rotation).
+    pub fn clear(&self) {
+        self.idle.borrow_mut().clear();
+    }
+}
+
+/// An idle connection is reusable when it has nothing to read: no EOF (the backend
+/// closed it), no stray bytes (a broken backend), no error.
+fn is_reusable(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most 1 byte into `byte`, which outlives the call; the
+    // fd is owned by `stream` and open for the duration of the call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+/// Connects to a backend within `timeout`, with Nagle off.
+pub async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
+    // On timeout the connect op is dropped; monoio cancels it and closes its socket
+    // when the cancellation completes, so no descriptor is left behind.
+    match monoio::time::timeout(timeout, TcpStream::connect_addr(address)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(ProxyError::Connect(e.kind())),
+        Err(_) => Err(ProxyError::ConnectTimeout),
+    }
+}
