@@ -5,6 +5,8 @@
 //! to be slow, to fail, or to misbehave (see `ROUTES`). It parses requests with the
 //! same `h1` rules as the proxy. Test tooling, never used on the proxy's request path.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -37,6 +39,7 @@ pub const ROUTES: &str = "\
   /interim          a 103 interim response, then 200
   /hang             never answers
   /reset            closes the connection without answering
+  /fail-reused      closes without answering on a connection that already served
   /bad/cl-te        a response with Content-Length and Transfer-Encoding
   /bad/garbage      bytes that are not HTTP";
 
@@ -129,21 +132,44 @@ pub fn run(address: SocketAddr, name: &str, driver: Driver) -> io::Result<()> {
     run_on(driver, serve(listener, state))
 }
 
+/// Open connections' descriptors: stopping shuts them down so their tasks end and
+/// close them (a dropped monoio runtime does not close parked tasks' sockets).
+type OpenFds = Rc<RefCell<HashSet<RawFd>>>;
+
 async fn serve(listener: std::net::TcpListener, state: Arc<OriginState>) {
     let Ok(listener) = TcpListener::from_std(listener) else {
         return;
     };
     let state = Rc::new(state);
+    let open: OpenFds = Rc::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 state.connections.fetch_add(1, Ordering::SeqCst);
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(connection(stream, Rc::clone(&state)));
+                let fd = stream.as_raw_fd();
+                open.borrow_mut().insert(fd);
+                let open = Rc::clone(&open);
+                let state = Rc::clone(&state);
+                monoio::spawn(async move {
+                    connection(stream, state).await;
+                    open.borrow_mut().remove(&fd);
+                });
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
             Err(_) => monoio::time::sleep(Duration::from_millis(5)).await,
         }
+    }
+    for fd in open.borrow().iter() {
+        // SAFETY: each descriptor belongs to a live connection task, which removes
+        // it from the set before its socket closes; shutdown() does not close it.
+        unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+    }
+    for _ in 0..500 {
+        if open.borrow().is_empty() {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -173,6 +199,7 @@ async fn connection(mut stream: TcpStream, state: Rc<Arc<OriginState>>) {
         proto: "http",
     };
     let limits = h1::Limits::default();
+    let mut served = 0u64;
     loop {
         let request = loop {
             match h1::parse_request(&buf, &limits, &forwarding, &mut scratch) {
@@ -192,6 +219,9 @@ async fn connection(mut stream: TcpStream, state: Rc<Arc<OriginState>>) {
         buf.drain(..request.head_len);
         let target = head_target(&head);
         let path = target.split('?').next().unwrap_or("/").to_string();
+        if path == "/fail-reused" && served > 0 {
+            return;
+        }
 
         // Read the body: echoed, hashed, or discarded.
         let mut body = Vec::new();
@@ -224,6 +254,7 @@ async fn connection(mut stream: TcpStream, state: Rc<Arc<OriginState>>) {
         if !ok || !request.keep_alive {
             return;
         }
+        served += 1;
     }
 }
 

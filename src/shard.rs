@@ -74,10 +74,18 @@ pub fn choose_driver(mode: IoMode) -> Result<(Driver, Option<io::Error>), ShardE
     }
 }
 
+/// Builds a throwaway ring on a throwaway thread: a thread that creates a ring keeps
+/// io_uring task state, and the caller's thread should not.
 fn probe_io_uring() -> io::Result<()> {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .build()
-        .map(drop)
+    std::thread::Builder::new()
+        .name("ringlb-probe".into())
+        .spawn(|| {
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .build()
+                .map(drop)
+        })?
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("io_uring probe panicked")))
 }
 
 /// Everything a shard needs to know from the configuration (sent to its thread).
@@ -169,23 +177,27 @@ pub enum ShardEvent {
     Stopped { shard: usize, unfinished: usize },
 }
 
-/// File descriptors of client connections waiting for their next request, so that
-/// a drain can wake and close them.
+/// File descriptors of this shard's client connections, and which of them wait
+/// for their next request, so that a drain can wake the idle ones and the end of
+/// the grace period can cut the rest. (A dropped monoio runtime does not close the
+/// sockets of tasks still parked in it.)
 #[derive(Debug, Default)]
-pub struct IdleClients {
-    slots: Vec<Option<RawFd>>,
+pub struct ClientFds {
+    /// (descriptor, idle) per open connection; `None` marks a free slot.
+    slots: Vec<Option<(RawFd, bool)>>,
+    /// Free slots to reuse.
     free: Vec<usize>,
 }
 
-impl IdleClients {
+impl ClientFds {
     fn register(&mut self, fd: RawFd) -> usize {
         match self.free.pop() {
             Some(i) => {
-                self.slots[i] = Some(fd);
+                self.slots[i] = Some((fd, false));
                 i
             }
             None => {
-                self.slots.push(Some(fd));
+                self.slots.push(Some((fd, false)));
                 self.slots.len() - 1
             }
         }
@@ -193,8 +205,28 @@ impl IdleClients {
 
     fn unregister(&mut self, token: usize) {
         if let Some(slot) = self.slots.get_mut(token) {
-            *slot = None;
-            self.free.push(token);
+            if slot.take().is_some() {
+                self.free.push(token);
+            }
+        }
+    }
+
+    fn set_idle(&mut self, token: usize, idle: bool) {
+        if let Some(Some((_, flag))) = self.slots.get_mut(token) {
+            *flag = idle;
+        }
+    }
+
+    /// Shuts down the idle connections (or all of them): their pending reads
+    /// return, and their tasks end and close them.
+    fn shutdown(&self, only_idle: bool) {
+        for (fd, idle) in self.slots.iter().flatten() {
+            if *idle || !only_idle {
+                // SAFETY: registered descriptors belong to live connection tasks,
+                // which unregister before their socket closes. shutdown() does not
+                // close the descriptor.
+                unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+            }
         }
     }
 }
@@ -214,8 +246,8 @@ pub struct Shard {
     draining: Cell<bool>,
     /// Open client connections.
     active_connections: Cell<usize>,
-    /// Idle client connections, woken by a drain.
-    idle_clients: RefCell<IdleClients>,
+    /// Open client connections' descriptors, for drain and abort.
+    clients: RefCell<ClientFds>,
     /// The listener's descriptor, shut down to end the accept loop.
     listener_fd: Cell<RawFd>,
 }
@@ -231,7 +263,7 @@ impl Shard {
             stats: ShardStats::default(),
             draining: Cell::new(false),
             active_connections: Cell::new(0),
-            idle_clients: RefCell::new(IdleClients::default()),
+            clients: RefCell::new(ClientFds::default()),
             listener_fd: Cell::new(-1),
         }
     }
@@ -247,24 +279,26 @@ impl Shard {
         self.active_connections.get()
     }
 
-    /// Records that a client connection waits for its next request; returns a token
-    /// for `idle_end`.
-    pub fn idle_begin(&self, fd: RawFd) -> usize {
-        self.idle_clients.borrow_mut().register(fd)
+    /// Marks a client connection as waiting for its next request (or not).
+    pub fn set_idle(&self, guard: &ConnectionGuard, idle: bool) {
+        self.clients.borrow_mut().set_idle(guard.token, idle);
     }
 
-    /// The connection is no longer idle.
-    pub fn idle_end(&self, token: usize) {
-        self.idle_clients.borrow_mut().unregister(token);
-    }
-
-    /// Counts an open client connection for as long as the guard lives.
-    pub fn connection_opened(self: &Rc<Self>) -> ConnectionGuard {
+    /// Counts an open client connection (and tracks its descriptor) for as long as
+    /// the guard lives.
+    pub fn connection_opened(self: &Rc<Self>, fd: RawFd) -> ConnectionGuard {
         self.active_connections
             .set(self.active_connections.get() + 1);
+        let token = self.clients.borrow_mut().register(fd);
         ConnectionGuard {
             shard: Rc::clone(self),
+            token,
         }
+    }
+
+    /// Cuts every open client connection (end of the grace period, or abort).
+    fn cut_connections(&self) {
+        self.clients.borrow().shutdown(false);
     }
 
     fn apply(&self, command: ShardCommand, events: &Sender<ShardEvent>) {
@@ -304,12 +338,7 @@ impl Shard {
             // accept op is dropped in flight (the fd leak of monoio #318).
             unsafe { libc::shutdown(fd, libc::SHUT_RD) };
         }
-        for fd in self.idle_clients.borrow().slots.iter().flatten() {
-            // SAFETY: registered descriptors belong to connection tasks that are
-            // parked in a read on them; they unregister before closing. Shutting a
-            // socket down makes that read return 0, and the task closes it.
-            unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
-        }
+        self.clients.borrow().shutdown(true);
     }
 }
 
@@ -317,12 +346,14 @@ impl Shard {
 #[derive(Debug)]
 pub struct ConnectionGuard {
     shard: Rc<Shard>,
+    token: usize,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let n = &self.shard.active_connections;
         n.set(n.get().saturating_sub(1));
+        self.shard.clients.borrow_mut().unregister(self.token);
     }
 }
 
@@ -457,11 +488,19 @@ async fn shard_main(start: ShardStart) {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     let unfinished = shard.active_connections();
+    if unfinished > 0 {
+        // Cut what is left, and give the tasks a moment to close their sockets
+        // (upstream ones included) before the runtime goes away.
+        shard.cut_connections();
+        let cut_deadline = Instant::now() + Duration::from_millis(200);
+        while shard.active_connections() > 0 && Instant::now() < cut_deadline {
+            monoio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
     let _ = events.send(ShardEvent::Stopped {
         shard: index,
         unfinished,
     });
-    // Returning drops the runtime, and with it every connection still open.
 }
 
 async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
@@ -479,7 +518,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                let guard = shard.connection_opened();
+                let guard = shard.connection_opened(stream.as_raw_fd());
                 monoio::spawn(crate::proxy::http::serve(
                     Rc::clone(shard),
                     guard,

@@ -70,6 +70,9 @@ pub struct Request {
     pub keep_alive: bool,
     /// The client sent `Expect: 100-continue` and waits before sending its body.
     pub expect_continue: bool,
+    /// No `Host` field (HTTP/1.0): the proxy adds one naming the backend, because
+    /// the head goes upstream as HTTP/1.1, which requires it.
+    pub missing_host: bool,
     /// Length of the head in the input, including the blank line.
     pub head_len: usize,
 }
@@ -430,6 +433,7 @@ pub fn parse_request(
         body,
         keep_alive,
         expect_continue,
+        missing_host: host.is_none(),
         head_len,
     }))
 }

@@ -6,11 +6,10 @@
 //! buffers, so memory does not grow with their size. Every failure becomes a status
 //! (or a silent close when the client is gone), a counter and a debug log line.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::mem;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -85,7 +84,7 @@ impl From<ProxyError> for Failure {
 }
 
 /// Serves one client connection until it closes, fails, or the shard drains.
-pub async fn serve(shard: Rc<Shard>, _guard: ConnectionGuard, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, peer: SocketAddr) {
     let mut client = Downstream {
         stream,
         peer,
@@ -97,9 +96,10 @@ pub async fn serve(shard: Rc<Shard>, _guard: ConnectionGuard, stream: TcpStream,
         proto: "http",
     };
     let mut head = Vec::with_capacity(1024);
+    let mut scratch = Vec::with_capacity(1024);
     let mut first = true;
     loop {
-        let request = match read_request(&shard, &mut client, &forwarding, &mut head, first).await
+        let request = match read_request(&shard, &guard, &mut client, &forwarding, &mut head, first).await
         {
             Ok(Some(request)) => request,
             Ok(None) => return,
@@ -110,7 +110,7 @@ pub async fn serve(shard: Rc<Shard>, _guard: ConnectionGuard, stream: TcpStream,
         };
         first = false;
         ShardStats::bump(&shard.stats.requests);
-        match proxy_request(&shard, &mut client, &request, &mut head).await {
+        match proxy_request(&shard, &mut client, &request, &head, &mut scratch).await {
             Ok(true) => {
                 if client.buf.capacity() > CLIENT_BUFFER_KEEP && client.unconsumed() == 0 {
                     client.buf = Vec::with_capacity(CLIENT_BUFFER);
@@ -162,6 +162,7 @@ async fn fail(shard: &Shard, client: &mut Downstream, failure: Failure) {
 /// went idle too long between requests, or the shard is draining.
 async fn read_request(
     shard: &Shard,
+    guard: &ConnectionGuard,
     client: &mut Downstream,
     forwarding: &Forwarding,
     head: &mut Vec<u8>,
@@ -194,11 +195,13 @@ async fn read_request(
             None => settings.idle_timeout,
             Some(d) => d.saturating_duration_since(Instant::now()),
         };
-        let token = idle.then(|| shard.idle_begin(client.stream.as_raw_fd()));
+        if idle {
+            shard.set_idle(guard, true);
+        }
         let read = monoio::time::timeout(wait, read_more(&mut client.stream, &mut client.buf, 0))
             .await;
-        if let Some(token) = token {
-            shard.idle_end(token);
+        if idle {
+            shard.set_idle(guard, false);
         }
         match read {
             Ok(Ok(n)) if n > 0 => {}
@@ -211,22 +214,36 @@ async fn read_request(
     }
 }
 
-/// Proxies one request. `Ok(keep_alive)` tells whether the client connection can
-/// carry another request.
+/// Proxies one request. `head` holds the rewritten request head; `scratch` is a
+/// reusable buffer (the bytes of each attempt, then the response head).
+/// `Ok(keep_alive)` tells whether the client connection can carry another request.
 async fn proxy_request(
     shard: &Shard,
     client: &mut Downstream,
     request: &Request,
-    head: &mut Vec<u8>,
+    head: &[u8],
+    scratch: &mut Vec<u8>,
 ) -> Result<bool, Failure> {
-    // A body already held in full can be sent with the head, and again on a retry.
+    // A body already held in full goes with the head, and again on a retry.
     let held_body = match request.body {
         BodyKind::None => Some(0),
         BodyKind::Length(n) if n <= client.unconsumed() as u64 => Some(n as usize),
         _ => None,
     };
-    if let Some(n) = held_body {
-        head.extend_from_slice(&client.buf[client.pos..client.pos + n]);
+    if request.body == BodyKind::Chunked {
+        // Refuse a malformed chunk that already arrived before any backend sees
+        // the request (the rest is checked as it streams).
+        let mut probe = ChunkedDecoder::new(shard.settings.limits.max_header_bytes);
+        let mut pos = client.pos;
+        while pos < client.buf.len() && !probe.is_done() {
+            let (used, _) = probe
+                .decode(&client.buf[pos..])
+                .map_err(ProxyError::BadRequest)?;
+            if used == 0 {
+                break;
+            }
+            pos += used;
+        }
     }
     let context = RequestContext {
         client_ip: client.peer.ip(),
@@ -243,8 +260,18 @@ async fn proxy_request(
         let (mut upstream, reused) = checkout(shard, &backend, fresh_only).await?;
 
         // Send the head (and a held body) in one write.
-        let (sent, returned) = upstream.write_all(mem::take(head)).await;
-        *head = returned;
+        scratch.clear();
+        if request.missing_host {
+            scratch.extend_from_slice(&head[..head.len() - 2]);
+            let _ = write!(scratch, "Host: {}\r\n\r\n", backend.address);
+        } else {
+            scratch.extend_from_slice(head);
+        }
+        if let Some(n) = held_body {
+            scratch.extend_from_slice(&client.buf[client.pos..client.pos + n]);
+        }
+        let (sent, returned) = upstream.write_all(mem::take(scratch)).await;
+        *scratch = returned;
         if let Err(e) = sent {
             if reused && held_body.is_some() {
                 ShardStats::bump(&shard.stats.upstream_retries);
@@ -253,9 +280,7 @@ async fn proxy_request(
             }
             return Err(ProxyError::UpstreamIo(e.kind()).into());
         }
-        if let Some(n) = held_body {
-            client.pos += n;
-        } else {
+        if held_body.is_none() {
             if request.expect_continue && !request.http10 {
                 write_client(client, CONTINUE).await?;
             }
@@ -268,8 +293,15 @@ async fn proxy_request(
             keep_alive: request.keep_alive && !shard.draining(),
         };
         upbuf.clear();
-        let response = match read_response(shard, client, &mut upstream, &mut upbuf, &client_side, head)
-            .await
+        let response = match read_response(
+            shard,
+            client,
+            &mut upstream,
+            &mut upbuf,
+            &client_side,
+            scratch,
+        )
+        .await
         {
             Ok(response) => response,
             Err(ResponseError::Interim(e)) => {
@@ -282,58 +314,28 @@ async fn proxy_request(
                 log_debug!("shard {}: pooled connection failed ({e}); retrying", shard.index);
                 ShardStats::bump(&shard.stats.upstream_retries);
                 fresh_only = true;
-                if let Some(n) = held_body {
-                    // Put the held body back after the head for the next attempt.
-                    client.pos -= n;
-                }
-                rebuild_head(client, request, head, held_body)?;
                 continue;
             }
             Err(ResponseError::BeforeAnyByte(e)) | Err(ResponseError::Other(e)) => {
                 return Err(e.into())
             }
         };
+        if let Some(n) = held_body {
+            client.pos += n;
+        }
         shard.stats.count_response(response.status);
-        let upstream_clean = send_response(shard, client, &mut upstream, &mut upbuf, head, &response)
-            .await
-            .map_err(|error| Failure {
-                error,
-                response_started: true,
-            })?;
+        let upstream_clean =
+            send_response(shard, client, &mut upstream, &mut upbuf, scratch, &response)
+                .await
+                .map_err(|error| Failure {
+                    error,
+                    response_started: true,
+                })?;
         if upstream_clean && response.upstream_reusable && !shard.draining() {
             in_flight.backend().pool.checkin(upstream, Instant::now());
         }
         return Ok(response.client_keep_alive);
     }
-}
-
-/// After a failed attempt the head buffer holds a response head; write the request
-/// head (and held body) again from the client's buffer.
-fn rebuild_head(
-    client: &Downstream,
-    request: &Request,
-    head: &mut Vec<u8>,
-    held_body: Option<usize>,
-) -> Result<(), ProxyError> {
-    let start = client.pos - request.head_len;
-    let forwarding = Forwarding {
-        client_ip: client.peer.ip(),
-        proto: "http",
-    };
-    // The limits that let it through the first time let it through again.
-    let limits = h1::Limits {
-        max_header_bytes: usize::MAX,
-        max_headers: h1::MAX_HEADERS_CAP,
-        max_body_bytes: None,
-    };
-    match h1::parse_request(&client.buf[start..], &limits, &forwarding, head) {
-        Ok(Some(_)) => {}
-        _ => return Err(ProxyError::BadRequest(h1::H1Error::Malformed("replay"))),
-    }
-    if let Some(n) = held_body {
-        head.extend_from_slice(&client.buf[client.pos..client.pos + n]);
-    }
-    Ok(())
 }
 
 /// A pooled connection to `backend`, or a new one.

@@ -1,0 +1,285 @@
+//! Shared test support: real origins and a real proxy on 127.0.0.1:0, and clients
+//! that talk raw bytes or plain HTTP to them. Every wait here is bounded.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ringlb::config::{BackendConfig, Config, IoMode};
+use ringlb::origin::{self, OriginHandle};
+use ringlb::shard::Driver;
+use ringlb::Server;
+
+/// Longest any single network wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Defines `mod $name { fn io_uring(); fn epoll(); }`, one test per io driver.
+#[macro_export]
+macro_rules! both_drivers {
+    ($(fn $name:ident($driver:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                fn run($driver: ringlb::shard::Driver) $body
+                #[test]
+                fn io_uring() { run(ringlb::shard::Driver::IoUring) }
+                #[test]
+                fn epoll() { run(ringlb::shard::Driver::Epoll) }
+            }
+        )*
+    };
+}
+
+/// Origins and a proxy in front of them.
+pub struct Harness {
+    pub server: Option<Server>,
+    pub origins: Vec<OriginHandle>,
+    pub addr: SocketAddr,
+}
+
+impl Harness {
+    /// `n` origins named app1..appN and a one-shard proxy on `driver`; `tune` edits
+    /// the configuration before start.
+    pub fn start(driver: Driver, n: usize, tune: impl FnOnce(&mut Config)) -> Harness {
+        ringlb::logging::init(ringlb::logging::Level::Warn, ringlb::logging::Format::Text);
+        let origins: Vec<OriginHandle> = (1..=n)
+            .map(|i| spawn_origin(driver, &format!("app{i}")))
+            .collect();
+        let mut config = base_config(driver);
+        for (i, o) in origins.iter().enumerate() {
+            config.backends.push(BackendConfig {
+                name: format!("app{}", i + 1),
+                address: o.addr(),
+                weight: 1,
+            });
+        }
+        tune(&mut config);
+        let server = ringlb::start(config).expect("proxy starts");
+        let addr = server.local_addr();
+        Harness {
+            server: Some(server),
+            origins,
+            addr,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn stats(&self) -> ringlb::stats::StatsSnapshot {
+        self.server().handle().stats().expect("stats")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.handle().abort();
+            server.wait();
+        }
+    }
+}
+
+pub fn io_mode(driver: Driver) -> IoMode {
+    match driver {
+        Driver::IoUring => IoMode::IoUring,
+        Driver::Epoll => IoMode::Epoll,
+    }
+}
+
+/// A configuration for tests: loopback, port 0, one shard, quiet.
+pub fn base_config(driver: Driver) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.shards = 1;
+    config.server.io = io_mode(driver);
+    config
+}
+
+pub fn spawn_origin(driver: Driver, name: &str) -> OriginHandle {
+    origin::spawn("127.0.0.1:0".parse().unwrap(), name, driver).expect("origin starts")
+}
+
+/// An address where nothing listens.
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Sends `request` and reads until the proxy closes the connection.
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    s.write_all(request).unwrap();
+    read_to_close(&mut s)
+}
+
+/// Reads until EOF (or a reset, which also ends the conversation).
+pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                panic!("no EOF within {WAIT:?}; got {:?}", String::from_utf8_lossy(&out))
+            }
+            Err(_) => return out,
+        }
+    }
+}
+
+/// A parsed response read from a stream.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response from `s` (whose unread bytes so far are `pending`), framed
+/// by its headers as RFC 9112 says; `head_request` marks a reply to HEAD.
+pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) -> Reply {
+    let mut buf = [0u8; 64 * 1024];
+    let mut fill = |pending: &mut Vec<u8>| {
+        let n = loop {
+            match s.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => break other.expect("read"),
+            }
+        };
+        assert!(n > 0, "EOF in the middle of a response: {:?}", String::from_utf8_lossy(pending));
+        pending.extend_from_slice(&buf[..n]);
+    };
+    let (status, headers, head_len) = loop {
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut hs);
+        if let httparse::Status::Complete(n) = r.parse(pending).expect("valid response head") {
+            let headers: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            break (r.code.unwrap(), headers, n);
+        }
+        fill(pending);
+    };
+    pending.drain(..head_len);
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    let mut trailers = Vec::new();
+    if head_request || status < 200 || status == 204 || status == 304 {
+        // no body
+    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let line_end = loop {
+                if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                fill(pending);
+            };
+            let size_text = String::from_utf8_lossy(&pending[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+                .expect("chunk size");
+            pending.drain(..line_end + 2);
+            if size == 0 {
+                // trailers until an empty line
+                loop {
+                    let end = loop {
+                        if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+                            break i;
+                        }
+                        fill(pending);
+                    };
+                    let line = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..end + 2);
+                    if line.is_empty() {
+                        break;
+                    }
+                    let (n, v) = line.split_once(':').expect("trailer field");
+                    trailers.push((n.trim().to_string(), v.trim().to_string()));
+                }
+                break;
+            }
+            while pending.len() < size + 2 {
+                fill(pending);
+            }
+            body.extend_from_slice(&pending[..size]);
+            assert_eq!(&pending[size..size + 2], b"\r\n", "chunk data ends with CRLF");
+            pending.drain(..size + 2);
+        }
+    } else if let Some(len) = get("content-length") {
+        let len: usize = len.parse().expect("content-length");
+        while pending.len() < len {
+            fill(pending);
+        }
+        body = pending.drain(..len).collect();
+    } else {
+        body = std::mem::take(pending);
+        body.extend(read_to_close(s));
+    }
+    Reply {
+        status,
+        headers,
+        body,
+        trailers,
+    }
+}
+
+/// Sends one request on a new connection and reads one response.
+pub fn request(addr: SocketAddr, raw: &[u8]) -> Reply {
+    let mut s = connect(addr);
+    s.write_all(raw).unwrap();
+    let mut pending = Vec::new();
+    read_reply(&mut s, &mut pending, raw.starts_with(b"HEAD "))
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Polls `check` until it returns true, for at most `WAIT`. For state that changes
+/// on another thread with no event to wait on from here.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
