@@ -290,7 +290,7 @@ async fn proxy_request(
         let client_side = ClientSide {
             method: request.method,
             http10: request.http10,
-            keep_alive: request.keep_alive && !shard.draining(),
+            keep_alive: request.keep_alive,
         };
         upbuf.clear();
         let response = match read_response(
@@ -483,7 +483,13 @@ async fn read_response(
     };
     loop {
         if !upbuf.is_empty() {
-            match h1::parse_response(upbuf, &settings.limits, client_side, head) {
+            // Decided now, not when the request went out: a drain that began while
+            // the backend worked still closes this connection after the response.
+            let side = ClientSide {
+                keep_alive: client_side.keep_alive && !shard.draining(),
+                ..*client_side
+            };
+            match h1::parse_response(upbuf, &settings.limits, &side, head) {
                 Ok(Some(response)) if response.interim => {
                     upbuf.drain(..response.head_len);
                     if !client_side.http10 {

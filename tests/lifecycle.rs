@@ -1,0 +1,412 @@
+//! The server's life: graceful shutdown in-process and by signal, bounded memory
+//! for huge bodies, the epoll fallback when io_uring is forbidden, reloads, and
+//! the command line. Subprocess tests run the real `ringlb` binary.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringlb::origin::{pattern_byte, Fnv};
+use ringlb::shard::Driver;
+use support::*;
+
+both_drivers! {
+    fn graceful_shutdown_finishes_in_flight_requests_and_closes_idle_ones(driver) {
+        let mut h = Harness::start(driver, 1, |c| {
+            c.timeouts.shutdown_grace = Duration::from_secs(10);
+        });
+        let addr = h.addr;
+        // Idle keep-alive connections, each after one request.
+        let mut idle: Vec<_> = (0..3)
+            .map(|_| {
+                let mut s = connect(addr);
+                let mut pending = Vec::new();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                assert_eq!(read_reply(&mut s, &mut pending, false).status, 200);
+                s
+            })
+            .collect();
+        let before = h.origins[0].connections();
+        // Requests in flight: each holds its own upstream connection for 400ms.
+        let in_flight: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut s = connect(addr);
+                    let mut pending = Vec::new();
+                    s.write_all(b"GET /delay/400ms HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                    read_reply(&mut s, &mut pending, false)
+                })
+            })
+            .collect();
+        let origin = &h.origins[0];
+        // The pooled connection serves one of them; the other seven connect.
+        wait_until("requests in flight", || origin.connections() >= before + 7);
+        let server = h.server.take().unwrap();
+        server.handle().shutdown();
+        for t in in_flight {
+            let r = t.join().unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("connection"), Some("close"));
+        }
+        for s in &mut idle {
+            assert!(read_to_close(s).is_empty(), "idle connection closed without a response");
+        }
+        assert_eq!(server.wait().unfinished_connections, 0);
+        assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed");
+    }
+}
+
+/// The `ringlb` binary running a configuration, with its stderr collected.
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    config: PathBuf,
+}
+
+impl Proxy {
+    /// Starts `ringlb run` on `config` (TOML) and waits for its listening line.
+    fn start(name: &str, config: &str) -> Proxy {
+        Self::start_with(name, config, |_| {}).expect("proxy starts")
+    }
+
+    fn start_with(
+        name: &str,
+        config: &str,
+        tune: impl FnOnce(&mut Command),
+    ) -> Result<Proxy, (i32, Vec<String>)> {
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringlb"));
+        command
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        tune(&mut command);
+        let mut child = command.spawn().expect("spawn ringlb");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        match rx.recv_timeout(WAIT) {
+            Ok(addr) => Ok(Proxy {
+                child,
+                addr: addr.parse().unwrap(),
+                log,
+                config: path,
+            }),
+            Err(_) => {
+                let status = child.wait().expect("ringlb exits");
+                // Let the reader thread collect the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                let lines = log.lock().unwrap().clone();
+                Err((status.code().unwrap_or(-1), lines))
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill() with a pid we spawned and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0);
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "ringlb did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_contains(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    /// Peak and current resident memory, in KiB, from /proc.
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap()
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_for(backends: &[(&str, SocketAddr)], extra: &str) -> String {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshards = 1\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    for (name, addr) in backends {
+        text.push_str(&format!("[[backends]]\nname = \"{name}\"\naddress = \"{addr}\"\n"));
+    }
+    text
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    let mut proxy = Proxy::start("sigterm", &config_for(&[("app1", origin.addr())], ""));
+    let addr = proxy.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || get(addr, "/delay/500ms")))
+        .collect();
+    wait_until("requests in flight", || origin.connections() >= 4);
+    proxy.signal(libc::SIGTERM);
+    for c in clients {
+        assert_eq!(c.join().unwrap().status, 200);
+    }
+    assert_eq!(proxy.wait_exit(), 0);
+    assert!(proxy.log_contains("shutting down gracefully"));
+}
+
+/// Streams `len` pattern bytes as a request body to `/sink` and checks what the
+/// origin received.
+fn upload(addr: SocketAddr, len: u64, chunked: bool) {
+    let mut s = connect(addr);
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {len}")
+    };
+    s.write_all(format!("POST /sink HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut hash = Fnv::new();
+    // A whole number of pattern periods, so every piece starts the pattern afresh.
+    const PIECE: u64 = 26 * 2520;
+    let piece: Vec<u8> = (0..PIECE).map(pattern_byte).collect();
+    let mut sent = 0u64;
+    while sent < len {
+        let data = &piece[..(len - sent).min(PIECE) as usize];
+        hash.update(data);
+        if chunked {
+            s.write_all(format!("{:x}\r\n", data.len()).as_bytes()).unwrap();
+            s.write_all(data).unwrap();
+            s.write_all(b"\r\n").unwrap();
+        } else {
+            s.write_all(data).unwrap();
+        }
+        sent += data.len() as u64;
+    }
+    if chunked {
+        s.write_all(b"0\r\n\r\n").unwrap();
+    }
+    let mut pending = Vec::new();
+    let r = read_reply(&mut s, &mut pending, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), format!("{len} {:016x}\n", hash.finish()));
+}
+
+/// Downloads `/bytes/len` and checks every byte.
+fn download(addr: SocketAddr, len: u64) {
+    let mut s = connect(addr);
+    s.write_all(format!("GET /bytes/{len} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut head = Vec::new();
+    let mut offset = 0u64;
+    let mut in_body = false;
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("download: {e}"),
+        };
+        let mut data = &buf[..n];
+        if !in_body {
+            head.extend_from_slice(data);
+            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let body_start = end + 4;
+            let body = head[body_start..].to_vec();
+            assert!(String::from_utf8_lossy(&head[..end]).contains(&format!("Content-Length: {len}")));
+            in_body = true;
+            for &b in &body {
+                assert_eq!(b, pattern_byte(offset));
+                offset += 1;
+            }
+            data = &[];
+        }
+        for &b in data {
+            assert_eq!(b, pattern_byte(offset), "byte {offset}");
+            offset += 1;
+        }
+    }
+    assert_eq!(offset, len);
+}
+
+#[test]
+fn gigabyte_bodies_stream_both_ways_in_bounded_memory() {
+    const GIB: u64 = 1 << 30;
+    let origin = spawn_origin(Driver::IoUring, "app1");
+    let proxy = Proxy::start("bigbody", &config_for(&[("app1", origin.addr())], ""));
+    // Warm up the paths, then take the peak so far as the baseline.
+    upload(proxy.addr, 1 << 20, false);
+    upload(proxy.addr, 1 << 20, true);
+    download(proxy.addr, 1 << 20);
+    let (baseline, _) = proxy.memory_kib();
+    upload(proxy.addr, GIB, false);
+    download(proxy.addr, GIB);
+    upload(proxy.addr, GIB / 4, true);
+    let (peak, _) = proxy.memory_kib();
+    let growth_mib = (peak.saturating_sub(baseline)) as f64 / 1024.0;
+    eprintln!("peak RSS {peak} KiB, baseline {baseline} KiB, growth {growth_mib:.2} MiB");
+    assert!(growth_mib <= 4.0, "RSS grew by {growth_mib:.2} MiB while streaming");
+}
+
+/// A seccomp filter that makes io_uring_setup fail with EPERM, as container
+/// runtimes' default profiles do.
+fn forbid_io_uring(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    const IO_URING_SETUP: u32 = 425;
+    let filter = [
+        // Load the syscall number.
+        libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: 0 },
+        // io_uring_setup: fall through to EPERM; anything else: jump to ALLOW.
+        libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt: 0, jf: 1, k: IO_URING_SETUP },
+        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32 },
+        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+    ];
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // prctl(2), which is async-signal-safe; `filter` was built before the fork and
+    // outlives both calls.
+    unsafe {
+        command.pre_exec(move || {
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn falls_back_to_epoll_when_io_uring_is_forbidden() {
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    let backends = [("app1", origin.addr())];
+    let mut proxy = Proxy::start_with("fallback", &config_for(&backends, "io = \"auto\""), forbid_io_uring)
+        .expect("starts on epoll");
+    assert!(proxy.log_contains("io_uring unavailable"), "{:?}", proxy.log.lock().unwrap());
+    assert!(proxy.log_contains("(epoll)"));
+    assert_eq!(get(proxy.addr, "/").text(), "app1\n");
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(proxy.wait_exit(), 0);
+
+    // Forcing io_uring where it is forbidden is a clear start-up error.
+    let forced = Proxy::start_with("forced", &config_for(&backends, "io = \"io_uring\""), forbid_io_uring);
+    let (code, log) = forced.err().expect("refuses to start");
+    assert_eq!(code, 1);
+    assert!(log.iter().any(|l| l.contains("io_uring is not available")), "{log:?}");
+}
+
+#[test]
+fn sighup_reloads_backends_and_refuses_a_bad_file() {
+    let app1 = spawn_origin(Driver::Epoll, "app1");
+    let app2 = spawn_origin(Driver::Epoll, "app2");
+    let proxy = Proxy::start("reload", &config_for(&[("app1", app1.addr())], ""));
+    assert_eq!(get(proxy.addr, "/").text(), "app1\n");
+    std::fs::write(&proxy.config, config_for(&[("app2", app2.addr())], "")).unwrap();
+    proxy.signal(libc::SIGHUP);
+    wait_until("app2 to serve", || get(proxy.addr, "/").text() == "app2\n");
+    std::fs::write(&proxy.config, "[server]\nlisten = 5\n").unwrap();
+    proxy.signal(libc::SIGHUP);
+    wait_until("the refusal to be logged", || proxy.log_contains("reload refused"));
+    assert_eq!(get(proxy.addr, "/").text(), "app2\n");
+}
+
+fn ringlb(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(args)
+        .env_remove("RINGLB_BALANCER_STRATEGY")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_the_example_config_and_names_bad_keys() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ringlb.toml");
+    let (code, out, err) = ringlb(&["check", "--config", example]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("app1"), "{out}");
+
+    let bad = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"nowhere\"\n[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nweight = 0\n",
+    )
+    .unwrap();
+    let (code, _, err) = ringlb(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("bad.toml: server.listen:"), "{err}");
+    assert!(err.contains("bad.toml: backends[0].weight:"), "{err}");
+}
+
+#[test]
+fn environment_overrides_a_single_key() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ringlb.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(["check", "--config", example])
+        .env("RINGLB_BALANCER_STRATEGY", "least-conn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("least-conn"));
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = ringlb(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("ringlb {}", env!("CARGO_PKG_VERSION")));
+    let (code, out, _) = ringlb(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ringlb demo") && out.contains("/delay/DUR"));
+    let (code, _, err) = ringlb(&["run"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--config"), "{err}");
+}
