@@ -54,15 +54,11 @@ impl Balancer {
 
     fn selector_for(strategy: Strategy, len: usize) -> Selector {
         match strategy {
-            Strategy::RoundRobin => Selector::RoundRobin {
-                next: Cell::new(0),
-            },
+            Strategy::RoundRobin => Selector::RoundRobin { next: Cell::new(0) },
             Strategy::WeightedRoundRobin => Selector::WeightedRoundRobin {
                 current: (0..len).map(|_| Cell::new(0)).collect(),
             },
-            Strategy::LeastConn => Selector::LeastConn {
-                next: Cell::new(0),
-            },
+            Strategy::LeastConn => Selector::LeastConn { next: Cell::new(0) },
         }
     }
 

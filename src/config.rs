@@ -17,7 +17,7 @@ use serde::Deserialize;
 // The validated configuration.
 
 /// The whole configuration, validated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     /// The client-facing listener and the shards.
     pub server: ServerConfig,
@@ -172,21 +172,6 @@ pub struct BackendConfig {
     pub address: SocketAddr,
     /// Relative share of traffic, 1..=1000.
     pub weight: u32,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            admin: AdminConfig::default(),
-            timeouts: Timeouts::default(),
-            limits: Limits::default(),
-            upstream: UpstreamConfig::default(),
-            balancer: BalancerConfig::default(),
-            logging: LoggingConfig::default(),
-            backends: Vec::new(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -501,7 +486,11 @@ where
                     } else {
                         format!("{path}.{field}")
                     };
-                    let key = if key.is_empty() { field.to_string() } else { key };
+                    let key = if key.is_empty() {
+                        field.to_string()
+                    } else {
+                        key
+                    };
                     let expected = message.split_once(", expected ").map_or("", |(_, e)| e);
                     errors.push(key, format!("unknown key (expected {expected})"));
                 }
@@ -648,7 +637,12 @@ fn choice<T: Copy>(
     }
 }
 
-fn duration(errors: &mut Errors<'_>, key: &str, value: Option<&str>, default: Duration) -> Duration {
+fn duration(
+    errors: &mut Errors<'_>,
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Duration {
     match value.map(parse_duration) {
         None => default,
         Some(Ok(d)) if d.is_zero() => {
@@ -663,7 +657,12 @@ fn duration(errors: &mut Errors<'_>, key: &str, value: Option<&str>, default: Du
     }
 }
 
-fn address(errors: &mut Errors<'_>, key: &str, value: Option<&str>, default: SocketAddr) -> SocketAddr {
+fn address(
+    errors: &mut Errors<'_>,
+    key: &str,
+    value: Option<&str>,
+    default: SocketAddr,
+) -> SocketAddr {
     match value.map(parse_address) {
         None => default,
         Some(Ok(a)) => a,
@@ -715,7 +714,12 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
     let d = &defaults.timeouts;
     let timeouts = Timeouts {
         connect: duration(errors, "timeouts.connect", t.connect.as_deref(), d.connect),
-        header_read: duration(errors, "timeouts.header_read", t.header_read.as_deref(), d.header_read),
+        header_read: duration(
+            errors,
+            "timeouts.header_read",
+            t.header_read.as_deref(),
+            d.header_read,
+        ),
         idle: duration(errors, "timeouts.idle", t.idle.as_deref(), d.idle),
         backend_response: duration(
             errors,
@@ -731,7 +735,10 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
         ),
     };
     let limits = Limits {
-        max_header_bytes: to_usize(file.limits.max_header_bytes, defaults.limits.max_header_bytes),
+        max_header_bytes: to_usize(
+            file.limits.max_header_bytes,
+            defaults.limits.max_header_bytes,
+        ),
         max_headers: to_usize(file.limits.max_headers, defaults.limits.max_headers),
         max_body_bytes: file.limits.max_body_bytes,
     };
@@ -747,7 +754,8 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
             defaults.upstream.idle_timeout,
         ),
     };
-    let strategies: Vec<(&str, Strategy)> = Strategy::ALL.iter().map(|s| (s.as_str(), *s)).collect();
+    let strategies: Vec<(&str, Strategy)> =
+        Strategy::ALL.iter().map(|s| (s.as_str(), *s)).collect();
     let balancer = BalancerConfig {
         strategy: choice(
             errors,
@@ -798,7 +806,10 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
                 continue;
             }
             None => {
-                errors.push(key("address"), "missing (expected IP:port like 127.0.0.1:9001)");
+                errors.push(
+                    key("address"),
+                    "missing (expected IP:port like 127.0.0.1:9001)",
+                );
                 complete = false;
                 continue;
             }
@@ -808,7 +819,10 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
             Some(w) => match u32::try_from(w) {
                 Ok(w) => w,
                 Err(_) => {
-                    errors.push(key("weight"), format!("must be between 1 and 1000, got {w}"));
+                    errors.push(
+                        key("weight"),
+                        format!("must be between 1 and 1000, got {w}"),
+                    );
                     complete = false;
                     continue;
                 }
@@ -851,7 +865,10 @@ impl Config {
 
     fn check(&self, errors: &mut Errors<'_>) {
         if self.server.shards > 1024 {
-            errors.push("server.shards", format!("must be at most 1024, got {}", self.server.shards));
+            errors.push(
+                "server.shards",
+                format!("must be at most 1024, got {}", self.server.shards),
+            );
         }
         if self.server.max_connections == 0 {
             errors.push("server.max_connections", "must be at least 1");
@@ -860,7 +877,10 @@ impl Config {
         if !(1024..=1_048_576).contains(&l.max_header_bytes) {
             errors.push(
                 "limits.max_header_bytes",
-                format!("must be between 1024 and 1048576, got {}", l.max_header_bytes),
+                format!(
+                    "must be between 1024 and 1048576, got {}",
+                    l.max_header_bytes
+                ),
             );
         }
         if !(1..=512).contains(&l.max_headers) {
@@ -870,12 +890,18 @@ impl Config {
             );
         }
         if l.max_body_bytes == Some(0) {
-            errors.push("limits.max_body_bytes", "must be at least 1 (omit it for no limit)");
+            errors.push(
+                "limits.max_body_bytes",
+                "must be at least 1 (omit it for no limit)",
+            );
         }
         if self.upstream.max_idle_per_backend > 100_000 {
             errors.push(
                 "upstream.max_idle_per_backend",
-                format!("must be at most 100000, got {}", self.upstream.max_idle_per_backend),
+                format!(
+                    "must be at most 100000, got {}",
+                    self.upstream.max_idle_per_backend
+                ),
             );
         }
         let t = &self.timeouts;
@@ -893,7 +919,10 @@ impl Config {
         }
         let (s, a) = (self.server.listen, self.admin.listen);
         if s == a && s.port() != 0 {
-            errors.push("admin.listen", format!("must differ from server.listen ({s})"));
+            errors.push(
+                "admin.listen",
+                format!("must differ from server.listen ({s})"),
+            );
         }
         if self.backends.is_empty() {
             errors.push("backends", "at least one [[backends]] entry is required");
@@ -908,20 +937,35 @@ impl Config {
             if !valid_name {
                 errors.push(
                     key("name"),
-                    format!("expected 1-64 characters of A-Z a-z 0-9 _ . -, got {:?}", b.name),
+                    format!(
+                        "expected 1-64 characters of A-Z a-z 0-9 _ . -, got {:?}",
+                        b.name
+                    ),
                 );
             }
             if let Some(j) = self.backends[..i].iter().position(|o| o.name == b.name) {
-                errors.push(key("name"), format!("{:?} is already the name of backends[{j}]", b.name));
+                errors.push(
+                    key("name"),
+                    format!("{:?} is already the name of backends[{j}]", b.name),
+                );
             }
             if b.address.port() == 0 {
                 errors.push(key("address"), "port must be between 1 and 65535");
             }
-            if let Some(j) = self.backends[..i].iter().position(|o| o.address == b.address) {
-                errors.push(key("address"), format!("{} is already the address of backends[{j}]", b.address));
+            if let Some(j) = self.backends[..i]
+                .iter()
+                .position(|o| o.address == b.address)
+            {
+                errors.push(
+                    key("address"),
+                    format!("{} is already the address of backends[{j}]", b.address),
+                );
             }
             if !(1..=1000).contains(&b.weight) {
-                errors.push(key("weight"), format!("must be between 1 and 1000, got {}", b.weight));
+                errors.push(
+                    key("weight"),
+                    format!("must be between 1 and 1000, got {}", b.weight),
+                );
             }
         }
     }
@@ -964,7 +1008,10 @@ impl Config {
             self.backends.len(),
         );
         for b in &self.backends {
-            out.push_str(&format!("  {:<16}{}  weight {}\n", b.name, b.address, b.weight));
+            out.push_str(&format!(
+                "  {:<16}{}  weight {}\n",
+                b.name, b.address, b.weight
+            ));
         }
         out
     }
@@ -981,7 +1028,9 @@ mod tests {
     }
 
     fn errors_of(text: &str) -> Vec<ConfigError> {
-        parse(text, "t.toml", no_env()).expect_err("should be rejected").0
+        parse(text, "t.toml", no_env())
+            .expect_err("should be rejected")
+            .0
     }
 
     /// The one error for `key`, with a message containing `fragment`.
@@ -1029,8 +1078,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_sections_are_named() {
-        assert_error(&format!("[server]\nbogus = 1\n{ONE_BACKEND}"), "server.bogus", "unknown key");
-        assert_error(&format!("[nope]\nx = 1\n{ONE_BACKEND}"), "nope", "unknown key");
+        assert_error(
+            &format!("[server]\nbogus = 1\n{ONE_BACKEND}"),
+            "server.bogus",
+            "unknown key",
+        );
+        assert_error(
+            &format!("[nope]\nx = 1\n{ONE_BACKEND}"),
+            "nope",
+            "unknown key",
+        );
         assert_error(
             "[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nport = 3\n",
             "backends[0].port",
@@ -1047,7 +1104,11 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_key() {
-        assert_error(&format!("[server]\nshards = \"two\"\n{ONE_BACKEND}"), "server.shards", "invalid type");
+        assert_error(
+            &format!("[server]\nshards = \"two\"\n{ONE_BACKEND}"),
+            "server.shards",
+            "invalid type",
+        );
     }
 
     #[test]
@@ -1065,7 +1126,11 @@ mod tests {
             "timeouts.connect",
             "expected a duration like",
         );
-        assert_error(&format!("[timeouts]\nidle = \"0s\"\n{ONE_BACKEND}"), "timeouts.idle", "greater than zero");
+        assert_error(
+            &format!("[timeouts]\nidle = \"0s\"\n{ONE_BACKEND}"),
+            "timeouts.idle",
+            "greater than zero",
+        );
         assert_error(
             &format!("[upstream]\nidle_timeout = \"0ms\"\n{ONE_BACKEND}"),
             "upstream.idle_timeout",
@@ -1079,8 +1144,16 @@ mod tests {
         assert_eq!(parse_address("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
         assert!(parse_address("localhost:80").is_err());
         assert!(parse_address("127.0.0.1").is_err());
-        assert_error(&format!("[server]\nlisten = \"nowhere\"\n{ONE_BACKEND}"), "server.listen", "expected IP:port");
-        assert_error(&format!("[admin]\nlisten = \"x:1\"\n{ONE_BACKEND}"), "admin.listen", "expected IP:port");
+        assert_error(
+            &format!("[server]\nlisten = \"nowhere\"\n{ONE_BACKEND}"),
+            "server.listen",
+            "expected IP:port",
+        );
+        assert_error(
+            &format!("[admin]\nlisten = \"x:1\"\n{ONE_BACKEND}"),
+            "admin.listen",
+            "expected IP:port",
+        );
         assert_error(
             "[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\n",
             "backends[0].address",
@@ -1093,9 +1166,21 @@ mod tests {
 
     #[test]
     fn server_rules() {
-        assert_error(&format!("[server]\nshards = 1025\n{ONE_BACKEND}"), "server.shards", "at most 1024");
-        assert_error(&format!("[server]\nmax_connections = 0\n{ONE_BACKEND}"), "server.max_connections", "at least 1");
-        assert_error(&format!("[server]\nio = \"kqueue\"\n{ONE_BACKEND}"), "server.io", "auto, io_uring, epoll");
+        assert_error(
+            &format!("[server]\nshards = 1025\n{ONE_BACKEND}"),
+            "server.shards",
+            "at most 1024",
+        );
+        assert_error(
+            &format!("[server]\nmax_connections = 0\n{ONE_BACKEND}"),
+            "server.max_connections",
+            "at least 1",
+        );
+        assert_error(
+            &format!("[server]\nio = \"kqueue\"\n{ONE_BACKEND}"),
+            "server.io",
+            "auto, io_uring, epoll",
+        );
         assert_error(
             &format!("[server]\nlisten = \"127.0.0.1:80\"\n[admin]\nlisten = \"127.0.0.1:80\"\n{ONE_BACKEND}"),
             "admin.listen",
@@ -1105,10 +1190,26 @@ mod tests {
 
     #[test]
     fn limit_rules() {
-        assert_error(&format!("[limits]\nmax_header_bytes = 100\n{ONE_BACKEND}"), "limits.max_header_bytes", "between 1024 and 1048576");
-        assert_error(&format!("[limits]\nmax_headers = 0\n{ONE_BACKEND}"), "limits.max_headers", "between 1 and 512");
-        assert_error(&format!("[limits]\nmax_headers = 513\n{ONE_BACKEND}"), "limits.max_headers", "between 1 and 512");
-        assert_error(&format!("[limits]\nmax_body_bytes = 0\n{ONE_BACKEND}"), "limits.max_body_bytes", "at least 1");
+        assert_error(
+            &format!("[limits]\nmax_header_bytes = 100\n{ONE_BACKEND}"),
+            "limits.max_header_bytes",
+            "between 1024 and 1048576",
+        );
+        assert_error(
+            &format!("[limits]\nmax_headers = 0\n{ONE_BACKEND}"),
+            "limits.max_headers",
+            "between 1 and 512",
+        );
+        assert_error(
+            &format!("[limits]\nmax_headers = 513\n{ONE_BACKEND}"),
+            "limits.max_headers",
+            "between 1 and 512",
+        );
+        assert_error(
+            &format!("[limits]\nmax_body_bytes = 0\n{ONE_BACKEND}"),
+            "limits.max_body_bytes",
+            "at least 1",
+        );
         assert_error(
             &format!("[upstream]\nmax_idle_per_backend = 100001\n{ONE_BACKEND}"),
             "upstream.max_idle_per_backend",
@@ -1123,17 +1224,41 @@ mod tests {
             "balancer.strategy",
             "round-robin, weighted-round-robin, least-conn",
         );
-        assert_error(&format!("[logging]\nlevel = \"loud\"\n{ONE_BACKEND}"), "logging.level", "error, warn, info, debug");
-        assert_error(&format!("[logging]\nformat = \"xml\"\n{ONE_BACKEND}"), "logging.format", "text, json");
+        assert_error(
+            &format!("[logging]\nlevel = \"loud\"\n{ONE_BACKEND}"),
+            "logging.level",
+            "error, warn, info, debug",
+        );
+        assert_error(
+            &format!("[logging]\nformat = \"xml\"\n{ONE_BACKEND}"),
+            "logging.format",
+            "text, json",
+        );
     }
 
     #[test]
     fn backend_rules() {
         assert_error("", "backends", "at least one");
-        assert_error("[[backends]]\nname = \"a b\"\naddress = \"127.0.0.1:1\"\n", "backends[0].name", "A-Z a-z 0-9");
-        assert_error("[[backends]]\nname = \"\"\naddress = \"127.0.0.1:1\"\n", "backends[0].name", "A-Z a-z 0-9");
-        assert_error("[[backends]]\naddress = \"127.0.0.1:1\"\n", "backends[0].name", "missing");
-        assert_error("[[backends]]\nname = \"a\"\n", "backends[0].address", "missing");
+        assert_error(
+            "[[backends]]\nname = \"a b\"\naddress = \"127.0.0.1:1\"\n",
+            "backends[0].name",
+            "A-Z a-z 0-9",
+        );
+        assert_error(
+            "[[backends]]\nname = \"\"\naddress = \"127.0.0.1:1\"\n",
+            "backends[0].name",
+            "A-Z a-z 0-9",
+        );
+        assert_error(
+            "[[backends]]\naddress = \"127.0.0.1:1\"\n",
+            "backends[0].name",
+            "missing",
+        );
+        assert_error(
+            "[[backends]]\nname = \"a\"\n",
+            "backends[0].address",
+            "missing",
+        );
         assert_error(
             "[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:2\"\n",
             "backends[1].name",
@@ -1159,7 +1284,12 @@ mod tests {
             "[server]\nlisten = \"x\"\nio = \"y\"\n[timeouts]\nconnect = \"z\"\n[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nweight = 0\n",
         );
         let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
-        for key in ["server.listen", "server.io", "timeouts.connect", "backends[0].weight"] {
+        for key in [
+            "server.listen",
+            "server.io",
+            "timeouts.connect",
+            "backends[0].weight",
+        ] {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");
         }
         let shown = ConfigErrors(errors).to_string();
@@ -1168,7 +1298,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -1207,7 +1340,8 @@ mod tests {
                 let result = parse(ONE_BACKEND, "t.toml", env(&[(&name, value)]));
                 if let Err(errors) = result {
                     assert!(
-                        errors.0.iter().all(|e| !e.message.contains("unknown key") && !e.message.contains("not a known setting")),
+                        errors.0.iter().all(|e| !e.message.contains("unknown key")
+                            && !e.message.contains("not a known setting")),
                         "{name}: {errors}"
                     );
                 }
@@ -1217,14 +1351,24 @@ mod tests {
 
     #[test]
     fn bad_environment_values_name_the_variable() {
-        let errors = parse(ONE_BACKEND, "t.toml", env(&[("RINGLB_SERVER_SHARDS", "x")])).unwrap_err().0;
+        let errors = parse(ONE_BACKEND, "t.toml", env(&[("RINGLB_SERVER_SHARDS", "x")]))
+            .unwrap_err()
+            .0;
         assert_eq!(errors[0].file, "env RINGLB_SERVER_SHARDS");
         assert_eq!(errors[0].key, "server.shards");
         assert!(errors[0].message.contains("expected an integer"));
-        let errors = parse(ONE_BACKEND, "t.toml", env(&[("RINGLB_SERVER_COLOUR", "red")])).unwrap_err().0;
+        let errors = parse(
+            ONE_BACKEND,
+            "t.toml",
+            env(&[("RINGLB_SERVER_COLOUR", "red")]),
+        )
+        .unwrap_err()
+        .0;
         assert_eq!(errors[0].file, "env RINGLB_SERVER_COLOUR");
         assert!(errors[0].message.contains("not a known setting"));
-        let errors = parse(ONE_BACKEND, "t.toml", env(&[("RINGLB_BACKENDS_NAME", "x")])).unwrap_err().0;
+        let errors = parse(ONE_BACKEND, "t.toml", env(&[("RINGLB_BACKENDS_NAME", "x")]))
+            .unwrap_err()
+            .0;
         assert_eq!(errors[0].file, "env RINGLB_BACKENDS_NAME");
     }
 

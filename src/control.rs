@@ -156,7 +156,11 @@ impl Server {
 /// Binds a listener with SO_REUSEPORT, so every shard can have its own on one port.
 fn bind_reuseport(address: SocketAddr) -> Result<TcpListener, StartError> {
     let bind = || -> io::Result<TcpListener> {
-        let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nodelay(true)?;
@@ -185,22 +189,19 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     // Bind every shard's listener here, so the port is known (even when 0 was
     // asked) and a bind error stops start-up with a clear message.
     let first = bind_reuseport(config.server.listen)?;
-    let local_addr = first
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            address: config.server.listen,
-            source,
-        })?;
+    let local_addr = first.local_addr().map_err(|source| StartError::Bind {
+        address: config.server.listen,
+        source,
+    })?;
     let mut listeners = vec![first];
     for _ in 1..shard_count {
         listeners.push(bind_reuseport(local_addr)?);
     }
-    let admin_listener = TcpListener::bind(config.admin.listen).map_err(|source| {
-        StartError::Bind {
+    let admin_listener =
+        TcpListener::bind(config.admin.listen).map_err(|source| StartError::Bind {
             address: config.admin.listen,
             source,
-        }
-    })?;
+        })?;
 
     let mut ids = BackendIds::default();
     let specs = ids.specs(&config.backends);

@@ -157,10 +157,18 @@ mod tests {
                 .headers
                 .iter()
                 .find(|h| h.name == "Content-Length")
-                .map(|h| std::str::from_utf8(h.value).unwrap().parse::<usize>().unwrap())
+                .map(|h| {
+                    std::str::from_utf8(h.value)
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap()
+                })
                 .unwrap();
             assert_eq!(length, raw.len() - head_len, "status {status}");
-            assert!(res.headers.iter().any(|h| h.name == "Server" && h.value == b"ringlb"));
+            assert!(res
+                .headers
+                .iter()
+                .any(|h| h.name == "Server" && h.value == b"ringlb"));
         }
     }
 
@@ -171,6 +179,9 @@ mod tests {
         assert_eq!(ProxyError::ResponseTimeout.side(), Side::Upstream);
         assert!(ProxyError::Connect(io::ErrorKind::ConnectionRefused).retryable());
         assert!(!ProxyError::ResponseTimeout.retryable());
-        assert_eq!(ProxyError::BadRequest(H1Error::TooManyHeaders).status(), Some(431));
+        assert_eq!(
+            ProxyError::BadRequest(H1Error::TooManyHeaders).status(),
+            Some(431)
+        );
     }
 }

@@ -140,7 +140,6 @@ async fn serve(listener: std::net::TcpListener, state: Arc<OriginState>) {
     let Ok(listener) = TcpListener::from_std(listener) else {
         return;
     };
-    let state = Rc::new(state);
     let open: OpenFds = Rc::default();
     loop {
         match listener.accept().await {
@@ -150,7 +149,7 @@ async fn serve(listener: std::net::TcpListener, state: Arc<OriginState>) {
                 let fd = stream.as_raw_fd();
                 open.borrow_mut().insert(fd);
                 let open = Rc::clone(&open);
-                let state = Rc::clone(&state);
+                let state = Arc::clone(&state);
                 monoio::spawn(async move {
                     connection(stream, state).await;
                     open.borrow_mut().remove(&fd);
@@ -191,7 +190,7 @@ async fn send(stream: &mut TcpStream, bytes: Vec<u8>) -> io::Result<()> {
     result.map(|_| ())
 }
 
-async fn connection(mut stream: TcpStream, state: Rc<Arc<OriginState>>) {
+async fn connection(mut stream: TcpStream, state: Arc<OriginState>) {
     let mut buf: Vec<u8> = Vec::with_capacity(PIECE);
     let mut scratch = Vec::new();
     let forwarding = Forwarding {
@@ -408,8 +407,9 @@ async fn respond(
             Err(_) => send(stream, reply(404, b"bad duration\n")).await,
         },
         ("bytes", Some(n)) => {
-            let mut out = format!("HTTP/1.1 200 OK\r\nX-Origin: {name}\r\nContent-Length: {n}\r\n\r\n")
-                .into_bytes();
+            let mut out =
+                format!("HTTP/1.1 200 OK\r\nX-Origin: {name}\r\nContent-Length: {n}\r\n\r\n")
+                    .into_bytes();
             let mut sent = 0u64;
             let mut result = Ok(());
             while result.is_ok() && (sent < n || !out.is_empty()) && !head_only {
@@ -450,7 +450,8 @@ async fn respond(
         }
         ("close", Some(n)) => {
             let mut out =
-                format!("HTTP/1.1 200 OK\r\nX-Origin: {name}\r\nConnection: close\r\n\r\n").into_bytes();
+                format!("HTTP/1.1 200 OK\r\nX-Origin: {name}\r\nConnection: close\r\n\r\n")
+                    .into_bytes();
             out.extend_from_slice(&pattern(0, n.min(MAX_ECHO as u64) as usize));
             let _ = send(stream, out).await;
             return false;
@@ -466,7 +467,8 @@ async fn respond(
             send(stream, reply(200, format!("{n}\n").as_bytes())).await
         }
         ("interim", _) => {
-            let mut out = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_vec();
+            let mut out =
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_vec();
             out.extend_from_slice(&reply(200, format!("{name}\n").as_bytes()));
             send(stream, out).await
         }

@@ -169,10 +169,7 @@ pub enum ShardEvent {
     /// The shard's runtime is up and its listener registered.
     Started { shard: usize },
     /// A copy of the counters, answering `ReportStats`.
-    Stats {
-        shard: usize,
-        stats: StatsSnapshot,
-    },
+    Stats { shard: usize, stats: StatsSnapshot },
     /// The shard finished; `unfinished` connections were still open at the deadline.
     Stopped { shard: usize, unfinished: usize },
 }

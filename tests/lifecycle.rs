@@ -170,7 +170,9 @@ fn config_for(backends: &[(&str, SocketAddr)], extra: &str) -> String {
         "[server]\nlisten = \"127.0.0.1:0\"\nshards = 1\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
     );
     for (name, addr) in backends {
-        text.push_str(&format!("[[backends]]\nname = \"{name}\"\naddress = \"{addr}\"\n"));
+        text.push_str(&format!(
+            "[[backends]]\nname = \"{name}\"\naddress = \"{addr}\"\n"
+        ));
     }
     text
 }
@@ -212,7 +214,8 @@ fn upload(addr: SocketAddr, len: u64, chunked: bool) {
         let data = &piece[..(len - sent).min(PIECE) as usize];
         hash.update(data);
         if chunked {
-            s.write_all(format!("{:x}\r\n", data.len()).as_bytes()).unwrap();
+            s.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+                .unwrap();
             s.write_all(data).unwrap();
             s.write_all(b"\r\n").unwrap();
         } else {
@@ -232,8 +235,10 @@ fn upload(addr: SocketAddr, len: u64, chunked: bool) {
 /// Downloads `/bytes/len` and checks every byte.
 fn download(addr: SocketAddr, len: u64) {
     let mut s = connect(addr);
-    s.write_all(format!("GET /bytes/{len} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(
+        format!("GET /bytes/{len} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut buf = vec![0u8; 256 * 1024];
     let mut head = Vec::new();
     let mut offset = 0u64;
@@ -253,7 +258,9 @@ fn download(addr: SocketAddr, len: u64) {
             };
             let body_start = end + 4;
             let body = head[body_start..].to_vec();
-            assert!(String::from_utf8_lossy(&head[..end]).contains(&format!("Content-Length: {len}")));
+            assert!(
+                String::from_utf8_lossy(&head[..end]).contains(&format!("Content-Length: {len}"))
+            );
             in_body = true;
             for &b in &body {
                 assert_eq!(b, pattern_byte(offset));
@@ -285,7 +292,10 @@ fn gigabyte_bodies_stream_both_ways_in_bounded_memory() {
     let (peak, _) = proxy.memory_kib();
     let growth_mib = (peak.saturating_sub(baseline)) as f64 / 1024.0;
     eprintln!("peak RSS {peak} KiB, baseline {baseline} KiB, growth {growth_mib:.2} MiB");
-    assert!(growth_mib <= 4.0, "RSS grew by {growth_mib:.2} MiB while streaming");
+    assert!(
+        growth_mib <= 4.0,
+        "RSS grew by {growth_mib:.2} MiB while streaming"
+    );
 }
 
 /// A seccomp filter that makes io_uring_setup fail with EPERM, as container
@@ -295,11 +305,31 @@ fn forbid_io_uring(command: &mut Command) {
     const IO_URING_SETUP: u32 = 425;
     let filter = [
         // Load the syscall number.
-        libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
         // io_uring_setup: fall through to EPERM; anything else: jump to ALLOW.
-        libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt: 0, jf: 1, k: IO_URING_SETUP },
-        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32 },
-        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: IO_URING_SETUP,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
     ];
     // SAFETY: the closure runs in the child between fork and exec and only calls
     // prctl(2), which is async-signal-safe; `filter` was built before the fork and
@@ -324,19 +354,34 @@ fn forbid_io_uring(command: &mut Command) {
 fn falls_back_to_epoll_when_io_uring_is_forbidden() {
     let origin = spawn_origin(Driver::Epoll, "app1");
     let backends = [("app1", origin.addr())];
-    let mut proxy = Proxy::start_with("fallback", &config_for(&backends, "io = \"auto\""), forbid_io_uring)
-        .expect("starts on epoll");
-    assert!(proxy.log_contains("io_uring unavailable"), "{:?}", proxy.log.lock().unwrap());
+    let mut proxy = Proxy::start_with(
+        "fallback",
+        &config_for(&backends, "io = \"auto\""),
+        forbid_io_uring,
+    )
+    .expect("starts on epoll");
+    assert!(
+        proxy.log_contains("io_uring unavailable"),
+        "{:?}",
+        proxy.log.lock().unwrap()
+    );
     assert!(proxy.log_contains("(epoll)"));
     assert_eq!(get(proxy.addr, "/").text(), "app1\n");
     proxy.signal(libc::SIGTERM);
     assert_eq!(proxy.wait_exit(), 0);
 
     // Forcing io_uring where it is forbidden is a clear start-up error.
-    let forced = Proxy::start_with("forced", &config_for(&backends, "io = \"io_uring\""), forbid_io_uring);
+    let forced = Proxy::start_with(
+        "forced",
+        &config_for(&backends, "io = \"io_uring\""),
+        forbid_io_uring,
+    );
     let (code, log) = forced.err().expect("refuses to start");
     assert_eq!(code, 1);
-    assert!(log.iter().any(|l| l.contains("io_uring is not available")), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.contains("io_uring is not available")),
+        "{log:?}"
+    );
 }
 
 #[test]
@@ -350,7 +395,9 @@ fn sighup_reloads_backends_and_refuses_a_bad_file() {
     wait_until("app2 to serve", || get(proxy.addr, "/").text() == "app2\n");
     std::fs::write(&proxy.config, "[server]\nlisten = 5\n").unwrap();
     proxy.signal(libc::SIGHUP);
-    wait_until("the refusal to be logged", || proxy.log_contains("reload refused"));
+    wait_until("the refusal to be logged", || {
+        proxy.log_contains("reload refused")
+    });
     assert_eq!(get(proxy.addr, "/").text(), "app2\n");
 }
 

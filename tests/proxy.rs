@@ -12,7 +12,9 @@ use ringlb::config::{BackendConfig, Strategy};
 use support::*;
 
 fn names(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
-    (0..n).map(|_| get(addr, "/").text().trim().to_string()).collect()
+    (0..n)
+        .map(|_| get(addr, "/").text().trim().to_string())
+        .collect()
 }
 
 both_drivers! {
@@ -448,7 +450,14 @@ fn a_real_http_client_sees_keep_alive_and_round_robin() {
         .map(|_| agent.get(&url).call().unwrap().into_string().unwrap())
         .collect();
     assert_eq!(bodies, ["app1\n", "app2\n", "app1\n", "app2\n"]);
-    let r = agent.post(&format!("http://{}/echo", h.addr)).send_string("payload").unwrap();
+    let r = agent
+        .post(&format!("http://{}/echo", h.addr))
+        .send_string("payload")
+        .unwrap();
     assert_eq!(r.into_string().unwrap(), "payload");
-    assert_eq!(h.stats().connections_accepted, 1, "ureq kept one connection");
+    assert_eq!(
+        h.stats().connections_accepted,
+        1,
+        "ureq kept one connection"
+    );
 }

@@ -219,15 +219,21 @@ fn read_framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>, H1E
     }
     if framing.transfer_encoding {
         if framing.content_length.is_some() {
-            return Err(H1Error::Malformed("both Content-Length and Transfer-Encoding"));
+            return Err(H1Error::Malformed(
+                "both Content-Length and Transfer-Encoding",
+            ));
         }
         if !framing.chunked || framing.chunked_count > 1 {
-            return Err(H1Error::Malformed("Transfer-Encoding without final chunked"));
+            return Err(H1Error::Malformed(
+                "Transfer-Encoding without final chunked",
+            ));
         }
         if framing.other_coding {
             // gzip, chunked: well-formed, but we would have to forward the inner
             // coding untouched, and we do not implement that.
-            return Err(H1Error::NotImplemented("transfer coding other than chunked"));
+            return Err(H1Error::NotImplemented(
+                "transfer coding other than chunked",
+            ));
         }
     }
     Ok(framing)
@@ -343,7 +349,9 @@ pub fn parse_request(
 
     let framing = read_framing(headers)?;
     if framing.transfer_encoding && http10 {
-        return Err(H1Error::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+        return Err(H1Error::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
     }
     let body = if framing.chunked {
         BodyKind::Chunked
@@ -584,9 +592,8 @@ pub fn parse_response(
             None => BodyKind::CloseDelimited,
         }
     };
-    let upstream_reusable = minor == 1
-        && !framing.connection.close
-        && upstream_body != BodyKind::CloseDelimited;
+    let upstream_reusable =
+        minor == 1 && !framing.connection.close && upstream_body != BodyKind::CloseDelimited;
     let client_body = match upstream_body {
         BodyKind::Chunked if client.http10 => BodyKind::CloseDelimited,
         other => other,
@@ -855,7 +862,11 @@ mod tests {
         for case in cases {
             let mut out = Vec::new();
             let got = parse_response(case, &Limits::default(), &GET11, &mut out);
-            assert!(got.is_err(), "{:?} gave {got:?}", String::from_utf8_lossy(case));
+            assert!(
+                got.is_err(),
+                "{:?} gave {got:?}",
+                String::from_utf8_lossy(case)
+            );
         }
     }
 

@@ -99,15 +99,15 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
     let mut scratch = Vec::with_capacity(1024);
     let mut first = true;
     loop {
-        let request = match read_request(&shard, &guard, &mut client, &forwarding, &mut head, first).await
-        {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
-            Err(error) => {
-                fail(&shard, &mut client, Failure::from(error)).await;
-                return;
-            }
-        };
+        let request =
+            match read_request(&shard, &guard, &mut client, &forwarding, &mut head, first).await {
+                Ok(Some(request)) => request,
+                Ok(None) => return,
+                Err(error) => {
+                    fail(&shard, &mut client, Failure::from(error)).await;
+                    return;
+                }
+            };
         first = false;
         ShardStats::bump(&shard.stats.requests);
         match proxy_request(&shard, &mut client, &request, &head, &mut scratch).await {
@@ -172,8 +172,12 @@ async fn read_request(
     let mut deadline: Option<Instant> = None;
     loop {
         if client.unconsumed() > 0 {
-            match h1::parse_request(&client.buf[client.pos..], &settings.limits, forwarding, head)
-            {
+            match h1::parse_request(
+                &client.buf[client.pos..],
+                &settings.limits,
+                forwarding,
+                head,
+            ) {
                 Ok(Some(request)) => {
                     client.pos += request.head_len;
                     return Ok(Some(request));
@@ -198,8 +202,8 @@ async fn read_request(
         if idle {
             shard.set_idle(guard, true);
         }
-        let read = monoio::time::timeout(wait, read_more(&mut client.stream, &mut client.buf, 0))
-            .await;
+        let read =
+            monoio::time::timeout(wait, read_more(&mut client.stream, &mut client.buf, 0)).await;
         if idle {
             shard.set_idle(guard, false);
         }
@@ -311,7 +315,10 @@ async fn proxy_request(
                 })
             }
             Err(ResponseError::BeforeAnyByte(e)) if reused && held_body.is_some() => {
-                log_debug!("shard {}: pooled connection failed ({e}); retrying", shard.index);
+                log_debug!(
+                    "shard {}: pooled connection failed ({e}); retrying",
+                    shard.index
+                );
                 ShardStats::bump(&shard.stats.upstream_retries);
                 fresh_only = true;
                 continue;
@@ -518,7 +525,13 @@ async fn read_response(
                     interim_sent,
                 ))
             }
-            Ok(Err(e)) => return Err(wrap(ProxyError::UpstreamIo(e.kind()), got_bytes, interim_sent)),
+            Ok(Err(e)) => {
+                return Err(wrap(
+                    ProxyError::UpstreamIo(e.kind()),
+                    got_bytes,
+                    interim_sent,
+                ))
+            }
             Err(_) => return Err(ResponseError::Other(ProxyError::ResponseTimeout)),
         }
     }
@@ -653,7 +666,11 @@ async fn write_all_client(client: &mut Downstream, out: &mut Vec<u8>) -> Result<
 
 /// Reads into the spare capacity of `buf`, growing it to at least `min_spare` free
 /// bytes (and never to zero). Returns the bytes read; 0 is EOF.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, min_spare: usize) -> io::Result<usize> {
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    min_spare: usize,
+) -> io::Result<usize> {
     let want = min_spare.max(1024);
     if buf.capacity() - buf.len() < want {
         buf.reserve(want);
@@ -666,7 +683,11 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, min_spare: usize) 
 }
 
 /// Writes `buf[range]` in full.
-async fn write_range(stream: &mut TcpStream, buf: &mut Vec<u8>, range: Range<usize>) -> io::Result<()> {
+async fn write_range(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    range: Range<usize>,
+) -> io::Result<()> {
     let owned = mem::take(buf);
     let (result, slice) = stream.write_all(owned.slice(range)).await;
     *buf = slice.into_inner();

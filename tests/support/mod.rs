@@ -133,10 +133,14 @@ pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.kind() == std::io::ErrorKind::TimedOut =>
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
             {
-                panic!("no EOF within {WAIT:?}; got {:?}", String::from_utf8_lossy(&out))
+                panic!(
+                    "no EOF within {WAIT:?}; got {:?}",
+                    String::from_utf8_lossy(&out)
+                )
             }
             Err(_) => return out,
         }
@@ -176,7 +180,11 @@ pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) 
                 other => break other.expect("read"),
             }
         };
-        assert!(n > 0, "EOF in the middle of a response: {:?}", String::from_utf8_lossy(pending));
+        assert!(
+            n > 0,
+            "EOF in the middle of a response: {:?}",
+            String::from_utf8_lossy(pending)
+        );
         pending.extend_from_slice(&buf[..n]);
     };
     let (status, headers, head_len) = loop {
@@ -186,7 +194,12 @@ pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) 
             let headers: Vec<(String, String)> = r
                 .headers
                 .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect();
             break (r.code.unwrap(), headers, n);
         }
@@ -238,7 +251,11 @@ pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) 
                 fill(pending);
             }
             body.extend_from_slice(&pending[..size]);
-            assert_eq!(&pending[size..size + 2], b"\r\n", "chunk data ends with CRLF");
+            assert_eq!(
+                &pending[size..size + 2],
+                b"\r\n",
+                "chunk data ends with CRLF"
+            );
             pending.drain(..size + 2);
         }
     } else if let Some(len) = get("content-length") {

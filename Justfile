@@ -1,0 +1,17 @@
+# ringlb tasks. `just check` runs exactly what CI runs.
+
+# The whole stack on one machine: three origins and the balancer, no config needed.
+demo:
+    cargo run --release -- demo
+
+# The test suite (integration tests start the real proxy on 127.0.0.1:0).
+test:
+    cargo test
+
+# fmt, clippy and tests: the CI gates.
+check:
+    bash .ci/run
+
+# Validate a configuration file, like `nginx -t`.
+check-config file="config/ringlb.toml":
+    cargo run --release -- check --config {{file}}
