@@ -35,6 +35,9 @@ enum Selector {
 pub struct Balancer {
     /// The configured strategy, kept to rebuild state when the table changes.
     strategy: Strategy,
+    /// Where rotation starts (the shard's index), so shards do not all send their
+    /// first requests to the same backend.
+    offset: usize,
     /// This shard's copy of the backends, in configuration order.
     backends: Vec<Rc<Backend>>,
     /// The strategy's state.
@@ -42,29 +45,36 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// A balancer over `backends` using `strategy`.
-    pub fn new(strategy: Strategy, backends: Vec<Rc<Backend>>) -> Self {
-        let selector = Self::selector_for(strategy, backends.len());
+    /// A balancer over `backends` using `strategy`; rotation starts at `offset`
+    /// (modulo the table's length).
+    pub fn new(strategy: Strategy, backends: Vec<Rc<Backend>>, offset: usize) -> Self {
+        let selector = Self::selector_for(strategy, backends.len(), offset);
         Balancer {
             strategy,
+            offset,
             backends,
             selector,
         }
     }
 
-    fn selector_for(strategy: Strategy, len: usize) -> Selector {
+    fn selector_for(strategy: Strategy, len: usize, offset: usize) -> Selector {
+        let start = if len == 0 { 0 } else { offset % len };
         match strategy {
-            Strategy::RoundRobin => Selector::RoundRobin { next: Cell::new(0) },
+            Strategy::RoundRobin => Selector::RoundRobin {
+                next: Cell::new(start),
+            },
             Strategy::WeightedRoundRobin => Selector::WeightedRoundRobin {
                 current: (0..len).map(|_| Cell::new(0)).collect(),
             },
-            Strategy::LeastConn => Selector::LeastConn { next: Cell::new(0) },
+            Strategy::LeastConn => Selector::LeastConn {
+                next: Cell::new(start),
+            },
         }
     }
 
     /// Replaces the table (a change from the control thread); strategy state restarts.
     pub fn replace(&mut self, backends: Vec<Rc<Backend>>) {
-        self.selector = Self::selector_for(self.strategy, backends.len());
+        self.selector = Self::selector_for(self.strategy, backends.len(), self.offset);
         self.backends = backends;
     }
 
@@ -186,15 +196,17 @@ mod tests {
 
     #[test]
     fn round_robin_cycles() {
-        let b = Balancer::new(Strategy::RoundRobin, table(&[1, 1, 1]));
+        let b = Balancer::new(Strategy::RoundRobin, table(&[1, 1, 1]), 0);
         assert_eq!(picks(&b, 6), vec![0, 1, 2, 0, 1, 2]);
+        let shard4 = Balancer::new(Strategy::RoundRobin, table(&[1, 1, 1]), 4);
+        assert_eq!(picks(&shard4, 3), vec![1, 2, 0]);
     }
 
     #[test]
     fn round_robin_skips_unavailable_and_tried() {
         let t = table(&[1, 1, 1]);
         t[1].set_available(false);
-        let b = Balancer::new(Strategy::RoundRobin, t);
+        let b = Balancer::new(Strategy::RoundRobin, t, 0);
         assert_eq!(picks(&b, 4), vec![0, 2, 0, 2]);
         assert_eq!(b.select(&ctx(), &[0]).unwrap().id, 2);
         assert!(b.select(&ctx(), &[0, 2]).is_none());
@@ -202,7 +214,7 @@ mod tests {
 
     #[test]
     fn smooth_weighted_round_robin_interleaves() {
-        let b = Balancer::new(Strategy::WeightedRoundRobin, table(&[5, 1, 1]));
+        let b = Balancer::new(Strategy::WeightedRoundRobin, table(&[5, 1, 1]), 0);
         assert_eq!(picks(&b, 7), vec![0, 0, 1, 0, 2, 0, 0]);
         // Over many rounds, shares equal weights exactly.
         let mut counts = [0usize; 3];
@@ -216,14 +228,14 @@ mod tests {
     fn weighted_round_robin_skips_down_backends() {
         let t = table(&[5, 1, 1]);
         t[0].set_available(false);
-        let b = Balancer::new(Strategy::WeightedRoundRobin, t);
+        let b = Balancer::new(Strategy::WeightedRoundRobin, t, 0);
         assert_eq!(picks(&b, 4), vec![1, 2, 1, 2]);
     }
 
     #[test]
     fn least_conn_follows_in_flight_with_round_robin_ties() {
         let t = table(&[1, 1, 1]);
-        let b = Balancer::new(Strategy::LeastConn, t.clone());
+        let b = Balancer::new(Strategy::LeastConn, t.clone(), 0);
         let _busy0 = InFlight::start(&t[0]);
         let _busy0b = InFlight::start(&t[0]);
         let _busy1 = InFlight::start(&t[1]);
@@ -239,7 +251,7 @@ mod tests {
     #[test]
     fn least_conn_divides_by_weight() {
         let t = table(&[3, 1]);
-        let b = Balancer::new(Strategy::LeastConn, t.clone());
+        let b = Balancer::new(Strategy::LeastConn, t.clone(), 0);
         let _a = InFlight::start(&t[0]);
         let _b = InFlight::start(&t[0]);
         // 2/3 in flight per weight on b0 beats 1/1 on b1 once b1 has one.
@@ -259,7 +271,7 @@ mod tests {
 
     #[test]
     fn empty_table_selects_nothing() {
-        let b = Balancer::new(Strategy::LeastConn, Vec::new());
+        let b = Balancer::new(Strategy::LeastConn, Vec::new(), 0);
         assert!(b.select(&ctx(), &[]).is_none());
     }
 }

@@ -421,6 +421,10 @@ const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
     ("logging", &[("level", Kind::Text), ("format", Kind::Text)]),
 ];
 
+/// Longest duration any setting takes; deadlines are `now + duration` and must
+/// not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(168 * 3600);
+
 // ---------------------------------------------------------------------------
 // Loading.
 
@@ -915,6 +919,8 @@ impl Config {
         ] {
             if d.is_zero() {
                 errors.push(key, "must be greater than zero");
+            } else if d > MAX_DURATION {
+                errors.push(key, "must be at most 168h (one week)");
             }
         }
         let (s, a) = (self.server.listen, self.admin.listen);

@@ -417,27 +417,45 @@ impl ControlThread {
     }
 }
 
-/// Forwards SIGTERM and SIGINT (graceful shutdown; a second one stops at once) and
-/// SIGHUP (re-read `config_path` and apply its backend table) to the server.
-pub fn forward_signals(handle: ServerHandle, config_path: Option<PathBuf>) -> io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::Builder::new()
-        .name("ringlb-signals".into())
-        .spawn(move || {
-            let mut stopping = false;
-            for signal in signals.forever() {
-                match signal {
-                    SIGHUP => reload(&handle, config_path.as_deref()),
-                    _ if stopping => handle.abort(),
-                    _ => {
-                        stopping = true;
-                        handle.shutdown();
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment `install` returns (so a
+/// signal sent while the server starts is not lost or fatal) and forwarded to a
+/// server once it runs.
+pub struct SignalForwarder {
+    signals: signal_hook::iterator::Signals,
+}
+
+impl SignalForwarder {
+    /// Installs the handlers. Call before starting the server.
+    pub fn install() -> io::Result<Self> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        Ok(SignalForwarder {
+            signals: signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?,
+        })
+    }
+
+    /// Forwards, on a thread of its own: SIGTERM and SIGINT start a graceful
+    /// shutdown (a second one stops at once); SIGHUP re-reads `config_path` and
+    /// applies its backend table.
+    pub fn forward(self, handle: ServerHandle, config_path: Option<PathBuf>) -> io::Result<()> {
+        use signal_hook::consts::SIGHUP;
+        let mut signals = self.signals;
+        std::thread::Builder::new()
+            .name("ringlb-signals".into())
+            .spawn(move || {
+                let mut stopping = false;
+                for signal in signals.forever() {
+                    match signal {
+                        SIGHUP => reload(&handle, config_path.as_deref()),
+                        _ if stopping => handle.abort(),
+                        _ => {
+                            stopping = true;
+                            handle.shutdown();
+                        }
                     }
                 }
-            }
-        })?;
-    Ok(())
+            })?;
+        Ok(())
+    }
 }
 
 fn reload(handle: &ServerHandle, path: Option<&std::path::Path>) {

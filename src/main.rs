@@ -117,8 +117,11 @@ fn init_logging(config: &Config) {
 
 fn serve(config: Config, path: Option<PathBuf>) -> Result<ExitCode> {
     init_logging(&config);
+    let signals = control::SignalForwarder::install().context("cannot install signal handlers")?;
     let server = control::start(config)?;
-    control::forward_signals(server.handle(), path).context("cannot install signal handlers")?;
+    signals
+        .forward(server.handle(), path)
+        .context("cannot start the signal thread")?;
     let report = server.wait();
     Ok(if report.unfinished_connections == 0 {
         ExitCode::SUCCESS
@@ -148,7 +151,7 @@ fn demo() -> Result<ExitCode> {
     }
     println!(
         "ringlb demo: three origins on 127.0.0.1:9001-9003 behind the balancer.\n\n  \
-         curl http://127.0.0.1:8080/            # answered by app1, app2, app3 in turn\n  \
+         curl http://127.0.0.1:8080/            # app1, app2, app3 (each shard keeps its own turn)\n  \
          curl http://127.0.0.1:8080/delay/200ms # a slow request\n  \
          curl http://127.0.0.1:8080/status/503  # an origin error, passed through\n  \
          curl http://127.0.0.1:9900/healthz     # the admin listener\n  \

@@ -255,7 +255,7 @@ impl Shard {
         let table = build_table(&settings, backends, &[]);
         Shard {
             index,
-            balancer: RefCell::new(Balancer::new(settings.strategy, table)),
+            balancer: RefCell::new(Balancer::new(settings.strategy, table, index)),
             settings,
             stats: ShardStats::default(),
             draining: Cell::new(false),

@@ -61,6 +61,28 @@ both_drivers! {
     }
 }
 
+#[test]
+fn requests_still_running_at_the_end_of_the_grace_period_are_cut() {
+    let mut h = Harness::start(Driver::IoUring, 1, |c| {
+        c.timeouts.shutdown_grace = Duration::from_millis(300);
+    });
+    let addr = h.addr;
+    let slow =
+        std::thread::spawn(move || exchange(addr, b"GET /delay/10s HTTP/1.1\r\nHost: t\r\n\r\n"));
+    let origin = &h.origins[0];
+    wait_until("the slow request to reach the origin", || {
+        origin.connections() == 1
+    });
+    let server = h.server.take().unwrap();
+    let started = Instant::now();
+    assert_eq!(server.shutdown().unfinished_connections, 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        slow.join().unwrap().is_empty(),
+        "the cut request got no response"
+    );
+}
+
 /// The `ringlb` binary running a configuration, with its stderr collected.
 struct Proxy {
     child: Child,
@@ -97,11 +119,15 @@ impl Proxy {
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split(" listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                let addr = line
+                    .split(" listening on ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string);
+                sink.lock().unwrap().push(line);
+                if let Some(addr) = addr {
                     let _ = tx.send(addr);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         match rx.recv_timeout(WAIT) {
@@ -399,6 +425,124 @@ fn sighup_reloads_backends_and_refuses_a_bad_file() {
         proxy.log_contains("reload refused")
     });
     assert_eq!(get(proxy.addr, "/").text(), "app2\n");
+}
+
+/// Restricts the child to CPU 0, like `taskset -c 0`.
+fn only_cpu_zero(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // sched_setaffinity(2) on a cpu_set_t on its own stack.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn shards_follow_the_allowed_cpu_set() {
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    let config = config_for(&[("app1", origin.addr())], "").replace("shards = 1\n", "shards = 0\n");
+    let proxy = Proxy::start_with("affinity", &config, only_cpu_zero).expect("starts");
+    assert!(
+        proxy.log_contains("with 1 shard(s)"),
+        "{:?}",
+        proxy.log.lock().unwrap()
+    );
+    assert_eq!(get(proxy.addr, "/").status, 200);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    let config = format!(
+        "{}[logging]\nformat = \"json\"\n",
+        config_for(&[("app1", origin.addr())], "")
+    );
+    let mut proxy = Proxy::start("json", &config);
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(proxy.wait_exit(), 0);
+    std::thread::sleep(Duration::from_millis(50));
+    let lines = proxy.log.lock().unwrap().clone();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        assert!(
+            line.starts_with("{\"timestamp\":\"")
+                && line.contains("\"level\":\"")
+                && line.ends_with("\"}"),
+            "{line}"
+        );
+    }
+}
+
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_demo_serves_three_origins_and_stops_on_ctrl_c() {
+    let mut guard = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ringlb"))
+            .arg("demo")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(" listening on ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(WAIT).expect("demo starts");
+    let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    // Each shard keeps its own round-robin turn, so over 3 × shards requests every
+    // origin answers whichever shards the kernel picked.
+    let names: std::collections::BTreeSet<String> =
+        (0..12).map(|_| get(addr, "/").text()).collect();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["app1\n", "app2\n", "app3\n"]
+    );
+    assert_eq!(
+        get("127.0.0.1:9900".parse().unwrap(), "/healthz").status,
+        200
+    );
+    // SAFETY: kill() with a pid we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains("curl http://127.0.0.1:8080/"), "{out}");
 }
 
 fn ringlb(args: &[&str]) -> (i32, String, String) {

@@ -269,6 +269,7 @@ both_drivers! {
             b"GET / HTTP/1.1\r\nHost: t\r\nX-A: one\r\n two\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\nb\r\n\r\n",
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             b"GET / HTTP/9.1\r\nHost: t\r\n\r\n",
@@ -439,6 +440,15 @@ both_drivers! {
             assert_eq!(name, "app2");
         }
     }
+}
+
+#[test]
+fn admin_answers_healthz() {
+    let h = Harness::start(ringlb::shard::Driver::Epoll, 1, |_| {});
+    let admin = h.server().admin_addr();
+    let r = get(admin, "/healthz");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(get(admin, "/nothing").status, 404);
 }
 
 #[test]

@@ -870,6 +870,84 @@ mod tests {
         }
     }
 
+    /// Random heads built from HTTP-ish pieces never panic the parsers, and an
+    /// accepted request always reports a head length within the input.
+    #[test]
+    fn random_input_never_panics() {
+        const PIECES: &[&[u8]] = &[
+            b"GET ",
+            b"POST ",
+            b"HEAD ",
+            b"/",
+            b"/a?b",
+            b" HTTP/1.1",
+            b" HTTP/1.0",
+            b"HTTP/1.1 200 OK",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"Host: h",
+            b"Content-Length: ",
+            b"Transfer-Encoding: ",
+            b"chunked",
+            b"gzip, ",
+            b"Connection: ",
+            b"close",
+            b"keep-alive",
+            b", x",
+            b"5",
+            b"-1",
+            b":",
+            b" ",
+            b"\t",
+            b"\0",
+            b"\x7f",
+            b"\xff",
+            b"Expect: 100-continue",
+            b"X-Forwarded-For: 1",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let limits = Limits {
+            max_header_bytes: 1024,
+            max_headers: 8,
+            max_body_bytes: Some(100),
+        };
+        let mut out = Vec::new();
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            for _ in 0..(next() % 24) {
+                input.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            if let Ok(Some(r)) = parse_request(&input, &limits, &fwd(), &mut out) {
+                assert!(r.head_len <= input.len());
+            }
+            for method in [Method::Get, Method::Head] {
+                let side = ClientSide {
+                    method,
+                    http10: next() % 2 == 0,
+                    keep_alive: true,
+                };
+                if let Ok(Some(r)) = parse_response(&input, &limits, &side, &mut out) {
+                    assert!(r.head_len <= input.len());
+                }
+            }
+            let mut decoder = crate::h1::ChunkedDecoder::new(64);
+            let mut pos = 0;
+            while let Ok((used, _)) = decoder.decode(&input[pos..]) {
+                pos += used;
+                if used == 0 {
+                    break;
+                }
+            }
+        }
+    }
+
     #[test]
     fn chunk_header_is_lower_hex() {
         let mut out = Vec::new();
