@@ -83,16 +83,8 @@ pub struct Timeouts {
     pub shutdown_grace: Duration,
 }
 
-/// `[limits]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Largest request head, in bytes (over it: 431).
-    pub max_header_bytes: usize,
-    /// Most header fields in a request (over it: 431).
-    pub max_headers: usize,
-    /// Largest request body, in bytes (over it: 413); `None` is unlimited.
-    pub max_body_bytes: Option<u64>,
-}
+/// `[limits]`: the parser's limits, used as they are by the data path.
+pub use crate::h1::Limits;
 
 /// `[upstream]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,16 +193,6 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             backend_response: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(15),
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_header_bytes: 16 * 1024,
-            max_headers: 100,
-            max_body_bytes: None,
         }
     }
 }
@@ -641,24 +623,35 @@ fn choice<T: Copy>(
     }
 }
 
+/// Parses an optional string setting with `parse`, recording an error (and using
+/// `default`) when it does not parse.
+fn parsed<T>(
+    errors: &mut Errors<'_>,
+    key: &str,
+    value: Option<&str>,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> T {
+    match value.map(parse) {
+        None => default,
+        Some(Ok(v)) => v,
+        Some(Err(message)) => {
+            errors.push(key, message);
+            default
+        }
+    }
+}
+
 fn duration(
     errors: &mut Errors<'_>,
     key: &str,
     value: Option<&str>,
     default: Duration,
 ) -> Duration {
-    match value.map(parse_duration) {
-        None => default,
-        Some(Ok(d)) if d.is_zero() => {
-            errors.push(key, "must be greater than zero");
-            default
-        }
-        Some(Ok(d)) => d,
-        Some(Err(message)) => {
-            errors.push(key, message);
-            default
-        }
-    }
+    parsed(errors, key, value, default, |s| match parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".to_string()),
+        other => other,
+    })
 }
 
 fn address(
@@ -667,14 +660,7 @@ fn address(
     value: Option<&str>,
     default: SocketAddr,
 ) -> SocketAddr {
-    match value.map(parse_address) {
-        None => default,
-        Some(Ok(a)) => a,
-        Some(Err(message)) => {
-            errors.push(key, message);
-            default
-        }
-    }
+    parsed(errors, key, value, default, parse_address)
 }
 
 fn to_usize(value: Option<u64>, default: usize) -> usize {

@@ -117,11 +117,7 @@ impl ShardSettings {
     /// The settings for one of `shards` shards.
     pub fn from_config(config: &Config, shards: usize) -> Self {
         ShardSettings {
-            limits: h1::Limits {
-                max_header_bytes: config.limits.max_header_bytes,
-                max_headers: config.limits.max_headers,
-                max_body_bytes: config.limits.max_body_bytes,
-            },
+            limits: config.limits,
             connect_timeout: config.timeouts.connect,
             header_read_timeout: config.timeouts.header_read,
             idle_timeout: config.timeouts.idle,

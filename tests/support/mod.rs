@@ -172,21 +172,6 @@ impl Reply {
 /// Reads one response from `s` (whose unread bytes so far are `pending`), framed
 /// by its headers as RFC 9112 says; `head_request` marks a reply to HEAD.
 pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) -> Reply {
-    let mut buf = [0u8; 64 * 1024];
-    let mut fill = |pending: &mut Vec<u8>| {
-        let n = loop {
-            match s.read(&mut buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                other => break other.expect("read"),
-            }
-        };
-        assert!(
-            n > 0,
-            "EOF in the middle of a response: {:?}",
-            String::from_utf8_lossy(pending)
-        );
-        pending.extend_from_slice(&buf[..n]);
-    };
     let (status, headers, head_len) = loop {
         let mut hs = [httparse::EMPTY_HEADER; 64];
         let mut r = httparse::Response::new(&mut hs);
@@ -203,7 +188,7 @@ pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) 
                 .collect();
             break (r.code.unwrap(), headers, n);
         }
-        fill(pending);
+        fill(s, pending);
     };
     pending.drain(..head_len);
     let get = |name: &str| {
@@ -218,27 +203,13 @@ pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) 
         // no body
     } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         loop {
-            let line_end = loop {
-                if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
-                    break i;
-                }
-                fill(pending);
-            };
-            let size_text = String::from_utf8_lossy(&pending[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            let size_line = read_line(s, pending);
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
                 .expect("chunk size");
-            pending.drain(..line_end + 2);
             if size == 0 {
-                // trailers until an empty line
+                // Trailer fields until an empty line.
                 loop {
-                    let end = loop {
-                        if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
-                            break i;
-                        }
-                        fill(pending);
-                    };
-                    let line = String::from_utf8_lossy(&pending[..end]).into_owned();
-                    pending.drain(..end + 2);
+                    let line = read_line(s, pending);
                     if line.is_empty() {
                         break;
                     }
@@ -248,7 +219,7 @@ pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) 
                 break;
             }
             while pending.len() < size + 2 {
-                fill(pending);
+                fill(s, pending);
             }
             body.extend_from_slice(&pending[..size]);
             assert_eq!(
@@ -261,7 +232,7 @@ pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) 
     } else if let Some(len) = get("content-length") {
         let len: usize = len.parse().expect("content-length");
         while pending.len() < len {
-            fill(pending);
+            fill(s, pending);
         }
         body = pending.drain(..len).collect();
     } else {
@@ -273,6 +244,35 @@ pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) 
         headers,
         body,
         trailers,
+    }
+}
+
+/// Reads more bytes into `pending`; EOF here is a test failure.
+fn fill(s: &mut TcpStream, pending: &mut Vec<u8>) {
+    let mut buf = [0u8; 64 * 1024];
+    let n = loop {
+        match s.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => break other.expect("read"),
+        }
+    };
+    assert!(
+        n > 0,
+        "EOF in the middle of a response: {:?}",
+        String::from_utf8_lossy(pending)
+    );
+    pending.extend_from_slice(&buf[..n]);
+}
+
+/// Takes one CRLF-terminated line from `pending`, reading more as needed.
+fn read_line(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    loop {
+        if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&pending[..i]).into_owned();
+            pending.drain(..i + 2);
+            return line;
+        }
+        fill(s, pending);
     }
 }
 
