@@ -33,6 +33,8 @@ pub struct Config {
     pub balancer: BalancerConfig,
     /// Log level and format.
     pub logging: LoggingConfig,
+    /// Active health checks.
+    pub health_check: HealthCheckConfig,
     /// The backends, in order.
     pub backends: Vec<BackendConfig>,
 }
@@ -137,6 +139,51 @@ pub struct LoggingConfig {
     pub level: LogLevel,
     /// Text for people, JSON for log pipelines.
     pub format: LogFormat,
+}
+
+/// `[health_check]`: active checks run by the control plane, never by shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// `http` (GET `path`, status in `expect_status`), `tcp` (connect only), or
+    /// `none` (no checks: every backend stays up).
+    pub kind: CheckType,
+    /// The path an HTTP check requests.
+    pub path: String,
+    /// Time between checks of one backend.
+    pub interval: Duration,
+    /// How long one check may take.
+    pub timeout: Duration,
+    /// Statuses that pass an HTTP check.
+    pub expect_status: std::ops::RangeInclusive<u16>,
+    /// Consecutive failures that take a backend down.
+    pub unhealthy_threshold: u32,
+    /// Consecutive passes that bring it back.
+    pub healthy_threshold: u32,
+    /// Whether a backend that never passed a check starts up (default) or down.
+    pub start_up: bool,
+}
+
+/// `health_check.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckType {
+    Http,
+    Tcp,
+    None,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            kind: CheckType::Http,
+            path: "/health".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            expect_status: 200..=399,
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+            start_up: true,
+        }
+    }
 }
 
 /// `logging.level`, from most to least severe.
@@ -291,6 +338,8 @@ struct FileConfig {
     #[serde(default)]
     logging: FileLogging,
     #[serde(default)]
+    health_check: FileHealthCheck,
+    #[serde(default)]
     backends: Vec<FileBackend>,
 }
 
@@ -347,6 +396,19 @@ struct FileLogging {
     format: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealthCheck {
+    kind: Option<String>,
+    path: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    expect_status: Option<String>,
+    unhealthy_threshold: Option<u64>,
+    healthy_threshold: Option<u64>,
+    start: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileBackend {
@@ -401,6 +463,19 @@ const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("balancer", &[("strategy", Kind::Text)]),
     ("logging", &[("level", Kind::Text), ("format", Kind::Text)]),
+    (
+        "health_check",
+        &[
+            ("kind", Kind::Text),
+            ("path", Kind::Text),
+            ("interval", Kind::Text),
+            ("timeout", Kind::Text),
+            ("expect_status", Kind::Text),
+            ("unhealthy_threshold", Kind::Integer),
+            ("healthy_threshold", Kind::Integer),
+            ("start", Kind::Text),
+        ],
+    ),
 ];
 
 /// Longest duration any setting takes; deadlines are `now + duration` and must
@@ -776,6 +851,54 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         ),
     };
+    let h = &file.health_check;
+    let hd = HealthCheckConfig::default();
+    let health_check = HealthCheckConfig {
+        kind: choice(
+            errors,
+            "health_check.kind",
+            h.kind.as_deref(),
+            hd.kind,
+            &[
+                ("http", CheckType::Http),
+                ("tcp", CheckType::Tcp),
+                ("none", CheckType::None),
+            ],
+        ),
+        path: h.path.clone().unwrap_or(hd.path),
+        interval: duration(
+            errors,
+            "health_check.interval",
+            h.interval.as_deref(),
+            hd.interval,
+        ),
+        timeout: duration(
+            errors,
+            "health_check.timeout",
+            h.timeout.as_deref(),
+            hd.timeout,
+        ),
+        expect_status: parsed(
+            errors,
+            "health_check.expect_status",
+            h.expect_status.as_deref(),
+            hd.expect_status,
+            crate::health::parse_status_range,
+        ),
+        unhealthy_threshold: h.unhealthy_threshold.map_or(hd.unhealthy_threshold, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX)
+        }),
+        healthy_threshold: h.healthy_threshold.map_or(hd.healthy_threshold, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX)
+        }),
+        start_up: choice(
+            errors,
+            "health_check.start",
+            h.start.as_deref(),
+            true,
+            &[("up", true), ("down", false)],
+        ),
+    };
     let mut backends = Vec::with_capacity(file.backends.len());
     let mut complete = true;
     for (i, b) in file.backends.into_iter().enumerate() {
@@ -834,6 +957,7 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
         upstream,
         balancer,
         logging,
+        health_check,
         backends,
     })
 }
@@ -902,12 +1026,35 @@ impl Config {
             ("timeouts.backend_response", t.backend_response),
             ("timeouts.shutdown_grace", t.shutdown_grace),
             ("upstream.idle_timeout", self.upstream.idle_timeout),
+            ("health_check.interval", self.health_check.interval),
+            ("health_check.timeout", self.health_check.timeout),
         ] {
             if d.is_zero() {
                 errors.push(key, "must be greater than zero");
             } else if d > MAX_DURATION {
                 errors.push(key, "must be at most 168h (one week)");
             }
+        }
+        let hc = &self.health_check;
+        for (key, n) in [
+            ("health_check.unhealthy_threshold", hc.unhealthy_threshold),
+            ("health_check.healthy_threshold", hc.healthy_threshold),
+        ] {
+            if !(1..=100).contains(&n) {
+                errors.push(key, format!("must be between 1 and 100, got {n}"));
+            }
+        }
+        if hc.kind == CheckType::Http && !hc.path.starts_with('/') {
+            errors.push(
+                "health_check.path",
+                format!("must start with /, got {:?}", hc.path),
+            );
+        }
+        if hc.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            errors.push(
+                "health_check.path",
+                "must not contain spaces or control characters",
+            );
         }
         let (s, a) = (self.server.listen, self.admin.listen);
         if s == a && s.port() != 0 {
@@ -1206,6 +1353,67 @@ mod tests {
             &format!("[upstream]\nmax_idle_per_backend = 100001\n{ONE_BACKEND}"),
             "upstream.max_idle_per_backend",
             "at most 100000",
+        );
+    }
+
+    #[test]
+    fn health_check_settings() {
+        let c = parse(
+            &format!(
+                "[health_check]\nkind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"200ms\"\n\
+                 expect_status = \"200-204\"\nunhealthy_threshold = 4\nhealthy_threshold = 1\nstart = \"down\"\n{ONE_BACKEND}"
+            ),
+            "t.toml",
+            no_env(),
+        )
+        .unwrap();
+        let hc = &c.health_check;
+        assert_eq!(hc.kind, CheckType::Tcp);
+        assert_eq!(hc.interval, Duration::from_millis(500));
+        assert_eq!(hc.expect_status, 200..=204);
+        assert_eq!(
+            (hc.unhealthy_threshold, hc.healthy_threshold, hc.start_up),
+            (4, 1, false)
+        );
+        assert_error(
+            &format!("[health_check]\nkind = \"icmp\"\n{ONE_BACKEND}"),
+            "health_check.kind",
+            "http, tcp, none",
+        );
+        assert_error(
+            &format!("[health_check]\nexpect_status = \"2xx\"\n{ONE_BACKEND}"),
+            "health_check.expect_status",
+            "like \"200-399\"",
+        );
+        assert_error(
+            &format!("[health_check]\nunhealthy_threshold = 0\n{ONE_BACKEND}"),
+            "health_check.unhealthy_threshold",
+            "between 1 and 100",
+        );
+        assert_error(
+            &format!("[health_check]\nhealthy_threshold = 101\n{ONE_BACKEND}"),
+            "health_check.healthy_threshold",
+            "between 1 and 100",
+        );
+        assert_error(
+            &format!("[health_check]\npath = \"health\"\n{ONE_BACKEND}"),
+            "health_check.path",
+            "must start with /",
+        );
+        assert_error(
+            &format!("[health_check]\npath = \"/a b\"\n{ONE_BACKEND}"),
+            "health_check.path",
+            "spaces",
+        );
+        assert_error(
+            &format!("[health_check]\nstart = \"maybe\"\n{ONE_BACKEND}"),
+            "health_check.start",
+            "up, down",
+        );
+        assert_error(
+            &format!("[health_check]\ninterval = \"0s\"\n{ONE_BACKEND}"),
+            "health_check.interval",
+            "greater than zero",
         );
     }
 

@@ -18,7 +18,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin::{self, AdminServer};
 use crate::backend::BackendId;
-use crate::config::{BackendConfig, Config};
+use crate::config::{BackendConfig, CheckType, Config, HealthCheckConfig};
+use crate::health::{self, CheckKind, CheckResult, Checker, Health, Transition};
 use crate::shard::{
     self, BackendSpec, Driver, ShardCommand, ShardError, ShardEvent, ShardSettings, ShardStart,
 };
@@ -62,6 +63,20 @@ enum ControlMessage {
     Abort,
     SetBackends(Vec<BackendConfig>),
     Stats(Sender<StatsSnapshot>),
+    Backends(Sender<Vec<BackendStatus>>),
+}
+
+/// One backend as the control thread sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// The configured name.
+    pub name: String,
+    /// Where it is.
+    pub address: SocketAddr,
+    /// Its weight.
+    pub weight: u32,
+    /// Whether its health checks say it is up.
+    pub healthy: bool,
 }
 
 /// A cheap, cloneable handle that talks to the control thread.
@@ -85,6 +100,13 @@ impl ServerHandle {
     /// Replaces the backend table on every shard.
     pub fn set_backends(&self, backends: Vec<BackendConfig>) {
         let _ = self.tx.send(ControlMessage::SetBackends(backends));
+    }
+
+    /// Every backend's state as the control thread sees it.
+    pub fn backends(&self) -> Option<Vec<BackendStatus>> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(ControlMessage::Backends(tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(2)).ok()
     }
 
     /// Counters merged over all shards (waits up to a second for the shards).
@@ -204,7 +226,14 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         })?;
 
     let mut ids = BackendIds::default();
-    let specs = ids.specs(&config.backends);
+    let (health_tx, health_rx) = bounded(1024);
+    let mut members = Members {
+        list: Vec::new(),
+        check: config.health_check.clone(),
+        results: health_tx,
+    };
+    members.update(ids.specs(&config.backends), Instant::now());
+    let specs = members.specs();
     let settings = ShardSettings::from_config(&config, shard_count);
     let (event_tx, event_rx) = bounded::<ShardEvent>(shard_count * 64 + 64);
     let mut shards = Vec::with_capacity(shard_count);
@@ -253,6 +282,8 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         events: event_rx,
         messages: control_rx,
         ids,
+        members,
+        health: health_rx,
         grace: config.timeouts.shutdown_grace,
         admin: Some(admin_server),
     };
@@ -278,7 +309,7 @@ struct BackendIds {
 }
 
 impl BackendIds {
-    fn specs(&mut self, backends: &[BackendConfig]) -> Arc<[BackendSpec]> {
+    fn specs(&mut self, backends: &[BackendConfig]) -> Vec<BackendSpec> {
         backends
             .iter()
             .map(|b| {
@@ -291,6 +322,7 @@ impl BackendIds {
                     name: b.name.clone(),
                     address: b.address,
                     weight: b.weight,
+                    available: true,
                 }
             })
             .collect()
@@ -303,11 +335,130 @@ struct ShardLink {
     thread: Option<JoinHandle<()>>,
 }
 
+/// One backend's global state, owned by the control thread.
+struct Member {
+    spec: BackendSpec,
+    health: Health,
+    /// Its checker thread; `None` when checks are off.
+    _checker: Option<Checker>,
+}
+
+/// The backends and their health; every decision about them is taken here.
+struct Members {
+    list: Vec<Member>,
+    check: HealthCheckConfig,
+    results: Sender<CheckResult>,
+}
+
+impl Members {
+    /// Adopts a new table: unchanged backends (same name and address) keep their
+    /// health and their checker; new ones start as `health_check.start` says.
+    fn update(&mut self, specs: Vec<BackendSpec>, now: Instant) {
+        let mut old = std::mem::take(&mut self.list);
+        for mut spec in specs {
+            let member = match old
+                .iter()
+                .position(|m| m.spec.id == spec.id && m.spec.address == spec.address)
+            {
+                Some(i) => {
+                    let mut m = old.swap_remove(i);
+                    spec.available = m.health.is_up();
+                    m.spec = spec;
+                    m
+                }
+                None => {
+                    let up = self.check.start_up || self.check.kind == CheckType::None;
+                    spec.available = up;
+                    let checker = self.spawn_checker(&spec);
+                    Member {
+                        spec,
+                        health: Health::new(up, now),
+                        _checker: checker,
+                    }
+                }
+            };
+            self.list.push(member);
+        }
+    }
+
+    fn spawn_checker(&self, spec: &BackendSpec) -> Option<Checker> {
+        let kind = match self.check.kind {
+            CheckType::None => return None,
+            CheckType::Tcp => CheckKind::Tcp,
+            CheckType::Http => CheckKind::Http {
+                path: self.check.path.clone(),
+                expect: self.check.expect_status.clone(),
+            },
+        };
+        match health::spawn_checker(
+            spec.id,
+            &spec.name,
+            spec.address,
+            kind,
+            self.check.interval,
+            self.check.timeout,
+            self.results.clone(),
+        ) {
+            Ok(checker) => Some(checker),
+            Err(e) => {
+                log_error!("backend {}: cannot start health checks: {e}", spec.name);
+                None
+            }
+        }
+    }
+
+    fn specs(&self) -> Arc<[BackendSpec]> {
+        self.list.iter().map(|m| m.spec.clone()).collect()
+    }
+
+    /// Applies one check result; returns the availability change to broadcast.
+    fn record(&mut self, result: CheckResult, now: Instant) -> Option<ShardCommand> {
+        let check = &self.check;
+        let member = self
+            .list
+            .iter_mut()
+            .find(|m| m.spec.id == result.id && m.spec.address == result.address)?;
+        let transition = member.health.record(
+            result.outcome.is_ok(),
+            now,
+            check.healthy_threshold,
+            check.unhealthy_threshold,
+        )?;
+        let name = &member.spec.name;
+        match (transition, &result.outcome) {
+            (Transition::WentDown, Err(why)) => log_warn!(
+                "backend {name} down: {why} ({n}/{n})",
+                n = check.unhealthy_threshold
+            ),
+            _ => log_info!("backend {name} up ({n}/{n})", n = check.healthy_threshold),
+        }
+        member.spec.available = member.health.is_up();
+        Some(ShardCommand::SetAvailable {
+            id: member.spec.id,
+            available: member.spec.available,
+        })
+    }
+
+    fn statuses(&self) -> Vec<BackendStatus> {
+        self.list
+            .iter()
+            .map(|m| BackendStatus {
+                name: m.spec.name.clone(),
+                address: m.spec.address,
+                weight: m.spec.weight,
+                healthy: m.health.is_up(),
+            })
+            .collect()
+    }
+}
+
 struct ControlThread {
     shards: Vec<ShardLink>,
     events: Receiver<ShardEvent>,
     messages: Receiver<ControlMessage>,
     ids: BackendIds,
+    members: Members,
+    health: Receiver<CheckResult>,
     grace: Duration,
     admin: Option<AdminServer>,
 }
@@ -322,10 +473,21 @@ impl ControlThread {
                     Ok(ControlMessage::SetBackends(backends)) => {
                         let specs = self.ids.specs(&backends);
                         log_info!("backend table changed: {} backend(s)", specs.len());
-                        self.broadcast(ShardCommand::SetBackends(specs));
+                        self.members.update(specs, Instant::now());
+                        self.broadcast(ShardCommand::SetBackends(self.members.specs()));
                     }
                     Ok(ControlMessage::Stats(reply)) => {
                         let _ = reply.send(self.collect_stats());
+                    }
+                    Ok(ControlMessage::Backends(reply)) => {
+                        let _ = reply.send(self.members.statuses());
+                    }
+                },
+                recv(self.health) -> result => {
+                    if let Ok(result) = result {
+                        if let Some(command) = self.members.record(result, Instant::now()) {
+                            self.broadcast(command);
+                        }
                     }
                 },
                 recv(self.events) -> event => {

@@ -10,6 +10,7 @@
 //! - [`h1`]: HTTP/1.1 parsing and framing rules, sans-io.
 //! - [`balancer`], [`backend`], [`upstream`]: selection, per-shard backend state, and
 //!   upstream connections with their idle pool.
+//! - [`health`]: active health checks (probes and the rise/fall state machine).
 //! - [`admin`]: the admin listener. [`stats`]: per-shard counters.
 //! - [`error`]: what failed and whose fault it was. [`logging`]: log lines.
 //! - [`origin`]: the origin server used by the demo, tests and benchmarks.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod h1;
+pub mod health;
 pub mod origin;
 pub mod proxy;
 pub mod shard;

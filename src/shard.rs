@@ -142,6 +142,8 @@ pub struct BackendSpec {
     pub address: SocketAddr,
     /// Relative share of traffic.
     pub weight: u32,
+    /// Whether shards may pick it (health, and later breaker and admin state).
+    pub available: bool,
 }
 
 /// What the control thread tells a shard.
@@ -360,20 +362,26 @@ fn build_table(
     specs
         .iter()
         .map(|spec| {
-            existing
+            let kept = existing
                 .iter()
-                .find(|b| b.id == spec.id && b.address == spec.address && b.weight == spec.weight)
-                .cloned()
-                .unwrap_or_else(|| {
-                    Rc::new(Backend::new(
-                        spec.id,
-                        spec.name.as_str().into(),
-                        spec.address,
-                        spec.weight,
-                        settings.max_idle_per_backend,
-                        settings.upstream_idle_timeout,
-                    ))
-                })
+                .find(|b| b.id == spec.id && b.address == spec.address && b.weight == spec.weight);
+            if let Some(b) = kept {
+                if b.is_available() != spec.available {
+                    b.set_available(spec.available);
+                }
+            }
+            kept.cloned().unwrap_or_else(|| {
+                let backend = Backend::new(
+                    spec.id,
+                    spec.name.as_str().into(),
+                    spec.address,
+                    spec.weight,
+                    settings.max_idle_per_backend,
+                    settings.upstream_idle_timeout,
+                );
+                backend.set_available(spec.available);
+                Rc::new(backend)
+            })
         })
         .collect()
 }

@@ -193,7 +193,8 @@ impl Drop for Proxy {
 
 fn config_for(backends: &[(&str, SocketAddr)], extra: &str) -> String {
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshards = 1\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\nshards = 1\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [health_check]\nkind = \"none\"\n"
     );
     for (name, addr) in backends {
         text.push_str(&format!(

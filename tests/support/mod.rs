@@ -97,6 +97,9 @@ pub fn base_config(driver: Driver) -> Config {
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.server.shards = 1;
     config.server.io = io_mode(driver);
+    // Tests that count origin connections must not see health checks; the tests
+    // of health checks turn them on.
+    config.health_check.kind = ringlb::config::CheckType::None;
     config
 }
 

@@ -1,0 +1,325 @@
+//! `health`: whether a backend is up, decided from active check results.
+//!
+//! Owns the rise/fall state machine (HAProxy-style consecutive thresholds) and
+//! the probe itself (`probe`: a TCP connect, or `GET path` with a status range).
+//! The state machine is sans-io and takes `now`, so its tests never sleep. Called
+//! by the control thread (decisions) and the health checker thread (probes);
+//! never on the request path.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+/// How a backend is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `GET path`; up when the status is in the range.
+    Http {
+        /// The path requested.
+        path: String,
+        /// Statuses that count as healthy.
+        expect: RangeInclusive<u16>,
+    },
+    /// Up when a TCP connection can be made.
+    Tcp,
+}
+
+/// Why a check failed, for the log line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckFailure {
+    /// The connection was refused or failed.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The answer was not a valid HTTP response.
+    #[error("invalid response")]
+    InvalidResponse,
+    /// A status outside the expected range.
+    #[error("status {0}")]
+    Status(u16),
+}
+
+/// Runs one check against `address`, bounded by `timeout` overall. Blocking: the
+/// health checker runs each backend's checks on a thread of its own.
+pub fn probe(address: SocketAddr, kind: &CheckKind, timeout: Duration) -> Result<(), CheckFailure> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            CheckFailure::Timeout
+        } else {
+            CheckFailure::Connect(e.kind().to_string())
+        }
+    })?;
+    let CheckKind::Http { path, expect } = kind else {
+        return Ok(());
+    };
+    let remaining = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(CheckFailure::Timeout)
+    };
+    let io_error = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => CheckFailure::Timeout,
+        kind => CheckFailure::Connect(kind.to_string()),
+    };
+    stream
+        .set_write_timeout(Some(remaining()?))
+        .map_err(io_error)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: ringlb-health\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).map_err(io_error)?;
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    loop {
+        stream
+            .set_read_timeout(Some(remaining()?))
+            .map_err(io_error)?;
+        let n = stream.read(&mut buf[len..]).map_err(io_error)?;
+        if n == 0 {
+            return Err(CheckFailure::InvalidResponse);
+        }
+        len += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf[..len]) {
+            // The status line is all we need; headers may not fit the buffer.
+            Ok(_) | Err(httparse::Error::TooManyHeaders) if response.code.is_some() => {
+                let code = response.code.unwrap_or(0);
+                return if expect.contains(&code) {
+                    Ok(())
+                } else {
+                    Err(CheckFailure::Status(code))
+                };
+            }
+            Ok(httparse::Status::Partial) if len < buf.len() => {}
+            _ => return Err(CheckFailure::InvalidResponse),
+        }
+    }
+}
+
+/// A change of a backend's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// It failed `unhealthy_threshold` checks in a row.
+    WentDown,
+    /// It passed `healthy_threshold` checks in a row.
+    CameUp,
+}
+
+/// One backend's health, as the control thread tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Whether it is up now.
+    up: bool,
+    /// Consecutive passed checks (while down) or failed checks (while up).
+    streak: u32,
+    /// When it last came up, for slow start.
+    up_since: Option<Instant>,
+}
+
+impl Health {
+    /// A backend that starts up (the default: a restart must not drop traffic) or
+    /// down (`health_check.start = "down"`).
+    pub fn new(up: bool, now: Instant) -> Self {
+        Health {
+            up,
+            streak: 0,
+            up_since: up.then_some(now),
+        }
+    }
+
+    /// Whether it is up.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// The current run of results against the current state, for log lines.
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    /// Records one check result; returns the change of state it caused, if any.
+    pub fn record(
+        &mut self,
+        passed: bool,
+        now: Instant,
+        healthy_threshold: u32,
+        unhealthy_threshold: u32,
+    ) -> Option<Transition> {
+        if passed == self.up {
+            // A result that agrees with the state resets the opposite run.
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let threshold = if self.up {
+            unhealthy_threshold
+        } else {
+            healthy_threshold
+        };
+        if self.streak < threshold.max(1) {
+            return None;
+        }
+        self.up = passed;
+        self.streak = 0;
+        self.up_since = passed.then_some(now);
+        Some(if passed {
+            Transition::CameUp
+        } else {
+            Transition::WentDown
+        })
+    }
+
+    /// The share of its weight a backend gets `now` under slow start: from 10%
+    /// when it comes up to 100% after `slow_start`. Per mille, so it stays an
+    /// integer: 100..=1000.
+    pub fn weight_per_mille(&self, now: Instant, slow_start: Option<Duration>) -> u32 {
+        let (Some(since), Some(ramp)) = (self.up_since, slow_start) else {
+            return 1000;
+        };
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed >= ramp || ramp.is_zero() {
+            return 1000;
+        }
+        let fraction = elapsed.as_secs_f64() / ramp.as_secs_f64();
+        100 + (900.0 * fraction) as u32
+    }
+}
+
+/// Parses `"200-399"` or `"200"` into a status range.
+pub fn parse_status_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let expected = || format!("expected a status or range like \"200-399\", got {s:?}");
+    let (low, high) = match s.split_once('-') {
+        Some((low, high)) => (low, high),
+        None => (s, s),
+    };
+    let low: u16 = low.trim().parse().map_err(|_| expected())?;
+    let high: u16 = high.trim().parse().map_err(|_| expected())?;
+    if !(100..=599).contains(&low) || !(100..=599).contains(&high) || low > high {
+        return Err(expected());
+    }
+    Ok(low..=high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goes_down_after_consecutive_failures_and_up_after_consecutive_passes() {
+        let t0 = Instant::now();
+        let mut h = Health::new(true, t0);
+        assert_eq!(h.record(false, t0, 2, 3), None);
+        assert_eq!(h.record(false, t0, 2, 3), None);
+        assert_eq!(h.record(false, t0, 2, 3), Some(Transition::WentDown));
+        assert!(!h.is_up());
+        assert_eq!(h.record(true, t0, 2, 3), None);
+        assert_eq!(h.record(true, t0, 2, 3), Some(Transition::CameUp));
+        assert!(h.is_up());
+    }
+
+    #[test]
+    fn an_agreeing_result_breaks_the_streak() {
+        let t0 = Instant::now();
+        let mut h = Health::new(true, t0);
+        h.record(false, t0, 2, 3);
+        h.record(false, t0, 2, 3);
+        assert_eq!(h.record(true, t0, 2, 3), None);
+        assert_eq!(h.record(false, t0, 2, 3), None);
+        assert_eq!(h.record(false, t0, 2, 3), None);
+        assert!(
+            h.is_up(),
+            "two failures after a pass are not three in a row"
+        );
+    }
+
+    #[test]
+    fn starting_down_needs_healthy_threshold_passes() {
+        let t0 = Instant::now();
+        let mut h = Health::new(false, t0);
+        assert!(!h.is_up());
+        assert_eq!(h.record(true, t0, 2, 3), None);
+        assert_eq!(h.record(true, t0, 2, 3), Some(Transition::CameUp));
+    }
+
+    #[test]
+    fn slow_start_ramps_from_ten_percent() {
+        let t0 = Instant::now();
+        let mut h = Health::new(false, t0);
+        h.record(true, t0, 1, 1);
+        let ramp = Some(Duration::from_secs(30));
+        assert_eq!(h.weight_per_mille(t0, ramp), 100);
+        assert_eq!(h.weight_per_mille(t0 + Duration::from_secs(15), ramp), 550);
+        assert_eq!(h.weight_per_mille(t0 + Duration::from_secs(30), ramp), 1000);
+        assert_eq!(h.weight_per_mille(t0, None), 1000);
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range("200-399"), Ok(200..=399));
+        assert_eq!(parse_status_range("204"), Ok(204..=204));
+        for bad in ["", "abc", "399-200", "99", "200-600", "2xx"] {
+            assert!(parse_status_range(bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
+/// One check's outcome, sent from a checker thread to the control thread.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    /// The backend checked.
+    pub id: crate::backend::BackendId,
+    /// The address checked (a result for an address since replaced is ignored).
+    pub address: SocketAddr,
+    /// Pass, or why not.
+    pub outcome: Result<(), CheckFailure>,
+}
+
+/// Stops its checker thread when dropped.
+#[derive(Debug)]
+pub struct Checker {
+    _stop: crossbeam_channel::Sender<()>,
+}
+
+/// Checks `address` every `interval` on a thread of its own, so that one slow
+/// backend cannot delay another's checks, and sends each result to `results`.
+pub fn spawn_checker(
+    id: crate::backend::BackendId,
+    name: &str,
+    address: SocketAddr,
+    kind: CheckKind,
+    interval: Duration,
+    timeout: Duration,
+    results: crossbeam_channel::Sender<CheckResult>,
+) -> std::io::Result<Checker> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    std::thread::Builder::new()
+        .name(format!("ringlb-health-{name}"))
+        .stack_size(128 * 1024)
+        .spawn(move || loop {
+            let outcome = probe(address, &kind, timeout);
+            if results
+                .send(CheckResult {
+                    id,
+                    address,
+                    outcome,
+                })
+                .is_err()
+            {
+                return;
+            }
+            // Sleeps `interval`, or returns as soon as the handle is dropped.
+            if !matches!(
+                stop_rx.recv_timeout(interval),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+            ) {
+                return;
+            }
+        })?;
+    Ok(Checker { _stop: stop_tx })
+}

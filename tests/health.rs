@@ -1,0 +1,140 @@
+//! Active health checks: probes, rise and fall thresholds, and shards skipping
+//! backends the control thread marked down.
+
+mod support;
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringlb::config::{CheckType, Config};
+use ringlb::health::{probe, CheckFailure, CheckKind};
+use ringlb::shard::Driver;
+use support::*;
+
+const INTERVAL: Duration = Duration::from_millis(100);
+const TIMEOUT: Duration = Duration::from_millis(100);
+
+fn fast_checks(c: &mut Config) {
+    c.health_check.kind = CheckType::Http;
+    c.health_check.interval = INTERVAL;
+    c.health_check.timeout = TIMEOUT;
+    c.health_check.unhealthy_threshold = 2;
+    c.health_check.healthy_threshold = 2;
+}
+
+fn healthy(h: &Harness, name: &str) -> bool {
+    h.server()
+        .handle()
+        .backends()
+        .expect("backends")
+        .iter()
+        .any(|b| b.name == name && b.healthy)
+}
+
+fn http_check() -> CheckKind {
+    CheckKind::Http {
+        path: "/health".into(),
+        expect: 200..=399,
+    }
+}
+
+#[test]
+fn probes_report_what_went_wrong() {
+    let origin = spawn_origin(Driver::Epoll, "o");
+    assert_eq!(probe(origin.addr(), &http_check(), TIMEOUT), Ok(()));
+    let server_error = CheckKind::Http {
+        path: "/status/500".into(),
+        expect: 200..=399,
+    };
+    assert_eq!(
+        probe(origin.addr(), &server_error, TIMEOUT),
+        Err(CheckFailure::Status(500))
+    );
+    let hang = CheckKind::Http {
+        path: "/hang".into(),
+        expect: 200..=399,
+    };
+    assert_eq!(
+        probe(origin.addr(), &hang, TIMEOUT),
+        Err(CheckFailure::Timeout)
+    );
+    assert!(matches!(
+        probe(closed_port(), &CheckKind::Tcp, TIMEOUT),
+        Err(CheckFailure::Connect(_))
+    ));
+    assert_eq!(probe(origin.addr(), &CheckKind::Tcp, TIMEOUT), Ok(()));
+}
+
+both_drivers! {
+    fn a_dead_backend_is_taken_out_and_brought_back(driver) {
+        let mut h = Harness::start(driver, 2, fast_checks);
+        wait_until("both healthy", || healthy(&h, "app1") && healthy(&h, "app2"));
+        let app2 = h.origins.remove(1);
+        let address = app2.addr();
+        let killed = Instant::now();
+        app2.stop();
+        wait_until("app2 marked down", || !healthy(&h, "app2"));
+        // Down within interval × unhealthy_threshold plus one interval (and the
+        // probe's own timeout).
+        assert!(killed.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", killed.elapsed());
+        for _ in 0..10 {
+            assert_eq!(get(h.addr, "/").text(), "app1\n");
+        }
+        let restarted = ringlb::origin::spawn(address, "app2", driver).unwrap();
+        let back = Instant::now();
+        wait_until("app2 marked up", || healthy(&h, "app2"));
+        assert!(back.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", back.elapsed());
+        wait_until("app2 to serve again", || get(h.addr, "/").text() == "app2\n");
+        drop(restarted);
+    }
+}
+
+#[test]
+fn backends_can_start_down_until_they_pass() {
+    let h = Harness::start(Driver::IoUring, 1, |c| {
+        fast_checks(c);
+        c.health_check.start_up = false;
+    });
+    // Before two passing checks nothing is available; after, traffic flows.
+    wait_until("app1 marked up", || healthy(&h, "app1"));
+    wait_until("app1 to serve", || get(h.addr, "/").status == 200);
+}
+
+#[test]
+fn a_failing_status_takes_a_backend_down() {
+    let h = Harness::start(Driver::Epoll, 1, |c| {
+        fast_checks(c);
+        c.health_check.path = "/status/503".into();
+    });
+    wait_until("app1 marked down", || !healthy(&h, "app1"));
+    assert_eq!(get(h.addr, "/").status, 503, "no backend available");
+}
+
+#[test]
+fn tcp_checks_only_connect() {
+    // A backend that accepts connections and never answers: up for TCP checks.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let h = Harness::start(Driver::Epoll, 0, |c| {
+        fast_checks(c);
+        c.health_check.kind = CheckType::Tcp;
+        c.backends.push(ringlb::config::BackendConfig {
+            name: "silent".into(),
+            address,
+            weight: 1,
+        });
+    });
+    wait_until("four checks", || accepted.load(Ordering::SeqCst) >= 4);
+    assert!(healthy(&h, "silent"));
+}
