@@ -35,6 +35,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Active health checks.
     pub health_check: HealthCheckConfig,
+    /// Retries on another backend.
+    pub retry: RetryConfig,
     /// The backends, in order.
     pub backends: Vec<BackendConfig>,
 }
@@ -161,6 +163,28 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
     /// Whether a backend that never passed a check starts up (default) or down.
     pub start_up: bool,
+}
+
+/// `[retry]`: sending a failed request to another backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Most extra attempts on other backends (0..=7).
+    pub max_retries: u32,
+    /// Request bodies up to this size are held in memory so the request can be
+    /// retried; larger bodies stream and are never retried.
+    pub max_buffered_body: usize,
+    /// Retries may add at most this share (percent) to a shard's request rate.
+    pub budget_percent: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 2,
+            max_buffered_body: 64 * 1024,
+            budget_percent: 20,
+        }
+    }
 }
 
 /// `health_check.kind`.
@@ -340,6 +364,8 @@ struct FileConfig {
     #[serde(default)]
     health_check: FileHealthCheck,
     #[serde(default)]
+    retry: FileRetry,
+    #[serde(default)]
     backends: Vec<FileBackend>,
 }
 
@@ -409,6 +435,14 @@ struct FileHealthCheck {
     start: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetry {
+    max_retries: Option<u64>,
+    max_buffered_body: Option<u64>,
+    budget_percent: Option<u64>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileBackend {
@@ -474,6 +508,14 @@ const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
             ("unhealthy_threshold", Kind::Integer),
             ("healthy_threshold", Kind::Integer),
             ("start", Kind::Text),
+        ],
+    ),
+    (
+        "retry",
+        &[
+            ("max_retries", Kind::Integer),
+            ("max_buffered_body", Kind::Integer),
+            ("budget_percent", Kind::Integer),
         ],
     ),
 ];
@@ -899,6 +941,14 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
             &[("up", true), ("down", false)],
         ),
     };
+    let rd = RetryConfig::default();
+    let clamp_u32 =
+        |v: Option<u64>, default: u32| v.map_or(default, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    let retry = RetryConfig {
+        max_retries: clamp_u32(file.retry.max_retries, rd.max_retries),
+        max_buffered_body: to_usize(file.retry.max_buffered_body, rd.max_buffered_body),
+        budget_percent: clamp_u32(file.retry.budget_percent, rd.budget_percent),
+    };
     let mut backends = Vec::with_capacity(file.backends.len());
     let mut complete = true;
     for (i, b) in file.backends.into_iter().enumerate() {
@@ -958,6 +1008,7 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
         balancer,
         logging,
         health_check,
+        retry,
         backends,
     })
 }
@@ -1054,6 +1105,25 @@ impl Config {
             errors.push(
                 "health_check.path",
                 "must not contain spaces or control characters",
+            );
+        }
+        let r = &self.retry;
+        if r.max_retries > 7 {
+            errors.push(
+                "retry.max_retries",
+                format!("must be at most 7, got {}", r.max_retries),
+            );
+        }
+        if r.max_buffered_body > 16 * 1024 * 1024 {
+            errors.push(
+                "retry.max_buffered_body",
+                format!("must be at most 16777216, got {}", r.max_buffered_body),
+            );
+        }
+        if r.budget_percent > 100 {
+            errors.push(
+                "retry.budget_percent",
+                format!("must be at most 100, got {}", r.budget_percent),
             );
         }
         let (s, a) = (self.server.listen, self.admin.listen);
@@ -1414,6 +1484,39 @@ mod tests {
             &format!("[health_check]\ninterval = \"0s\"\n{ONE_BACKEND}"),
             "health_check.interval",
             "greater than zero",
+        );
+    }
+
+    #[test]
+    fn retry_settings() {
+        let c = parse(
+            &format!("[retry]\nmax_retries = 3\nmax_buffered_body = 1024\nbudget_percent = 50\n{ONE_BACKEND}"),
+            "t.toml",
+            no_env(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.retry,
+            RetryConfig {
+                max_retries: 3,
+                max_buffered_body: 1024,
+                budget_percent: 50
+            }
+        );
+        assert_error(
+            &format!("[retry]\nmax_retries = 8\n{ONE_BACKEND}"),
+            "retry.max_retries",
+            "at most 7",
+        );
+        assert_error(
+            &format!("[retry]\nmax_buffered_body = 16777217\n{ONE_BACKEND}"),
+            "retry.max_buffered_body",
+            "at most 16777216",
+        );
+        assert_error(
+            &format!("[retry]\nbudget_percent = 101\n{ONE_BACKEND}"),
+            "retry.budget_percent",
+            "at most 100",
         );
     }
 

@@ -73,11 +73,16 @@ impl ProxyError {
     }
 
     /// Whether the same request may be sent again on another upstream connection,
-    /// provided no byte of the response reached the client and the body is replayable.
+    /// provided the method is idempotent, ringlb holds the body, and no byte of a
+    /// response reached the client. An invalid response is not retried: the
+    /// backend answered, and another may answer the same.
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::UpstreamIo(_)
+            ProxyError::Connect(_)
+                | ProxyError::ConnectTimeout
+                | ProxyError::UpstreamIo(_)
+                | ProxyError::ResponseTimeout
         )
     }
 
@@ -178,7 +183,9 @@ mod tests {
         assert_eq!(ProxyError::ConnectTimeout.status(), Some(504));
         assert_eq!(ProxyError::ResponseTimeout.side(), Side::Upstream);
         assert!(ProxyError::Connect(io::ErrorKind::ConnectionRefused).retryable());
-        assert!(!ProxyError::ResponseTimeout.retryable());
+        assert!(ProxyError::ResponseTimeout.retryable());
+        assert!(!ProxyError::BadResponse(H1Error::TooManyHeaders).retryable());
+        assert!(!ProxyError::NoBackend.retryable());
         assert_eq!(
             ProxyError::BadRequest(H1Error::TooManyHeaders).status(),
             Some(431)

@@ -111,6 +111,12 @@ pub struct ShardSettings {
     pub upstream_idle_timeout: Duration,
     /// `balancer.strategy`.
     pub strategy: Strategy,
+    /// `retry.max_retries`.
+    pub max_retries: u32,
+    /// `retry.max_buffered_body`.
+    pub max_buffered_body: usize,
+    /// `retry.budget_percent`, as tokens earned per request.
+    pub retry_tokens_per_request: f64,
 }
 
 impl ShardSettings {
@@ -127,6 +133,9 @@ impl ShardSettings {
             max_idle_per_backend: config.upstream.max_idle_per_backend,
             upstream_idle_timeout: config.upstream.idle_timeout,
             strategy: config.balancer.strategy,
+            max_retries: config.retry.max_retries,
+            max_buffered_body: config.retry.max_buffered_body,
+            retry_tokens_per_request: f64::from(config.retry.budget_percent) / 100.0,
         }
     }
 }
@@ -245,7 +254,14 @@ pub struct Shard {
     clients: RefCell<ClientFds>,
     /// The listener's descriptor, shut down to end the accept loop.
     listener_fd: Cell<RawFd>,
+    /// Retry budget: each request earns `retry_tokens_per_request`, each retry on
+    /// another backend spends one, so retries add at most that share of requests.
+    retry_tokens: Cell<f64>,
 }
+
+/// Tokens a shard starts with (and the most it saves up), so that a quiet shard can
+/// still retry a few requests.
+const RETRY_TOKENS_RESERVE: f64 = 10.0;
 
 impl Shard {
     /// A shard with `backends` and no connections.
@@ -260,6 +276,26 @@ impl Shard {
             active_connections: Cell::new(0),
             clients: RefCell::new(ClientFds::default()),
             listener_fd: Cell::new(-1),
+            retry_tokens: Cell::new(RETRY_TOKENS_RESERVE),
+        }
+    }
+
+    /// Earns this request's share of the retry budget.
+    pub fn earn_retry_budget(&self) {
+        let earned = self.retry_tokens.get() + self.settings.retry_tokens_per_request;
+        self.retry_tokens.set(
+            earned.min(RETRY_TOKENS_RESERVE.max(self.settings.retry_tokens_per_request * 100.0)),
+        );
+    }
+
+    /// Spends one retry from the budget; false when it is exhausted.
+    pub fn spend_retry_budget(&self) -> bool {
+        let tokens = self.retry_tokens.get();
+        if tokens >= 1.0 {
+            self.retry_tokens.set(tokens - 1.0);
+            true
+        } else {
+            false
         }
     }
 

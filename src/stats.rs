@@ -21,8 +21,10 @@ pub struct ShardStats {
     pub upstream_connects: Cell<u64>,
     /// Requests sent on a pooled upstream connection.
     pub upstream_reuses: Cell<u64>,
-    /// Attempts repeated on a fresh connection after a pooled one failed.
+    /// Attempts repeated after a failure (a fresh connection, or another backend).
     pub upstream_retries: Cell<u64>,
+    /// Retries refused because the shard's retry budget was spent.
+    pub retries_over_budget: Cell<u64>,
     /// Failed requests, by side.
     pub client_errors: Cell<u64>,
     /// Failed requests caused by a backend.
@@ -55,6 +57,7 @@ impl ShardStats {
             upstream_connects: self.upstream_connects.get(),
             upstream_reuses: self.upstream_reuses.get(),
             upstream_retries: self.upstream_retries.get(),
+            retries_over_budget: self.retries_over_budget.get(),
             client_errors: self.client_errors.get(),
             upstream_errors: self.upstream_errors.get(),
             internal_errors: self.internal_errors.get(),
@@ -72,6 +75,7 @@ pub struct StatsSnapshot {
     pub upstream_connects: u64,
     pub upstream_reuses: u64,
     pub upstream_retries: u64,
+    pub retries_over_budget: u64,
     pub client_errors: u64,
     pub upstream_errors: u64,
     pub internal_errors: u64,
@@ -89,6 +93,7 @@ impl StatsSnapshot {
         self.upstream_connects += other.upstream_connects;
         self.upstream_reuses += other.upstream_reuses;
         self.upstream_retries += other.upstream_retries;
+        self.retries_over_budget += other.retries_over_budget;
         self.client_errors += other.client_errors;
         self.upstream_errors += other.upstream_errors;
         self.internal_errors += other.internal_errors;

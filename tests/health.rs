@@ -3,9 +3,7 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringlb::config::{CheckType, Config};
@@ -115,17 +113,7 @@ fn a_failing_status_takes_a_backend_down() {
 #[test]
 fn tcp_checks_only_connect() {
     // A backend that accepts connections and never answers: up for TCP checks.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            held.push(stream);
-        }
-    });
+    let (address, accepted) = silent_backend();
     let h = Harness::start(Driver::Epoll, 0, |c| {
         fast_checks(c);
         c.health_check.kind = CheckType::Tcp;

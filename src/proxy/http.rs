@@ -17,7 +17,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::backend::{Backend, InFlight};
+use crate::backend::{Backend, BackendId, InFlight};
 use crate::balancer::RequestContext;
 use crate::error::{error_response, ProxyError, Side};
 use crate::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, Forwarding, Request};
@@ -218,9 +218,17 @@ async fn read_request(
     }
 }
 
+/// Most backends one request may try (the first, plus `retry.max_retries` ≤ 7).
+const MAX_TRIED: usize = 8;
+
 /// Proxies one request. `head` holds the rewritten request head; `scratch` is a
 /// reusable buffer (the bytes of each attempt, then the response head).
 /// `Ok(keep_alive)` tells whether the client connection can carry another request.
+///
+/// An attempt that fails before any response byte reached the client is tried
+/// again when the method is idempotent and ringlb holds the whole body: once on a
+/// fresh connection to the same backend if a pooled connection broke, and on other
+/// backends up to `retry.max_retries`, within the shard's retry budget.
 async fn proxy_request(
     shard: &Shard,
     client: &mut Downstream,
@@ -228,6 +236,22 @@ async fn proxy_request(
     head: &[u8],
     scratch: &mut Vec<u8>,
 ) -> Result<bool, Failure> {
+    let settings = &shard.settings;
+    shard.earn_retry_budget();
+    // Small bodies of idempotent requests are read in full first, so that the
+    // request can be retried.
+    if let BodyKind::Length(n) = request.body {
+        let short = n > client.unconsumed() as u64;
+        if short
+            && n <= settings.max_buffered_body as u64
+            && request.method.is_idempotent()
+            && !request.expect_continue
+        {
+            while (client.unconsumed() as u64) < n {
+                read_client_body(client, settings.idle_timeout).await?;
+            }
+        }
+    }
     // A body already held in full goes with the head, and again on a retry.
     let held_body = match request.body {
         BodyKind::None => Some(0),
@@ -237,7 +261,7 @@ async fn proxy_request(
     if request.body == BodyKind::Chunked {
         // Refuse a malformed chunk that already arrived before any backend sees
         // the request (the rest is checked as it streams).
-        let mut probe = ChunkedDecoder::new(shard.settings.limits.max_header_bytes);
+        let mut probe = ChunkedDecoder::new(settings.limits.max_header_bytes);
         let mut pos = client.pos;
         while pos < client.buf.len() && !probe.is_done() {
             let (used, _) = probe
@@ -249,100 +273,177 @@ async fn proxy_request(
             pos += used;
         }
     }
+    let retry_allowed = request.method.is_idempotent() && held_body.is_some();
     let context = RequestContext {
         client_ip: client.peer.ip(),
     };
-    let mut fresh_only = false;
+    let mut tried = [0 as BackendId; MAX_TRIED];
+    let mut tried_len = 0;
+    let mut retries = 0;
+    let mut same_backend_fresh: Option<Rc<Backend>> = None;
+    let mut last_error = None;
     let mut upbuf = Vec::with_capacity(BODY_BUFFER);
     loop {
-        let backend = shard
-            .balancer
-            .borrow()
-            .select(&context, &[])
-            .ok_or(ProxyError::NoBackend)?;
-        let in_flight = InFlight::start(&backend);
-        let (mut upstream, reused) = checkout(shard, &backend, fresh_only).await?;
-
-        // Send the head (and a held body) in one write.
-        scratch.clear();
-        if request.missing_host {
-            scratch.extend_from_slice(&head[..head.len() - 2]);
-            let _ = write!(scratch, "Host: {}\r\n\r\n", backend.address);
-        } else {
-            scratch.extend_from_slice(head);
-        }
-        if let Some(n) = held_body {
-            scratch.extend_from_slice(&client.buf[client.pos..client.pos + n]);
-        }
-        let (sent, returned) = upstream.write_all(mem::take(scratch)).await;
-        *scratch = returned;
-        if let Err(e) = sent {
-            if reused && held_body.is_some() {
-                ShardStats::bump(&shard.stats.upstream_retries);
-                fresh_only = true;
-                continue;
-            }
-            return Err(ProxyError::UpstreamIo(e.kind()).into());
-        }
-        if held_body.is_none() {
-            if request.expect_continue && !request.http10 {
-                write_client(client, CONTINUE).await?;
-            }
-            send_body(shard, client, &mut upstream, request.body).await?;
-        }
-
-        let client_side = ClientSide {
-            method: request.method,
-            http10: request.http10,
-            keep_alive: request.keep_alive,
+        let fresh_only = same_backend_fresh.is_some();
+        let backend = match same_backend_fresh.take() {
+            Some(backend) => backend,
+            None => match shard
+                .balancer
+                .borrow()
+                .select(&context, &tried[..tried_len])
+            {
+                Some(backend) => backend,
+                None => return Err(last_error.unwrap_or(ProxyError::NoBackend).into()),
+            },
         };
-        upbuf.clear();
-        let response = match read_response(
-            shard,
-            client,
-            &mut upstream,
-            &mut upbuf,
-            &client_side,
-            scratch,
+        let failed = match attempt(
+            shard, client, request, head, scratch, &mut upbuf, &backend, fresh_only, held_body,
         )
         .await
         {
-            Ok(response) => response,
-            Err(ResponseError::Interim(e)) => {
-                return Err(Failure {
-                    error: e,
-                    response_started: true,
-                })
-            }
-            Err(ResponseError::BeforeAnyByte(e)) if reused && held_body.is_some() => {
-                log_debug!(
-                    "shard {}: pooled connection failed ({e}); retrying",
-                    shard.index
-                );
-                ShardStats::bump(&shard.stats.upstream_retries);
-                fresh_only = true;
-                continue;
-            }
-            Err(ResponseError::BeforeAnyByte(e)) | Err(ResponseError::Other(e)) => {
-                return Err(e.into())
-            }
+            Ok(keep_alive) => return Ok(keep_alive),
+            Err(failed) => failed,
         };
-        if let Some(n) = held_body {
-            client.pos += n;
+        let AttemptFailure {
+            error,
+            before_response,
+            reused,
+        } = failed;
+        if !(retry_allowed && before_response && error.retryable()) {
+            return Err(Failure {
+                error,
+                response_started: !before_response,
+            });
         }
-        shard.stats.count_response(response.status);
-        let upstream_clean =
-            send_response(shard, client, &mut upstream, &mut upbuf, scratch, &response)
-                .await
-                .map_err(|error| Failure {
-                    error,
-                    response_started: true,
-                })?;
-        if upstream_clean && response.upstream_reusable && !shard.draining() {
-            in_flight.backend().pool.checkin(upstream, Instant::now());
+        log_debug!(
+            "shard {}: attempt on {} failed ({error}); retrying",
+            shard.index,
+            backend.name
+        );
+        if reused && matches!(error, ProxyError::UpstreamIo(_)) {
+            // A pooled connection broke: the backend itself may be fine.
+            ShardStats::bump(&shard.stats.upstream_retries);
+            same_backend_fresh = Some(backend);
+            continue;
         }
-        return Ok(response.client_keep_alive);
+        if retries >= settings.max_retries || tried_len == MAX_TRIED {
+            return Err(error.into());
+        }
+        if !shard.spend_retry_budget() {
+            ShardStats::bump(&shard.stats.retries_over_budget);
+            return Err(error.into());
+        }
+        ShardStats::bump(&shard.stats.upstream_retries);
+        tried[tried_len] = backend.id;
+        tried_len += 1;
+        retries += 1;
+        last_error = Some(error);
     }
+}
+
+/// Why an attempt failed, and whether the client saw anything of a response.
+struct AttemptFailure {
+    error: ProxyError,
+    /// No byte of a response (not even an interim one) reached the client.
+    before_response: bool,
+    /// The attempt used a pooled connection.
+    reused: bool,
+}
+
+/// One attempt: one backend, one upstream connection. `Ok(keep_alive)` as for
+/// `proxy_request`.
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    shard: &Shard,
+    client: &mut Downstream,
+    request: &Request,
+    head: &[u8],
+    scratch: &mut Vec<u8>,
+    upbuf: &mut Vec<u8>,
+    backend: &Rc<Backend>,
+    fresh_only: bool,
+    held_body: Option<usize>,
+) -> Result<bool, AttemptFailure> {
+    let before = |reused: bool| {
+        move |error: ProxyError| AttemptFailure {
+            error,
+            before_response: true,
+            reused,
+        }
+    };
+    let in_flight = InFlight::start(backend);
+    let (mut upstream, reused) = checkout(shard, backend, fresh_only)
+        .await
+        .map_err(before(false))?;
+
+    // Send the head (and a held body) in one write.
+    scratch.clear();
+    if request.missing_host {
+        scratch.extend_from_slice(&head[..head.len() - 2]);
+        let _ = write!(scratch, "Host: {}\r\n\r\n", backend.address);
+    } else {
+        scratch.extend_from_slice(head);
+    }
+    if let Some(n) = held_body {
+        scratch.extend_from_slice(&client.buf[client.pos..client.pos + n]);
+    }
+    let (sent, returned) = upstream.write_all(mem::take(scratch)).await;
+    *scratch = returned;
+    sent.map_err(|e| before(reused)(ProxyError::UpstreamIo(e.kind())))?;
+    if held_body.is_none() {
+        if request.expect_continue && !request.http10 {
+            write_client(client, CONTINUE)
+                .await
+                .map_err(before(reused))?;
+        }
+        // A streamed body is never retried, so `before_response` no longer matters
+        // for retries; it still decides whether the client gets an error status.
+        send_body(shard, client, &mut upstream, request.body)
+            .await
+            .map_err(|f| AttemptFailure {
+                error: f.error,
+                before_response: !f.response_started,
+                reused,
+            })?;
+    }
+
+    let client_side = ClientSide {
+        method: request.method,
+        http10: request.http10,
+        keep_alive: request.keep_alive,
+    };
+    upbuf.clear();
+    let response = read_response(shard, client, &mut upstream, upbuf, &client_side, scratch)
+        .await
+        .map_err(|e| match e {
+            ResponseError::Interim(error) => AttemptFailure {
+                error,
+                before_response: false,
+                reused,
+            },
+            ResponseError::BeforeAnyByte(error) => before(reused)(error),
+            // Bytes came back, but none reached the client: still no response.
+            ResponseError::Other(error) => AttemptFailure {
+                error,
+                before_response: true,
+                reused: false,
+            },
+        })?;
+    if let Some(n) = held_body {
+        client.pos += n;
+    }
+    shard.stats.count_response(response.status);
+    let upstream_clean = send_response(shard, client, &mut upstream, upbuf, scratch, &response)
+        .await
+        .map_err(|error| AttemptFailure {
+            error,
+            before_response: false,
+            reused,
+        })?;
+    if upstream_clean && response.upstream_reusable && !shard.draining() {
+        in_flight.backend().pool.checkin(upstream, Instant::now());
+    }
+    Ok(response.client_keep_alive)
 }
 
 /// A pooled connection to `backend`, or a new one.
@@ -532,7 +633,7 @@ async fn read_response(
                     interim_sent,
                 ))
             }
-            Err(_) => return Err(ResponseError::Other(ProxyError::ResponseTimeout)),
+            Err(_) => return Err(wrap(ProxyError::ResponseTimeout, got_bytes, interim_sent)),
         }
     }
 }

@@ -107,6 +107,24 @@ pub fn spawn_origin(driver: Driver, name: &str) -> OriginHandle {
     origin::spawn("127.0.0.1:0".parse().unwrap(), name, driver).expect("origin starts")
 }
 
+/// A backend that accepts connections and never answers; returns its address and
+/// a count of connections accepted.
+pub fn silent_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (address, accepted)
+}
+
 /// An address where nothing listens.
 pub fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

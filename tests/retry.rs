@@ -1,0 +1,109 @@
+//! Retries: idempotent requests move to another backend when an attempt fails
+//! before any response byte; other requests never are sent twice; the budget and
+//! `retry.max_retries` bound them.
+
+mod support;
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ringlb::config::BackendConfig;
+use ringlb::shard::Driver;
+use support::*;
+
+fn backend(name: &str, address: std::net::SocketAddr) -> BackendConfig {
+    BackendConfig {
+        name: name.into(),
+        address,
+        weight: 1,
+    }
+}
+
+both_drivers! {
+    fn idempotent_requests_move_to_another_backend(driver) {
+        // Round-robin starts at the refusing backend for every other request.
+        let h = Harness::start(driver, 1, |c| {
+            c.backends.insert(0, backend("refusing", closed_port()));
+        });
+        for _ in 0..10 {
+            let r = get(h.addr, "/");
+            assert_eq!((r.status, r.text().as_str()), (200, "app1\n"));
+        }
+        assert!(h.stats().upstream_retries >= 5);
+    }
+
+    fn a_backend_that_never_answers_costs_a_timeout_then_a_retry(driver) {
+        let (silent, accepted) = silent_backend();
+        let h = Harness::start(driver, 1, |c| {
+            c.timeouts.backend_response = Duration::from_millis(200);
+            c.backends.insert(0, backend("silent", silent));
+        });
+        // GET: times out on the silent backend, then succeeds on app1.
+        let r = get(h.addr, "/");
+        assert_eq!((r.status, r.text().as_str()), (200, "app1\n"));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // POST: the round-robin turn is the silent backend again; never retried.
+        let r = request(
+            h.addr,
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        );
+        assert_eq!(r.status, 504);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(h.origins[0].connections(), 1, "the POST never reached app1");
+    }
+
+    fn a_post_on_a_broken_pooled_connection_is_not_sent_again(driver) {
+        let h = Harness::start(driver, 1, |_| {});
+        let mut s = connect(h.addr);
+        let mut pending = Vec::new();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut s, &mut pending, false).status, 200);
+        s.write_all(b"POST /fail-reused HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")
+            .unwrap();
+        assert_eq!(read_reply(&mut s, &mut pending, false).status, 502);
+        assert_eq!(h.origins[0].connections(), 1, "no second connection for the POST");
+        assert_eq!(h.stats().upstream_retries, 0);
+    }
+
+    fn small_bodies_are_held_so_puts_can_be_retried(driver) {
+        let h = Harness::start(driver, 1, |c| {
+            c.backends.insert(0, backend("refusing", closed_port()));
+        });
+        // Head and body in separate writes: ringlb reads the body in before trying.
+        let mut s = connect(h.addr);
+        s.write_all(b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n").unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut pending = Vec::new();
+        let r = read_reply(&mut s, &mut pending, false);
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    }
+}
+
+#[test]
+fn max_retries_zero_means_no_retry() {
+    let h = Harness::start(Driver::Epoll, 1, |c| {
+        c.retry.max_retries = 0;
+        c.backends.insert(0, backend("refusing", closed_port()));
+    });
+    assert_eq!(get(h.addr, "/").status, 502);
+    assert_eq!(get(h.addr, "/").status, 200);
+}
+
+#[test]
+fn the_retry_budget_stops_retry_storms() {
+    // No budget from traffic: only the shard's reserve of 10 retries.
+    let h = Harness::start(Driver::Epoll, 1, |c| {
+        c.retry.budget_percent = 0;
+        c.backends.insert(0, backend("refusing", closed_port()));
+    });
+    // While the budget lasts every request starts on the refusing backend (the
+    // retry moves the turn past the good one). Once it is spent, a request that
+    // starts there fails, and the turn alternates.
+    let statuses: Vec<u16> = (0..14).map(|_| get(h.addr, "/").status).collect();
+    assert_eq!(&statuses[..10], &[200; 10]);
+    assert_eq!(&statuses[10..], &[502, 200, 502, 200]);
+    let stats = h.stats();
+    assert_eq!(stats.upstream_retries, 10);
+    assert_eq!(stats.retries_over_budget, 2);
+}
