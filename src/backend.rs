@@ -15,6 +15,17 @@ use crate::upstream::UpstreamPool;
 /// Stable identity of a backend, assigned by the control thread from its name.
 pub type BackendId = u32;
 
+/// Whether a shard may pick a backend, as the control thread decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Healthy, breaker closed, enabled.
+    Available,
+    /// Down, breaker open, drained or disabled.
+    Unavailable,
+    /// Breaker half-open: this many probe requests may still be sent from this shard.
+    Probing(u32),
+}
+
 /// A backend as one shard sees it.
 #[derive(Debug)]
 pub struct Backend {
@@ -26,8 +37,11 @@ pub struct Backend {
     pub address: SocketAddr,
     /// Relative share of traffic (1..=1000).
     pub weight: u32,
-    /// False when the control thread took it out of rotation.
-    available: Cell<bool>,
+    /// Whether the control thread lets this shard pick it.
+    available: Cell<Availability>,
+    /// A failure was reported (or probes are out): the next success is reported too,
+    /// so the control thread sees the streak end.
+    report_success: Cell<bool>,
     /// Requests this shard has in flight to it.
     in_flight: Cell<u32>,
     /// Idle keep-alive connections to it, owned by this shard.
@@ -49,7 +63,8 @@ impl Backend {
             name,
             address,
             weight,
-            available: Cell::new(true),
+            available: Cell::new(Availability::Available),
+            report_success: Cell::new(false),
             in_flight: Cell::new(0),
             pool: UpstreamPool::new(max_idle, idle_timeout),
         }
@@ -58,14 +73,55 @@ impl Backend {
     /// Whether the selector may pick it.
     #[inline]
     pub fn is_available(&self) -> bool {
+        match self.available.get() {
+            Availability::Available => true,
+            Availability::Probing(n) => n > 0,
+            Availability::Unavailable => false,
+        }
+    }
+
+    /// What the control thread last decided.
+    pub fn availability(&self) -> Availability {
         self.available.get()
+    }
+
+    /// Applies the control thread's decision on this shard.
+    pub fn set_availability(&self, availability: Availability) {
+        self.available.set(availability);
+        match availability {
+            Availability::Unavailable => self.pool.clear(),
+            Availability::Probing(_) => self.report_success.set(true),
+            Availability::Available => {}
+        }
     }
 
     /// Takes it out of (or puts it back into) rotation on this shard.
     pub fn set_available(&self, available: bool) {
-        self.available.set(available);
-        if !available {
-            self.pool.clear();
+        self.set_availability(if available {
+            Availability::Available
+        } else {
+            Availability::Unavailable
+        });
+    }
+
+    /// Called when a request is sent to it: spends a probe while half-open.
+    #[inline]
+    pub fn note_selected(&self) {
+        if let Availability::Probing(n) = self.available.get() {
+            self.available
+                .set(Availability::Probing(n.saturating_sub(1)));
+        }
+    }
+
+    /// Whether an outcome should be reported to the control thread: every failure,
+    /// and the first success after a reported failure (or while probing).
+    #[inline]
+    pub fn should_report(&self, ok: bool) -> bool {
+        if ok {
+            self.report_success.replace(false)
+        } else {
+            self.report_success.set(true);
+            true
         }
     }
 

@@ -37,6 +37,8 @@ pub struct Config {
     pub health_check: HealthCheckConfig,
     /// Retries on another backend.
     pub retry: RetryConfig,
+    /// Passive health: the circuit breaker.
+    pub circuit_breaker: BreakerConfig,
     /// The backends, in order.
     pub backends: Vec<BackendConfig>,
 }
@@ -183,6 +185,33 @@ impl Default for RetryConfig {
             max_retries: 2,
             max_buffered_body: 64 * 1024,
             budget_percent: 20,
+        }
+    }
+}
+
+/// `[circuit_breaker]`: passive health, from the outcomes of real requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Whether breakers run at all.
+    pub enabled: bool,
+    /// Consecutive failures that open a backend's breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before probes are let through.
+    pub open_for: Duration,
+    /// Real requests let through while half-open; their success closes it.
+    pub half_open_probes: u32,
+    /// Whether a 5xx response counts as a failure.
+    pub count_5xx: bool,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            failure_threshold: 5,
+            open_for: Duration::from_secs(30),
+            half_open_probes: 1,
+            count_5xx: false,
         }
     }
 }
@@ -366,6 +395,8 @@ struct FileConfig {
     #[serde(default)]
     retry: FileRetry,
     #[serde(default)]
+    circuit_breaker: FileBreaker,
+    #[serde(default)]
     backends: Vec<FileBackend>,
 }
 
@@ -443,6 +474,16 @@ struct FileRetry {
     budget_percent: Option<u64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBreaker {
+    enabled: Option<bool>,
+    failure_threshold: Option<u64>,
+    open_for: Option<String>,
+    half_open_probes: Option<u64>,
+    count_5xx: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileBackend {
@@ -456,6 +497,7 @@ struct FileBackend {
 enum Kind {
     Integer,
     Text,
+    Boolean,
 }
 
 /// Every key the environment may override, by section.
@@ -516,6 +558,16 @@ const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
             ("max_retries", Kind::Integer),
             ("max_buffered_body", Kind::Integer),
             ("budget_percent", Kind::Integer),
+        ],
+    ),
+    (
+        "circuit_breaker",
+        &[
+            ("enabled", Kind::Boolean),
+            ("failure_threshold", Kind::Integer),
+            ("open_for", Kind::Text),
+            ("half_open_probes", Kind::Integer),
+            ("count_5xx", Kind::Boolean),
         ],
     ),
 ];
@@ -655,6 +707,18 @@ where
         };
         let value = match kind {
             Kind::Text => toml::Value::String(raw),
+            Kind::Boolean => match raw.trim() {
+                "true" => toml::Value::Boolean(true),
+                "false" => toml::Value::Boolean(false),
+                _ => {
+                    errors.push(ConfigError {
+                        file,
+                        key: format!("{section}.{key}"),
+                        message: format!("expected true or false, got {raw:?}"),
+                    });
+                    continue;
+                }
+            },
             Kind::Integer => match raw.trim().parse::<i64>() {
                 Ok(n) => toml::Value::Integer(n),
                 Err(_) => {
@@ -949,6 +1013,20 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
         max_buffered_body: to_usize(file.retry.max_buffered_body, rd.max_buffered_body),
         budget_percent: clamp_u32(file.retry.budget_percent, rd.budget_percent),
     };
+    let b = &file.circuit_breaker;
+    let bd = BreakerConfig::default();
+    let circuit_breaker = BreakerConfig {
+        enabled: b.enabled.unwrap_or(bd.enabled),
+        failure_threshold: clamp_u32(b.failure_threshold, bd.failure_threshold),
+        open_for: duration(
+            errors,
+            "circuit_breaker.open_for",
+            b.open_for.as_deref(),
+            bd.open_for,
+        ),
+        half_open_probes: clamp_u32(b.half_open_probes, bd.half_open_probes),
+        count_5xx: b.count_5xx.unwrap_or(bd.count_5xx),
+    };
     let mut backends = Vec::with_capacity(file.backends.len());
     let mut complete = true;
     for (i, b) in file.backends.into_iter().enumerate() {
@@ -1009,6 +1087,7 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
         logging,
         health_check,
         retry,
+        circuit_breaker,
         backends,
     })
 }
@@ -1079,6 +1158,7 @@ impl Config {
             ("upstream.idle_timeout", self.upstream.idle_timeout),
             ("health_check.interval", self.health_check.interval),
             ("health_check.timeout", self.health_check.timeout),
+            ("circuit_breaker.open_for", self.circuit_breaker.open_for),
         ] {
             if d.is_zero() {
                 errors.push(key, "must be greater than zero");
@@ -1105,6 +1185,19 @@ impl Config {
             errors.push(
                 "health_check.path",
                 "must not contain spaces or control characters",
+            );
+        }
+        let cb = &self.circuit_breaker;
+        if !(1..=1000).contains(&cb.failure_threshold) {
+            errors.push(
+                "circuit_breaker.failure_threshold",
+                format!("must be between 1 and 1000, got {}", cb.failure_threshold),
+            );
+        }
+        if !(1..=100).contains(&cb.half_open_probes) {
+            errors.push(
+                "circuit_breaker.half_open_probes",
+                format!("must be between 1 and 100, got {}", cb.half_open_probes),
             );
         }
         let r = &self.retry;
@@ -1521,6 +1614,53 @@ mod tests {
     }
 
     #[test]
+    fn breaker_settings() {
+        let c = parse(
+            &format!(
+                "[circuit_breaker]\nenabled = false\nfailure_threshold = 7\nopen_for = \"5s\"\n\
+                 half_open_probes = 2\ncount_5xx = true\n{ONE_BACKEND}"
+            ),
+            "t.toml",
+            env(&[("RINGLB_CIRCUIT_BREAKER_ENABLED", "true")]),
+        )
+        .unwrap();
+        let expected = BreakerConfig {
+            enabled: true,
+            failure_threshold: 7,
+            open_for: Duration::from_secs(5),
+            half_open_probes: 2,
+            count_5xx: true,
+        };
+        assert_eq!(c.circuit_breaker, expected);
+        assert_error(
+            &format!("[circuit_breaker]\nfailure_threshold = 0\n{ONE_BACKEND}"),
+            "circuit_breaker.failure_threshold",
+            "between 1 and 1000",
+        );
+        assert_error(
+            &format!("[circuit_breaker]\nhalf_open_probes = 0\n{ONE_BACKEND}"),
+            "circuit_breaker.half_open_probes",
+            "between 1 and 100",
+        );
+        assert_error(
+            &format!("[circuit_breaker]\nopen_for = \"soon\"\n{ONE_BACKEND}"),
+            "circuit_breaker.open_for",
+            "expected a duration",
+        );
+        let errors = parse(
+            ONE_BACKEND,
+            "t.toml",
+            env(&[("RINGLB_CIRCUIT_BREAKER_COUNT_5XX", "yes")]),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            errors[0].message.contains("expected true or false"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn enumerations_list_their_values() {
         assert_error(
             &format!("[balancer]\nstrategy = \"fastest\"\n{ONE_BACKEND}"),
@@ -1638,6 +1778,7 @@ mod tests {
                 let value = match kind {
                     Kind::Integer => "1",
                     Kind::Text => "x",
+                    Kind::Boolean => "true",
                 };
                 let name = format!("RINGLB_{}_{}", section.to_uppercase(), key.to_uppercase());
                 let result = parse(ONE_BACKEND, "t.toml", env(&[(&name, value)]));

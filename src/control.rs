@@ -17,7 +17,9 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin::{self, AdminServer};
+use crate::backend::Availability;
 use crate::backend::BackendId;
+use crate::breaker::{Breaker, BreakerSettings, BreakerState};
 use crate::config::{BackendConfig, CheckType, Config, HealthCheckConfig};
 use crate::health::{self, CheckKind, CheckResult, Checker, Health, Transition};
 use crate::shard::{
@@ -77,6 +79,8 @@ pub struct BackendStatus {
     pub weight: u32,
     /// Whether its health checks say it is up.
     pub healthy: bool,
+    /// Its circuit breaker's state.
+    pub breaker: BreakerState,
 }
 
 /// A cheap, cloneable handle that talks to the control thread.
@@ -230,6 +234,11 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let mut members = Members {
         list: Vec::new(),
         check: config.health_check.clone(),
+        breaker: BreakerSettings {
+            failure_threshold: config.circuit_breaker.failure_threshold,
+            open_for: config.circuit_breaker.open_for,
+            half_open_probes: config.circuit_breaker.half_open_probes,
+        },
         results: health_tx,
     };
     members.update(ids.specs(&config.backends), Instant::now());
@@ -284,6 +293,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         ids,
         members,
         health: health_rx,
+        next_probe_shard: 0,
         grace: config.timeouts.shutdown_grace,
         admin: Some(admin_server),
     };
@@ -339,44 +349,54 @@ struct ShardLink {
 struct Member {
     spec: BackendSpec,
     health: Health,
+    breaker: Breaker,
     /// Its checker thread; `None` when checks are off.
     _checker: Option<Checker>,
 }
 
-/// The backends and their health; every decision about them is taken here.
+impl Member {
+    /// Whether shards may pick it normally (half-open is decided per shard).
+    fn available(&self) -> bool {
+        self.health.is_up() && self.breaker.state() == BreakerState::Closed
+    }
+}
+
+/// The backends, their health and their breakers; every decision about them is
+/// taken here.
 struct Members {
     list: Vec<Member>,
     check: HealthCheckConfig,
+    breaker: BreakerSettings,
     results: Sender<CheckResult>,
 }
 
 impl Members {
     /// Adopts a new table: unchanged backends (same name and address) keep their
-    /// health and their checker; new ones start as `health_check.start` says.
+    /// health, breaker and checker; new ones start as `health_check.start` says.
     fn update(&mut self, specs: Vec<BackendSpec>, now: Instant) {
         let mut old = std::mem::take(&mut self.list);
-        for mut spec in specs {
-            let member = match old
+        for spec in specs {
+            let mut member = match old
                 .iter()
                 .position(|m| m.spec.id == spec.id && m.spec.address == spec.address)
             {
                 Some(i) => {
                     let mut m = old.swap_remove(i);
-                    spec.available = m.health.is_up();
                     m.spec = spec;
                     m
                 }
                 None => {
                     let up = self.check.start_up || self.check.kind == CheckType::None;
-                    spec.available = up;
                     let checker = self.spawn_checker(&spec);
                     Member {
                         spec,
                         health: Health::new(up, now),
+                        breaker: Breaker::default(),
                         _checker: checker,
                     }
                 }
             };
+            member.spec.available = member.available();
             self.list.push(member);
         }
     }
@@ -411,13 +431,14 @@ impl Members {
         self.list.iter().map(|m| m.spec.clone()).collect()
     }
 
-    /// Applies one check result; returns the availability change to broadcast.
-    fn record(&mut self, result: CheckResult, now: Instant) -> Option<ShardCommand> {
+    /// Applies one check result; returns the member whose availability changed.
+    fn record_check(&mut self, result: CheckResult, now: Instant) -> Option<usize> {
         let check = &self.check;
-        let member = self
+        let index = self
             .list
-            .iter_mut()
-            .find(|m| m.spec.id == result.id && m.spec.address == result.address)?;
+            .iter()
+            .position(|m| m.spec.id == result.id && m.spec.address == result.address)?;
+        let member = &mut self.list[index];
         let transition = member.health.record(
             result.outcome.is_ok(),
             now,
@@ -432,11 +453,50 @@ impl Members {
             ),
             _ => log_info!("backend {name} up ({n}/{n})", n = check.healthy_threshold),
         }
-        member.spec.available = member.health.is_up();
-        Some(ShardCommand::SetAvailable {
-            id: member.spec.id,
-            available: member.spec.available,
-        })
+        Some(index)
+    }
+
+    /// Applies one request outcome to a breaker; returns the member whose
+    /// availability changed.
+    fn record_outcome(&mut self, id: BackendId, ok: bool, now: Instant) -> Option<usize> {
+        let index = self.list.iter().position(|m| m.spec.id == id)?;
+        let member = &mut self.list[index];
+        let state = member.breaker.record(ok, now, &self.breaker)?;
+        self.log_breaker(index, state);
+        Some(index)
+    }
+
+    /// Moves open breakers whose time is up to half-open; returns those members.
+    fn poll_breakers(&mut self, now: Instant) -> Vec<usize> {
+        let mut changed = Vec::new();
+        for index in 0..self.list.len() {
+            if let Some(state) = self.list[index].breaker.poll(now) {
+                self.log_breaker(index, state);
+                changed.push(index);
+            }
+        }
+        changed
+    }
+
+    fn log_breaker(&self, index: usize, state: BreakerState) {
+        let name = &self.list[index].spec.name;
+        match state {
+            BreakerState::Open => log_warn!(
+                "backend {name} breaker open for {:?} after {} consecutive failures",
+                self.breaker.open_for,
+                self.breaker.failure_threshold
+            ),
+            BreakerState::HalfOpen => log_info!(
+                "backend {name} breaker half-open: letting {} probe request(s) through",
+                self.breaker.half_open_probes
+            ),
+            BreakerState::Closed => log_info!("backend {name} breaker closed"),
+        }
+    }
+
+    /// The earliest breaker deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.list.iter().filter_map(|m| m.breaker.deadline()).min()
     }
 
     fn statuses(&self) -> Vec<BackendStatus> {
@@ -447,6 +507,7 @@ impl Members {
                 address: m.spec.address,
                 weight: m.spec.weight,
                 healthy: m.health.is_up(),
+                breaker: m.breaker.state(),
             })
             .collect()
     }
@@ -459,6 +520,8 @@ struct ControlThread {
     ids: BackendIds,
     members: Members,
     health: Receiver<CheckResult>,
+    /// The shard that gets the next half-open probes (rotates).
+    next_probe_shard: usize,
     grace: Duration,
     admin: Option<AdminServer>,
 }
@@ -466,6 +529,12 @@ struct ControlThread {
 impl ControlThread {
     fn run(mut self) -> ShutdownReport {
         loop {
+            let wait = self
+                .members
+                .next_deadline()
+                .map_or(Duration::from_secs(3600), |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
             select! {
                 recv(self.messages) -> message => match message {
                     Ok(ControlMessage::Shutdown) | Err(_) => return self.stop(false),
@@ -475,6 +544,12 @@ impl ControlThread {
                         log_info!("backend table changed: {} backend(s)", specs.len());
                         self.members.update(specs, Instant::now());
                         self.broadcast(ShardCommand::SetBackends(self.members.specs()));
+                        // Half-open probes are per shard: hand them out again.
+                        for index in 0..self.members.list.len() {
+                            if self.members.list[index].breaker.state() == BreakerState::HalfOpen {
+                                self.publish(index);
+                            }
+                        }
                     }
                     Ok(ControlMessage::Stats(reply)) => {
                         let _ = reply.send(self.collect_stats());
@@ -485,16 +560,52 @@ impl ControlThread {
                 },
                 recv(self.health) -> result => {
                     if let Ok(result) = result {
-                        if let Some(command) = self.members.record(result, Instant::now()) {
-                            self.broadcast(command);
+                        if let Some(index) = self.members.record_check(result, Instant::now()) {
+                            self.publish(index);
                         }
                     }
                 },
-                recv(self.events) -> event => {
-                    if let Ok(ShardEvent::Stopped { shard, .. }) = event {
+                recv(self.events) -> event => match event {
+                    Ok(ShardEvent::Outcome { id, ok }) => {
+                        if let Some(index) = self.members.record_outcome(id, ok, Instant::now()) {
+                            self.publish(index);
+                        }
+                    }
+                    Ok(ShardEvent::Stopped { shard, .. }) => {
                         log_error!("shard {shard} stopped unexpectedly");
                     }
-                }
+                    _ => {}
+                },
+                default(wait) => {}
+            }
+            for index in self.members.poll_breakers(Instant::now()) {
+                self.publish(index);
+            }
+        }
+    }
+
+    /// Tells every shard whether it may pick member `index` now. A half-open
+    /// breaker's probes go to one shard (rotating); the others keep it out.
+    fn publish(&mut self, index: usize) {
+        let member = &mut self.members.list[index];
+        member.spec.available = member.available();
+        let id = member.spec.id;
+        let probing = member.health.is_up() && member.breaker.state() == BreakerState::HalfOpen;
+        let probe_shard = self.next_probe_shard % self.shards.len().max(1);
+        if probing {
+            self.next_probe_shard += 1;
+        }
+        for (i, link) in self.shards.iter().enumerate() {
+            let availability = if member.spec.available {
+                Availability::Available
+            } else if probing && i == probe_shard {
+                Availability::Probing(self.members.breaker.half_open_probes)
+            } else {
+                Availability::Unavailable
+            };
+            let command = ShardCommand::SetAvailability { id, availability };
+            if link.commands.try_send(command).is_err() {
+                log_warn!("a shard's command queue is full; command dropped");
             }
         }
     }
@@ -507,10 +618,11 @@ impl ControlThread {
         }
     }
 
-    fn collect_stats(&self) -> StatsSnapshot {
+    fn collect_stats(&mut self) -> StatsSnapshot {
         self.broadcast(ShardCommand::ReportStats);
         let mut total = StatsSnapshot::default();
         let mut answered = 0;
+        let mut changed = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(1);
         while answered < self.shards.len() {
             match self.events.recv_deadline(deadline) {
@@ -518,9 +630,16 @@ impl ControlThread {
                     total.merge(&stats);
                     answered += 1;
                 }
+                // Outcomes keep flowing meanwhile; none may be lost.
+                Ok(ShardEvent::Outcome { id, ok }) => {
+                    changed.extend(self.members.record_outcome(id, ok, Instant::now()));
+                }
                 Ok(_) => {}
                 Err(_) => break,
             }
+        }
+        for index in changed {
+            self.publish(index);
         }
         total
     }

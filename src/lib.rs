@@ -11,6 +11,7 @@
 //! - [`balancer`], [`backend`], [`upstream`]: selection, per-shard backend state, and
 //!   upstream connections with their idle pool.
 //! - [`health`]: active health checks (probes and the rise/fall state machine).
+//! - [`breaker`]: the circuit breaker state machine (passive health).
 //! - [`admin`]: the admin listener. [`stats`]: per-shard counters.
 //! - [`error`]: what failed and whose fault it was. [`logging`]: log lines.
 //! - [`origin`]: the origin server used by the demo, tests and benchmarks.
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod admin;
 pub mod backend;
 pub mod balancer;
+pub mod breaker;
 pub mod config;
 pub mod control;
 pub mod error;

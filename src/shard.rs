@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use monoio::net::TcpListener;
 
-use crate::backend::{Backend, BackendId};
+use crate::backend::{Availability, Backend, BackendId};
 use crate::balancer::Balancer;
 use crate::config::{Config, IoMode, Strategy};
 use crate::h1;
@@ -117,6 +117,10 @@ pub struct ShardSettings {
     pub max_buffered_body: usize,
     /// `retry.budget_percent`, as tokens earned per request.
     pub retry_tokens_per_request: f64,
+    /// `circuit_breaker.enabled`: whether outcomes are reported.
+    pub report_outcomes: bool,
+    /// `circuit_breaker.count_5xx`.
+    pub count_5xx: bool,
 }
 
 impl ShardSettings {
@@ -136,6 +140,8 @@ impl ShardSettings {
             max_retries: config.retry.max_retries,
             max_buffered_body: config.retry.max_buffered_body,
             retry_tokens_per_request: f64::from(config.retry.budget_percent) / 100.0,
+            report_outcomes: config.circuit_breaker.enabled,
+            count_5xx: config.circuit_breaker.count_5xx,
         }
     }
 }
@@ -160,8 +166,11 @@ pub struct BackendSpec {
 pub enum ShardCommand {
     /// Replace the backend table. Unchanged backends keep their pools and counts.
     SetBackends(Arc<[BackendSpec]>),
-    /// Take a backend out of rotation, or put it back.
-    SetAvailable { id: BackendId, available: bool },
+    /// Take a backend out of rotation, put it back, or let probes through.
+    SetAvailability {
+        id: BackendId,
+        availability: Availability,
+    },
     /// Send a copy of the counters.
     ReportStats,
     /// Stop accepting, finish in-flight requests within the grace period, exit.
@@ -175,6 +184,9 @@ pub enum ShardCommand {
 pub enum ShardEvent {
     /// The shard's runtime is up and its listener registered.
     Started { shard: usize },
+    /// The outcome of a real request to a backend, for its circuit breaker. Every
+    /// failure is reported; a success only when it ends a reported streak.
+    Outcome { id: BackendId, ok: bool },
     /// A copy of the counters, answering `ReportStats`.
     Stats { shard: usize, stats: StatsSnapshot },
     /// The shard finished; `unfinished` connections were still open at the deadline.
@@ -254,18 +266,25 @@ pub struct Shard {
     clients: RefCell<ClientFds>,
     /// The listener's descriptor, shut down to end the accept loop.
     listener_fd: Cell<RawFd>,
+    /// Events to the control thread (outcomes are sent from connection tasks).
+    events: Sender<ShardEvent>,
     /// Retry budget: each request earns `retry_tokens_per_request`, each retry on
     /// another backend spends one, so retries add at most that share of requests.
     retry_tokens: Cell<f64>,
 }
 
-/// Tokens a shard starts with (and the most it saves up), so that a quiet shard can
-/// still retry a few requests.
-const RETRY_TOKENS_RESERVE: f64 = 10.0;
+/// Retries a shard starts with (and the least it may save up), so that a quiet
+/// shard can retry, and a burst of failures before a breaker opens is covered.
+pub const RETRY_TOKENS_RESERVE: f64 = 50.0;
 
 impl Shard {
     /// A shard with `backends` and no connections.
-    pub fn new(index: usize, settings: ShardSettings, backends: &[BackendSpec]) -> Self {
+    pub fn new(
+        index: usize,
+        settings: ShardSettings,
+        backends: &[BackendSpec],
+        events: Sender<ShardEvent>,
+    ) -> Self {
         let table = build_table(&settings, backends, &[]);
         Shard {
             index,
@@ -277,6 +296,19 @@ impl Shard {
             clients: RefCell::new(ClientFds::default()),
             listener_fd: Cell::new(-1),
             retry_tokens: Cell::new(RETRY_TOKENS_RESERVE),
+            events,
+        }
+    }
+
+    /// Reports the outcome of a request to `backend` for its circuit breaker,
+    /// without ever blocking: a full channel drops the report and counts it.
+    pub fn report_outcome(&self, backend: &Backend, ok: bool) {
+        if !self.settings.report_outcomes || !backend.should_report(ok) {
+            return;
+        }
+        let event = ShardEvent::Outcome { id: backend.id, ok };
+        if self.events.try_send(event).is_err() {
+            ShardStats::bump(&self.stats.reports_dropped);
         }
     }
 
@@ -339,10 +371,10 @@ impl Shard {
                 let table = build_table(&self.settings, &specs, balancer.backends());
                 balancer.replace(table);
             }
-            ShardCommand::SetAvailable { id, available } => {
+            ShardCommand::SetAvailability { id, availability } => {
                 for b in self.balancer.borrow().backends() {
                     if b.id == id {
-                        b.set_available(available);
+                        b.set_availability(availability);
                     }
                 }
             }
@@ -402,8 +434,13 @@ fn build_table(
                 .iter()
                 .find(|b| b.id == spec.id && b.address == spec.address && b.weight == spec.weight);
             if let Some(b) = kept {
-                if b.is_available() != spec.available {
-                    b.set_available(spec.available);
+                let wanted = if spec.available {
+                    Availability::Available
+                } else {
+                    Availability::Unavailable
+                };
+                if b.availability() != wanted {
+                    b.set_availability(wanted);
                 }
             }
             kept.cloned().unwrap_or_else(|| {
@@ -490,7 +527,7 @@ async fn shard_main(start: ShardStart) {
         events,
         ..
     } = start;
-    let shard = Rc::new(Shard::new(index, settings, &backends));
+    let shard = Rc::new(Shard::new(index, settings, &backends, events.clone()));
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| TcpListener::from_std(listener))

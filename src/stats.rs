@@ -25,6 +25,8 @@ pub struct ShardStats {
     pub upstream_retries: Cell<u64>,
     /// Retries refused because the shard's retry budget was spent.
     pub retries_over_budget: Cell<u64>,
+    /// Outcome reports dropped because the channel to the control thread was full.
+    pub reports_dropped: Cell<u64>,
     /// Failed requests, by side.
     pub client_errors: Cell<u64>,
     /// Failed requests caused by a backend.
@@ -58,6 +60,7 @@ impl ShardStats {
             upstream_reuses: self.upstream_reuses.get(),
             upstream_retries: self.upstream_retries.get(),
             retries_over_budget: self.retries_over_budget.get(),
+            reports_dropped: self.reports_dropped.get(),
             client_errors: self.client_errors.get(),
             upstream_errors: self.upstream_errors.get(),
             internal_errors: self.internal_errors.get(),
@@ -76,6 +79,7 @@ pub struct StatsSnapshot {
     pub upstream_reuses: u64,
     pub upstream_retries: u64,
     pub retries_over_budget: u64,
+    pub reports_dropped: u64,
     pub client_errors: u64,
     pub upstream_errors: u64,
     pub internal_errors: u64,
@@ -94,6 +98,7 @@ impl StatsSnapshot {
         self.upstream_reuses += other.upstream_reuses;
         self.upstream_retries += other.upstream_retries;
         self.retries_over_budget += other.retries_over_budget;
+        self.reports_dropped += other.reports_dropped;
         self.client_errors += other.client_errors;
         self.upstream_errors += other.upstream_errors;
         self.internal_errors += other.internal_errors;

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -113,7 +114,8 @@ fn a_failing_status_takes_a_backend_down() {
 #[test]
 fn tcp_checks_only_connect() {
     // A backend that accepts connections and never answers: up for TCP checks.
-    let (address, accepted) = silent_backend();
+    let silent = SilentBackend::start();
+    let (address, accepted) = (silent.addr, &silent.accepted);
     let h = Harness::start(Driver::Epoll, 0, |c| {
         fast_checks(c);
         c.health_check.kind = CheckType::Tcp;
@@ -125,4 +127,61 @@ fn tcp_checks_only_connect() {
     });
     wait_until("four checks", || accepted.load(Ordering::SeqCst) >= 4);
     assert!(healthy(&h, "silent"));
+}
+
+both_drivers! {
+    fn killing_an_origin_under_load_fails_no_request(driver) {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let mut h = Harness::start(driver, 3, |c| {
+            fast_checks(c);
+            c.circuit_breaker.enabled = true;
+            c.circuit_breaker.open_for = Duration::from_millis(200);
+        });
+        wait_until("all healthy", || ["app1", "app2", "app3"].iter().all(|n| healthy(&h, n)));
+        let addr = h.addr;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = Arc::clone(&stop);
+        let progress = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = Arc::clone(&progress);
+        // A steady stream of GETs over keep-alive connections, bounded in count.
+        let load = std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut done = 0u32;
+            let mut s = connect(addr);
+            let mut pending = Vec::new();
+            while !stopper.load(Ordering::SeqCst) && done < 200_000 {
+                s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                let r = read_reply(&mut s, &mut pending, false);
+                if r.status != 200 {
+                    failures.push(r.status);
+                }
+                if r.header("connection") == Some("close") {
+                    s = connect(addr);
+                    pending.clear();
+                }
+                done += 1;
+                counter.store(done, Ordering::SeqCst);
+            }
+            (done, failures)
+        });
+        // Kill app2 once the load is flowing through all three.
+        wait_until("load to flow", || progress.load(Ordering::SeqCst) >= 30);
+        let app2 = h.origins.remove(1);
+        let address = app2.addr();
+        let killed = Instant::now();
+        app2.stop();
+        wait_until("app2 marked down", || !healthy(&h, "app2"));
+        assert!(killed.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", killed.elapsed());
+        let restarted = ringlb::origin::spawn(address, "app2", driver).unwrap();
+        let back = Instant::now();
+        wait_until("app2 marked up", || healthy(&h, "app2"));
+        assert!(back.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", back.elapsed());
+        // Back in rotation: the restarted origin gets proxied traffic.
+        wait_until("app2 to serve", || restarted.connections() > 2);
+        stop.store(true, Ordering::SeqCst);
+        let (done, failures) = load.join().unwrap();
+        assert!(done > 100, "only {done} requests");
+        assert!(failures.is_empty(), "{} of {done} failed: {failures:?}", failures.len());
+    }
 }

@@ -34,7 +34,8 @@ both_drivers! {
     }
 
     fn a_backend_that_never_answers_costs_a_timeout_then_a_retry(driver) {
-        let (silent, accepted) = silent_backend();
+        let silent_backend = SilentBackend::start();
+        let (silent, accepted) = (silent_backend.addr, &silent_backend.accepted);
         let h = Harness::start(driver, 1, |c| {
             c.timeouts.backend_response = Duration::from_millis(200);
             c.backends.insert(0, backend("silent", silent));
@@ -92,7 +93,7 @@ fn max_retries_zero_means_no_retry() {
 
 #[test]
 fn the_retry_budget_stops_retry_storms() {
-    // No budget from traffic: only the shard's reserve of 10 retries.
+    // No budget from traffic: only the shard's reserve.
     let h = Harness::start(Driver::Epoll, 1, |c| {
         c.retry.budget_percent = 0;
         c.backends.insert(0, backend("refusing", closed_port()));
@@ -100,10 +101,14 @@ fn the_retry_budget_stops_retry_storms() {
     // While the budget lasts every request starts on the refusing backend (the
     // retry moves the turn past the good one). Once it is spent, a request that
     // starts there fails, and the turn alternates.
-    let statuses: Vec<u16> = (0..14).map(|_| get(h.addr, "/").status).collect();
-    assert_eq!(&statuses[..10], &[200; 10]);
-    assert_eq!(&statuses[10..], &[502, 200, 502, 200]);
+    let reserve = ringlb::shard::RETRY_TOKENS_RESERVE as usize;
+    let statuses: Vec<u16> = (0..reserve + 4).map(|_| get(h.addr, "/").status).collect();
+    assert!(
+        statuses[..reserve].iter().all(|&s| s == 200),
+        "{statuses:?}"
+    );
+    assert_eq!(&statuses[reserve..], &[502, 200, 502, 200]);
     let stats = h.stats();
-    assert_eq!(stats.upstream_retries, 10);
+    assert_eq!(stats.upstream_retries, reserve as u64);
     assert_eq!(stats.retries_over_budget, 2);
 }

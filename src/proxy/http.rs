@@ -296,6 +296,7 @@ async fn proxy_request(
                 None => return Err(last_error.unwrap_or(ProxyError::NoBackend).into()),
             },
         };
+        backend.note_selected();
         let failed = match attempt(
             shard, client, request, head, scratch, &mut upbuf, &backend, fresh_only, held_body,
         )
@@ -309,6 +310,9 @@ async fn proxy_request(
             before_response,
             reused,
         } = failed;
+        if error.side() == Side::Upstream {
+            shard.report_outcome(&backend, false);
+        }
         if !(retry_allowed && before_response && error.retryable()) {
             return Err(Failure {
                 error,
@@ -432,6 +436,10 @@ async fn attempt(
     if let Some(n) = held_body {
         client.pos += n;
     }
+    shard.report_outcome(
+        backend,
+        !(shard.settings.count_5xx && response.status >= 500),
+    );
     shard.stats.count_response(response.status);
     let upstream_clean = send_response(shard, client, &mut upstream, upbuf, scratch, &response)
         .await

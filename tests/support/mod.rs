@@ -43,7 +43,12 @@ impl Harness {
     /// `n` origins named app1..appN and a one-shard proxy on `driver`; `tune` edits
     /// the configuration before start.
     pub fn start(driver: Driver, n: usize, tune: impl FnOnce(&mut Config)) -> Harness {
-        ringlb::logging::init(ringlb::logging::Level::Warn, ringlb::logging::Format::Text);
+        // RINGLB_TEST_LOG=debug shows the proxy's debug lines when a test fails.
+        let level = match std::env::var("RINGLB_TEST_LOG").as_deref() {
+            Ok("debug") => ringlb::logging::Level::Debug,
+            _ => ringlb::logging::Level::Warn,
+        };
+        ringlb::logging::init(level, ringlb::logging::Format::Text);
         let origins: Vec<OriginHandle> = (1..=n)
             .map(|i| spawn_origin(driver, &format!("app{i}")))
             .collect();
@@ -100,6 +105,7 @@ pub fn base_config(driver: Driver) -> Config {
     // Tests that count origin connections must not see health checks; the tests
     // of health checks turn them on.
     config.health_check.kind = ringlb::config::CheckType::None;
+    config.circuit_breaker.enabled = false;
     config
 }
 
@@ -107,22 +113,57 @@ pub fn spawn_origin(driver: Driver, name: &str) -> OriginHandle {
     origin::spawn("127.0.0.1:0".parse().unwrap(), name, driver).expect("origin starts")
 }
 
-/// A backend that accepts connections and never answers; returns its address and
-/// a count of connections accepted.
-pub fn silent_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&accepted);
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            held.push(stream);
+/// A backend that accepts connections and never answers.
+pub struct SilentBackend {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    listener: std::net::TcpListener,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentBackend {
+    pub fn start() -> SilentBackend {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        let accepting = listener.try_clone().unwrap();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in accepting.incoming() {
+                match stream {
+                    Ok(s) => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        held.push(s);
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        SilentBackend {
+            addr,
+            accepted,
+            listener,
+            thread: Some(thread),
         }
-    });
-    (address, accepted)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops listening and closes every connection it held.
+    pub fn stop(mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown() on a listener this struct owns; it wakes the accept
+        // loop (EINVAL) without closing the descriptor under it.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
 }
 
 /// An address where nothing listens.
