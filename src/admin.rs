@@ -1,9 +1,11 @@
 //! `admin`: the admin listener, on its own port and its own thread.
 //!
-//! Owns the HTTP endpoints for operators: `GET /healthz` today; `/stats` and
-//! `/metrics` come with the observability work and are routed here. Served off the
-//! request path with blocking std sockets and short timeouts, one connection at a
-//! time. Binds to loopback by default; it must not be exposed to untrusted networks.
+//! Owns the HTTP endpoints for operators: `GET /healthz`, `GET /backends`, and
+//! `POST /backends/NAME/drain|enable|disable`, answered from the control thread
+//! through a `ServerHandle`. (`/stats` and `/metrics` come with the observability
+//! work and are routed here.) Served off the request path with blocking std sockets
+//! and short timeouts, one connection at a time. Binds to loopback by default; it
+//! has no authentication and must not be exposed to untrusted networks.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -12,7 +14,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::control::{AdminState, BackendStatus, ServerHandle};
 use crate::log_debug;
+use crate::logging::escape_json;
 
 /// Longest admin request head we read.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -45,7 +49,7 @@ impl AdminServer {
 }
 
 /// Starts serving `listener` on a thread of its own.
-pub fn spawn(listener: TcpListener) -> io::Result<AdminServer> {
+pub fn spawn(listener: TcpListener, server: ServerHandle) -> io::Result<AdminServer> {
     let mut address = listener.local_addr()?;
     if address.ip().is_unspecified() {
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -61,7 +65,7 @@ pub fn spawn(listener: TcpListener) -> io::Result<AdminServer> {
                 }
                 match stream {
                     Ok(stream) => {
-                        if let Err(e) = handle(stream) {
+                        if let Err(e) = handle(stream, &server) {
                             log_debug!("admin: {e}");
                         }
                     }
@@ -76,7 +80,7 @@ pub fn spawn(listener: TcpListener) -> io::Result<AdminServer> {
     })
 }
 
-fn handle(mut stream: TcpStream) -> io::Result<()> {
+fn handle(mut stream: TcpStream, server: &ServerHandle) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let mut buf = vec![0u8; MAX_REQUEST];
@@ -101,17 +105,68 @@ fn handle(mut stream: TcpStream) -> io::Result<()> {
         }
     };
     let path = path.split('?').next().unwrap_or("");
-    match (method.as_str(), path) {
-        ("GET" | "HEAD", "/healthz") => respond(&mut stream, 200, "text/plain", "ok\n"),
-        (_, "/healthz") => respond(&mut stream, 405, "text/plain", "method not allowed\n"),
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("GET" | "HEAD", ["healthz"]) => respond(&mut stream, 200, "text/plain", "ok\n"),
+        ("GET", ["backends"]) => match server.backends() {
+            Some(list) => {
+                let items: Vec<String> = list.iter().map(backend_json).collect();
+                let body = format!("[{}]\n", items.join(","));
+                respond(&mut stream, 200, "application/json", &body)
+            }
+            None => respond(
+                &mut stream,
+                503,
+                "text/plain",
+                "control thread unavailable\n",
+            ),
+        },
+        ("POST", ["backends", name, action]) => {
+            let state = match *action {
+                "drain" => AdminState::Draining,
+                "enable" => AdminState::Enabled,
+                "disable" => AdminState::Disabled,
+                _ => return respond(&mut stream, 404, "text/plain", "not found\n"),
+            };
+            match server.set_admin_state(name, state) {
+                Some(status) => {
+                    let body = format!("{}\n", backend_json(&status));
+                    respond(&mut stream, 200, "application/json", &body)
+                }
+                None => {
+                    let mut body = String::from("{\"error\":\"no backend named ");
+                    escape_json(name, &mut body);
+                    body.push_str("\"}\n");
+                    respond(&mut stream, 404, "application/json", &body)
+                }
+            }
+        }
+        (_, ["healthz"] | ["backends"] | ["backends", _, _]) => {
+            respond(&mut stream, 405, "text/plain", "method not allowed\n")
+        }
         _ => respond(&mut stream, 404, "text/plain", "not found\n"),
     }
+}
+
+/// One backend as a JSON object.
+fn backend_json(b: &BackendStatus) -> String {
+    let mut name = String::new();
+    escape_json(&b.name, &mut name);
+    format!(
+        "{{\"name\":\"{name}\",\"address\":\"{}\",\"weight\":{},\"state\":\"{}\",\"healthy\":{},\"breaker\":\"{}\"}}",
+        b.address,
+        b.weight,
+        b.state.as_str(),
+        b.healthy,
+        b.breaker.as_str()
+    )
 }
 
 fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) -> io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        503 => "Service Unavailable",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Error",

@@ -66,6 +66,33 @@ enum ControlMessage {
     SetBackends(Vec<BackendConfig>),
     Stats(Sender<StatsSnapshot>),
     Backends(Sender<Vec<BackendStatus>>),
+    SetAdminState {
+        name: String,
+        state: AdminState,
+        reply: Sender<Option<BackendStatus>>,
+    },
+}
+
+/// What an operator asked for a backend through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// In rotation (when healthy and its breaker allows).
+    Enabled,
+    /// No new requests; requests in flight finish. Kept until `enable`.
+    Draining,
+    /// Out of rotation until `enable`.
+    Disabled,
+}
+
+impl AdminState {
+    /// The name used in the admin API.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        }
+    }
 }
 
 /// One backend as the control thread sees it.
@@ -81,6 +108,8 @@ pub struct BackendStatus {
     pub healthy: bool,
     /// Its circuit breaker's state.
     pub breaker: BreakerState,
+    /// What an operator set through the admin API.
+    pub state: AdminState,
 }
 
 /// A cheap, cloneable handle that talks to the control thread.
@@ -104,6 +133,20 @@ impl ServerHandle {
     /// Replaces the backend table on every shard.
     pub fn set_backends(&self, backends: Vec<BackendConfig>) {
         let _ = self.tx.send(ControlMessage::SetBackends(backends));
+    }
+
+    /// Sets a backend's operator state (drain, enable, disable); returns its new
+    /// status, or `None` when no backend has that name.
+    pub fn set_admin_state(&self, name: &str, state: AdminState) -> Option<BackendStatus> {
+        let (tx, rx) = bounded(1);
+        self.tx
+            .send(ControlMessage::SetAdminState {
+                name: name.to_string(),
+                state,
+                reply: tx,
+            })
+            .ok()?;
+        rx.recv_timeout(Duration::from_secs(2)).ok()?
     }
 
     /// Every backend's state as the control thread sees it.
@@ -275,7 +318,9 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             Err(_) => return Err(StartError::ShardStart(started)),
         }
     }
-    let admin_server = admin::spawn(admin_listener).map_err(StartError::Spawn)?;
+    let (control_tx, control_rx) = bounded(64);
+    let handle = ServerHandle { tx: control_tx };
+    let admin_server = admin::spawn(admin_listener, handle.clone()).map_err(StartError::Spawn)?;
     let admin_addr = admin_server.local_addr();
     log_info!(
         "ringlb {} listening on {local_addr} with {shard_count} shard(s) ({}), admin on {admin_addr}, {} backend(s), {}",
@@ -285,7 +330,6 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         config.balancer.strategy.as_str()
     );
 
-    let (control_tx, control_rx) = bounded(64);
     let control = ControlThread {
         shards,
         events: event_rx,
@@ -306,7 +350,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         admin_addr,
         driver,
         shards: shard_count,
-        handle: ServerHandle { tx: control_tx },
+        handle,
         control: thread,
     })
 }
@@ -350,6 +394,8 @@ struct Member {
     spec: BackendSpec,
     health: Health,
     breaker: Breaker,
+    /// Drained or disabled by an operator.
+    admin: AdminState,
     /// Its checker thread; `None` when checks are off.
     _checker: Option<Checker>,
 }
@@ -357,7 +403,20 @@ struct Member {
 impl Member {
     /// Whether shards may pick it normally (half-open is decided per shard).
     fn available(&self) -> bool {
-        self.health.is_up() && self.breaker.state() == BreakerState::Closed
+        self.admin == AdminState::Enabled
+            && self.health.is_up()
+            && self.breaker.state() == BreakerState::Closed
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus {
+            name: self.spec.name.clone(),
+            address: self.spec.address,
+            weight: self.spec.weight,
+            healthy: self.health.is_up(),
+            breaker: self.breaker.state(),
+            state: self.admin,
+        }
     }
 }
 
@@ -392,6 +451,7 @@ impl Members {
                         spec,
                         health: Health::new(up, now),
                         breaker: Breaker::default(),
+                        admin: AdminState::Enabled,
                         _checker: checker,
                     }
                 }
@@ -500,16 +560,7 @@ impl Members {
     }
 
     fn statuses(&self) -> Vec<BackendStatus> {
-        self.list
-            .iter()
-            .map(|m| BackendStatus {
-                name: m.spec.name.clone(),
-                address: m.spec.address,
-                weight: m.spec.weight,
-                healthy: m.health.is_up(),
-                breaker: m.breaker.state(),
-            })
-            .collect()
+        self.list.iter().map(Member::status).collect()
     }
 }
 
@@ -556,6 +607,15 @@ impl ControlThread {
                     }
                     Ok(ControlMessage::Backends(reply)) => {
                         let _ = reply.send(self.members.statuses());
+                    }
+                    Ok(ControlMessage::SetAdminState { name, state, reply }) => {
+                        let index = self.members.list.iter().position(|m| m.spec.name == name);
+                        if let Some(index) = index {
+                            self.members.list[index].admin = state;
+                            log_info!("backend {name} {} by the admin API", state.as_str());
+                            self.publish(index);
+                        }
+                        let _ = reply.send(index.map(|i| self.members.list[i].status()));
                     }
                 },
                 recv(self.health) -> result => {

@@ -53,6 +53,7 @@ const PIECE: usize = 64 * 1024;
 struct OriginState {
     name: String,
     connections: AtomicU64,
+    open: AtomicU64,
 }
 
 /// A running origin on its own thread.
@@ -73,6 +74,11 @@ impl OriginHandle {
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> u64 {
+        self.state.open.load(Ordering::SeqCst)
     }
 
     /// Stops it: the listener and every open connection close.
@@ -106,6 +112,7 @@ pub fn spawn(address: SocketAddr, name: &str, driver: Driver) -> io::Result<Orig
     let state = Arc::new(OriginState {
         name: name.to_string(),
         connections: AtomicU64::new(0),
+        open: AtomicU64::new(0),
     });
     let thread_state = Arc::clone(&state);
     let thread = std::thread::Builder::new()
@@ -128,6 +135,7 @@ pub fn run(address: SocketAddr, name: &str, driver: Driver) -> io::Result<()> {
     let state = Arc::new(OriginState {
         name: name.to_string(),
         connections: AtomicU64::new(0),
+        open: AtomicU64::new(0),
     });
     run_on(driver, serve(listener, state))
 }
@@ -150,9 +158,12 @@ async fn serve(listener: std::net::TcpListener, state: Arc<OriginState>) {
                 open.borrow_mut().insert(fd);
                 let open = Rc::clone(&open);
                 let state = Arc::clone(&state);
+                state.open.fetch_add(1, Ordering::SeqCst);
                 monoio::spawn(async move {
+                    let counters = Arc::clone(&state);
                     connection(stream, state).await;
                     open.borrow_mut().remove(&fd);
+                    counters.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,

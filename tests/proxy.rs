@@ -427,6 +427,26 @@ both_drivers! {
         assert_eq!(h.stats().connections_refused, 1);
     }
 
+    fn a_removed_backend_is_drained(driver) {
+        let h = Harness::start(driver, 2, |_| {});
+        let addr = h.addr;
+        // In flight on app1 (round-robin starts there) when app1 is removed.
+        let slow = std::thread::spawn(move || get(addr, "/delay/300ms"));
+        wait_until("the slow request to reach app1", || h.origins[0].connections() == 1);
+        h.server().handle().set_backends(vec![BackendConfig {
+            name: "app2".into(),
+            address: h.origins[1].addr(),
+            weight: 1,
+        }]);
+        let r = slow.join().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "app1\n"));
+        // Its upstream connection went back to nothing: it is closed, not pooled.
+        wait_until("app1's connection to close", || h.origins[0].open_connections() == 0);
+        for name in names(addr, 4) {
+            assert_eq!(name, "app2");
+        }
+    }
+
     fn a_new_backend_table_takes_effect(driver) {
         let h = Harness::start(driver, 2, |c| c.backends.truncate(1));
         assert_eq!(get(h.addr, "/").text(), "app1\n");
