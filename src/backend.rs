@@ -117,6 +117,10 @@ impl Backend {
     /// and the first success after a reported failure (or while probing).
     #[inline]
     pub fn should_report(&self, ok: bool) -> bool {
+        if matches!(self.available.get(), Availability::Probing(_)) {
+            // Every probe's outcome counts, even with several probes.
+            return true;
+        }
         if ok {
             self.report_success.replace(false)
         } else {

@@ -45,7 +45,9 @@ pub struct Breaker {
     state: BreakerState,
     /// Consecutive failures while closed.
     failures: u32,
-    /// When an open breaker turns half-open.
+    /// When an open breaker turns half-open, or when a half-open one that got no
+    /// verdict hands out its probes again (a probe's outcome can be lost: the
+    /// client went away, or a report was dropped).
     open_until: Option<Instant>,
     /// Successful probes while half-open.
     probe_successes: u32,
@@ -106,12 +108,14 @@ impl Breaker {
         BreakerState::Open
     }
 
-    /// Moves an open breaker to half-open once `open_for` has passed.
-    pub fn poll(&mut self, now: Instant) -> Option<BreakerState> {
+    /// Moves an open breaker to half-open once `open_for` has passed, and lets a
+    /// half-open one that reached no verdict within `open_for` probe again.
+    /// Returns the state to publish when probes must be handed out.
+    pub fn poll(&mut self, now: Instant, settings: &BreakerSettings) -> Option<BreakerState> {
         match (self.state, self.open_until) {
-            (BreakerState::Open, Some(until)) if now >= until => {
+            (BreakerState::Open | BreakerState::HalfOpen, Some(until)) if now >= until => {
                 self.state = BreakerState::HalfOpen;
-                self.open_until = None;
+                self.open_until = Some(now + settings.open_for);
                 self.probe_successes = 0;
                 Some(BreakerState::HalfOpen)
             }
@@ -164,8 +168,11 @@ mod tests {
             None,
             "late outcomes are ignored while open"
         );
-        assert_eq!(b.poll(t0 + Duration::from_secs(29)), None);
-        assert_eq!(b.poll(t0 + SETTINGS.open_for), Some(BreakerState::HalfOpen));
+        assert_eq!(b.poll(t0 + Duration::from_secs(29), &SETTINGS), None);
+        assert_eq!(
+            b.poll(t0 + SETTINGS.open_for, &SETTINGS),
+            Some(BreakerState::HalfOpen)
+        );
         assert_eq!(b.record(true, t0, &SETTINGS), None);
         assert_eq!(b.record(true, t0, &SETTINGS), Some(BreakerState::Closed));
         assert_eq!(b.deadline(), None);
@@ -179,8 +186,24 @@ mod tests {
             b.record(false, t0, &SETTINGS);
         }
         let t1 = t0 + SETTINGS.open_for;
-        b.poll(t1);
+        b.poll(t1, &SETTINGS);
         assert_eq!(b.record(false, t1, &SETTINGS), Some(BreakerState::Open));
         assert_eq!(b.deadline(), Some(t1 + SETTINGS.open_for));
+    }
+
+    #[test]
+    fn a_half_open_breaker_without_a_verdict_probes_again() {
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        for _ in 0..3 {
+            b.record(false, t0, &SETTINGS);
+        }
+        let t1 = t0 + SETTINGS.open_for;
+        assert_eq!(b.poll(t1, &SETTINGS), Some(BreakerState::HalfOpen));
+        // The probe's outcome never arrives.
+        assert_eq!(b.poll(t1 + Duration::from_secs(29), &SETTINGS), None);
+        let t2 = t1 + SETTINGS.open_for;
+        assert_eq!(b.poll(t2, &SETTINGS), Some(BreakerState::HalfOpen));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
     }
 }

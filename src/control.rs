@@ -383,6 +383,19 @@ impl BackendIds {
     }
 }
 
+/// Sends a command, waiting a little for room: a shard empties its queue every
+/// 2 ms, so a full queue means the shard is stuck, and the command is dropped with
+/// a warning rather than blocking the control thread.
+fn send_command(link: &ShardLink, command: ShardCommand) {
+    if link
+        .commands
+        .send_timeout(command, Duration::from_millis(500))
+        .is_err()
+    {
+        log_warn!("a shard's command queue stayed full; a command was dropped");
+    }
+}
+
 /// The control thread's end of one shard.
 struct ShardLink {
     commands: Sender<ShardCommand>,
@@ -530,7 +543,7 @@ impl Members {
     fn poll_breakers(&mut self, now: Instant) -> Vec<usize> {
         let mut changed = Vec::new();
         for index in 0..self.list.len() {
-            if let Some(state) = self.list[index].breaker.poll(now) {
+            if let Some(state) = self.list[index].breaker.poll(now, &self.breaker) {
                 self.log_breaker(index, state);
                 changed.push(index);
             }
@@ -663,18 +676,13 @@ impl ControlThread {
             } else {
                 Availability::Unavailable
             };
-            let command = ShardCommand::SetAvailability { id, availability };
-            if link.commands.try_send(command).is_err() {
-                log_warn!("a shard's command queue is full; command dropped");
-            }
+            send_command(link, ShardCommand::SetAvailability { id, availability });
         }
     }
 
     fn broadcast(&self, command: ShardCommand) {
         for link in &self.shards {
-            if link.commands.try_send(command.clone()).is_err() {
-                log_warn!("a shard's command queue is full; command dropped");
-            }
+            send_command(link, command.clone());
         }
     }
 
@@ -720,13 +728,15 @@ impl ControlThread {
             ShardCommand::Shutdown
         });
         let mut unfinished = 0;
-        let mut stopped = 0;
+        let mut stopped = vec![false; self.shards.len()];
         let deadline = Instant::now() + self.grace + Duration::from_secs(2);
-        while stopped < self.shards.len() {
+        while stopped.iter().any(|s| !s) {
             select! {
                 recv(self.events) -> event => match event {
-                    Ok(ShardEvent::Stopped { unfinished: n, .. }) => {
-                        stopped += 1;
+                    Ok(ShardEvent::Stopped { shard, unfinished: n }) => {
+                        if let Some(flag) = stopped.get_mut(shard) {
+                            *flag = true;
+                        }
                         unfinished += n;
                     }
                     Ok(_) => {}
@@ -740,9 +750,14 @@ impl ControlThread {
                 default(deadline.saturating_duration_since(Instant::now())) => break,
             }
         }
-        for link in &mut self.shards {
-            if let Some(thread) = link.thread.take() {
-                let _ = thread.join();
+        for (link, stopped) in self.shards.iter_mut().zip(&stopped) {
+            match link.thread.take() {
+                // A shard that reported is about to return: joining is quick.
+                Some(thread) if *stopped => {
+                    let _ = thread.join();
+                }
+                Some(_) => log_error!("a shard did not stop in time; leaving it"),
+                None => {}
             }
         }
         if let Some(admin) = self.admin.take() {

@@ -402,6 +402,9 @@ impl Shard {
             unsafe { libc::shutdown(fd, libc::SHUT_RD) };
         }
         self.clients.borrow().shutdown(true);
+        for backend in self.balancer.borrow().backends() {
+            backend.pool.clear();
+        }
     }
 }
 

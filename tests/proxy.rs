@@ -406,6 +406,16 @@ both_drivers! {
         assert!(started.elapsed() >= Duration::from_millis(150));
     }
 
+    fn a_client_that_stops_reading_is_cut_after_the_idle_timeout(driver) {
+        let h = Harness::start(driver, 1, |c| c.timeouts.idle = Duration::from_millis(300));
+        let mut s = connect(h.addr);
+        s.write_all(b"GET /bytes/67108864 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        // Never read: socket buffers fill, the proxy's write blocks, then times out.
+        wait_until("the stalled write to be cut", || h.stats().client_errors == 1);
+        wait_until("the backend connection to close", || h.origins[0].open_connections() == 0);
+        drop(s);
+    }
+
     fn max_connections_refuses_extra_connections_only(driver) {
         let h = Harness::start(driver, 1, |c| c.server.max_connections = 2);
         let mut kept = Vec::new();

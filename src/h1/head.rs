@@ -197,6 +197,16 @@ struct Framing<'b> {
 /// Reads `Content-Length`, `Transfer-Encoding` and `Connection` and applies the
 /// smuggling rules shared by requests and responses.
 fn read_framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>, H1Error> {
+    read_framing_with(headers, true)
+}
+
+/// As `read_framing`; when `strict` is false (a response that has no body whatever
+/// its headers say: HEAD, 1xx, 204, 304) framing fields are read but not judged, and
+/// a Content-Length that does not parse is dropped.
+fn read_framing_with<'b>(
+    headers: &[httparse::Header<'b>],
+    strict: bool,
+) -> Result<Framing<'b>, H1Error> {
     let mut framing = Framing {
         content_length: None,
         transfer_encoding: false,
@@ -207,17 +217,24 @@ fn read_framing<'b>(headers: &[httparse::Header<'b>]) -> Result<Framing<'b>, H1E
     };
     for header in headers {
         if header.name.eq_ignore_ascii_case("content-length") {
-            if framing.content_length.is_some() {
+            if framing.content_length.is_some() && strict {
                 return Err(H1Error::Malformed("duplicate Content-Length"));
             }
-            framing.content_length = Some(parse_content_length(header.value)?);
+            match parse_content_length(header.value) {
+                Ok(n) => framing.content_length = Some(n),
+                Err(e) if strict => return Err(e),
+                Err(_) => {}
+            }
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            read_transfer_encoding(header.value, &mut framing)?;
+            match read_transfer_encoding(header.value, &mut framing) {
+                Err(e) if strict => return Err(e),
+                _ => {}
+            }
         } else if header.name.eq_ignore_ascii_case("connection") {
             framing.connection.add(header.value)?;
         }
     }
-    if framing.transfer_encoding {
+    if framing.transfer_encoding && strict {
         if framing.content_length.is_some() {
             return Err(H1Error::Malformed(
                 "both Content-Length and Transfer-Encoding",
@@ -371,6 +388,11 @@ pub fn parse_request(
     let mut expect_continue = false;
     for header in headers {
         check_value(header.value)?;
+        if header.name.contains('_') && is_framing_lookalike(header.name) {
+            // Some servers read `_` as `-`: such a field could frame the body
+            // differently upstream than here.
+            return Err(H1Error::Malformed("ambiguous header name"));
+        }
         if header.name.eq_ignore_ascii_case("host") {
             if host.is_some() {
                 return Err(H1Error::Malformed("duplicate Host"));
@@ -421,7 +443,9 @@ pub fn parse_request(
         write_forwarded_for(out, headers, forwarding.client_ip);
     }
     write_field(out, b"X-Forwarded-Proto", forwarding.proto.as_bytes());
-    if let Some(host) = host {
+    // RFC 9112 §3.2.2: with an absolute-form target, its authority is the host.
+    let forwarded_host = target_authority(target).map(str::as_bytes).or(host);
+    if let Some(host) = forwarded_host {
         write_field(out, b"X-Forwarded-Host", host);
     }
     match body {
@@ -444,6 +468,24 @@ pub fn parse_request(
         missing_host: host.is_none(),
         head_len,
     }))
+}
+
+/// `Content_Length`, `transfer_encoding` and the like.
+fn is_framing_lookalike(name: &str) -> bool {
+    ["content-length", "transfer-encoding"].iter().any(|field| {
+        field.len() == name.len()
+            && field
+                .bytes()
+                .zip(name.bytes())
+                .all(|(f, n)| f == n.to_ascii_lowercase() || (f == b'-' && n == b'_'))
+    })
+}
+
+/// The authority of an absolute-form target (`http://host:port/path` → `host:port`).
+fn target_authority(target: &str) -> Option<&str> {
+    let rest = target.split_once("://")?.1;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|a| !a.is_empty())
 }
 
 /// origin-form (`/path`), absolute-form (`http://host/path`) or `*` for OPTIONS.
@@ -579,9 +621,9 @@ pub fn parse_response(
     for header in headers {
         check_value(header.value)?;
     }
-    let framing = read_framing(headers)?;
     let interim = code < 200;
     let no_body = interim || code == 204 || code == 304 || client.method == Method::Head;
+    let framing = read_framing_with(headers, !no_body)?;
     let upstream_body = if no_body {
         BodyKind::None
     } else if framing.chunked {
@@ -749,6 +791,51 @@ mod tests {
                 String::from_utf8_lossy(case)
             );
         }
+    }
+
+    #[test]
+    fn underscore_lookalikes_of_framing_fields_are_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nHost: h\r\nContent_Length: 5\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\nHost: h\r\ntransfer_encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(req(raw), Err(H1Error::Malformed("ambiguous header name")));
+        }
+        // Other underscores are fine.
+        assert!(req(b"GET / HTTP/1.1\r\nHost: h\r\nX_Custom: 1\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn absolute_form_sets_forwarded_host_from_the_target() {
+        let out = rewritten(b"GET http://a.example:8080/p HTTP/1.1\r\nHost: b.example\r\n\r\n");
+        assert!(
+            out.contains("X-Forwarded-Host: a.example:8080\r\n"),
+            "{out}"
+        );
+        assert_eq!(target_authority("https://x/"), Some("x"));
+        assert_eq!(target_authority("/x"), None);
+    }
+
+    #[test]
+    fn bodiless_responses_are_not_judged_by_their_framing_fields() {
+        let head = ClientSide {
+            method: Method::Head,
+            ..GET11
+        };
+        let (r, _) = res(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            head,
+        );
+        assert_eq!(r.upstream_body, BodyKind::None);
+        let (r, _) = res(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            GET11,
+        );
+        assert!(r.upstream_reusable);
+        // With a body, the same fields are refused.
+        let mut out = Vec::new();
+        let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert!(parse_response(bad, &Limits::default(), &GET11, &mut out).is_err());
     }
 
     #[test]

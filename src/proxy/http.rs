@@ -49,6 +49,9 @@ struct Downstream {
     buf: Vec<u8>,
     /// Start of the unconsumed bytes.
     pos: usize,
+    /// Longest a write to the client may block (`timeouts.idle`): a client that
+    /// stops reading must not hold a task, a connection slot and a backend forever.
+    write_timeout: Duration,
 }
 
 impl Downstream {
@@ -90,6 +93,7 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
         peer,
         buf: Vec::with_capacity(CLIENT_BUFFER),
         pos: 0,
+        write_timeout: shard.settings.idle_timeout,
     };
     let forwarding = Forwarding {
         client_ip: peer.ip(),
@@ -151,8 +155,12 @@ async fn fail(shard: &Shard, client: &mut Downstream, failure: Failure) {
     }
     if let Some(status) = error.status() {
         stats.count_response(status);
-        let (result, _) = client.stream.write_all(error_response(status)).await;
-        if result.is_ok() {
+        let written = write_static(
+            &mut client.stream,
+            error_response(status),
+            client.write_timeout,
+        );
+        if written.await.is_ok() {
             linger_close(&mut client.stream).await;
         }
     }
@@ -391,9 +399,15 @@ async fn attempt(
     if let Some(n) = held_body {
         scratch.extend_from_slice(&client.buf[client.pos..client.pos + n]);
     }
-    let (sent, returned) = upstream.write_all(mem::take(scratch)).await;
-    *scratch = returned;
-    sent.map_err(|e| before(reused)(ProxyError::UpstreamIo(e.kind())))?;
+    let len = scratch.len();
+    write_range(
+        &mut upstream,
+        scratch,
+        0..len,
+        shard.settings.backend_response_timeout,
+    )
+    .await
+    .map_err(|e| before(reused)(ProxyError::UpstreamIo(e.kind())))?;
     if held_body.is_none() {
         if request.expect_continue && !request.http10 {
             write_client(client, CONTINUE)
@@ -448,8 +462,9 @@ async fn attempt(
             before_response: false,
             reused,
         })?;
-    if upstream_clean && response.upstream_reusable && !shard.draining() {
-        in_flight.backend().pool.checkin(upstream, Instant::now());
+    let backend = in_flight.backend();
+    if upstream_clean && response.upstream_reusable && !shard.draining() && backend.is_available() {
+        backend.pool.checkin(upstream, Instant::now());
     }
     Ok(response.client_keep_alive)
 }
@@ -489,9 +504,14 @@ async fn send_body(
                 }
                 let n = (client.unconsumed() as u64).min(remaining) as usize;
                 let range = client.pos..client.pos + n;
-                write_range(upstream, &mut client.buf, range)
-                    .await
-                    .map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
+                write_range(
+                    upstream,
+                    &mut client.buf,
+                    range,
+                    settings.backend_response_timeout,
+                )
+                .await
+                .map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
                 client.pos += n;
                 remaining -= n as u64;
             }
@@ -518,8 +538,14 @@ async fn send_body(
                     }
                 }
                 if !out.is_empty() {
-                    let (sent, returned) = upstream.write_all(mem::take(&mut out)).await;
-                    out = returned;
+                    let len = out.len();
+                    let sent = write_range(
+                        upstream,
+                        &mut out,
+                        0..len,
+                        settings.backend_response_timeout,
+                    )
+                    .await;
                     out.clear();
                     sent.map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
                 }
@@ -671,7 +697,7 @@ async fn send_response(
                 let extra = upbuf.len() > n;
                 if out.is_empty() && n == upbuf.len() && n > 0 {
                     // Nothing else to send: write straight from the read buffer.
-                    write_range(&mut client.stream, upbuf, 0..n)
+                    write_range(&mut client.stream, upbuf, 0..n, client.write_timeout)
                         .await
                         .map_err(|e| ProxyError::ClientIo(e.kind()))?;
                 } else {
@@ -727,7 +753,8 @@ async fn send_response(
                     Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof)) => break false,
                     Err(e) => return Err(e),
                 }
-                write_range(&mut client.stream, upbuf, 0..upbuf.len())
+                let len = upbuf.len();
+                write_range(&mut client.stream, upbuf, 0..len, client.write_timeout)
                     .await
                     .map_err(|e| ProxyError::ClientIo(e.kind()))?;
                 upbuf.clear();
@@ -754,9 +781,8 @@ async fn read_upstream(
 }
 
 async fn write_client(client: &mut Downstream, bytes: &'static [u8]) -> Result<(), ProxyError> {
-    let (result, _) = client.stream.write_all(bytes).await;
-    result
-        .map(|_| ())
+    write_static(&mut client.stream, bytes, client.write_timeout)
+        .await
         .map_err(|e| ProxyError::ClientIo(e.kind()))
 }
 
@@ -765,12 +791,22 @@ async fn write_all_client(client: &mut Downstream, out: &mut Vec<u8>) -> Result<
     if out.is_empty() {
         return Ok(());
     }
-    let (result, mut returned) = client.stream.write_all(mem::take(out)).await;
-    returned.clear();
-    *out = returned;
-    result
-        .map(|_| ())
-        .map_err(|e| ProxyError::ClientIo(e.kind()))
+    let len = out.len();
+    let result = write_range(&mut client.stream, out, 0..len, client.write_timeout).await;
+    out.clear();
+    result.map_err(|e| ProxyError::ClientIo(e.kind()))
+}
+
+/// Writes static bytes in full within `timeout`.
+async fn write_static(
+    stream: &mut TcpStream,
+    bytes: &'static [u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    match monoio::time::timeout(timeout, stream.write_all(bytes)).await {
+        Ok((result, _)) => result.map(|_| ()),
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Reads into the spare capacity of `buf`, growing it to at least `min_spare` free
@@ -791,16 +827,22 @@ async fn read_more(
     result
 }
 
-/// Writes `buf[range]` in full.
+/// Writes `buf[range]` in full within `timeout`. On a timeout the write is
+/// cancelled and `buf` comes back empty (the connection is closed anyway).
 async fn write_range(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     range: Range<usize>,
+    timeout: Duration,
 ) -> io::Result<()> {
     let owned = mem::take(buf);
-    let (result, slice) = stream.write_all(owned.slice(range)).await;
-    *buf = slice.into_inner();
-    result.map(|_| ())
+    match monoio::time::timeout(timeout, stream.write_all(owned.slice(range))).await {
+        Ok((result, slice)) => {
+            *buf = slice.into_inner();
+            result.map(|_| ())
+        }
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Half-closes, then reads and discards what the client still sends for a moment,
