@@ -153,9 +153,10 @@ fn backend_json(b: &BackendStatus) -> String {
     let mut name = String::new();
     escape_json(&b.name, &mut name);
     format!(
-        "{{\"name\":\"{name}\",\"address\":\"{}\",\"weight\":{},\"state\":\"{}\",\"healthy\":{},\"breaker\":\"{}\"}}",
+        "{{\"name\":\"{name}\",\"address\":\"{}\",\"weight\":{},\"effective_weight\":{},\"state\":\"{}\",\"healthy\":{},\"breaker\":\"{}\"}}",
         b.address,
         b.weight,
+        b.effective_weight,
         b.state.as_str(),
         b.healthy,
         b.breaker.as_str()

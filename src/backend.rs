@@ -35,8 +35,10 @@ pub struct Backend {
     pub name: Rc<str>,
     /// Where to connect.
     pub address: SocketAddr,
-    /// Relative share of traffic (1..=1000).
+    /// Relative share of traffic (1..=1000), as configured.
     pub weight: u32,
+    /// The weight strategies use now: lower while slow start ramps it up.
+    effective_weight: Cell<u32>,
     /// Whether the control thread lets this shard pick it.
     available: Cell<Availability>,
     /// A failure was reported (or probes are out): the next success is reported too,
@@ -63,6 +65,7 @@ impl Backend {
             name,
             address,
             weight,
+            effective_weight: Cell::new(weight),
             available: Cell::new(Availability::Available),
             report_success: Cell::new(false),
             in_flight: Cell::new(0),
@@ -127,6 +130,17 @@ impl Backend {
             self.report_success.set(true);
             true
         }
+    }
+
+    /// The weight to select by (slow start may hold it below `weight`).
+    #[inline]
+    pub fn effective_weight(&self) -> u32 {
+        self.effective_weight.get()
+    }
+
+    /// Sets the weight to select by (from the control thread's slow start).
+    pub fn set_effective_weight(&self, weight: u32) {
+        self.effective_weight.set(weight.max(1));
     }
 
     /// Requests in flight from this shard.

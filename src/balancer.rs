@@ -112,7 +112,7 @@ impl Balancer {
                     if !eligible(b) {
                         continue;
                     }
-                    let w = i64::from(b.weight);
+                    let w = i64::from(b.effective_weight());
                     total += w;
                     let c = current[i].get() + w;
                     current[i].set(c);
@@ -136,8 +136,8 @@ impl Balancer {
                     // in_flight/weight < best_in_flight/best_weight, without division.
                     let better = best.is_none_or(|j| {
                         let o = &self.backends[j];
-                        u64::from(b.in_flight()) * u64::from(o.weight)
-                            < u64::from(o.in_flight()) * u64::from(b.weight)
+                        u64::from(b.in_flight()) * u64::from(o.effective_weight())
+                            < u64::from(o.in_flight()) * u64::from(b.effective_weight())
                     });
                     if better {
                         best = Some(i);

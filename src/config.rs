@@ -165,6 +165,9 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
     /// Whether a backend that never passed a check starts up (default) or down.
     pub start_up: bool,
+    /// Ramp a backend that comes back up from 10% to 100% of its weight over this
+    /// long (weighted strategies); `None` is off.
+    pub slow_start: Option<Duration>,
 }
 
 /// `[retry]`: sending a failed request to another backend.
@@ -235,6 +238,7 @@ impl Default for HealthCheckConfig {
             unhealthy_threshold: 3,
             healthy_threshold: 2,
             start_up: true,
+            slow_start: None,
         }
     }
 }
@@ -464,6 +468,7 @@ struct FileHealthCheck {
     unhealthy_threshold: Option<u64>,
     healthy_threshold: Option<u64>,
     start: Option<String>,
+    slow_start: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -550,6 +555,7 @@ const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
             ("unhealthy_threshold", Kind::Integer),
             ("healthy_threshold", Kind::Integer),
             ("start", Kind::Text),
+            ("slow_start", Kind::Text),
         ],
     ),
     (
@@ -1004,6 +1010,14 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
             true,
             &[("up", true), ("down", false)],
         ),
+        slow_start: h.slow_start.as_deref().map(|text| {
+            duration(
+                errors,
+                "health_check.slow_start",
+                Some(text),
+                Duration::from_secs(1),
+            )
+        }),
     };
     let rd = RetryConfig::default();
     let clamp_u32 =
@@ -1159,6 +1173,12 @@ impl Config {
             ("health_check.interval", self.health_check.interval),
             ("health_check.timeout", self.health_check.timeout),
             ("circuit_breaker.open_for", self.circuit_breaker.open_for),
+            (
+                "health_check.slow_start",
+                self.health_check
+                    .slow_start
+                    .unwrap_or(Duration::from_secs(1)),
+            ),
         ] {
             if d.is_zero() {
                 errors.push(key, "must be greater than zero");

@@ -28,6 +28,9 @@ use crate::shard::{
 use crate::stats::StatsSnapshot;
 use crate::{log_error, log_info, log_warn};
 
+/// How often slow start raises the weights of ramping backends.
+const SLOW_START_STEP: Duration = Duration::from_millis(100);
+
 /// Listen backlog for every shard's listener.
 const BACKLOG: i32 = 4096;
 /// Room in each shard's command channel.
@@ -110,6 +113,8 @@ pub struct BackendStatus {
     pub breaker: BreakerState,
     /// What an operator set through the admin API.
     pub state: AdminState,
+    /// The weight shards select by now (lower while slow start ramps it up).
+    pub effective_weight: u32,
 }
 
 /// A cheap, cloneable handle that talks to the control thread.
@@ -409,6 +414,8 @@ struct Member {
     breaker: Breaker,
     /// Drained or disabled by an operator.
     admin: AdminState,
+    /// The weight last sent to shards (below `spec.weight` during slow start).
+    effective_weight: u32,
     /// Its checker thread; `None` when checks are off.
     _checker: Option<Checker>,
 }
@@ -429,6 +436,7 @@ impl Member {
             healthy: self.health.is_up(),
             breaker: self.breaker.state(),
             state: self.admin,
+            effective_weight: self.effective_weight,
         }
     }
 }
@@ -455,16 +463,20 @@ impl Members {
                 Some(i) => {
                     let mut m = old.swap_remove(i);
                     m.spec = spec;
+                    // Shards build a changed backend at its configured weight.
+                    m.effective_weight = m.spec.weight;
                     m
                 }
                 None => {
                     let up = self.check.start_up || self.check.kind == CheckType::None;
                     let checker = self.spawn_checker(&spec);
+                    let weight = spec.weight;
                     Member {
                         spec,
                         health: Health::new(up, now),
                         breaker: Breaker::default(),
                         admin: AdminState::Enabled,
+                        effective_weight: weight,
                         _checker: checker,
                     }
                 }
@@ -567,9 +579,22 @@ impl Members {
         }
     }
 
-    /// The earliest breaker deadline.
-    fn next_deadline(&self) -> Option<Instant> {
-        self.list.iter().filter_map(|m| m.breaker.deadline()).min()
+    /// The earliest breaker deadline, or the next slow-start step.
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let breakers = self.list.iter().filter_map(|m| m.breaker.deadline()).min();
+        let ramping = self
+            .list
+            .iter()
+            .any(|m| m.health.ramping(now, self.check.slow_start));
+        let ramp_step = ramping.then(|| now + SLOW_START_STEP);
+        breakers.into_iter().chain(ramp_step).min()
+    }
+
+    /// The weight member `index` should be selected by `now`.
+    fn weight_now(&self, index: usize, now: Instant) -> u32 {
+        let m = &self.list[index];
+        let per_mille = m.health.weight_per_mille(now, self.check.slow_start);
+        (u64::from(m.spec.weight) * u64::from(per_mille) / 1000).max(1) as u32
     }
 
     fn statuses(&self) -> Vec<BackendStatus> {
@@ -595,7 +620,7 @@ impl ControlThread {
         loop {
             let wait = self
                 .members
-                .next_deadline()
+                .next_deadline(Instant::now())
                 .map_or(Duration::from_secs(3600), |d| {
                     d.saturating_duration_since(Instant::now())
                 });
@@ -654,12 +679,29 @@ impl ControlThread {
             for index in self.members.poll_breakers(Instant::now()) {
                 self.publish(index);
             }
+            self.publish_weights();
+        }
+    }
+
+    /// Sends every backend whose effective weight changed (slow start) to shards.
+    fn publish_weights(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.members.list.len() {
+            let weight = self.members.weight_now(index, now);
+            let member = &mut self.members.list[index];
+            if weight != member.effective_weight {
+                member.effective_weight = weight;
+                let id = member.spec.id;
+                self.broadcast(ShardCommand::SetWeight { id, weight });
+            }
         }
     }
 
     /// Tells every shard whether it may pick member `index` now. A half-open
     /// breaker's probes go to one shard (rotating); the others keep it out.
     fn publish(&mut self, index: usize) {
+        // A backend coming back under slow start gets its low weight first.
+        self.publish_weights();
         let member = &mut self.members.list[index];
         member.spec.available = member.available();
         let id = member.spec.id;

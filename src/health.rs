@@ -124,12 +124,13 @@ pub struct Health {
 
 impl Health {
     /// A backend that starts up (the default: a restart must not drop traffic) or
-    /// down (`health_check.start = "down"`).
-    pub fn new(up: bool, now: Instant) -> Self {
+    /// down (`health_check.start = "down"`). Starting up is not coming back up, so
+    /// no slow start applies.
+    pub fn new(up: bool, _now: Instant) -> Self {
         Health {
             up,
             streak: 0,
-            up_since: up.then_some(now),
+            up_since: None,
         }
     }
 
@@ -175,11 +176,16 @@ impl Health {
         })
     }
 
+    /// Whether slow start still holds its weight down at `now`.
+    pub fn ramping(&self, now: Instant, slow_start: Option<Duration>) -> bool {
+        self.weight_per_mille(now, slow_start) < 1000
+    }
+
     /// The share of its weight a backend gets `now` under slow start: from 10%
-    /// when it comes up to 100% after `slow_start`. Per mille, so it stays an
+    /// when it comes back up to 100% after `slow_start`. Per mille, so it stays an
     /// integer: 100..=1000.
     pub fn weight_per_mille(&self, now: Instant, slow_start: Option<Duration>) -> u32 {
-        let (Some(since), Some(ramp)) = (self.up_since, slow_start) else {
+        let (true, Some(since), Some(ramp)) = (self.up, self.up_since, slow_start) else {
             return 1000;
         };
         let elapsed = now.saturating_duration_since(since);
@@ -257,6 +263,9 @@ mod tests {
         assert_eq!(h.weight_per_mille(t0 + Duration::from_secs(15), ramp), 550);
         assert_eq!(h.weight_per_mille(t0 + Duration::from_secs(30), ramp), 1000);
         assert_eq!(h.weight_per_mille(t0, None), 1000);
+        assert!(h.ramping(t0, ramp) && !h.ramping(t0 + Duration::from_secs(30), ramp));
+        // Starting up at launch is not coming back: no ramp.
+        assert_eq!(Health::new(true, t0).weight_per_mille(t0, ramp), 1000);
     }
 
     #[test]

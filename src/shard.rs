@@ -171,6 +171,8 @@ pub enum ShardCommand {
         id: BackendId,
         availability: Availability,
     },
+    /// Set the weight a backend is selected by (slow start).
+    SetWeight { id: BackendId, weight: u32 },
     /// Send a copy of the counters.
     ReportStats,
     /// Stop accepting, finish in-flight requests within the grace period, exit.
@@ -375,6 +377,13 @@ impl Shard {
                 for b in self.balancer.borrow().backends() {
                     if b.id == id {
                         b.set_availability(availability);
+                    }
+                }
+            }
+            ShardCommand::SetWeight { id, weight } => {
+                for b in self.balancer.borrow().backends() {
+                    if b.id == id {
+                        b.set_effective_weight(weight);
                     }
                 }
             }

@@ -185,3 +185,53 @@ both_drivers! {
         assert!(failures.is_empty(), "{} of {done} failed: {failures:?}", failures.len());
     }
 }
+
+fn effective_weight(h: &Harness, name: &str) -> u32 {
+    h.server()
+        .handle()
+        .backends()
+        .expect("backends")
+        .into_iter()
+        .find(|b| b.name == name)
+        .expect("backend")
+        .effective_weight
+}
+
+#[test]
+fn slow_start_ramps_a_returning_backend() {
+    let mut h = Harness::start(Driver::Epoll, 2, |c| {
+        fast_checks(c);
+        c.balancer.strategy = ringlb::config::Strategy::WeightedRoundRobin;
+        c.health_check.slow_start = Some(Duration::from_secs(2));
+        for b in &mut c.backends {
+            b.weight = 10;
+        }
+    });
+    // Starting up is not coming back: full weight from launch.
+    assert_eq!(
+        (effective_weight(&h, "app1"), effective_weight(&h, "app2")),
+        (10, 10)
+    );
+    let app2 = h.origins.remove(1);
+    let address = app2.addr();
+    app2.stop();
+    wait_until("app2 down", || !healthy(&h, "app2"));
+    let _restarted = ringlb::origin::spawn(address, "app2", Driver::Epoll).unwrap();
+    wait_until("app2 up", || healthy(&h, "app2"));
+    let early = effective_weight(&h, "app2");
+    assert!(
+        early <= 5,
+        "effective weight {early} right after coming back"
+    );
+    let mut app2_share = 0;
+    for _ in 0..22 {
+        if get(h.addr, "/").text() == "app2\n" {
+            app2_share += 1;
+        }
+    }
+    assert!(
+        app2_share < 11,
+        "a returning backend got {app2_share} of 22 requests"
+    );
+    wait_until("the ramp to finish", || effective_weight(&h, "app2") == 10);
+}
