@@ -48,6 +48,13 @@ pub struct Backend {
     in_flight: Cell<u32>,
     /// Idle keep-alive connections to it, owned by this shard.
     pub pool: UpstreamPool,
+    /// Attempts this shard sent to it (first tries and retries).
+    pub attempts: Cell<u64>,
+    /// Of those, attempts that were retries of a request that failed elsewhere or
+    /// on a broken pooled connection.
+    pub retries: Cell<u64>,
+    /// Attempts that failed on its side (connect, reset, timeout, invalid response).
+    pub failures: Cell<u64>,
 }
 
 impl Backend {
@@ -70,6 +77,9 @@ impl Backend {
             report_success: Cell::new(false),
             in_flight: Cell::new(0),
             pool: UpstreamPool::new(max_idle, idle_timeout),
+            attempts: Cell::new(0),
+            retries: Cell::new(0),
+            failures: Cell::new(0),
         }
     }
 

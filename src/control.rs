@@ -161,6 +161,13 @@ impl ServerHandle {
         rx.recv_timeout(Duration::from_secs(2)).ok()
     }
 
+    /// Per-backend counters merged over all shards, by backend name.
+    pub fn backend_counters(
+        &self,
+    ) -> Option<std::collections::HashMap<String, crate::stats::BackendCounters>> {
+        Some(self.stats()?.backends.into_iter().collect())
+    }
+
     /// Counters merged over all shards (waits up to a second for the shards).
     pub fn stats(&self) -> Option<StatsSnapshot> {
         let (tx, rx) = bounded(1);

@@ -390,7 +390,7 @@ impl Shard {
             ShardCommand::ReportStats => {
                 let _ = events.try_send(ShardEvent::Stats {
                     shard: self.index,
-                    stats: self.stats.snapshot(),
+                    stats: self.stats.snapshot(self.balancer.borrow().backends()),
                 });
             }
             ShardCommand::Shutdown | ShardCommand::Abort => self.begin_drain(),

@@ -5,6 +5,9 @@
 //! admin endpoints that merge them arrive with the observability work.
 
 use std::cell::Cell;
+use std::rc::Rc;
+
+use crate::backend::Backend;
 
 /// Counters for one shard.
 #[derive(Debug, Default)]
@@ -49,9 +52,20 @@ impl ShardStats {
         Self::bump(&self.responses[class]);
     }
 
-    /// A copy for the control thread.
-    pub fn snapshot(&self) -> StatsSnapshot {
+    /// A copy for the control thread, with the counters of `backends`.
+    pub fn snapshot(&self, backends: &[Rc<Backend>]) -> StatsSnapshot {
         StatsSnapshot {
+            backends: backends
+                .iter()
+                .map(|b| {
+                    let counters = BackendCounters {
+                        attempts: b.attempts.get(),
+                        retries: b.retries.get(),
+                        failures: b.failures.get(),
+                    };
+                    (b.name.to_string(), counters)
+                })
+                .collect(),
             connections_accepted: self.connections_accepted.get(),
             connections_refused: self.connections_refused.get(),
             requests: self.requests.get(),
@@ -68,9 +82,22 @@ impl ShardStats {
     }
 }
 
-/// Plain copy of `ShardStats`, sent across threads.
+/// Per-backend counters, as copied from shards.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// Attempts sent to it (first tries and retries).
+    pub attempts: u64,
+    /// Attempts that were retries.
+    pub retries: u64,
+    /// Attempts that failed on its side.
+    pub failures: u64,
+}
+
+/// Plain copy of `ShardStats`, sent across threads.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StatsSnapshot {
+    /// Per-backend counters, by name.
+    pub backends: Vec<(String, BackendCounters)>,
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub requests: u64,
@@ -88,6 +115,16 @@ pub struct StatsSnapshot {
 impl StatsSnapshot {
     /// Adds another shard's figures to these.
     pub fn merge(&mut self, other: &StatsSnapshot) {
+        for (name, counters) in &other.backends {
+            match self.backends.iter_mut().find(|(n, _)| n == name) {
+                Some((_, mine)) => {
+                    mine.attempts += counters.attempts;
+                    mine.retries += counters.retries;
+                    mine.failures += counters.failures;
+                }
+                None => self.backends.push((name.clone(), *counters)),
+            }
+        }
         self.connections_accepted += other.connections_accepted;
         self.connections_refused += other.connections_refused;
         self.requests += other.requests;

@@ -30,7 +30,15 @@ both_drivers! {
             let r = get(h.addr, "/");
             assert_eq!((r.status, r.text().as_str()), (200, "app1\n"));
         }
-        assert!(h.stats().upstream_retries >= 5);
+        let stats = h.stats();
+        assert!(stats.upstream_retries >= 5);
+        // Per backend: every retry landed on app1; every failure was the refuser's.
+        let per_backend = h.server().handle().backend_counters().unwrap();
+        let refusing = &per_backend["refusing"];
+        let app1 = &per_backend["app1"];
+        assert_eq!(refusing.failures, refusing.attempts);
+        assert_eq!(app1.retries, stats.upstream_retries);
+        assert_eq!(app1.attempts, 10);
     }
 
     fn a_backend_that_never_answers_costs_a_timeout_then_a_retry(driver) {

@@ -305,6 +305,10 @@ async fn proxy_request(
             },
         };
         backend.note_selected();
+        ShardStats::bump(&backend.attempts);
+        if retries > 0 || fresh_only {
+            ShardStats::bump(&backend.retries);
+        }
         let failed = match attempt(
             shard, client, request, head, scratch, &mut upbuf, &backend, fresh_only, held_body,
         )
@@ -319,6 +323,7 @@ async fn proxy_request(
             reused,
         } = failed;
         if error.side() == Side::Upstream {
+            ShardStats::bump(&backend.failures);
             shard.report_outcome(&backend, false);
         }
         if !(retry_allowed && before_response && error.retryable()) {
