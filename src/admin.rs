@@ -1,9 +1,9 @@
 //! `admin`: the admin listener, on its own port and its own thread.
 //!
-//! Owns the HTTP endpoints for operators: `GET /healthz`, `GET /backends`, and
+//! Owns the HTTP endpoints for operators: `GET /healthz`, `GET /stats` (JSON),
+//! `GET /metrics` (Prometheus), `GET /backends`, and
 //! `POST /backends/NAME/drain|enable|disable`, answered from the control thread
-//! through a `ServerHandle`. (`/stats` and `/metrics` come with the observability
-//! work and are routed here.) Served off the request path with blocking std sockets
+//! through a `ServerHandle`. Served off the request path with blocking std sockets
 //! and short timeouts, one connection at a time. Binds to loopback by default; it
 //! has no authentication and must not be exposed to untrusted networks.
 
@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::control::{AdminState, BackendStatus, ServerHandle};
+use crate::exposition;
 use crate::log_debug;
 use crate::logging::escape_json;
 
@@ -104,10 +105,39 @@ fn handle(mut stream: TcpStream, server: &ServerHandle) -> io::Result<()> {
             _ => return respond(&mut stream, 400, "text/plain", "bad request\n"),
         }
     };
+    let raw_path = path.clone();
     let path = path.split('?').next().unwrap_or("");
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
         ("GET" | "HEAD", ["healthz"]) => respond(&mut stream, 200, "text/plain", "ok\n"),
+        ("GET", ["stats"]) => {
+            let shard = match query_param(&raw_path, "shard").map(str::parse::<usize>) {
+                None => None,
+                Some(Ok(n)) => Some(n),
+                Some(Err(_)) => {
+                    return respond(&mut stream, 400, "text/plain", "shard must be a number\n")
+                }
+            };
+            match server.report(shard, REPORT_WAIT) {
+                Some(report) => {
+                    let body = exposition::stats_json(&report);
+                    respond(&mut stream, 200, "application/json", &body)
+                }
+                None => respond(&mut stream, 404, "text/plain", "no such shard\n"),
+            }
+        }
+        ("GET", ["metrics"]) => match server.report(None, REPORT_WAIT) {
+            Some(report) => {
+                let body = exposition::metrics_text(&report);
+                respond(&mut stream, 200, "text/plain; version=0.0.4", &body)
+            }
+            None => respond(
+                &mut stream,
+                503,
+                "text/plain",
+                "control thread unavailable\n",
+            ),
+        },
         ("GET", ["backends"]) => match server.backends() {
             Some(list) => {
                 let items: Vec<String> = list.iter().map(backend_json).collect();
@@ -141,11 +171,23 @@ fn handle(mut stream: TcpStream, server: &ServerHandle) -> io::Result<()> {
                 }
             }
         }
-        (_, ["healthz"] | ["backends"] | ["backends", _, _]) => {
+        (_, ["healthz"] | ["backends"] | ["backends", _, _] | ["stats"] | ["metrics"]) => {
             respond(&mut stream, 405, "text/plain", "method not allowed\n")
         }
         _ => respond(&mut stream, 404, "text/plain", "not found\n"),
     }
+}
+
+/// How long `/stats` and `/metrics` wait for shards' fresh figures before using
+/// their last periodic report: keeps the endpoints fast when shards are busy.
+const REPORT_WAIT: Duration = Duration::from_millis(20);
+
+/// The value of `name` in the query string of `path`.
+fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+    let query = path.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// One backend as a JSON object.

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::stats::BackendStats;
 use crate::upstream::UpstreamPool;
 
 /// Stable identity of a backend, assigned by the control thread from its name.
@@ -48,13 +49,8 @@ pub struct Backend {
     in_flight: Cell<u32>,
     /// Idle keep-alive connections to it, owned by this shard.
     pub pool: UpstreamPool,
-    /// Attempts this shard sent to it (first tries and retries).
-    pub attempts: Cell<u64>,
-    /// Of those, attempts that were retries of a request that failed elsewhere or
-    /// on a broken pooled connection.
-    pub retries: Cell<u64>,
-    /// Attempts that failed on its side (connect, reset, timeout, invalid response).
-    pub failures: Cell<u64>,
+    /// This shard's counters and latency for it.
+    pub stats: BackendStats,
 }
 
 impl Backend {
@@ -77,9 +73,7 @@ impl Backend {
             report_success: Cell::new(false),
             in_flight: Cell::new(0),
             pool: UpstreamPool::new(max_idle, idle_timeout),
-            attempts: Cell::new(0),
-            retries: Cell::new(0),
-            failures: Cell::new(0),
+            stats: BackendStats::default(),
         }
     }
 

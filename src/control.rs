@@ -25,7 +25,7 @@ use crate::health::{self, CheckKind, CheckResult, Checker, Health, Transition};
 use crate::shard::{
     self, BackendSpec, Driver, ShardCommand, ShardError, ShardEvent, ShardSettings, ShardStart,
 };
-use crate::stats::StatsSnapshot;
+use crate::stats::{Aggregate, BackendCounters, Counters, LatencySummary};
 use crate::{log_error, log_info, log_warn};
 
 /// How often slow start raises the weights of ramping backends.
@@ -67,7 +67,12 @@ enum ControlMessage {
     Shutdown,
     Abort,
     SetBackends(Vec<BackendConfig>),
-    Stats(Sender<StatsSnapshot>),
+    Stats(Sender<Counters>),
+    Report {
+        shard: Option<usize>,
+        wait: Duration,
+        reply: Sender<Option<Report>>,
+    },
     Backends(Sender<Vec<BackendStatus>>),
     SetAdminState {
         name: String,
@@ -161,19 +166,75 @@ impl ServerHandle {
         rx.recv_timeout(Duration::from_secs(2)).ok()
     }
 
-    /// Per-backend counters merged over all shards, by backend name.
-    pub fn backend_counters(
-        &self,
-    ) -> Option<std::collections::HashMap<String, crate::stats::BackendCounters>> {
-        Some(self.stats()?.backends.into_iter().collect())
+    /// Per-backend counters merged over all shards, by backend name (fresh: waits
+    /// up to a second for every shard).
+    pub fn backend_counters(&self) -> Option<std::collections::HashMap<String, BackendCounters>> {
+        let report = self.report(None, Duration::from_secs(1))?;
+        Some(
+            report
+                .backends
+                .into_iter()
+                .map(|b| (b.status.name, b.counters))
+                .collect(),
+        )
     }
 
-    /// Counters merged over all shards (waits up to a second for the shards).
-    pub fn stats(&self) -> Option<StatsSnapshot> {
+    /// Counters merged over all shards (fresh: waits up to a second for every shard).
+    pub fn stats(&self) -> Option<Counters> {
         let (tx, rx) = bounded(1);
         self.tx.send(ControlMessage::Stats(tx)).ok()?;
-        rx.recv_timeout(Duration::from_secs(2)).ok()
+        rx.recv_timeout(Duration::from_secs(3)).ok()
     }
+
+    /// Everything known about traffic, over all shards or for one (`None` if the
+    /// shard does not exist). Shards are asked for fresh figures and waited for
+    /// up to `wait`; a shard that has not answered by then is reported as of its
+    /// last report (at most a second old).
+    pub fn report(&self, shard: Option<usize>, wait: Duration) -> Option<Report> {
+        let (tx, rx) = bounded(1);
+        self.tx
+            .send(ControlMessage::Report {
+                shard,
+                wait,
+                reply: tx,
+            })
+            .ok()?;
+        rx.recv_timeout(wait + Duration::from_secs(2)).ok()?
+    }
+}
+
+/// Traffic figures for the admin endpoints.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Time since start.
+    pub uptime: Duration,
+    /// The io driver in use.
+    pub io_driver: &'static str,
+    /// How many shards run.
+    pub shards: usize,
+    /// The balancing strategy.
+    pub strategy: &'static str,
+    /// The shard this report is about, or `None` for all of them.
+    pub shard: Option<usize>,
+    /// The length of the sliding window.
+    pub window: Duration,
+    /// Counters (one shard's, or summed over shards).
+    pub totals: Counters,
+    /// Latency over the window, and since start.
+    pub latency: (LatencySummary, LatencySummary),
+    /// Per backend.
+    pub backends: Vec<BackendView>,
+}
+
+/// One backend in a `Report`.
+#[derive(Debug, Clone)]
+pub struct BackendView {
+    /// Its state as the control thread sees it.
+    pub status: BackendStatus,
+    /// Its counters.
+    pub counters: BackendCounters,
+    /// Latency over the window and since start (over all shards only).
+    pub latency: Option<(LatencySummary, LatencySummary)>,
 }
 
 /// How the shutdown went.
@@ -350,6 +411,10 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         members,
         health: health_rx,
         next_probe_shard: 0,
+        aggregate: Aggregate::new(shard_count, Instant::now()),
+        report_seq: 0,
+        io_driver: driver.as_str(),
+        strategy: config.balancer.strategy.as_str(),
         grace: config.timeouts.shutdown_grace,
         admin: Some(admin_server),
     };
@@ -618,6 +683,13 @@ struct ControlThread {
     health: Receiver<CheckResult>,
     /// The shard that gets the next half-open probes (rotates).
     next_probe_shard: usize,
+    /// Traffic figures merged from shard reports.
+    aggregate: Aggregate,
+    /// Number of the last on-demand report request.
+    report_seq: u64,
+    /// For reports.
+    io_driver: &'static str,
+    strategy: &'static str,
     grace: Duration,
     admin: Option<AdminServer>,
 }
@@ -648,7 +720,12 @@ impl ControlThread {
                         }
                     }
                     Ok(ControlMessage::Stats(reply)) => {
-                        let _ = reply.send(self.collect_stats());
+                        self.refresh(Duration::from_secs(1));
+                        let _ = reply.send(self.aggregate.counters(None));
+                    }
+                    Ok(ControlMessage::Report { shard, wait, reply }) => {
+                        self.refresh(wait);
+                        let _ = reply.send(self.report(shard));
                     }
                     Ok(ControlMessage::Backends(reply)) => {
                         let _ = reply.send(self.members.statuses());
@@ -675,6 +752,9 @@ impl ControlThread {
                         if let Some(index) = self.members.record_outcome(id, ok, Instant::now()) {
                             self.publish(index);
                         }
+                    }
+                    Ok(ShardEvent::Report(report)) => {
+                        self.aggregate.add(*report, Instant::now());
                     }
                     Ok(ShardEvent::Stopped { shard, .. }) => {
                         log_error!("shard {shard} stopped unexpectedly");
@@ -735,17 +815,23 @@ impl ControlThread {
         }
     }
 
-    fn collect_stats(&mut self) -> StatsSnapshot {
-        self.broadcast(ShardCommand::ReportStats);
-        let mut total = StatsSnapshot::default();
-        let mut answered = 0;
+    /// Asks every shard for a report and merges the answers, waiting at most `wait`.
+    fn refresh(&mut self, wait: Duration) {
+        self.report_seq += 1;
+        let seq = self.report_seq;
+        self.broadcast(ShardCommand::ReportStats(seq));
+        let mut answered = vec![false; self.shards.len()];
         let mut changed = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while answered < self.shards.len() {
+        let deadline = Instant::now() + wait;
+        while answered.iter().any(|a| !a) {
             match self.events.recv_deadline(deadline) {
-                Ok(ShardEvent::Stats { stats, .. }) => {
-                    total.merge(&stats);
-                    answered += 1;
+                Ok(ShardEvent::Report(report)) => {
+                    if report.answer_to == seq {
+                        if let Some(a) = answered.get_mut(report.shard) {
+                            *a = true;
+                        }
+                    }
+                    self.aggregate.add(*report, Instant::now());
                 }
                 // Outcomes keep flowing meanwhile; none may be lost.
                 Ok(ShardEvent::Outcome { id, ok }) => {
@@ -758,7 +844,46 @@ impl ControlThread {
         for index in changed {
             self.publish(index);
         }
-        total
+    }
+
+    fn report(&self, shard: Option<usize>) -> Option<Report> {
+        if shard.is_some_and(|s| s >= self.shards.len()) {
+            return None;
+        }
+        let now = Instant::now();
+        let agg = &self.aggregate;
+        let latency = match shard {
+            Some(s) => agg.shard_latency[s].summaries(now),
+            None => agg.latency.summaries(now),
+        };
+        let backends = self
+            .members
+            .list
+            .iter()
+            .map(|m| BackendView {
+                status: m.status(),
+                counters: agg.backend_counters(&m.spec.name, shard),
+                latency: match shard {
+                    Some(_) => None,
+                    None => Some(
+                        agg.backend_latency
+                            .get(&m.spec.name)
+                            .map_or_else(Default::default, |l| l.summaries(now)),
+                    ),
+                },
+            })
+            .collect();
+        Some(Report {
+            uptime: now.saturating_duration_since(agg.started),
+            io_driver: self.io_driver,
+            shards: self.shards.len(),
+            strategy: self.strategy,
+            shard,
+            window: agg.latency.window.length(),
+            totals: agg.counters(shard),
+            latency,
+            backends,
+        })
     }
 
     /// Tells every shard to stop and waits for them (grace period plus a margin).

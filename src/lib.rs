@@ -25,6 +25,7 @@ pub mod breaker;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod exposition;
 pub mod h1;
 pub mod health;
 pub mod origin;

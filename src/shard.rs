@@ -21,7 +21,7 @@ use crate::backend::{Availability, Backend, BackendId};
 use crate::balancer::Balancer;
 use crate::config::{Config, IoMode, Strategy};
 use crate::h1;
-use crate::stats::{ShardStats, StatsSnapshot};
+use crate::stats::{ShardReport, ShardStats};
 use crate::{log_debug, log_warn};
 
 /// How often a shard looks for commands from the control thread.
@@ -173,8 +173,8 @@ pub enum ShardCommand {
     },
     /// Set the weight a backend is selected by (slow start).
     SetWeight { id: BackendId, weight: u32 },
-    /// Send a copy of the counters.
-    ReportStats,
+    /// Send a report now, tagged with this number.
+    ReportStats(u64),
     /// Stop accepting, finish in-flight requests within the grace period, exit.
     Shutdown,
     /// Stop at once: close every connection.
@@ -189,8 +189,8 @@ pub enum ShardEvent {
     /// The outcome of a real request to a backend, for its circuit breaker. Every
     /// failure is reported; a success only when it ends a reported streak.
     Outcome { id: BackendId, ok: bool },
-    /// A copy of the counters, answering `ReportStats`.
-    Stats { shard: usize, stats: StatsSnapshot },
+    /// Counters and latency: every second, and in answer to `ReportStats`.
+    Report(Box<ShardReport>),
     /// The shard finished; `unfinished` connections were still open at the deadline.
     Stopped { shard: usize, unfinished: usize },
 }
@@ -387,13 +387,26 @@ impl Shard {
                     }
                 }
             }
-            ShardCommand::ReportStats => {
-                let _ = events.try_send(ShardEvent::Stats {
-                    shard: self.index,
-                    stats: self.stats.snapshot(self.balancer.borrow().backends()),
-                });
-            }
+            ShardCommand::ReportStats(answer_to) => self.send_report(events, answer_to),
             ShardCommand::Shutdown | ShardCommand::Abort => self.begin_drain(),
+        }
+    }
+
+    /// Sends counters and the latency recorded since the last report. If the
+    /// channel is full the report is dropped, and its latency with it: the
+    /// control thread is far behind, and the next report carries fresh counters.
+    fn send_report(&self, events: &Sender<ShardEvent>, answer_to: u64) {
+        let mut report = self.stats.report(
+            self.index,
+            self.active_connections(),
+            self.balancer.borrow().backends(),
+        );
+        report.answer_to = answer_to;
+        if events
+            .try_send(ShardEvent::Report(Box::new(report)))
+            .is_err()
+        {
+            ShardStats::bump(&self.stats.reports_dropped);
         }
     }
 
@@ -573,6 +586,8 @@ async fn shard_main(start: ShardStart) {
     while shard.active_connections() > 0 && !aborted.get() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    // A last report, so that what this shard served is not lost.
+    shard.send_report(&events, 0);
     let unfinished = shard.active_connections();
     if unfinished > 0 {
         // Cut what is left, and give the tasks a moment to close their sockets
@@ -628,14 +643,22 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
     }
 }
 
+/// How often a shard reports its counters and latency unasked.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
 async fn poll_commands(
     shard: Rc<Shard>,
     commands: Receiver<ShardCommand>,
     events: Sender<ShardEvent>,
     aborted: Rc<Cell<bool>>,
 ) {
+    let mut next_report = Instant::now() + REPORT_EVERY;
     loop {
         monoio::time::sleep(COMMAND_POLL).await;
+        if Instant::now() >= next_report {
+            shard.send_report(&events, 0);
+            next_report = Instant::now() + REPORT_EVERY;
+        }
         loop {
             match commands.try_recv() {
                 Ok(ShardCommand::Abort) => {

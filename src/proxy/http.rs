@@ -23,7 +23,7 @@ use crate::error::{error_response, ProxyError, Side};
 use crate::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, Forwarding, Request};
 use crate::log_debug;
 use crate::shard::{ConnectionGuard, Shard};
-use crate::stats::ShardStats;
+use crate::stats::{RequestRecord, ShardStats};
 use crate::upstream;
 
 /// Initial capacity of a client connection's read buffer.
@@ -52,6 +52,10 @@ struct Downstream {
     /// Longest a write to the client may block (`timeouts.idle`): a client that
     /// stops reading must not hold a task, a connection slot and a backend forever.
     write_timeout: Duration,
+    /// Bytes read from the client so far (for statistics).
+    read_total: u64,
+    /// Bytes written to the client so far (for statistics).
+    written_total: u64,
 }
 
 impl Downstream {
@@ -94,6 +98,8 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
         buf: Vec::with_capacity(CLIENT_BUFFER),
         pos: 0,
         write_timeout: shard.settings.idle_timeout,
+        read_total: 0,
+        written_total: 0,
     };
     let forwarding = Forwarding {
         client_ip: peer.ip(),
@@ -103,18 +109,56 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
     let mut scratch = Vec::with_capacity(1024);
     let mut first = true;
     loop {
-        let request =
-            match read_request(&shard, &guard, &mut client, &forwarding, &mut head, first).await {
-                Ok(Some(request)) => request,
-                Ok(None) => return,
-                Err(error) => {
-                    fail(&shard, &mut client, Failure::from(error)).await;
-                    return;
-                }
-            };
+        let (read_before, written_before) = (client.read_total, client.written_total);
+        let read = read_request(&shard, &guard, &mut client, &forwarding, &mut head, first).await;
+        let (request, started) = match read {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(error) => {
+                let record = RequestRecord {
+                    started: Instant::now(),
+                    backend: None,
+                    status: error.status().unwrap_or(0),
+                    attempts: 0,
+                    bytes_in: client.read_total - read_before,
+                    bytes_out: 0,
+                    error: Some(error.kind()),
+                };
+                shard.stats.record(&record, Instant::now());
+                fail(&shard, &mut client, Failure::from(error)).await;
+                return;
+            }
+        };
         first = false;
         ShardStats::bump(&shard.stats.requests);
-        match proxy_request(&shard, &mut client, &request, &head, &mut scratch).await {
+        let mut record = RequestRecord {
+            started,
+            backend: None,
+            status: 0,
+            attempts: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            error: None,
+        };
+        let result = proxy_request(
+            &shard,
+            &mut client,
+            &request,
+            &head,
+            &mut scratch,
+            &mut record,
+        )
+        .await;
+        if let Err(failure) = &result {
+            record.error = Some(failure.error.kind());
+            if !failure.response_started {
+                record.status = failure.error.status().unwrap_or(0);
+            }
+        }
+        record.bytes_in = client.read_total - read_before;
+        record.bytes_out = client.written_total - written_before;
+        shard.stats.record(&record, Instant::now());
+        match result {
             Ok(true) => {
                 if client.buf.capacity() > CLIENT_BUFFER_KEEP && client.unconsumed() == 0 {
                     client.buf = Vec::with_capacity(CLIENT_BUFFER);
@@ -154,7 +198,6 @@ async fn fail(shard: &Shard, client: &mut Downstream, failure: Failure) {
         return;
     }
     if let Some(status) = error.status() {
-        stats.count_response(status);
         let written = write_static(
             &mut client.stream,
             error_response(status),
@@ -175,11 +218,13 @@ async fn read_request(
     forwarding: &Forwarding,
     head: &mut Vec<u8>,
     first: bool,
-) -> Result<Option<Request>, ProxyError> {
+) -> Result<Option<(Request, Instant)>, ProxyError> {
     let settings = &shard.settings;
     let mut deadline: Option<Instant> = None;
+    let mut started: Option<Instant> = None;
     loop {
         if client.unconsumed() > 0 {
+            let started = *started.get_or_insert_with(Instant::now);
             match h1::parse_request(
                 &client.buf[client.pos..],
                 &settings.limits,
@@ -188,7 +233,7 @@ async fn read_request(
             ) {
                 Ok(Some(request)) => {
                     client.pos += request.head_len;
-                    return Ok(Some(request));
+                    return Ok(Some((request, started)));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(ProxyError::BadRequest(e)),
@@ -216,7 +261,7 @@ async fn read_request(
             shard.set_idle(guard, false);
         }
         match read {
-            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(n)) if n > 0 => client.read_total += n as u64,
             // EOF, error or timeout with nothing read: a clean end of the connection.
             _ if idle => return Ok(None),
             Ok(Ok(_)) => return Err(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof)),
@@ -243,6 +288,7 @@ async fn proxy_request(
     request: &Request,
     head: &[u8],
     scratch: &mut Vec<u8>,
+    record: &mut RequestRecord,
 ) -> Result<bool, Failure> {
     let settings = &shard.settings;
     shard.earn_retry_budget();
@@ -305,12 +351,15 @@ async fn proxy_request(
             },
         };
         backend.note_selected();
-        ShardStats::bump(&backend.attempts);
+        ShardStats::bump(&backend.stats.attempts);
         if retries > 0 || fresh_only {
-            ShardStats::bump(&backend.retries);
+            ShardStats::bump(&backend.stats.retries);
         }
+        record.backend = Some(Rc::clone(&backend));
+        record.attempts += 1;
         let failed = match attempt(
             shard, client, request, head, scratch, &mut upbuf, &backend, fresh_only, held_body,
+            record,
         )
         .await
         {
@@ -323,7 +372,7 @@ async fn proxy_request(
             reused,
         } = failed;
         if error.side() == Side::Upstream {
-            ShardStats::bump(&backend.failures);
+            ShardStats::bump(&backend.stats.failures);
             shard.report_outcome(&backend, false);
         }
         if !(retry_allowed && before_response && error.retryable()) {
@@ -380,6 +429,7 @@ async fn attempt(
     backend: &Rc<Backend>,
     fresh_only: bool,
     held_body: Option<usize>,
+    record: &mut RequestRecord,
 ) -> Result<bool, AttemptFailure> {
     let before = |reused: bool| {
         move |error: ProxyError| AttemptFailure {
@@ -459,7 +509,7 @@ async fn attempt(
         backend,
         !(shard.settings.count_5xx && response.status >= 500),
     );
-    shard.stats.count_response(response.status);
+    record.status = response.status;
     let upstream_clean = send_response(shard, client, &mut upstream, upbuf, scratch, &response)
         .await
         .map_err(|error| AttemptFailure {
@@ -590,7 +640,10 @@ async fn read_client_body(client: &mut Downstream, timeout: Duration) -> Result<
     .await
     {
         Ok(Ok(0)) => Err(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof)),
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(n)) => {
+            client.read_total += n as u64;
+            Ok(())
+        }
         Ok(Err(e)) => Err(ProxyError::ClientIo(e.kind())),
         Err(_) => Err(ProxyError::BodyReadTimeout),
     }
@@ -705,6 +758,7 @@ async fn send_response(
                     write_range(&mut client.stream, upbuf, 0..n, client.write_timeout)
                         .await
                         .map_err(|e| ProxyError::ClientIo(e.kind()))?;
+                    client.written_total += n as u64;
                 } else {
                     out.extend_from_slice(&upbuf[..n]);
                     write_all_client(client, &mut out).await?;
@@ -762,6 +816,7 @@ async fn send_response(
                 write_range(&mut client.stream, upbuf, 0..len, client.write_timeout)
                     .await
                     .map_err(|e| ProxyError::ClientIo(e.kind()))?;
+                client.written_total += len as u64;
                 upbuf.clear();
             }
         }
@@ -788,7 +843,9 @@ async fn read_upstream(
 async fn write_client(client: &mut Downstream, bytes: &'static [u8]) -> Result<(), ProxyError> {
     write_static(&mut client.stream, bytes, client.write_timeout)
         .await
-        .map_err(|e| ProxyError::ClientIo(e.kind()))
+        .map_err(|e| ProxyError::ClientIo(e.kind()))?;
+    client.written_total += bytes.len() as u64;
+    Ok(())
 }
 
 /// Writes all of `out` to the client and clears it, keeping its capacity.
@@ -799,7 +856,9 @@ async fn write_all_client(client: &mut Downstream, out: &mut Vec<u8>) -> Result<
     let len = out.len();
     let result = write_range(&mut client.stream, out, 0..len, client.write_timeout).await;
     out.clear();
-    result.map_err(|e| ProxyError::ClientIo(e.kind()))
+    result.map_err(|e| ProxyError::ClientIo(e.kind()))?;
+    client.written_total += len as u64;
+    Ok(())
 }
 
 /// Writes static bytes in full within `timeout`.

@@ -74,7 +74,7 @@ impl Harness {
         self.server.as_ref().expect("server running")
     }
 
-    pub fn stats(&self) -> ringlb::stats::StatsSnapshot {
+    pub fn stats(&self) -> ringlb::stats::Counters {
         self.server().handle().stats().expect("stats")
     }
 }

@@ -1,0 +1,426 @@
+//! `exposition`: the wire formats of the admin endpoints.
+//!
+//! Owns how a `control::Report` is written as JSON for `/stats` (documented in the
+//! README; fields are only ever added) and as Prometheus text exposition format
+//! 0.0.4 for `/metrics`. Called by the admin thread; pure formatting, no I/O.
+
+use std::fmt::Write as _;
+
+use crate::breaker::BreakerState;
+use crate::control::{BackendView, Report};
+use crate::logging::escape_json;
+use crate::stats::{LatencySummary, ERROR_KINDS};
+
+/// `/stats`: one JSON object.
+pub fn stats_json(report: &Report) -> String {
+    let mut out = String::with_capacity(4096);
+    let t = &report.totals;
+    let _ = write!(
+        out,
+        "{{\"version\":\"{}\",\"uptime_secs\":{},\"io_driver\":\"{}\",\"shards\":{},\"strategy\":\"{}\",",
+        env!("CARGO_PKG_VERSION"),
+        report.uptime.as_secs(),
+        report.io_driver,
+        report.shards,
+        report.strategy
+    );
+    match report.shard {
+        Some(s) => {
+            let _ = write!(out, "\"shard\":{s},");
+        }
+        None => out.push_str("\"shard\":null,"),
+    }
+    let _ = write!(out, "\"window_secs\":{},", report.window.as_secs());
+    let [c1, c2, c3, c4, c5] = t.responses_by_class();
+    let _ = write!(
+        out,
+        "\"totals\":{{\"connections_accepted\":{},\"connections_refused\":{},\"active_connections\":{},\
+         \"requests\":{},\"responses\":{{\"1xx\":{c1},\"2xx\":{c2},\"3xx\":{c3},\"4xx\":{c4},\"5xx\":{c5}}},\
+         \"status_codes\":{},\"errors\":{{",
+        t.connections_accepted,
+        t.connections_refused,
+        t.active_connections,
+        t.requests,
+        status_codes_json(&t.status_codes()),
+    );
+    for (i, kind) in ERROR_KINDS.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{kind}\":{}", t.errors[i]);
+    }
+    let _ = write!(
+        out,
+        "}},\"client_errors\":{},\"upstream_errors\":{},\"internal_errors\":{},\
+         \"upstream_connects\":{},\"upstream_reuses\":{},\"retries\":{},\"retries_over_budget\":{},\
+         \"active_upstream_requests\":{},\"pooled_idle_connections\":{},\"bytes_in\":{},\"bytes_out\":{},\
+         \"reports_dropped\":{}}},",
+        t.client_errors,
+        t.upstream_errors,
+        t.internal_errors,
+        t.upstream_connects,
+        t.upstream_reuses,
+        t.upstream_retries,
+        t.retries_over_budget,
+        t.active_upstream_requests,
+        t.pooled_idle_connections,
+        t.bytes_in,
+        t.bytes_out,
+        t.reports_dropped,
+    );
+    out.push_str("\"latency\":");
+    latency_json(&mut out, Some(report.latency));
+    out.push_str(",\"backends\":[");
+    for (i, b) in report.backends.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        backend_json(&mut out, b);
+    }
+    out.push_str("]}\n");
+    out
+}
+
+fn status_codes_json(codes: &[(u16, u64)]) -> String {
+    let items: Vec<String> = codes.iter().map(|(c, n)| format!("\"{c}\":{n}")).collect();
+    format!("{{{}}}", items.join(","))
+}
+
+fn summary_json(out: &mut String, s: &LatencySummary) {
+    let _ = write!(
+        out,
+        "{{\"count\":{},\"p50\":{:.3},\"p95\":{:.3},\"p99\":{:.3},\"p999\":{:.3},\"max\":{:.3},\"mean\":{:.3}}}",
+        s.count, s.p50, s.p95, s.p99, s.p999, s.max, s.mean
+    );
+}
+
+fn latency_json(out: &mut String, latency: Option<(LatencySummary, LatencySummary)>) {
+    match latency {
+        Some((window, since_start)) => {
+            out.push_str("{\"window\":");
+            summary_json(out, &window);
+            out.push_str(",\"since_start\":");
+            summary_json(out, &since_start);
+            out.push('}');
+        }
+        None => out.push_str("null"),
+    }
+}
+
+fn backend_json(out: &mut String, b: &BackendView) {
+    let s = &b.status;
+    let c = &b.counters;
+    let mut name = String::new();
+    escape_json(&s.name, &mut name);
+    let _ = write!(
+        out,
+        "{{\"name\":\"{name}\",\"address\":\"{}\",\"weight\":{},\"effective_weight\":{},\"state\":\"{}\",\
+         \"healthy\":{},\"breaker\":\"{}\",\"active_requests\":{},\"requests\":{},\"selections\":{},\
+         \"failures\":{},\"retries\":{},\"pooled_idle_connections\":{},\"bytes_in\":{},\"bytes_out\":{},\
+         \"status_codes\":{},\"latency\":",
+        s.address,
+        s.weight,
+        s.effective_weight,
+        s.state.as_str(),
+        s.healthy,
+        s.breaker.as_str(),
+        c.active_requests,
+        c.requests,
+        c.attempts,
+        c.failures,
+        c.retries,
+        c.pooled_idle_connections,
+        c.bytes_in,
+        c.bytes_out,
+        status_codes_json(&c.status_codes()),
+    );
+    latency_json(out, b.latency);
+    out.push('}');
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Starts a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A summary with extra labels: quantiles (seconds) over the window, `_sum` and
+/// `_count` since start (Prometheus expects those two cumulative).
+fn summary(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    (s, since_start): &(LatencySummary, LatencySummary),
+) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (q, v) in [
+        ("0.5", s.p50),
+        ("0.95", s.p95),
+        ("0.99", s.p99),
+        ("0.999", s.p999),
+    ] {
+        let _ = writeln!(
+            out,
+            "{name}{{{labels}{sep}quantile=\"{q}\"}} {}",
+            v / 1000.0
+        );
+    }
+    let braces = |l: &str| {
+        if l.is_empty() {
+            String::new()
+        } else {
+            format!("{{{l}}}")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{name}_sum{} {}",
+        braces(labels),
+        since_start.sum / 1000.0
+    );
+    let _ = writeln!(out, "{name}_count{} {}", braces(labels), since_start.count);
+}
+
+/// `/metrics`: Prometheus text exposition format 0.0.4. Counters are since start;
+/// latency summaries' quantiles are over the sliding window (as Prometheus
+/// summaries usually are), their `_sum` and `_count` since start.
+pub fn metrics_text(report: &Report) -> String {
+    let mut out = String::with_capacity(8192);
+    let t = &report.totals;
+    let names: Vec<String> = report
+        .backends
+        .iter()
+        .map(|b| label(&b.status.name))
+        .collect();
+
+    family(
+        &mut out,
+        "ringlb_info",
+        "gauge",
+        "Version, io driver and strategy.",
+    );
+    let _ = writeln!(
+        out,
+        "ringlb_info{{version=\"{}\",io_driver=\"{}\",strategy=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        report.io_driver,
+        report.strategy
+    );
+    family(
+        &mut out,
+        "ringlb_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+    );
+    let _ = writeln!(out, "ringlb_uptime_seconds {}", report.uptime.as_secs());
+    family(
+        &mut out,
+        "ringlb_connections_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    let _ = writeln!(out, "ringlb_connections_total {}", t.connections_accepted);
+    family(
+        &mut out,
+        "ringlb_connections_refused_total",
+        "counter",
+        "Client connections closed at once because max_connections was reached.",
+    );
+    let _ = writeln!(
+        out,
+        "ringlb_connections_refused_total {}",
+        t.connections_refused
+    );
+    family(
+        &mut out,
+        "ringlb_active_connections",
+        "gauge",
+        "Open client connections.",
+    );
+    let _ = writeln!(out, "ringlb_active_connections {}", t.active_connections);
+    family(
+        &mut out,
+        "ringlb_requests_received_total",
+        "counter",
+        "Requests whose head was read.",
+    );
+    let _ = writeln!(out, "ringlb_requests_received_total {}", t.requests);
+
+    family(
+        &mut out,
+        "ringlb_requests_total",
+        "counter",
+        "Responses by backend and status code (backend=\"\" for ringlb's own).",
+    );
+    let mut answered_by_backends = vec![0u64; t.status.len()];
+    for (b, name) in report.backends.iter().zip(&names) {
+        for (code, n) in b.counters.status_codes() {
+            let _ = writeln!(
+                out,
+                "ringlb_requests_total{{backend=\"{name}\",code=\"{code}\"}} {n}"
+            );
+            if let Some(slot) = answered_by_backends.get_mut(usize::from(code) - 100) {
+                *slot += n;
+            }
+        }
+    }
+    for (code, n) in t.status_codes() {
+        let by_backends = answered_by_backends
+            .get(usize::from(code) - 100)
+            .copied()
+            .unwrap_or(0);
+        if n > by_backends {
+            let _ = writeln!(
+                out,
+                "ringlb_requests_total{{backend=\"\",code=\"{code}\"}} {}",
+                n - by_backends
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "ringlb_errors_total",
+        "counter",
+        "Failed requests by kind.",
+    );
+    for (i, kind) in ERROR_KINDS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringlb_errors_total{{kind=\"{kind}\"}} {}",
+            t.errors[i]
+        );
+    }
+    family(
+        &mut out,
+        "ringlb_bytes_received_total",
+        "counter",
+        "Bytes read from clients.",
+    );
+    let _ = writeln!(out, "ringlb_bytes_received_total {}", t.bytes_in);
+    family(
+        &mut out,
+        "ringlb_bytes_sent_total",
+        "counter",
+        "Bytes written to clients.",
+    );
+    let _ = writeln!(out, "ringlb_bytes_sent_total {}", t.bytes_out);
+    family(
+        &mut out,
+        "ringlb_retries_over_budget_total",
+        "counter",
+        "Retries refused because the retry budget was spent.",
+    );
+    let _ = writeln!(
+        out,
+        "ringlb_retries_over_budget_total {}",
+        t.retries_over_budget
+    );
+
+    family(
+        &mut out,
+        "ringlb_request_duration_seconds",
+        "summary",
+        "Latency of proxied requests, from the first byte of the head to the last byte of the response.",
+    );
+    summary(
+        &mut out,
+        "ringlb_request_duration_seconds",
+        "",
+        &report.latency,
+    );
+
+    type Gauge = fn(&BackendView) -> u64;
+    let per_backend: [(&str, &str, &str, Gauge); 8] = [
+        (
+            "ringlb_backend_up",
+            "gauge",
+            "1 when health checks say the backend is up.",
+            |b| u64::from(b.status.healthy),
+        ),
+        (
+            "ringlb_backend_breaker_state",
+            "gauge",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            |b| match b.status.breaker {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            },
+        ),
+        (
+            "ringlb_backend_weight",
+            "gauge",
+            "Effective weight (lower during slow start).",
+            |b| u64::from(b.status.effective_weight),
+        ),
+        (
+            "ringlb_backend_active_requests",
+            "gauge",
+            "Requests in flight to the backend.",
+            |b| b.counters.active_requests,
+        ),
+        (
+            "ringlb_backend_idle_connections",
+            "gauge",
+            "Pooled idle connections to the backend.",
+            |b| b.counters.pooled_idle_connections,
+        ),
+        (
+            "ringlb_upstream_attempts_total",
+            "counter",
+            "Attempts sent to the backend (its selections).",
+            |b| b.counters.attempts,
+        ),
+        (
+            "ringlb_upstream_retries_total",
+            "counter",
+            "Attempts on the backend that were retries.",
+            |b| b.counters.retries,
+        ),
+        (
+            "ringlb_upstream_failures_total",
+            "counter",
+            "Attempts that failed on the backend's side.",
+            |b| b.counters.failures,
+        ),
+    ];
+    for (name, kind, help, value) in per_backend {
+        family(&mut out, name, kind, help);
+        for (b, label) in report.backends.iter().zip(&names) {
+            let _ = writeln!(out, "{name}{{backend=\"{label}\"}} {}", value(b));
+        }
+    }
+    family(
+        &mut out,
+        "ringlb_backend_request_duration_seconds",
+        "summary",
+        "Latency of requests answered by the backend.",
+    );
+    for (b, name) in report.backends.iter().zip(&names) {
+        if let Some(latency) = &b.latency {
+            let labels = format!("backend=\"{name}\"");
+            summary(
+                &mut out,
+                "ringlb_backend_request_duration_seconds",
+                &labels,
+                latency,
+            );
+        }
+    }
+    out
+}
