@@ -143,6 +143,8 @@ pub struct LoggingConfig {
     pub level: LogLevel,
     /// Text for people, JSON for log pipelines.
     pub format: LogFormat,
+    /// One line per request on stdout, buffered per shard.
+    pub access_log: bool,
 }
 
 /// `[health_check]`: active checks run by the control plane, never by shards.
@@ -323,6 +325,7 @@ impl Default for LoggingConfig {
         LoggingConfig {
             level: LogLevel::Info,
             format: LogFormat::Text,
+            access_log: false,
         }
     }
 }
@@ -455,6 +458,7 @@ struct FileBalancer {
 struct FileLogging {
     level: Option<String>,
     format: Option<String>,
+    access_log: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -543,7 +547,14 @@ const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     ("balancer", &[("strategy", Kind::Text)]),
-    ("logging", &[("level", Kind::Text), ("format", Kind::Text)]),
+    (
+        "logging",
+        &[
+            ("level", Kind::Text),
+            ("format", Kind::Text),
+            ("access_log", Kind::Boolean),
+        ],
+    ),
     (
         "health_check",
         &[
@@ -962,6 +973,7 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
             LogFormat::Text,
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         ),
+        access_log: file.logging.access_log.unwrap_or(false),
     };
     let h = &file.health_check;
     let hd = HealthCheckConfig::default();

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::access_log;
 use crate::admin::{self, AdminServer};
 use crate::backend::Availability;
 use crate::backend::BackendId;
@@ -361,6 +362,12 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let specs = members.specs();
     let settings = ShardSettings::from_config(&config, shard_count);
     let (event_tx, event_rx) = bounded::<ShardEvent>(shard_count * 64 + 64);
+    let (access_log, access_writer) = if config.logging.access_log {
+        let (tx, writer) = access_log::Writer::spawn().map_err(StartError::Spawn)?;
+        (Some(tx), Some(writer))
+    } else {
+        (None, None)
+    };
     let mut shards = Vec::with_capacity(shard_count);
     for (index, listener) in listeners.into_iter().enumerate() {
         let (command_tx, command_rx) = bounded(COMMAND_QUEUE);
@@ -374,6 +381,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             backends: Arc::clone(&specs),
             commands: command_rx,
             events: event_tx.clone(),
+            access_log: access_log.clone(),
         })?;
         shards.push(ShardLink {
             commands: command_tx,
@@ -412,6 +420,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         health: health_rx,
         next_probe_shard: 0,
         aggregate: Aggregate::new(shard_count, Instant::now()),
+        access_writer,
         report_seq: 0,
         io_driver: driver.as_str(),
         strategy: config.balancer.strategy.as_str(),
@@ -685,6 +694,8 @@ struct ControlThread {
     next_probe_shard: usize,
     /// Traffic figures merged from shard reports.
     aggregate: Aggregate,
+    /// The access log writer, stopped after the shards.
+    access_writer: Option<access_log::Writer>,
     /// Number of the last on-demand report request.
     report_seq: u64,
     /// For reports.
@@ -936,6 +947,9 @@ impl ControlThread {
         }
         if let Some(admin) = self.admin.take() {
             admin.stop();
+        }
+        if let Some(writer) = self.access_writer.take() {
+            writer.stop();
         }
         if unfinished > 0 {
             log_warn!("{unfinished} connection(s) were cut at the end of the grace period");

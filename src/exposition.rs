@@ -54,7 +54,7 @@ pub fn stats_json(report: &Report) -> String {
         "}},\"client_errors\":{},\"upstream_errors\":{},\"internal_errors\":{},\
          \"upstream_connects\":{},\"upstream_reuses\":{},\"retries\":{},\"retries_over_budget\":{},\
          \"active_upstream_requests\":{},\"pooled_idle_connections\":{},\"bytes_in\":{},\"bytes_out\":{},\
-         \"reports_dropped\":{}}},",
+         \"reports_dropped\":{},\"access_log_dropped\":{}}},",
         t.client_errors,
         t.upstream_errors,
         t.internal_errors,
@@ -67,6 +67,7 @@ pub fn stats_json(report: &Report) -> String {
         t.bytes_in,
         t.bytes_out,
         t.reports_dropped,
+        t.access_log_dropped,
     );
     out.push_str("\"latency\":");
     latency_json(&mut out, Some(report.latency));

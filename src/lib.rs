@@ -12,12 +12,16 @@
 //!   upstream connections with their idle pool.
 //! - [`health`]: active health checks (probes and the rise/fall state machine).
 //! - [`breaker`]: the circuit breaker state machine (passive health).
-//! - [`admin`]: the admin listener. [`stats`]: per-shard counters.
+//! - [`admin`]: the admin listener. [`stats`]: per-shard counters and histograms,
+//!   and their merge on the control thread.
 //! - [`error`]: what failed and whose fault it was. [`logging`]: log lines.
+//! - [`exposition`]: `/stats` JSON and `/metrics` Prometheus text.
+//! - [`access_log`]: per-request lines, buffered per shard, written off-shard.
 //! - [`origin`]: the origin server used by the demo, tests and benchmarks.
 
 pub mod logging;
 
+pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod balancer;

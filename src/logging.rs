@@ -101,6 +101,19 @@ pub fn escape_json(s: &str, out: &mut String) {
     }
 }
 
+/// Appends the current time (RFC 3339, UTC, milliseconds) to `out`.
+pub fn write_now(out: &mut String) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let _ = write!(out, "{}", Timestamp(now.as_secs(), now.subsec_millis()));
+}
+
+/// Whether lines are written as JSON.
+pub fn json() -> bool {
+    FORMAT.load(Ordering::Relaxed) == 1
+}
+
 /// RFC 3339 UTC time with milliseconds, from seconds since the epoch.
 struct Timestamp(u64, u32);
 

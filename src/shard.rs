@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use monoio::net::TcpListener;
 
+use crate::access_log::AccessLog;
 use crate::backend::{Availability, Backend, BackendId};
 use crate::balancer::Balancer;
 use crate::config::{Config, IoMode, Strategy};
@@ -270,6 +271,8 @@ pub struct Shard {
     listener_fd: Cell<RawFd>,
     /// Events to the control thread (outcomes are sent from connection tasks).
     events: Sender<ShardEvent>,
+    /// The access log buffer, when `logging.access_log` is on.
+    pub access_log: Option<AccessLog>,
     /// Retry budget: each request earns `retry_tokens_per_request`, each retry on
     /// another backend spends one, so retries add at most that share of requests.
     retry_tokens: Cell<f64>,
@@ -286,6 +289,7 @@ impl Shard {
         settings: ShardSettings,
         backends: &[BackendSpec],
         events: Sender<ShardEvent>,
+        access_log: Option<Sender<Vec<u8>>>,
     ) -> Self {
         let table = build_table(&settings, backends, &[]);
         Shard {
@@ -299,6 +303,7 @@ impl Shard {
             listener_fd: Cell::new(-1),
             retry_tokens: Cell::new(RETRY_TOKENS_RESERVE),
             events,
+            access_log: access_log.map(AccessLog::new),
         }
     }
 
@@ -399,6 +404,7 @@ impl Shard {
         let mut report = self.stats.report(
             self.index,
             self.active_connections(),
+            self.access_log.as_ref().map_or(0, AccessLog::dropped),
             self.balancer.borrow().backends(),
         );
         report.answer_to = answer_to;
@@ -502,6 +508,8 @@ pub struct ShardStart {
     pub commands: Receiver<ShardCommand>,
     /// Events to the control thread.
     pub events: Sender<ShardEvent>,
+    /// The access log writer, when `logging.access_log` is on.
+    pub access_log: Option<Sender<Vec<u8>>>,
 }
 
 /// Spawns a shard thread.
@@ -550,9 +558,16 @@ async fn shard_main(start: ShardStart) {
         backends,
         commands,
         events,
+        access_log,
         ..
     } = start;
-    let shard = Rc::new(Shard::new(index, settings, &backends, events.clone()));
+    let shard = Rc::new(Shard::new(
+        index,
+        settings,
+        &backends,
+        events.clone(),
+        access_log,
+    ));
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| TcpListener::from_std(listener))
@@ -586,8 +601,11 @@ async fn shard_main(start: ShardStart) {
     while shard.active_connections() > 0 && !aborted.get() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
-    // A last report, so that what this shard served is not lost.
+    // A last report and access log flush, so that what this shard served is not lost.
     shard.send_report(&events, 0);
+    if let Some(log) = &shard.access_log {
+        log.flush(Instant::now());
+    }
     let unfinished = shard.active_connections();
     if unfinished > 0 {
         // Cut what is left, and give the tasks a moment to close their sockets
@@ -655,9 +673,13 @@ async fn poll_commands(
     let mut next_report = Instant::now() + REPORT_EVERY;
     loop {
         monoio::time::sleep(COMMAND_POLL).await;
-        if Instant::now() >= next_report {
+        let now = Instant::now();
+        if now >= next_report {
             shard.send_report(&events, 0);
-            next_report = Instant::now() + REPORT_EVERY;
+            next_report = now + REPORT_EVERY;
+        }
+        if let Some(log) = &shard.access_log {
+            log.flush_if_due(now);
         }
         loop {
             match commands.try_recv() {

@@ -175,6 +175,7 @@ impl ShardStats {
         &self,
         shard: usize,
         active_connections: usize,
+        access_log_dropped: u64,
         backends: &[Rc<Backend>],
     ) -> ShardReport {
         let counters = Counters {
@@ -196,6 +197,7 @@ impl ShardStats {
             bytes_out: self.bytes_out.get(),
             active_upstream_requests: backends.iter().map(|b| u64::from(b.in_flight())).sum(),
             pooled_idle_connections: backends.iter().map(|b| b.pool.idle_count() as u64).sum(),
+            access_log_dropped,
         };
         ShardReport {
             shard,
@@ -302,6 +304,8 @@ pub struct Counters {
     pub bytes_out: u64,
     pub active_upstream_requests: u64,
     pub pooled_idle_connections: u64,
+    /// Access log chunks dropped because the writer fell behind.
+    pub access_log_dropped: u64,
 }
 
 impl Counters {
@@ -327,6 +331,7 @@ impl Counters {
         self.bytes_out += o.bytes_out;
         self.active_upstream_requests += o.active_upstream_requests;
         self.pooled_idle_connections += o.pooled_idle_connections;
+        self.access_log_dropped += o.access_log_dropped;
     }
 
     /// Responses by status code, only the codes seen.

@@ -549,6 +549,93 @@ fn the_demo_serves_three_origins_and_stops_on_ctrl_c() {
     assert!(out.contains("curl http://127.0.0.1:8080/"), "{out}");
 }
 
+/// Runs `ringlb run` with the access log on, sends three requests, stops it,
+/// and returns what it printed on stdout.
+fn access_log_lines(format: &str) -> Vec<String> {
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    let config = format!(
+        "{}[logging]\nformat = \"{format}\"\naccess_log = true\n",
+        config_for(&[("app1", origin.addr())], "")
+    );
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("access-{format}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let mut guard = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ringlb"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split(" listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
+            }
+        }
+    });
+    let addr: SocketAddr = rx.recv_timeout(WAIT).expect("starts").parse().unwrap();
+    assert_eq!(get(addr, "/hello?x=1").status, 200);
+    assert_eq!(get(addr, "/status/404").status, 404);
+    let r = request(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    );
+    assert_eq!(r.body, b"hello");
+    // SAFETY: kill() with a pid we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn access_log_writes_one_text_line_per_request() {
+    let lines = access_log_lines("text");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].contains(" \"GET /hello?x=1\" 200 app1 attempts=1 in="),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(" \"GET /status/404\" 404 app1 "),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains(" \"POST /echo\" 200 app1 "),
+        "{}",
+        lines[2]
+    );
+    assert!(lines.iter().all(|l| l.contains(" duration_ms=")));
+}
+
+#[test]
+fn access_log_writes_json_lines() {
+    let lines = access_log_lines("json");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/hello?x=1");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["backend"], "app1");
+    assert_eq!(first["attempts"], 1);
+    assert!(first["bytes_in"].as_u64().unwrap() > 0 && first["bytes_out"].as_u64().unwrap() > 0);
+    assert!(first["duration_ms"].as_f64().is_some());
+    let third: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+    assert_eq!(third["method"], "POST");
+}
+
 fn ringlb(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
         .args(args)

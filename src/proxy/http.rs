@@ -107,6 +107,7 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
     };
     let mut head = Vec::with_capacity(1024);
     let mut scratch = Vec::with_capacity(1024);
+    let mut request_line = String::new();
     let mut first = true;
     loop {
         let (read_before, written_before) = (client.read_total, client.written_total);
@@ -131,6 +132,21 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
         };
         first = false;
         ShardStats::bump(&shard.stats.requests);
+        if shard.access_log.is_some() {
+            request_line.clear();
+            let head_start = client.pos - request.head_len;
+            let line = client.buf[head_start..client.pos]
+                .split(|&b| b == b'\r' || b == b'\n')
+                .find(|l| !l.is_empty())
+                .unwrap_or(&[]);
+            // "METHOD target HTTP/1.x": keep the first two words.
+            let mut words = line.splitn(3, |&b| b == b' ');
+            let method = words.next().unwrap_or(&[]);
+            let target = words.next().unwrap_or(&[]);
+            request_line.push_str(&String::from_utf8_lossy(method));
+            request_line.push(' ');
+            request_line.push_str(&String::from_utf8_lossy(target));
+        }
         let mut record = RequestRecord {
             started,
             backend: None,
@@ -157,7 +173,11 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
         }
         record.bytes_in = client.read_total - read_before;
         record.bytes_out = client.written_total - written_before;
-        shard.stats.record(&record, Instant::now());
+        let now = Instant::now();
+        shard.stats.record(&record, now);
+        if let Some(log) = &shard.access_log {
+            log.write(client.peer, &request_line, &record, now);
+        }
         match result {
             Ok(true) => {
                 if client.buf.capacity() > CLIENT_BUFFER_KEEP && client.unconsumed() == 0 {

@@ -1,0 +1,196 @@
+//! `access_log`: one line per request (`logging.access_log = true`), on stdout.
+//!
+//! Owns the per-shard line buffer and the writer thread. A shard formats lines into
+//! its own buffer and hands full buffers (or, every 100 ms, whatever it has) to the
+//! writer over a bounded channel; when the channel is full the chunk is dropped and
+//! counted, so logging never blocks a shard. Lines are text, or JSON when
+//! `logging.format = "json"`.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+use crate::logging::{self, escape_json};
+use crate::stats::RequestRecord;
+
+/// A shard flushes its buffer once it holds this much.
+const FLUSH_BYTES: usize = 32 * 1024;
+/// ...or once its oldest line is this old.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Chunks in flight to the writer.
+const QUEUE: usize = 256;
+
+/// One shard's access log buffer.
+#[derive(Debug)]
+pub struct AccessLog {
+    /// To the writer thread.
+    tx: Sender<Vec<u8>>,
+    /// Lines not yet handed over.
+    buffer: RefCell<String>,
+    /// When the buffer was last handed over.
+    last_flush: Cell<Instant>,
+    /// Chunks dropped because the writer fell behind.
+    dropped: Cell<u64>,
+    /// JSON lines instead of text.
+    json: bool,
+}
+
+impl AccessLog {
+    /// A buffer feeding `tx`.
+    pub fn new(tx: Sender<Vec<u8>>) -> Self {
+        AccessLog {
+            tx,
+            buffer: RefCell::new(String::with_capacity(FLUSH_BYTES + 1024)),
+            last_flush: Cell::new(Instant::now()),
+            dropped: Cell::new(0),
+            json: logging::json(),
+        }
+    }
+
+    /// Chunks dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    /// Appends the line for one request; `request_line` is `METHOD target`.
+    pub fn write(
+        &self,
+        client: SocketAddr,
+        request_line: &str,
+        record: &RequestRecord,
+        now: Instant,
+    ) {
+        let (method, target) = request_line.split_once(' ').unwrap_or((request_line, ""));
+        let duration_ms = now.saturating_duration_since(record.started).as_secs_f64() * 1000.0;
+        let backend = record.backend.as_ref().map(|b| &*b.name);
+        {
+            let mut out = self.buffer.borrow_mut();
+            if self.json {
+                out.push_str("{\"timestamp\":\"");
+                logging::write_now(&mut out);
+                let _ = write!(out, "\",\"client\":\"{client}\",\"method\":\"");
+                escape_json(method, &mut out);
+                out.push_str("\",\"path\":\"");
+                escape_json(target, &mut out);
+                let _ = write!(out, "\",\"status\":{},\"backend\":", record.status);
+                match backend {
+                    Some(name) => {
+                        out.push('"');
+                        escape_json(name, &mut out);
+                        out.push('"');
+                    }
+                    None => out.push_str("null"),
+                }
+                let _ = writeln!(
+                    out,
+                    ",\"attempts\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{duration_ms:.3}}}",
+                    record.attempts, record.bytes_in, record.bytes_out
+                );
+            } else {
+                logging::write_now(&mut out);
+                let _ = writeln!(
+                    out,
+                    " {client} \"{method} {target}\" {} {} attempts={} in={} out={} duration_ms={duration_ms:.3}",
+                    record.status,
+                    backend.unwrap_or("-"),
+                    record.attempts,
+                    record.bytes_in,
+                    record.bytes_out
+                );
+            }
+        }
+        if self.buffer.borrow().len() >= FLUSH_BYTES {
+            self.flush(now);
+        }
+    }
+
+    /// Hands the buffer to the writer if it is due (or `force`).
+    pub fn flush_if_due(&self, now: Instant) {
+        if !self.buffer.borrow().is_empty()
+            && now.saturating_duration_since(self.last_flush.get()) >= FLUSH_EVERY
+        {
+            self.flush(now);
+        }
+    }
+
+    /// Hands the buffer to the writer, dropping it if the writer is behind.
+    pub fn flush(&self, now: Instant) {
+        self.last_flush.set(now);
+        let chunk = std::mem::replace(
+            &mut *self.buffer.borrow_mut(),
+            String::with_capacity(FLUSH_BYTES + 1024),
+        );
+        if chunk.is_empty() {
+            return;
+        }
+        if self.tx.try_send(chunk.into_bytes()).is_err() {
+            self.dropped.set(self.dropped.get() + 1);
+        }
+    }
+}
+
+/// The thread that writes access log chunks to stdout.
+#[derive(Debug)]
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer; shards get clones of the returned sender.
+    pub fn spawn() -> std::io::Result<(Sender<Vec<u8>>, Writer)> {
+        let (tx, rx) = bounded::<Vec<u8>>(QUEUE);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("ringlb-access-log".into())
+            .spawn(move || write_loop(&rx, &flag))?;
+        Ok((
+            tx,
+            Writer {
+                stop,
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Writes what is queued, then stops (after the shards have flushed).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_loop(rx: &Receiver<Vec<u8>>, stop: &AtomicBool) {
+    let stdout = std::io::stdout();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(chunk) => {
+                let mut out = stdout.lock();
+                let _ = out.write_all(&chunk);
+                while let Ok(more) = rx.try_recv() {
+                    let _ = out.write_all(&more);
+                }
+                let _ = out.flush();
+            }
+            Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::SeqCst) => {}
+            Err(_) => {
+                let mut out = stdout.lock();
+                while let Ok(more) = rx.try_recv() {
+                    let _ = out.write_all(&more);
+                }
+                let _ = out.flush();
+                return;
+            }
+        }
+    }
+}
