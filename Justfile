@@ -15,3 +15,11 @@ check:
 # Validate a configuration file, like `nginx -t`.
 check-config file="config/ringlb.toml":
     cargo run --release -- check --config {{file}}
+
+# What per-request statistics cost: stats on vs compiled out, side by side (needs wrk).
+bench-stats:
+    bench/stats-cost.sh
+
+# Microbenchmark: nanoseconds to record one request.
+bench-record:
+    cargo bench --bench stats_record

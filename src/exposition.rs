@@ -36,22 +36,17 @@ pub fn stats_json(report: &Report) -> String {
         out,
         "\"totals\":{{\"connections_accepted\":{},\"connections_refused\":{},\"active_connections\":{},\
          \"requests\":{},\"responses\":{{\"1xx\":{c1},\"2xx\":{c2},\"3xx\":{c3},\"4xx\":{c4},\"5xx\":{c5}}},\
-         \"status_codes\":{},\"errors\":{{",
+         \"status_codes\":{},\"errors\":{},",
         t.connections_accepted,
         t.connections_refused,
         t.active_connections,
         t.requests,
         status_codes_json(&t.status_codes()),
+        errors_json(&t.errors),
     );
-    for (i, kind) in ERROR_KINDS.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "\"{kind}\":{}", t.errors[i]);
-    }
     let _ = write!(
         out,
-        "}},\"client_errors\":{},\"upstream_errors\":{},\"internal_errors\":{},\
+        "\"client_errors\":{},\"upstream_errors\":{},\"internal_errors\":{},\
          \"upstream_connects\":{},\"upstream_reuses\":{},\"retries\":{},\"retries_over_budget\":{},\
          \"active_upstream_requests\":{},\"pooled_idle_connections\":{},\"bytes_in\":{},\"bytes_out\":{},\
          \"reports_dropped\":{},\"access_log_dropped\":{}}},",
@@ -80,6 +75,15 @@ pub fn stats_json(report: &Report) -> String {
     }
     out.push_str("]}\n");
     out
+}
+
+fn errors_json(errors: &[u64; ERROR_KINDS.len()]) -> String {
+    let items: Vec<String> = ERROR_KINDS
+        .iter()
+        .zip(errors)
+        .map(|(k, n)| format!("\"{k}\":{n}"))
+        .collect();
+    format!("{{{}}}", items.join(","))
 }
 
 fn status_codes_json(codes: &[(u16, u64)]) -> String {
@@ -118,7 +122,7 @@ fn backend_json(out: &mut String, b: &BackendView) {
         "{{\"name\":\"{name}\",\"address\":\"{}\",\"weight\":{},\"effective_weight\":{},\"state\":\"{}\",\
          \"healthy\":{},\"breaker\":\"{}\",\"active_requests\":{},\"requests\":{},\"selections\":{},\
          \"failures\":{},\"retries\":{},\"pooled_idle_connections\":{},\"bytes_in\":{},\"bytes_out\":{},\
-         \"status_codes\":{},\"latency\":",
+         \"status_codes\":{},\"errors\":{},\"latency\":",
         s.address,
         s.weight,
         s.effective_weight,
@@ -134,6 +138,7 @@ fn backend_json(out: &mut String, b: &BackendView) {
         c.bytes_in,
         c.bytes_out,
         status_codes_json(&c.status_codes()),
+        errors_json(&c.errors),
     );
     latency_json(out, b.latency);
     out.push('}');
@@ -265,7 +270,7 @@ pub fn metrics_text(report: &Report) -> String {
         &mut out,
         "ringlb_requests_total",
         "counter",
-        "Responses by backend and status code (backend=\"\" for ringlb's own).",
+        "Responses by status code and the backend of the request's last attempt (backend=\"\" when none was tried).",
     );
     let mut answered_by_backends = vec![0u64; t.status.len()];
     for (b, name) in report.backends.iter().zip(&names) {
@@ -297,13 +302,26 @@ pub fn metrics_text(report: &Report) -> String {
         &mut out,
         "ringlb_errors_total",
         "counter",
-        "Failed requests by kind.",
+        "Failed requests by kind, and the backend of their last attempt (\"\" if none).",
     );
+    let mut by_backends = [0u64; ERROR_KINDS.len()];
+    for (b, name) in report.backends.iter().zip(&names) {
+        for (i, kind) in ERROR_KINDS.iter().enumerate() {
+            let n = b.counters.errors[i];
+            by_backends[i] += n;
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "ringlb_errors_total{{backend=\"{name}\",kind=\"{kind}\"}} {n}"
+                );
+            }
+        }
+    }
     for (i, kind) in ERROR_KINDS.iter().enumerate() {
+        let n = t.errors[i].saturating_sub(by_backends[i]);
         let _ = writeln!(
             out,
-            "ringlb_errors_total{{kind=\"{kind}\"}} {}",
-            t.errors[i]
+            "ringlb_errors_total{{backend=\"\",kind=\"{kind}\"}} {n}"
         );
     }
     family(

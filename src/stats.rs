@@ -226,6 +226,8 @@ pub struct BackendStats {
     pub failures: Cell<u64>,
     /// Requests it answered last (whatever the status).
     requests: Cell<u64>,
+    /// Failed requests whose last attempt went to it, by kind (`ERROR_KINDS`).
+    errors: [Cell<u64>; ERROR_KINDS.len()],
     /// Their statuses (`code - 100`).
     status: Box<[Cell<u64>]>,
     /// Bytes read from clients for requests it answered.
@@ -243,6 +245,7 @@ impl Default for BackendStats {
             retries: Cell::new(0),
             failures: Cell::new(0),
             requests: Cell::new(0),
+            errors: std::array::from_fn(|_| Cell::new(0)),
             status: status_cells(),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
@@ -254,6 +257,12 @@ impl Default for BackendStats {
 impl BackendStats {
     fn record(&self, record: &RequestRecord, micros: u64) {
         bump(&self.requests);
+        if let Some(i) = record
+            .error
+            .and_then(|kind| ERROR_KINDS.iter().position(|k| *k == kind))
+        {
+            bump(&self.errors[i]);
+        }
         add(&self.bytes_in, record.bytes_in);
         add(&self.bytes_out, record.bytes_out);
         if let Some(slot) = status_slot(record.status) {
@@ -270,6 +279,7 @@ impl BackendStats {
                 retries: self.retries.get(),
                 failures: self.failures.get(),
                 requests: self.requests.get(),
+                errors: self.errors.each_ref().map(Cell::get),
                 status: copy_cells(&self.status),
                 bytes_in: self.bytes_in.get(),
                 bytes_out: self.bytes_out.get(),
@@ -378,6 +388,8 @@ pub struct BackendCounters {
     pub failures: u64,
     /// Requests it answered last.
     pub requests: u64,
+    /// Failed requests whose last attempt went to it, by kind (`ERROR_KINDS`).
+    pub errors: [u64; ERROR_KINDS.len()],
     /// Their statuses (`code - 100`).
     pub status: Vec<u64>,
     pub bytes_in: u64,
@@ -395,6 +407,9 @@ impl BackendCounters {
         self.retries += o.retries;
         self.failures += o.failures;
         self.requests += o.requests;
+        for (a, b) in self.errors.iter_mut().zip(o.errors) {
+            *a += b;
+        }
         merge_status(&mut self.status, &o.status);
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;

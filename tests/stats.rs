@@ -51,6 +51,7 @@ both_drivers! {
         assert_eq!(totals["responses"]["5xx"], 2);
         assert_eq!(totals["connections_accepted"], 30);
         assert_eq!(totals["errors"]["connect"], 0);
+        assert_eq!(s["backends"][0]["errors"]["response_timeout"], 0);
 
         // Latency: 80% of requests took 20 ms, so p50 and p99 fall there.
         for scope in ["window", "since_start"] {
@@ -143,4 +144,49 @@ fn metrics_are_valid_prometheus_text_and_agree_with_stats() {
         "{text}"
     );
     assert!(text.contains("ringlb_backend_breaker_state{backend=\"app1\"} 0\n"));
+}
+
+#[test]
+fn errors_are_counted_by_kind_and_backend() {
+    let silent = SilentBackend::start();
+    let address = silent.addr;
+    let h = Harness::start(Driver::Epoll, 0, |c| {
+        c.timeouts.backend_response = std::time::Duration::from_millis(100);
+        c.backends.push(ringlb::config::BackendConfig {
+            name: "silent".into(),
+            address,
+            weight: 1,
+        });
+    });
+    let r = request(
+        h.addr,
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    );
+    assert_eq!(r.status, 504);
+    let bad = exchange(h.addr, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    assert!(bad.starts_with(b"HTTP/1.1 400 "));
+    wait_until("both reported", || {
+        requests(&stats(&h, "")) == 1 && stats(&h, "")["totals"]["errors"]["bad_request"] == 1
+    });
+    let s = stats(&h, "");
+    assert_eq!(s["totals"]["errors"]["response_timeout"], 1);
+    assert_eq!(s["totals"]["status_codes"]["504"], 1);
+    assert_eq!(s["totals"]["status_codes"]["400"], 1);
+    assert_eq!(s["backends"][0]["errors"]["response_timeout"], 1);
+    assert_eq!(s["backends"][0]["errors"]["bad_request"], 0);
+    assert_eq!(s["backends"][0]["failures"], 1);
+    let metrics = get(h.server().admin_addr(), "/metrics").text();
+    assert!(
+        metrics.contains("ringlb_errors_total{backend=\"silent\",kind=\"response_timeout\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ringlb_errors_total{backend=\"\",kind=\"bad_request\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ringlb_requests_total{backend=\"\",code=\"400\"} 1\n"),
+        "{metrics}"
+    );
+    silent.stop();
 }

@@ -173,10 +173,13 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
         }
         record.bytes_in = client.read_total - read_before;
         record.bytes_out = client.written_total - written_before;
-        let now = Instant::now();
-        shard.stats.record(&record, now);
-        if let Some(log) = &shard.access_log {
-            log.write(client.peer, &request_line, &record, now);
+        #[cfg(not(feature = "no-request-stats"))]
+        {
+            let now = Instant::now();
+            shard.stats.record(&record, now);
+            if let Some(log) = &shard.access_log {
+                log.write(client.peer, &request_line, &record, now);
+            }
         }
         match result {
             Ok(true) => {
