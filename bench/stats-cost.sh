@@ -27,21 +27,10 @@ OFF=target/no-stats/release/ringlb
 
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 trap cleanup EXIT
 
-wait_port() {
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2
-    return 1
-}
 
 taskset -c 0 "$ON" origin --listen 127.0.0.1:19201 --name o1 >/dev/null 2>&1 & PIDS+=($!)
 taskset -c 0 "$ON" origin --listen 127.0.0.1:19202 --name o2 >/dev/null 2>&1 & PIDS+=($!)

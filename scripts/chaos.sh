@@ -23,11 +23,8 @@ command -v python3 >/dev/null || { echo "chaos.sh needs python3 for its load gen
 
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 trap cleanup EXIT
 
 start_origin() { # port name
@@ -35,14 +32,6 @@ start_origin() { # port name
     echo $!
 }
 
-wait_port() { # port
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2
-    return 1
-}
 
 write_config() { # file resilient(yes|no)
     local resilient=$2

@@ -13,14 +13,7 @@ use support::*;
 const OPEN_FOR: Duration = Duration::from_millis(300);
 
 fn breaker_of(h: &Harness, name: &str) -> BreakerState {
-    h.server()
-        .handle()
-        .backends()
-        .expect("backends")
-        .into_iter()
-        .find(|b| b.name == name)
-        .expect("backend")
-        .breaker
+    h.backend(name).breaker
 }
 
 fn breakers_on(c: &mut Config) {

@@ -24,12 +24,24 @@ fn fast_checks(c: &mut Config) {
 }
 
 fn healthy(h: &Harness, name: &str) -> bool {
-    h.server()
-        .handle()
-        .backends()
-        .expect("backends")
-        .iter()
-        .any(|b| b.name == name && b.healthy)
+    h.backend(name).healthy
+}
+
+/// Stops origin `index` (app2 in these tests) and waits until health checks mark
+/// it down, asserting the bound: interval × unhealthy_threshold plus one
+/// interval (and the probe's timeout). Returns its address, to restart it there.
+fn kill_and_wait_down(h: &mut Harness, index: usize, name: &str) -> std::net::SocketAddr {
+    let origin = h.origins.remove(index);
+    let address = origin.addr();
+    let killed = Instant::now();
+    origin.stop();
+    wait_until("marked down", || !healthy(h, name));
+    assert!(
+        killed.elapsed() <= INTERVAL * 3 + TIMEOUT,
+        "{:?}",
+        killed.elapsed()
+    );
+    address
 }
 
 fn http_check() -> CheckKind {
@@ -70,14 +82,7 @@ both_drivers! {
     fn a_dead_backend_is_taken_out_and_brought_back(driver) {
         let mut h = Harness::start(driver, 2, fast_checks);
         wait_until("both healthy", || healthy(&h, "app1") && healthy(&h, "app2"));
-        let app2 = h.origins.remove(1);
-        let address = app2.addr();
-        let killed = Instant::now();
-        app2.stop();
-        wait_until("app2 marked down", || !healthy(&h, "app2"));
-        // Down within interval × unhealthy_threshold plus one interval (and the
-        // probe's own timeout).
-        assert!(killed.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", killed.elapsed());
+        let address = kill_and_wait_down(&mut h, 1, "app2");
         for _ in 0..10 {
             assert_eq!(get(h.addr, "/").text(), "app1\n");
         }
@@ -171,12 +176,7 @@ both_drivers! {
         });
         // Kill app2 once the load is flowing through all three.
         wait_until("load to flow", || progress.load(Ordering::SeqCst) >= 30);
-        let app2 = h.origins.remove(1);
-        let address = app2.addr();
-        let killed = Instant::now();
-        app2.stop();
-        wait_until("app2 marked down", || !healthy(&h, "app2"));
-        assert!(killed.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", killed.elapsed());
+        let address = kill_and_wait_down(&mut h, 1, "app2");
         let restarted = ringlb::origin::spawn(address, "app2", driver).unwrap();
         let back = Instant::now();
         wait_until("app2 marked up", || healthy(&h, "app2"));
@@ -191,14 +191,7 @@ both_drivers! {
 }
 
 fn effective_weight(h: &Harness, name: &str) -> u32 {
-    h.server()
-        .handle()
-        .backends()
-        .expect("backends")
-        .into_iter()
-        .find(|b| b.name == name)
-        .expect("backend")
-        .effective_weight
+    h.backend(name).effective_weight
 }
 
 #[test]
@@ -216,10 +209,7 @@ fn slow_start_ramps_a_returning_backend() {
         (effective_weight(&h, "app1"), effective_weight(&h, "app2")),
         (10, 10)
     );
-    let app2 = h.origins.remove(1);
-    let address = app2.addr();
-    app2.stop();
-    wait_until("app2 down", || !healthy(&h, "app2"));
+    let address = kill_and_wait_down(&mut h, 1, "app2");
     let _restarted = ringlb::origin::spawn(address, "app2", Driver::Epoll).unwrap();
     wait_until("app2 up", || healthy(&h, "app2"));
     let early = effective_weight(&h, "app2");

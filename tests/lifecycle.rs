@@ -83,6 +83,29 @@ fn requests_still_running_at_the_end_of_the_grace_period_are_cut() {
     );
 }
 
+/// Collects a child's stderr lines, and sends the address of its "listening on"
+/// line (the proxy's start-up line) on the returned channel.
+fn watch_stderr(child: &mut Child) -> (Arc<Mutex<Vec<String>>>, std::sync::mpsc::Receiver<String>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr piped");
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let addr = line
+                .split(" listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_string);
+            sink.lock().unwrap().push(line);
+            if let Some(addr) = addr {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    (log, rx)
+}
+
 /// The `ringlb` binary running a configuration, with its stderr collected.
 struct Proxy {
     child: Child,
@@ -113,23 +136,7 @@ impl Proxy {
             .stderr(Stdio::piped());
         tune(&mut command);
         let mut child = command.spawn().expect("spawn ringlb");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let addr = line
-                    .split(" listening on ")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_string);
-                sink.lock().unwrap().push(line);
-                if let Some(addr) = addr {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
+        let (log, rx) = watch_stderr(&mut child);
         match rx.recv_timeout(WAIT) {
             Ok(addr) => Ok(Proxy {
                 child,
@@ -505,15 +512,7 @@ fn the_demo_serves_three_origins_and_stops_on_ctrl_c() {
             .unwrap(),
     );
     let child = &mut guard.0;
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains(" listening on ") {
-                let _ = tx.send(());
-            }
-        }
-    });
+    let (_log, rx) = watch_stderr(child);
     rx.recv_timeout(WAIT).expect("demo starts");
     let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
     // Each shard keeps its own round-robin turn, so over 3 × shards requests every
@@ -569,15 +568,7 @@ fn access_log_lines(format: &str) -> Vec<String> {
             .unwrap(),
     );
     let child = &mut guard.0;
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split(" listening on ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
-            }
-        }
-    });
+    let (_log, rx) = watch_stderr(child);
     let addr: SocketAddr = rx.recv_timeout(WAIT).expect("starts").parse().unwrap();
     assert_eq!(get(addr, "/hello?x=1").status, 200);
     assert_eq!(get(addr, "/status/404").status, 404);

@@ -77,6 +77,17 @@ impl Harness {
     pub fn stats(&self) -> ringlb::stats::Counters {
         self.server().handle().stats().expect("stats")
     }
+
+    /// A backend's state as the control thread sees it.
+    pub fn backend(&self, name: &str) -> ringlb::control::BackendStatus {
+        self.server()
+            .handle()
+            .backends()
+            .expect("backends")
+            .into_iter()
+            .find(|b| b.name == name)
+            .expect("backend")
+    }
 }
 
 impl Drop for Harness {
