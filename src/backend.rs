@@ -8,7 +8,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::stats::BackendStats;
 use crate::upstream::UpstreamPool;
@@ -51,6 +51,10 @@ pub struct Backend {
     pub pool: UpstreamPool,
     /// This shard's counters and latency for it.
     pub stats: BackendStats,
+    /// Peak-EWMA of its response time in nanoseconds (least-response).
+    latency_ewma: Cell<f64>,
+    /// When `latency_ewma` was last updated.
+    latency_at: Cell<Option<Instant>>,
 }
 
 impl Backend {
@@ -74,6 +78,8 @@ impl Backend {
             in_flight: Cell::new(0),
             pool: UpstreamPool::new(max_idle, idle_timeout),
             stats: BackendStats::default(),
+            latency_ewma: Cell::new(0.0),
+            latency_at: Cell::new(None),
         }
     }
 
@@ -145,6 +151,41 @@ impl Backend {
     /// Sets the weight to select by (from the control thread's slow start).
     pub fn set_effective_weight(&self, weight: u32) {
         self.effective_weight.set(weight.max(1));
+    }
+
+    /// Records an observed response time (peak-EWMA: a slower observation is
+    /// taken at once, a faster one blends in with weight fading over `decay`).
+    pub fn observe_latency(&self, latency: Duration, now: Instant, decay: Duration) {
+        let rtt = latency.as_nanos() as f64;
+        let current = self.faded_latency(now, decay);
+        let blended = if rtt > current {
+            rtt
+        } else {
+            let elapsed = self
+                .latency_at
+                .get()
+                .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+            let w = (-elapsed.as_secs_f64() / decay.as_secs_f64().max(1e-9)).exp();
+            current * w + rtt * (1.0 - w)
+        };
+        self.latency_ewma.set(blended);
+        self.latency_at.set(Some(now));
+    }
+
+    /// The EWMA faded by the time since it was updated, so that a backend left
+    /// alone (because it was slow) is tried again after a few `decay`s.
+    fn faded_latency(&self, now: Instant, decay: Duration) -> f64 {
+        let Some(at) = self.latency_at.get() else {
+            return 0.0;
+        };
+        let idle = now.saturating_duration_since(at).as_secs_f64();
+        self.latency_ewma.get() * (-idle / decay.as_secs_f64().max(1e-9)).exp()
+    }
+
+    /// least-response's cost: faded peak-EWMA latency × (requests in flight + 1).
+    pub fn latency_cost(&self, now: Instant, decay: Duration) -> f64 {
+        // +1 ns so that in-flight counts still separate backends never measured.
+        (self.faded_latency(now, decay) + 1.0) * f64::from(self.in_flight() + 1)
     }
 
     /// Requests in flight from this shard.

@@ -106,6 +106,41 @@ pub struct UpstreamConfig {
 pub struct BalancerConfig {
     /// How a backend is picked.
     pub strategy: Strategy,
+    /// `least-response`: how fast old latency observations fade.
+    pub ewma_decay: Duration,
+    /// `consistent-hash`: what is hashed.
+    pub hash_key: HashKey,
+    /// `consistent-hash`: ring (ketama) or Maglev.
+    pub hash_algorithm: HashAlgorithm,
+    /// `consistent-hash` ring: points per unit of weight.
+    pub virtual_nodes: u32,
+    /// `consistent-hash` Maglev: lookup table size (a prime).
+    pub table_size: u32,
+    /// `consistent-hash`: no backend takes more than this × the mean of in-flight
+    /// requests (consistent hashing with bounded loads); `None` is unbounded.
+    pub hash_bounded_load: Option<f64>,
+}
+
+/// `balancer.hash_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address.
+    ClientIp,
+    /// The value of a request header (name lower-cased).
+    Header(String),
+    /// The value of a cookie.
+    Cookie(String),
+    /// The request path (without the query).
+    Path,
+}
+
+/// `balancer.hash_algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    /// A ketama-style ring of virtual nodes.
+    Ring,
+    /// Maglev's lookup table.
+    Maglev,
 }
 
 /// `balancer.strategy`.
@@ -117,13 +152,25 @@ pub enum Strategy {
     WeightedRoundRobin,
     /// Fewest requests in flight on this shard per unit of weight.
     LeastConn,
+    /// Weighted random.
+    Random,
+    /// Power of two random choices on in-flight requests per unit of weight.
+    P2c,
+    /// Peak-EWMA latency (times in-flight), via two random choices.
+    LeastResponse,
+    /// Consistent hashing of `balancer.hash_key`.
+    ConsistentHash,
 }
 
 impl Strategy {
-    const ALL: [Strategy; 3] = [
+    const ALL: [Strategy; 7] = [
         Strategy::RoundRobin,
         Strategy::WeightedRoundRobin,
         Strategy::LeastConn,
+        Strategy::Random,
+        Strategy::P2c,
+        Strategy::LeastResponse,
+        Strategy::ConsistentHash,
     ];
 
     /// The spelling used in the configuration.
@@ -132,6 +179,10 @@ impl Strategy {
             Strategy::RoundRobin => "round-robin",
             Strategy::WeightedRoundRobin => "weighted-round-robin",
             Strategy::LeastConn => "least-conn",
+            Strategy::Random => "random",
+            Strategy::P2c => "p2c",
+            Strategy::LeastResponse => "least-response",
+            Strategy::ConsistentHash => "consistent-hash",
         }
     }
 }
@@ -316,6 +367,12 @@ impl Default for BalancerConfig {
     fn default() -> Self {
         BalancerConfig {
             strategy: Strategy::RoundRobin,
+            ewma_decay: Duration::from_secs(10),
+            hash_key: HashKey::ClientIp,
+            hash_algorithm: HashAlgorithm::Ring,
+            virtual_nodes: 160,
+            table_size: 65537,
+            hash_bounded_load: None,
         }
     }
 }
@@ -451,6 +508,12 @@ struct FileUpstream {
 #[serde(deny_unknown_fields)]
 struct FileBalancer {
     strategy: Option<String>,
+    ewma_decay: Option<String>,
+    hash_key: Option<String>,
+    hash_algorithm: Option<String>,
+    virtual_nodes: Option<u64>,
+    table_size: Option<u64>,
+    hash_bounded_load: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -546,7 +609,17 @@ const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
             ("idle_timeout", Kind::Text),
         ],
     ),
-    ("balancer", &[("strategy", Kind::Text)]),
+    (
+        "balancer",
+        &[
+            ("strategy", Kind::Text),
+            ("ewma_decay", Kind::Text),
+            ("hash_key", Kind::Text),
+            ("hash_algorithm", Kind::Text),
+            ("virtual_nodes", Kind::Integer),
+            ("table_size", Kind::Integer),
+        ],
+    ),
     (
         "logging",
         &[
@@ -588,6 +661,13 @@ const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
 ];
+
+fn is_prime(n: u32) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+}
 
 /// Longest duration any setting takes; deadlines are `now + duration` and must
 /// not overflow.
@@ -788,6 +868,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     d.ok_or_else(expected)
 }
 
+/// Parses `client-ip`, `path`, `header:NAME` or `cookie:NAME`.
+fn parse_hash_key(s: &str) -> Result<HashKey, String> {
+    let expected = || format!("expected client-ip, path, header:NAME or cookie:NAME, got {s:?}");
+    let token = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    match s.split_once(':') {
+        None if s == "client-ip" => Ok(HashKey::ClientIp),
+        None if s == "path" => Ok(HashKey::Path),
+        Some(("header", name)) if token(name) => Ok(HashKey::Header(name.to_ascii_lowercase())),
+        Some(("cookie", name)) if token(name) => Ok(HashKey::Cookie(name.to_string())),
+        _ => Err(expected()),
+    }
+}
+
 /// Parses `IP:port`, `[v6]:port` or `:port` (all interfaces).
 fn parse_address(s: &str) -> Result<SocketAddr, String> {
     let expected = || format!("expected IP:port like 127.0.0.1:8080 or :8080, got {s:?}");
@@ -859,6 +957,10 @@ fn address(
     default: SocketAddr,
 ) -> SocketAddr {
     parsed(errors, key, value, default, parse_address)
+}
+
+fn to_u32(value: Option<u64>, default: u32) -> u32 {
+    value.map_or(default, |v| u32::try_from(v).unwrap_or(u32::MAX))
 }
 
 fn to_usize(value: Option<u64>, default: usize) -> usize {
@@ -944,14 +1046,42 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
     };
     let strategies: Vec<(&str, Strategy)> =
         Strategy::ALL.iter().map(|s| (s.as_str(), *s)).collect();
+    let fb = &file.balancer;
+    let bd = BalancerConfig::default();
     let balancer = BalancerConfig {
         strategy: choice(
             errors,
             "balancer.strategy",
-            file.balancer.strategy.as_deref(),
+            fb.strategy.as_deref(),
             Strategy::RoundRobin,
             &strategies,
         ),
+        ewma_decay: duration(
+            errors,
+            "balancer.ewma_decay",
+            fb.ewma_decay.as_deref(),
+            bd.ewma_decay,
+        ),
+        hash_key: parsed(
+            errors,
+            "balancer.hash_key",
+            fb.hash_key.as_deref(),
+            bd.hash_key,
+            parse_hash_key,
+        ),
+        hash_algorithm: choice(
+            errors,
+            "balancer.hash_algorithm",
+            fb.hash_algorithm.as_deref(),
+            bd.hash_algorithm,
+            &[
+                ("ring", HashAlgorithm::Ring),
+                ("maglev", HashAlgorithm::Maglev),
+            ],
+        ),
+        virtual_nodes: to_u32(fb.virtual_nodes, bd.virtual_nodes),
+        table_size: to_u32(fb.table_size, bd.table_size),
+        hash_bounded_load: fb.hash_bounded_load,
     };
     let logging = LoggingConfig {
         level: choice(
@@ -1032,25 +1162,23 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
         }),
     };
     let rd = RetryConfig::default();
-    let clamp_u32 =
-        |v: Option<u64>, default: u32| v.map_or(default, |n| u32::try_from(n).unwrap_or(u32::MAX));
     let retry = RetryConfig {
-        max_retries: clamp_u32(file.retry.max_retries, rd.max_retries),
+        max_retries: to_u32(file.retry.max_retries, rd.max_retries),
         max_buffered_body: to_usize(file.retry.max_buffered_body, rd.max_buffered_body),
-        budget_percent: clamp_u32(file.retry.budget_percent, rd.budget_percent),
+        budget_percent: to_u32(file.retry.budget_percent, rd.budget_percent),
     };
     let b = &file.circuit_breaker;
     let bd = BreakerConfig::default();
     let circuit_breaker = BreakerConfig {
         enabled: b.enabled.unwrap_or(bd.enabled),
-        failure_threshold: clamp_u32(b.failure_threshold, bd.failure_threshold),
+        failure_threshold: to_u32(b.failure_threshold, bd.failure_threshold),
         open_for: duration(
             errors,
             "circuit_breaker.open_for",
             b.open_for.as_deref(),
             bd.open_for,
         ),
-        half_open_probes: clamp_u32(b.half_open_probes, bd.half_open_probes),
+        half_open_probes: to_u32(b.half_open_probes, bd.half_open_probes),
         count_5xx: b.count_5xx.unwrap_or(bd.count_5xx),
     };
     let mut backends = Vec::with_capacity(file.backends.len());
@@ -1231,6 +1359,33 @@ impl Config {
                 "circuit_breaker.half_open_probes",
                 format!("must be between 1 and 100, got {}", cb.half_open_probes),
             );
+        }
+        let b = &self.balancer;
+        if !(1..=1000).contains(&b.virtual_nodes) {
+            errors.push(
+                "balancer.virtual_nodes",
+                format!("must be between 1 and 1000, got {}", b.virtual_nodes),
+            );
+        }
+        if !(is_prime(b.table_size) && (7..=1_000_003).contains(&b.table_size)) {
+            errors.push(
+                "balancer.table_size",
+                format!(
+                    "must be a prime between 7 and 1000003, got {}",
+                    b.table_size
+                ),
+            );
+        }
+        if let Some(c) = b.hash_bounded_load {
+            if !(c.is_finite() && c > 1.0 && c <= 100.0) {
+                errors.push(
+                    "balancer.hash_bounded_load",
+                    format!("must be greater than 1.0 and at most 100, got {c}"),
+                );
+            }
+        }
+        if b.ewma_decay > MAX_DURATION {
+            errors.push("balancer.ewma_decay", "must be at most 168h (one week)");
         }
         let r = &self.retry;
         if r.max_retries > 7 {
@@ -1693,11 +1848,76 @@ mod tests {
     }
 
     #[test]
+    fn balancer_settings() {
+        let c = parse(
+            &format!(
+                "[balancer]\nstrategy = \"consistent-hash\"\nhash_key = \"header:X-User\"\n\
+                 hash_algorithm = \"maglev\"\ntable_size = 251\nvirtual_nodes = 40\n\
+                 hash_bounded_load = 1.25\newma_decay = \"5s\"\n{ONE_BACKEND}"
+            ),
+            "t.toml",
+            no_env(),
+        )
+        .unwrap();
+        let b = &c.balancer;
+        assert_eq!(b.strategy, Strategy::ConsistentHash);
+        assert_eq!(b.hash_key, HashKey::Header("x-user".into()));
+        assert_eq!(b.hash_algorithm, HashAlgorithm::Maglev);
+        assert_eq!((b.table_size, b.virtual_nodes), (251, 40));
+        assert_eq!(b.hash_bounded_load, Some(1.25));
+        assert_eq!(b.ewma_decay, Duration::from_secs(5));
+        for (key, expected) in [
+            ("client-ip", HashKey::ClientIp),
+            ("path", HashKey::Path),
+            ("cookie:session", HashKey::Cookie("session".into())),
+        ] {
+            assert_eq!(parse_hash_key(key), Ok(expected));
+        }
+        for bad in ["", "ip", "header:", "header:a b", "cookie", "query:x"] {
+            assert!(parse_hash_key(bad).is_err(), "{bad:?}");
+        }
+        assert_error(
+            &format!("[balancer]\nhash_key = \"ip\"\n{ONE_BACKEND}"),
+            "balancer.hash_key",
+            "client-ip, path",
+        );
+        assert_error(
+            &format!("[balancer]\ntable_size = 65536\n{ONE_BACKEND}"),
+            "balancer.table_size",
+            "prime",
+        );
+        assert_error(
+            &format!("[balancer]\nvirtual_nodes = 0\n{ONE_BACKEND}"),
+            "balancer.virtual_nodes",
+            "between 1 and 1000",
+        );
+        assert_error(
+            &format!("[balancer]\nhash_bounded_load = 1.0\n{ONE_BACKEND}"),
+            "balancer.hash_bounded_load",
+            "greater than 1.0",
+        );
+        assert_error(
+            &format!("[balancer]\nhash_algorithm = \"rendezvous\"\n{ONE_BACKEND}"),
+            "balancer.hash_algorithm",
+            "ring, maglev",
+        );
+        for strategy in ["random", "p2c", "least-response", "consistent-hash"] {
+            let c = parse(
+                &format!("[balancer]\nstrategy = \"{strategy}\"\n{ONE_BACKEND}"),
+                "t",
+                no_env(),
+            )
+            .unwrap();
+            assert_eq!(c.balancer.strategy.as_str(), strategy);
+        }
+    }
+
+    #[test]
     fn enumerations_list_their_values() {
         assert_error(
             &format!("[balancer]\nstrategy = \"fastest\"\n{ONE_BACKEND}"),
             "balancer.strategy",
-            "round-robin, weighted-round-robin, least-conn",
+            "round-robin, weighted-round-robin, least-conn, random, p2c, least-response, consistent-hash",
         );
         assert_error(
             &format!("[logging]\nlevel = \"loud\"\n{ONE_BACKEND}"),

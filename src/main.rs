@@ -20,7 +20,7 @@ Usage:
   ringlb check --config FILE    validate FILE, print a summary; exit 1 on errors
   ringlb demo                   three demo origins on 127.0.0.1:9001-9003 and the
                                 balancer on 127.0.0.1:8080 (admin on :9900)
-  ringlb origin --listen ADDR [--name NAME] [--io auto|io_uring|epoll]
+  ringlb origin --listen ADDR [--name NAME] [--delay DUR] [--io auto|io_uring|epoll]
                                 the small origin server used by the demo and tests
   ringlb --version | --help
 
@@ -37,6 +37,7 @@ enum Command {
         listen: SocketAddr,
         name: String,
         io: config::IoMode,
+        delay: std::time::Duration,
     },
     Version,
     Help,
@@ -47,6 +48,7 @@ fn parse_args(args: &[String]) -> Result<Command> {
     let mut listen: Option<String> = None;
     let mut name = "origin".to_string();
     let mut io = config::IoMode::Auto;
+    let mut delay = std::time::Duration::ZERO;
     let mut sub: Option<&str> = None;
     let mut i = 0;
     while i < args.len() {
@@ -63,6 +65,11 @@ fn parse_args(args: &[String]) -> Result<Command> {
             "-c" | "--config" => config = Some(value()?.into()),
             "--listen" => listen = Some(value()?),
             "--name" => name = value()?,
+            "--delay" => {
+                let text = value()?;
+                delay =
+                    config::parse_duration(&text).map_err(|e| anyhow::anyhow!("--delay: {e}"))?;
+            }
             "--io" => {
                 io = match value()?.as_str() {
                     "auto" => config::IoMode::Auto,
@@ -89,7 +96,12 @@ fn parse_args(args: &[String]) -> Result<Command> {
             let listen = listen
                 .parse()
                 .with_context(|| format!("--listen: expected IP:port, got {listen:?}"))?;
-            Ok(Command::Origin { listen, name, io })
+            Ok(Command::Origin {
+                listen,
+                name,
+                io,
+                delay,
+            })
         }
         Some("check") => Ok(Command::Check(config.context("check needs --config FILE")?)),
         Some("run") | None => match config {
@@ -191,10 +203,15 @@ fn run() -> Result<ExitCode> {
             }
         },
         Command::Demo => demo(),
-        Command::Origin { listen, name, io } => {
+        Command::Origin {
+            listen,
+            name,
+            io,
+            delay,
+        } => {
             let (driver, _) = shard::choose_driver(io)?;
             eprintln!("origin {name} listening on {listen} ({})", driver.as_str());
-            origin::run(listen, &name, driver)?;
+            origin::run(listen, &name, driver, delay)?;
             Ok(ExitCode::SUCCESS)
         }
     }

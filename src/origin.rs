@@ -54,6 +54,8 @@ struct OriginState {
     name: String,
     connections: AtomicU64,
     open: AtomicU64,
+    /// Added before every response (a uniformly slow backend).
+    delay: Duration,
 }
 
 /// A running origin on its own thread.
@@ -105,6 +107,16 @@ impl Drop for OriginHandle {
 
 /// Starts an origin on `address` in a thread of its own.
 pub fn spawn(address: SocketAddr, name: &str, driver: Driver) -> io::Result<OriginHandle> {
+    spawn_with_delay(address, name, driver, Duration::ZERO)
+}
+
+/// Starts an origin that waits `delay` before every response.
+pub fn spawn_with_delay(
+    address: SocketAddr,
+    name: &str,
+    driver: Driver,
+    delay: Duration,
+) -> io::Result<OriginHandle> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
@@ -113,6 +125,7 @@ pub fn spawn(address: SocketAddr, name: &str, driver: Driver) -> io::Result<Orig
         name: name.to_string(),
         connections: AtomicU64::new(0),
         open: AtomicU64::new(0),
+        delay,
     });
     let thread_state = Arc::clone(&state);
     let thread = std::thread::Builder::new()
@@ -128,14 +141,16 @@ pub fn spawn(address: SocketAddr, name: &str, driver: Driver) -> io::Result<Orig
     })
 }
 
-/// Runs an origin on the current thread until the process ends.
-pub fn run(address: SocketAddr, name: &str, driver: Driver) -> io::Result<()> {
+/// Runs an origin on the current thread until the process ends; every response
+/// waits `delay` first.
+pub fn run(address: SocketAddr, name: &str, driver: Driver, delay: Duration) -> io::Result<()> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
     let state = Arc::new(OriginState {
         name: name.to_string(),
         connections: AtomicU64::new(0),
         open: AtomicU64::new(0),
+        delay,
     });
     run_on(driver, serve(listener, state))
 }
@@ -400,6 +415,9 @@ async fn respond(
     (received, hash): (u64, Fnv),
 ) -> bool {
     let name = state.name.as_str();
+    if !state.delay.is_zero() {
+        monoio::time::sleep(state.delay).await;
+    }
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
     let first = segments.next().unwrap_or("");
     let arg = segments.next().unwrap_or("");

@@ -20,7 +20,7 @@ use monoio::net::TcpListener;
 use crate::access_log::AccessLog;
 use crate::backend::{Availability, Backend, BackendId};
 use crate::balancer::Balancer;
-use crate::config::{Config, IoMode, Strategy};
+use crate::config::{BalancerConfig, Config, IoMode};
 use crate::h1;
 use crate::stats::{ShardReport, ShardStats};
 use crate::{log_debug, log_warn};
@@ -110,8 +110,8 @@ pub struct ShardSettings {
     pub max_idle_per_backend: usize,
     /// `upstream.idle_timeout`.
     pub upstream_idle_timeout: Duration,
-    /// `balancer.strategy`.
-    pub strategy: Strategy,
+    /// `[balancer]`.
+    pub balancer: BalancerConfig,
     /// `retry.max_retries`.
     pub max_retries: u32,
     /// `retry.max_buffered_body`.
@@ -137,7 +137,7 @@ impl ShardSettings {
             max_connections: config.server.max_connections.div_ceil(shards.max(1)),
             max_idle_per_backend: config.upstream.max_idle_per_backend,
             upstream_idle_timeout: config.upstream.idle_timeout,
-            strategy: config.balancer.strategy,
+            balancer: config.balancer.clone(),
             max_retries: config.retry.max_retries,
             max_buffered_body: config.retry.max_buffered_body,
             retry_tokens_per_request: f64::from(config.retry.budget_percent) / 100.0,
@@ -294,7 +294,7 @@ impl Shard {
         let table = build_table(&settings, backends, &[]);
         Shard {
             index,
-            balancer: RefCell::new(Balancer::new(settings.strategy, table, index)),
+            balancer: RefCell::new(Balancer::with_config(&settings.balancer, table, index)),
             settings,
             stats: ShardStats::default(),
             draining: Cell::new(false),

@@ -560,6 +560,53 @@ fn itoa_buf(mut n: u64) -> Digits {
     }
 }
 
+/// The field lines of a head that already passed `parse_request`, as
+/// (name, value) with the value's surrounding whitespace trimmed.
+fn field_lines(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let value = &line[colon + 1..];
+            let start = value
+                .iter()
+                .position(|b| !b" \t".contains(b))
+                .unwrap_or(value.len());
+            let end = value
+                .iter()
+                .rposition(|b| !b" \t".contains(b))
+                .map_or(start, |e| e + 1);
+            Some((&line[..colon], &value[start..end]))
+        })
+}
+
+/// The value of the first `name` field of a validated request head.
+pub fn header_value<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    field_lines(head)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, v)| v)
+}
+
+/// The value of cookie `name` in the `Cookie` fields of a validated request head.
+pub fn cookie_value<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    field_lines(head)
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+        .flat_map(|(_, v)| v.split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let rest = pair.strip_prefix(name.as_bytes())?;
+            rest.strip_prefix(b"=")
+        })
+}
+
+/// The path of a validated request head's target (without the query).
+pub fn target_path(head: &[u8]) -> &[u8] {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let target = line.split(|&b| b == b' ').nth(1).unwrap_or(&[]);
+    target.split(|&b| b == b'?').next().unwrap_or(&[])
+}
+
 /// Writes the size line of one chunk (`{len:x}\r\n`).
 pub fn write_chunk_header(out: &mut Vec<u8>, len: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -1033,6 +1080,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn header_cookie_and_path_lookups() {
+        let head = b"GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\nX-User:  alice \r\n\
+                     Cookie: a=1; session=xyz; b=2\r\ncookie: late=3\r\n\r\n";
+        assert_eq!(header_value(head, "x-user"), Some(&b"alice"[..]));
+        assert_eq!(header_value(head, "missing"), None);
+        assert_eq!(cookie_value(head, "session"), Some(&b"xyz"[..]));
+        assert_eq!(cookie_value(head, "late"), Some(&b"3"[..]));
+        assert_eq!(cookie_value(head, "sess"), None);
+        assert_eq!(target_path(head), b"/a/b");
     }
 
     #[test]

@@ -18,7 +18,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::backend::{Backend, BackendId, InFlight};
-use crate::balancer::RequestContext;
+use crate::balancer::{hash_bytes, hash_ip, RequestContext};
+use crate::config::{BalancerConfig, HashKey, Strategy};
 use crate::error::{error_response, ProxyError, Side};
 use crate::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, Forwarding, Request};
 use crate::log_debug;
@@ -315,6 +316,16 @@ async fn proxy_request(
 ) -> Result<bool, Failure> {
     let settings = &shard.settings;
     shard.earn_retry_budget();
+    // The head is still in the buffer: hash the routing key now.
+    let context = RequestContext {
+        client_ip: client.peer.ip(),
+        key_hash: key_hash(
+            &settings.balancer,
+            &client.buf[client.pos - request.head_len..client.pos],
+            client.peer.ip(),
+        ),
+        now: Instant::now(),
+    };
     // Small bodies of idempotent requests are read in full first, so that the
     // request can be retried.
     if let BodyKind::Length(n) = request.body {
@@ -351,9 +362,6 @@ async fn proxy_request(
         }
     }
     let retry_allowed = request.method.is_idempotent() && held_body.is_some();
-    let context = RequestContext {
-        client_ip: client.peer.ip(),
-    };
     let mut tried = [0 as BackendId; MAX_TRIED];
     let mut tried_len = 0;
     let mut retries = 0;
@@ -430,6 +438,21 @@ async fn proxy_request(
     }
 }
 
+/// The hash consistent hashing routes by: `balancer.hash_key` from the request
+/// head; a request without that header or cookie is routed by its client address.
+fn key_hash(config: &BalancerConfig, head: &[u8], client: std::net::IpAddr) -> u64 {
+    if config.strategy != Strategy::ConsistentHash {
+        return 0;
+    }
+    let key = match &config.hash_key {
+        HashKey::ClientIp => None,
+        HashKey::Path => Some(h1::target_path(head)),
+        HashKey::Header(name) => h1::header_value(head, name),
+        HashKey::Cookie(name) => h1::cookie_value(head, name),
+    };
+    key.map_or_else(|| hash_ip(client), hash_bytes)
+}
+
 /// Why an attempt failed, and whether the client saw anything of a response.
 struct AttemptFailure {
     error: ProxyError,
@@ -486,6 +509,7 @@ async fn attempt(
     )
     .await
     .map_err(|e| before(reused)(ProxyError::UpstreamIo(e.kind())))?;
+    let sent_at = Instant::now();
     if held_body.is_none() {
         if request.expect_continue && !request.http10 {
             write_client(client, CONTINUE)
@@ -527,6 +551,10 @@ async fn attempt(
         })?;
     if let Some(n) = held_body {
         client.pos += n;
+    }
+    if shard.settings.balancer.strategy == Strategy::LeastResponse {
+        let now = Instant::now();
+        backend.observe_latency(now - sent_at, now, shard.settings.balancer.ewma_decay);
     }
     shard.report_outcome(
         backend,
