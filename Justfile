@@ -23,3 +23,7 @@ bench-stats:
 # Microbenchmark: nanoseconds to record one request.
 bench-record:
     cargo bench --bench stats_record
+
+# Microbenchmark: nanoseconds per selection, every strategy at 3, 10 and 100 backends.
+bench-select:
+    cargo bench --bench select
