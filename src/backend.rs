@@ -55,6 +55,8 @@ pub struct Backend {
     latency_ewma: Cell<f64>,
     /// When `latency_ewma` was last updated.
     latency_at: Cell<Option<Instant>>,
+    /// The sticky cookie value naming it, when sticky sessions are on.
+    sticky_token: std::cell::OnceCell<Box<str>>,
 }
 
 impl Backend {
@@ -80,6 +82,7 @@ impl Backend {
             stats: BackendStats::default(),
             latency_ewma: Cell::new(0.0),
             latency_at: Cell::new(None),
+            sticky_token: std::cell::OnceCell::new(),
         }
     }
 
@@ -186,6 +189,16 @@ impl Backend {
     pub fn latency_cost(&self, now: Instant, decay: Duration) -> f64 {
         // +1 ns so that in-flight counts still separate backends never measured.
         (self.faded_latency(now, decay) + 1.0) * f64::from(self.in_flight() + 1)
+    }
+
+    /// The sticky cookie value naming it, if sticky sessions are on.
+    pub fn sticky_token(&self) -> Option<&str> {
+        self.sticky_token.get().map(|t| &**t)
+    }
+
+    /// Sets its sticky cookie value (once, when the table is built).
+    pub fn set_sticky_token(&self, token: String) {
+        let _ = self.sticky_token.set(token.into());
     }
 
     /// Requests in flight from this shard.

@@ -119,6 +119,20 @@ pub struct BalancerConfig {
     /// `consistent-hash`: no backend takes more than this × the mean of in-flight
     /// requests (consistent hashing with bounded loads); `None` is unbounded.
     pub hash_bounded_load: Option<f64>,
+    /// Sticky sessions by cookie, on top of any strategy; `None` is off.
+    pub sticky: Option<StickyConfig>,
+}
+
+/// `balancer.sticky = { cookie = "NAME", ttl = "1h", secret = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// The cookie's name.
+    pub cookie: String,
+    /// The cookie's lifetime (`Max-Age`).
+    pub ttl: Duration,
+    /// Keys the tokens; instances with the same secret honour each other's
+    /// cookies. Without one, tokens are random per process.
+    pub secret: Option<String>,
 }
 
 /// `balancer.hash_key`.
@@ -373,6 +387,7 @@ impl Default for BalancerConfig {
             virtual_nodes: 160,
             table_size: 65537,
             hash_bounded_load: None,
+            sticky: None,
         }
     }
 }
@@ -514,6 +529,15 @@ struct FileBalancer {
     virtual_nodes: Option<u64>,
     table_size: Option<u64>,
     hash_bounded_load: Option<f64>,
+    sticky: Option<FileSticky>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSticky {
+    cookie: Option<String>,
+    ttl: Option<String>,
+    secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1082,6 +1106,16 @@ fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
         virtual_nodes: to_u32(fb.virtual_nodes, bd.virtual_nodes),
         table_size: to_u32(fb.table_size, bd.table_size),
         hash_bounded_load: fb.hash_bounded_load,
+        sticky: fb.sticky.as_ref().map(|sticky| StickyConfig {
+            cookie: sticky.cookie.clone().unwrap_or_default(),
+            ttl: duration(
+                errors,
+                "balancer.sticky.ttl",
+                sticky.ttl.as_deref(),
+                Duration::from_secs(3600),
+            ),
+            secret: sticky.secret.clone(),
+        }),
     };
     let logging = LoggingConfig {
         level: choice(
@@ -1382,6 +1416,24 @@ impl Config {
                     "balancer.hash_bounded_load",
                     format!("must be greater than 1.0 and at most 100, got {c}"),
                 );
+            }
+        }
+        if let Some(sticky) = &b.sticky {
+            let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+            if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(token) {
+                errors.push(
+                    "balancer.sticky.cookie",
+                    format!(
+                        "expected a cookie name (letters, digits, -_.), got {:?}",
+                        sticky.cookie
+                    ),
+                );
+            }
+            if sticky.ttl > MAX_DURATION {
+                errors.push("balancer.sticky.ttl", "must be at most 168h (one week)");
+            }
+            if sticky.secret.as_deref().is_some_and(|s| s.len() < 16) {
+                errors.push("balancer.sticky.secret", "must be at least 16 characters");
             }
         }
         if b.ewma_decay > MAX_DURATION {
@@ -1900,6 +1952,42 @@ mod tests {
             &format!("[balancer]\nhash_algorithm = \"rendezvous\"\n{ONE_BACKEND}"),
             "balancer.hash_algorithm",
             "ring, maglev",
+        );
+        let c = parse(
+            &format!("[balancer]\nsticky = {{ cookie = \"srv\", ttl = \"30m\", secret = \"0123456789abcdef\" }}\n{ONE_BACKEND}"),
+            "t",
+            no_env(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.balancer.sticky,
+            Some(StickyConfig {
+                cookie: "srv".into(),
+                ttl: Duration::from_secs(1800),
+                secret: Some("0123456789abcdef".into())
+            })
+        );
+        assert_error(
+            &format!("[balancer]\nsticky = {{ ttl = \"1h\" }}\n{ONE_BACKEND}"),
+            "balancer.sticky.cookie",
+            "expected a cookie name",
+        );
+        assert_error(
+            &format!("[balancer]\nsticky = {{ cookie = \"a b\" }}\n{ONE_BACKEND}"),
+            "balancer.sticky.cookie",
+            "expected a cookie name",
+        );
+        assert_error(
+            &format!(
+                "[balancer]\nsticky = {{ cookie = \"s\", secret = \"short\" }}\n{ONE_BACKEND}"
+            ),
+            "balancer.sticky.secret",
+            "at least 16",
+        );
+        assert_error(
+            &format!("[balancer]\nsticky = {{ cookie = \"s\", colour = 1 }}\n{ONE_BACKEND}"),
+            "balancer.sticky.colour",
+            "unknown key",
         );
         for strategy in ["random", "p2c", "least-response", "consistent-hash"] {
             let c = parse(

@@ -9,7 +9,7 @@
 //! - [`proxy`]: what a shard does with a client connection ([`proxy::http`]).
 //! - [`h1`]: HTTP/1.1 parsing and framing rules, sans-io.
 //! - [`balancer`], [`backend`], [`upstream`]: selection, per-shard backend state, and
-//!   upstream connections with their idle pool.
+//!   upstream connections with their idle pool. [`sticky`]: sticky-session tokens.
 //! - [`health`]: active health checks (probes and the rise/fall state machine).
 //! - [`breaker`]: the circuit breaker state machine (passive health).
 //! - [`admin`]: the admin listener. [`stats`]: per-shard counters and histograms,
@@ -36,6 +36,7 @@ pub mod origin;
 pub mod proxy;
 pub mod shard;
 pub mod stats;
+pub mod sticky;
 pub mod upstream;
 
 pub use control::{start, Server, ServerHandle, ShutdownReport};

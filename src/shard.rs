@@ -112,6 +112,8 @@ pub struct ShardSettings {
     pub upstream_idle_timeout: Duration,
     /// `[balancer]`.
     pub balancer: BalancerConfig,
+    /// The key sticky tokens are made with (the same for every shard).
+    pub sticky_key: Option<(u64, u64)>,
     /// `retry.max_retries`.
     pub max_retries: u32,
     /// `retry.max_buffered_body`.
@@ -138,6 +140,10 @@ impl ShardSettings {
             max_idle_per_backend: config.upstream.max_idle_per_backend,
             upstream_idle_timeout: config.upstream.idle_timeout,
             balancer: config.balancer.clone(),
+            sticky_key: config.balancer.sticky.as_ref().map(|s| match &s.secret {
+                Some(secret) => crate::sticky::key_from_secret(secret),
+                None => crate::sticky::random_key(),
+            }),
             max_retries: config.retry.max_retries,
             max_buffered_body: config.retry.max_buffered_body,
             retry_tokens_per_request: f64::from(config.retry.budget_percent) / 100.0,
@@ -484,6 +490,9 @@ fn build_table(
                     settings.upstream_idle_timeout,
                 );
                 backend.set_available(spec.available);
+                if let Some(key) = settings.sticky_key {
+                    backend.set_sticky_token(crate::sticky::token(key, &spec.name));
+                }
                 Rc::new(backend)
             })
         })

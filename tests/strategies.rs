@@ -108,3 +108,96 @@ fn path_and_client_ip_keys() {
     let got = counts(h.addr, 12);
     assert_eq!(got.len(), 1, "{got:?}");
 }
+
+fn sticky_on(c: &mut ringlb::config::Config, secret: Option<&str>) {
+    c.balancer.sticky = Some(ringlb::config::StickyConfig {
+        cookie: "srv".into(),
+        ttl: Duration::from_secs(3600),
+        secret: secret.map(str::to_string),
+    });
+}
+
+fn with_cookie(cookie: &str) -> Vec<u8> {
+    format!("GET / HTTP/1.1\r\nHost: t\r\nCookie: a=1; srv={cookie}\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+/// The token of a `Set-Cookie: srv=TOKEN; ...` header.
+fn token_of(r: &Reply) -> String {
+    let set = r.header("set-cookie").expect("a Set-Cookie header");
+    assert!(set.ends_with("; Path=/; Max-Age=3600; HttpOnly"), "{set}");
+    set.strip_prefix("srv=")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn sticky_cookies_pin_a_client_to_its_backend() {
+    let h = Harness::start(Driver::Epoll, 3, |c| sticky_on(c, None));
+    let first = get(h.addr, "/");
+    let token = token_of(&first);
+    assert_eq!(token.len(), 32);
+    for secret_part in ["app", "127.0.0.1", &h.origins[0].addr().port().to_string()] {
+        assert!(!token.contains(secret_part), "the token is opaque: {token}");
+    }
+    // Round-robin would rotate; the cookie keeps the client where it was.
+    for _ in 0..6 {
+        let r = request(h.addr, &with_cookie(&token));
+        assert_eq!(r.text(), first.text());
+        assert_eq!(
+            r.header("set-cookie"),
+            None,
+            "a valid cookie is not set again"
+        );
+    }
+    // A cookie naming nothing is ignored: the client gets a backend and a cookie.
+    let r = request(h.addr, &with_cookie("not-a-token"));
+    assert_eq!(r.status, 200);
+    assert_eq!(token_of(&r).len(), 32);
+    // When its backend is drained, the client moves and gets a new cookie.
+    let name = first.text().trim().to_string();
+    let admin = h.server().admin_addr();
+    let drain = format!("POST /backends/{name}/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(request(admin, drain.as_bytes()).status, 200);
+    wait_until("the client to move", || {
+        request(h.addr, &with_cookie(&token)).text() != first.text()
+    });
+    let moved = request(h.addr, &with_cookie(&token));
+    assert_ne!(token_of(&moved), token);
+}
+
+#[test]
+fn instances_with_the_same_secret_honour_each_others_cookies() {
+    let secret = Some("a shared secret of 32 characters");
+    let one = Harness::start(Driver::Epoll, 3, |c| sticky_on(c, secret));
+    // A second ringlb in front of the same origins, with the same secret.
+    let backends: Vec<BackendConfig> = one
+        .origins
+        .iter()
+        .enumerate()
+        .map(|(i, o)| BackendConfig {
+            name: format!("app{}", i + 1),
+            address: o.addr(),
+            weight: 1,
+        })
+        .collect();
+    let two = ringlb::start({
+        let mut c = base_config(Driver::Epoll);
+        c.backends = backends;
+        sticky_on(&mut c, secret);
+        c
+    })
+    .unwrap();
+    let first = get(one.addr, "/");
+    let token = token_of(&first);
+    for _ in 0..4 {
+        assert_eq!(
+            request(two.local_addr(), &with_cookie(&token)).text(),
+            first.text()
+        );
+    }
+    two.shutdown();
+}

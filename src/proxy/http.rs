@@ -326,6 +326,11 @@ async fn proxy_request(
         ),
         now: Instant::now(),
     };
+    // A sticky cookie names the backend the client stays with (while available).
+    let sticky_cookie: Option<String> = settings.balancer.sticky.as_ref().and_then(|sticky| {
+        let head = &client.buf[client.pos - request.head_len..client.pos];
+        h1::cookie_value(head, &sticky.cookie).map(|v| String::from_utf8_lossy(v).into_owned())
+    });
     // Small bodies of idempotent requests are read in full first, so that the
     // request can be retried.
     if let BodyKind::Length(n) = request.body {
@@ -370,7 +375,20 @@ async fn proxy_request(
     let mut upbuf = Vec::with_capacity(BODY_BUFFER);
     loop {
         let fresh_only = same_backend_fresh.is_some();
-        let backend = match same_backend_fresh.take() {
+        // A sticky cookie naming an available backend not tried yet wins.
+        let sticky = sticky_cookie.as_deref().and_then(|token| {
+            let balancer = shard.balancer.borrow();
+            balancer
+                .backends()
+                .iter()
+                .find(|b| {
+                    b.sticky_token() == Some(token)
+                        && b.is_available()
+                        && !tried[..tried_len].contains(&b.id)
+                })
+                .cloned()
+        });
+        let backend = match same_backend_fresh.take().or(sticky) {
             Some(backend) => backend,
             None => match shard
                 .balancer
@@ -389,8 +407,17 @@ async fn proxy_request(
         record.backend = Some(Rc::clone(&backend));
         record.attempts += 1;
         let failed = match attempt(
-            shard, client, request, head, scratch, &mut upbuf, &backend, fresh_only, held_body,
+            shard,
+            client,
+            request,
+            head,
+            scratch,
+            &mut upbuf,
+            &backend,
+            fresh_only,
+            held_body,
             record,
+            sticky_cookie.as_deref(),
         )
         .await
         {
@@ -476,6 +503,7 @@ async fn attempt(
     fresh_only: bool,
     held_body: Option<usize>,
     record: &mut RequestRecord,
+    sticky_cookie: Option<&str>,
 ) -> Result<bool, AttemptFailure> {
     let before = |reused: bool| {
         move |error: ProxyError| AttemptFailure {
@@ -561,6 +589,18 @@ async fn attempt(
         !(shard.settings.count_5xx && response.status >= 500),
     );
     record.status = response.status;
+    if let (Some(sticky), Some(token)) = (&shard.settings.balancer.sticky, backend.sticky_token()) {
+        if sticky_cookie != Some(token) {
+            // The head ends with the blank line: add the field before it.
+            scratch.truncate(scratch.len() - 2);
+            let _ = write!(
+                scratch,
+                "Set-Cookie: {}={token}; Path=/; Max-Age={}; HttpOnly\r\n\r\n",
+                sticky.cookie,
+                sticky.ttl.as_secs()
+            );
+        }
+    }
     let upstream_clean = send_response(shard, client, &mut upstream, upbuf, scratch, &response)
         .await
         .map_err(|error| AttemptFailure {
