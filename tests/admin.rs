@@ -5,7 +5,6 @@ mod support;
 
 use std::net::SocketAddr;
 
-use ringlb::config::BackendConfig;
 use ringlb::control::AdminState;
 use ringlb::shard::Driver;
 use support::*;
@@ -71,17 +70,7 @@ fn listing_errors_and_reloads() {
 
     // An operator's drain survives a reload that keeps the backend.
     assert_eq!(post(admin, "/backends/app1/drain").status, 200);
-    let table: Vec<BackendConfig> = h
-        .origins
-        .iter()
-        .enumerate()
-        .map(|(i, o)| BackendConfig {
-            name: format!("app{}", i + 1),
-            address: o.addr(),
-            weight: 2,
-        })
-        .collect();
-    h.server().handle().set_backends(table);
+    h.server().handle().set_backends(h.backend_table(2));
     let states = h.server().handle().backends().unwrap();
     assert_eq!(states[0].state, AdminState::Draining);
     assert_eq!(states[0].weight, 2);

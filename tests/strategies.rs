@@ -174,16 +174,7 @@ fn instances_with_the_same_secret_honour_each_others_cookies() {
     let secret = Some("a shared secret of 32 characters");
     let one = Harness::start(Driver::Epoll, 3, |c| sticky_on(c, secret));
     // A second ringlb in front of the same origins, with the same secret.
-    let backends: Vec<BackendConfig> = one
-        .origins
-        .iter()
-        .enumerate()
-        .map(|(i, o)| BackendConfig {
-            name: format!("app{}", i + 1),
-            address: o.addr(),
-            weight: 1,
-        })
-        .collect();
+    let backends = one.backend_table(1);
     let two = ringlb::start({
         let mut c = base_config(Driver::Epoll);
         c.backends = backends;

@@ -78,6 +78,19 @@ impl Harness {
         self.server().handle().stats().expect("stats")
     }
 
+    /// The origins as a backend table (app1..appN), every one with `weight`.
+    pub fn backend_table(&self, weight: u32) -> Vec<BackendConfig> {
+        self.origins
+            .iter()
+            .enumerate()
+            .map(|(i, o)| BackendConfig {
+                name: format!("app{}", i + 1),
+                address: o.addr(),
+                weight,
+            })
+            .collect()
+    }
+
     /// A backend's state as the control thread sees it.
     pub fn backend(&self, name: &str) -> ringlb::control::BackendStatus {
         self.server()
