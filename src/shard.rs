@@ -25,6 +25,9 @@ use crate::h1;
 use crate::stats::{ShardReport, ShardStats};
 use crate::{log_debug, log_warn};
 
+/// Most idle upstream read buffers a shard keeps for reuse.
+const POOLED_BUFFERS: usize = 256;
+
 /// How often a shard looks for commands from the control thread.
 pub const COMMAND_POLL: Duration = Duration::from_millis(2);
 
@@ -279,6 +282,9 @@ pub struct Shard {
     events: Sender<ShardEvent>,
     /// The access log buffer, when `logging.access_log` is on.
     pub access_log: Option<AccessLog>,
+    /// Upstream read buffers, lent to requests for their duration, so a request
+    /// allocates none and an idle connection holds none.
+    buffers: RefCell<Vec<Vec<u8>>>,
     /// Retry budget: each request earns `retry_tokens_per_request`, each retry on
     /// another backend spends one, so retries add at most that share of requests.
     retry_tokens: Cell<f64>,
@@ -310,6 +316,24 @@ impl Shard {
             retry_tokens: Cell::new(RETRY_TOKENS_RESERVE),
             events,
             access_log: access_log.map(AccessLog::new),
+            buffers: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Lends an empty buffer of at least `capacity` bytes.
+    pub fn take_buffer(&self, capacity: usize) -> Vec<u8> {
+        self.buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    /// Takes a lent buffer back (at most `POOLED_BUFFERS` are kept).
+    pub fn give_buffer(&self, mut buffer: Vec<u8>) {
+        let mut buffers = self.buffers.borrow_mut();
+        if buffers.len() < POOLED_BUFFERS && buffer.capacity() > 0 {
+            buffer.clear();
+            buffers.push(buffer);
         }
     }
 

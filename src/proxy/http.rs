@@ -372,7 +372,7 @@ async fn proxy_request(
     let mut retries = 0;
     let mut same_backend_fresh: Option<Rc<Backend>> = None;
     let mut last_error = None;
-    let mut upbuf = Vec::with_capacity(BODY_BUFFER);
+    let mut upbuf = BufferLoan::new(shard, BODY_BUFFER);
     loop {
         let fresh_only = same_backend_fresh.is_some();
         // A sticky cookie naming an available backend not tried yet wins.
@@ -478,6 +478,41 @@ fn key_hash(config: &BalancerConfig, head: &[u8], client: std::net::IpAddr) -> u
         HashKey::Cookie(name) => h1::cookie_value(head, name),
     };
     key.map_or_else(|| hash_ip(client), hash_bytes)
+}
+
+/// A buffer lent by the shard's pool, returned when dropped (whatever way the
+/// request ends).
+struct BufferLoan<'s> {
+    shard: &'s Shard,
+    buffer: Vec<u8>,
+}
+
+impl<'s> BufferLoan<'s> {
+    fn new(shard: &'s Shard, capacity: usize) -> Self {
+        BufferLoan {
+            shard,
+            buffer: shard.take_buffer(capacity),
+        }
+    }
+}
+
+impl std::ops::Deref for BufferLoan<'_> {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.buffer
+    }
+}
+
+impl std::ops::DerefMut for BufferLoan<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buffer
+    }
+}
+
+impl Drop for BufferLoan<'_> {
+    fn drop(&mut self) {
+        self.shard.give_buffer(mem::take(&mut self.buffer));
+    }
 }
 
 /// Why an attempt failed, and whether the client saw anything of a response.
