@@ -16,6 +16,10 @@ check:
 check-config file="config/ringlb.toml":
     cargo run --release -- check --config {{file}}
 
+# ringlb vs HAProxy vs nginx, side by side (run scripts/setup-bench.sh once first).
+bench:
+    python3 bench/compare.py
+
 # What per-request statistics cost: stats on vs compiled out, side by side (needs wrk).
 bench-stats:
     bench/stats-cost.sh
