@@ -491,6 +491,22 @@ fn json_logs_are_one_object_per_line() {
     }
 }
 
+/// Starts `ringlb ARGS` with stdout and stderr piped, killed if the test fails.
+fn spawn_ringlb<I, S>(args: I) -> KillOnDrop
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ringlb"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Kills the child if the test fails before it exits.
 struct KillOnDrop(Child);
 
@@ -503,14 +519,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn the_demo_serves_three_origins_and_stops_on_ctrl_c() {
-    let mut guard = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ringlb"))
-            .arg("demo")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut guard = spawn_ringlb(["demo"]);
     let child = &mut guard.0;
     let (_log, rx) = watch_stderr(child);
     rx.recv_timeout(WAIT).expect("demo starts");
@@ -558,15 +567,11 @@ fn access_log_lines(format: &str) -> Vec<String> {
     );
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("access-{format}.toml"));
     std::fs::write(&path, config).unwrap();
-    let mut guard = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ringlb"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut guard = spawn_ringlb([
+        std::ffi::OsStr::new("run"),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ]);
     let child = &mut guard.0;
     let (_log, rx) = watch_stderr(child);
     let addr: SocketAddr = rx.recv_timeout(WAIT).expect("starts").parse().unwrap();
