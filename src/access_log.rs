@@ -111,7 +111,7 @@ impl AccessLog {
         }
     }
 
-    /// Hands the buffer to the writer if it is due (or `force`).
+    /// Hands the buffer to the writer if its oldest line is `FLUSH_EVERY` old.
     pub fn flush_if_due(&self, now: Instant) {
         if !self.buffer.borrow().is_empty()
             && now.saturating_duration_since(self.last_flush.get()) >= FLUSH_EVERY

@@ -146,25 +146,27 @@ impl ServerHandle {
         let _ = self.tx.send(ControlMessage::SetBackends(backends));
     }
 
+    /// Sends the message `make` builds around a reply channel and waits up to
+    /// `wait` for the control thread's answer.
+    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> ControlMessage, wait: Duration) -> Option<T> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(make(tx)).ok()?;
+        rx.recv_timeout(wait).ok()
+    }
+
     /// Sets a backend's operator state (drain, enable, disable); returns its new
     /// status, or `None` when no backend has that name.
     pub fn set_admin_state(&self, name: &str, state: AdminState) -> Option<BackendStatus> {
-        let (tx, rx) = bounded(1);
-        self.tx
-            .send(ControlMessage::SetAdminState {
-                name: name.to_string(),
-                state,
-                reply: tx,
-            })
-            .ok()?;
-        rx.recv_timeout(Duration::from_secs(2)).ok()?
+        let name = name.to_string();
+        self.ask(
+            |reply| ControlMessage::SetAdminState { name, state, reply },
+            Duration::from_secs(2),
+        )?
     }
 
     /// Every backend's state as the control thread sees it.
     pub fn backends(&self) -> Option<Vec<BackendStatus>> {
-        let (tx, rx) = bounded(1);
-        self.tx.send(ControlMessage::Backends(tx)).ok()?;
-        rx.recv_timeout(Duration::from_secs(2)).ok()
+        self.ask(ControlMessage::Backends, Duration::from_secs(2))
     }
 
     /// Per-backend counters merged over all shards, by backend name (fresh: waits
@@ -182,9 +184,7 @@ impl ServerHandle {
 
     /// Counters merged over all shards (fresh: waits up to a second for every shard).
     pub fn stats(&self) -> Option<Counters> {
-        let (tx, rx) = bounded(1);
-        self.tx.send(ControlMessage::Stats(tx)).ok()?;
-        rx.recv_timeout(Duration::from_secs(3)).ok()
+        self.ask(ControlMessage::Stats, Duration::from_secs(3))
     }
 
     /// Everything known about traffic, over all shards or for one (`None` if the
@@ -192,15 +192,10 @@ impl ServerHandle {
     /// up to `wait`; a shard that has not answered by then is reported as of its
     /// last report (at most a second old).
     pub fn report(&self, shard: Option<usize>, wait: Duration) -> Option<Report> {
-        let (tx, rx) = bounded(1);
-        self.tx
-            .send(ControlMessage::Report {
-                shard,
-                wait,
-                reply: tx,
-            })
-            .ok()?;
-        rx.recv_timeout(wait + Duration::from_secs(2)).ok()?
+        self.ask(
+            |reply| ControlMessage::Report { shard, wait, reply },
+            wait + Duration::from_secs(2),
+        )?
     }
 }
 
@@ -537,7 +532,7 @@ impl Members {
     fn update(&mut self, specs: Vec<BackendSpec>, now: Instant) {
         let mut old = std::mem::take(&mut self.list);
         for spec in specs {
-            let mut member = match old
+            let member = match old
                 .iter()
                 .position(|m| m.spec.id == spec.id && m.spec.address == spec.address)
             {
@@ -562,7 +557,6 @@ impl Members {
                     }
                 }
             };
-            member.spec.available = member.available();
             self.list.push(member);
         }
     }
@@ -593,8 +587,15 @@ impl Members {
         }
     }
 
+    /// The table for shards, each backend's availability derived from its state.
     fn specs(&self) -> Arc<[BackendSpec]> {
-        self.list.iter().map(|m| m.spec.clone()).collect()
+        self.list
+            .iter()
+            .map(|m| BackendSpec {
+                available: m.available(),
+                ..m.spec.clone()
+            })
+            .collect()
     }
 
     /// Applies one check result; returns the member whose availability changed.
@@ -800,8 +801,8 @@ impl ControlThread {
     fn publish(&mut self, index: usize) {
         // A backend coming back under slow start gets its low weight first.
         self.publish_weights();
-        let member = &mut self.members.list[index];
-        member.spec.available = member.available();
+        let member = &self.members.list[index];
+        let available = member.available();
         let id = member.spec.id;
         let probing = member.health.is_up() && member.breaker.state() == BreakerState::HalfOpen;
         let probe_shard = self.next_probe_shard % self.shards.len().max(1);
@@ -809,7 +810,7 @@ impl ControlThread {
             self.next_probe_shard += 1;
         }
         for (i, link) in self.shards.iter().enumerate() {
-            let availability = if member.spec.available {
+            let availability = if available {
                 Availability::Available
             } else if probing && i == probe_shard {
                 Availability::Probing(self.members.breaker.half_open_probes)

@@ -600,10 +600,16 @@ pub fn cookie_value<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
         })
 }
 
+/// The method and target of a validated request head's request line.
+pub fn method_and_target(head: &[u8]) -> (&[u8], &[u8]) {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let mut words = line.splitn(3, |&b| b == b' ');
+    (words.next().unwrap_or(&[]), words.next().unwrap_or(&[]))
+}
+
 /// The path of a validated request head's target (without the query).
 pub fn target_path(head: &[u8]) -> &[u8] {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let target = line.split(|&b| b == b' ').nth(1).unwrap_or(&[]);
+    let (_, target) = method_and_target(head);
     target.split(|&b| b == b'?').next().unwrap_or(&[])
 }
 
@@ -1092,6 +1098,7 @@ mod tests {
         assert_eq!(cookie_value(head, "late"), Some(&b"3"[..]));
         assert_eq!(cookie_value(head, "sess"), None);
         assert_eq!(target_path(head), b"/a/b");
+        assert_eq!(method_and_target(head), (&b"GET"[..], &b"/a/b?x=1"[..]));
     }
 
     #[test]

@@ -134,16 +134,9 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
         first = false;
         ShardStats::bump(&shard.stats.requests);
         if shard.access_log.is_some() {
+            let head = &client.buf[client.pos - request.head_len..client.pos];
+            let (method, target) = h1::method_and_target(head);
             request_line.clear();
-            let head_start = client.pos - request.head_len;
-            let line = client.buf[head_start..client.pos]
-                .split(|&b| b == b'\r' || b == b'\n')
-                .find(|l| !l.is_empty())
-                .unwrap_or(&[]);
-            // "METHOD target HTTP/1.x": keep the first two words.
-            let mut words = line.splitn(3, |&b| b == b' ');
-            let method = words.next().unwrap_or(&[]);
-            let target = words.next().unwrap_or(&[]);
             request_line.push_str(&String::from_utf8_lossy(method));
             request_line.push(' ');
             request_line.push_str(&String::from_utf8_lossy(target));
@@ -316,20 +309,17 @@ async fn proxy_request(
 ) -> Result<bool, Failure> {
     let settings = &shard.settings;
     shard.earn_retry_budget();
-    // The head is still in the buffer: hash the routing key now.
+    // The head is still in the buffer: read the routing key and the sticky
+    // cookie (which names the backend the client stays with) now.
+    let head_bytes = &client.buf[client.pos - request.head_len..client.pos];
     let context = RequestContext {
         client_ip: client.peer.ip(),
-        key_hash: key_hash(
-            &settings.balancer,
-            &client.buf[client.pos - request.head_len..client.pos],
-            client.peer.ip(),
-        ),
+        key_hash: key_hash(&settings.balancer, head_bytes, client.peer.ip()),
         now: Instant::now(),
     };
-    // A sticky cookie names the backend the client stays with (while available).
     let sticky_cookie: Option<String> = settings.balancer.sticky.as_ref().and_then(|sticky| {
-        let head = &client.buf[client.pos - request.head_len..client.pos];
-        h1::cookie_value(head, &sticky.cookie).map(|v| String::from_utf8_lossy(v).into_owned())
+        h1::cookie_value(head_bytes, &sticky.cookie)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     });
     // Small bodies of idempotent requests are read in full first, so that the
     // request can be retried.
@@ -375,8 +365,10 @@ async fn proxy_request(
     let mut upbuf = BufferLoan::new(shard, BODY_BUFFER);
     loop {
         let fresh_only = same_backend_fresh.is_some();
-        // A sticky cookie naming an available backend not tried yet wins.
-        let sticky = sticky_cookie.as_deref().and_then(|token| {
+        // After a broken pooled connection, the same backend; else a sticky cookie
+        // naming an available backend not tried yet; else the strategy.
+        let sticky = || {
+            let token = sticky_cookie.as_deref()?;
             let balancer = shard.balancer.borrow();
             balancer
                 .backends()
@@ -387,8 +379,8 @@ async fn proxy_request(
                         && !tried[..tried_len].contains(&b.id)
                 })
                 .cloned()
-        });
-        let backend = match same_backend_fresh.take().or(sticky) {
+        };
+        let backend = match same_backend_fresh.take().or_else(sticky) {
             Some(backend) => backend,
             None => match shard
                 .balancer
