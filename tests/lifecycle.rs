@@ -162,14 +162,7 @@ impl Proxy {
 
     /// Waits (bounded) for the process to exit; returns its exit code.
     fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "ringlb did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_exit(&mut self.child).code().unwrap_or(-1)
     }
 
     fn log_contains(&self, text: &str) -> bool {
@@ -491,6 +484,30 @@ fn json_logs_are_one_object_per_line() {
     }
 }
 
+/// Waits (bounded) for a child to exit.
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "ringlb did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Everything a child printed on stdout (read to EOF).
+fn stdout_text(child: &mut Child) -> String {
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout piped")
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
 /// Starts `ringlb ARGS` with stdout and stderr piped, killed if the test fails.
 fn spawn_ringlb<I, S>(args: I) -> KillOnDrop
 where
@@ -538,22 +555,8 @@ fn the_demo_serves_three_origins_and_stops_on_ctrl_c() {
     );
     // SAFETY: kill() with a pid we spawned and have not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "demo did not stop");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(status.success());
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    assert!(wait_exit(child).success());
+    let out = stdout_text(child);
     assert!(out.contains("curl http://127.0.0.1:8080/"), "{out}");
 }
 
@@ -584,13 +587,7 @@ fn access_log_lines(format: &str) -> Vec<String> {
     assert_eq!(r.body, b"hello");
     // SAFETY: kill() with a pid we spawned and have not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = stdout_text(child);
     out.lines().map(str::to_string).collect()
 }
 
