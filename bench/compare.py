@@ -13,8 +13,9 @@ Figures per proxy and scenario:
   - peak RSS of the proxy's processes;
   - p50/p99/p99.9 latency at a fixed offered rate (oha -q with latency correction),
     keep-alive scenario only;
-  - RSS per idle keep-alive client connection (8,000 of them by default: the
-    machines' hard file limit of 20,000 allows no more for HAProxy), keep-alive only.
+  - RSS per idle keep-alive client connection: 8,000 of them by default (the
+    machines' hard file limit of 20,000 allows no more for HAProxy), opened one
+    after another on the fresh proxy, one request each, then held.
 
 Scenarios: small responses with keep-alive (the headline), a new connection per
 request (Connection: close), and 64 KiB responses.
@@ -186,7 +187,19 @@ def oha_latency(rate, seconds):
 
 
 def idle_rss_bytes(pids, count):
-    """RSS per idle keep-alive connection: open `count`, one request each, hold."""
+    """RSS per idle keep-alive connection: open `count` connections one after another,
+    each carrying one request and response, and hold them all. Measured on a fresh
+    proxy process before any load, so neither memory left over from a burst nor
+    memory the allocator kept from earlier scenarios blurs the figure. A few
+    requests first let the proxy touch what it allocates once (ringlb's latency
+    histograms, for one), which is not a per-connection cost."""
+    with socket.create_connection(("127.0.0.1", PROXY_PORT), timeout=10) as warm:
+        for _ in range(100):
+            warm.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"\n"):
+                data += warm.recv(65536)
+    time.sleep(1.5)  # statistics reports reach ringlb's control thread every second
     before = memory_kib(pids, "VmRSS")
     conns = []
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -194,14 +207,13 @@ def idle_rss_bytes(pids, count):
         for _ in range(count):
             s = socket.create_connection(("127.0.0.1", PROXY_PORT), timeout=10)
             s.sendall(request)
-            conns.append(s)
-        for s in conns:
             data = b""
             while b"\r\n\r\n" not in data or not data.endswith(b"\n"):
                 chunk = s.recv(65536)
                 if not chunk:
                     break
                 data += chunk
+            conns.append(s)
         time.sleep(0.5)  # let the proxy settle its buffers
         after = memory_kib(pids, "VmRSS")
     finally:
@@ -250,15 +262,18 @@ def main():
                 try:
                     wait_port(PROXY_PORT)
                     pids = tree(proc.pid)
+                    if args.idle:
+                        idle = idle_rss_bytes(pids, args.idle)
+                        results[proxy].setdefault("keep-alive, small", {}).setdefault("idle_bytes", []).append(idle)
                     for name, (path, headers) in SCENARIOS.items():
                         wrk(path, headers, 1, args.conns)  # warm-up
                         t0 = cpu_ticks(pids)
                         rps, requests, non2xx, socket_errors = wrk(path, headers, args.duration, args.conns)
                         cpu_us = (cpu_ticks(pids) - t0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(requests, 1)
-                        row = results[proxy].setdefault(name, {"rps": [], "cpu_us": [], "errors": []})
-                        row["rps"].append(rps)
-                        row["cpu_us"].append(cpu_us)
-                        row["errors"].append(non2xx)
+                        row = results[proxy].setdefault(name, {})
+                        row.setdefault("rps", []).append(rps)
+                        row.setdefault("cpu_us", []).append(cpu_us)
+                        row.setdefault("errors", []).append(non2xx)
                         print(f"round {rnd} {proxy:8} {name:28} {rps:10.0f} req/s {cpu_us:7.2f} µs/req"
                               f" non-2xx {non2xx} {socket_errors}", file=sys.stderr)
                     head = results[proxy].setdefault("keep-alive, small", {})
@@ -267,8 +282,6 @@ def main():
                         for k, v in latency.items():
                             head.setdefault(k, []).append(v)
                     head.setdefault("peak_rss_kib", []).append(memory_kib(tree(proc.pid), "VmHWM"))
-                    if args.idle:
-                        head.setdefault("idle_bytes", []).append(idle_rss_bytes(tree(proc.pid), args.idle))
                 finally:
                     proc.terminate()
                     try:

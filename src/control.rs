@@ -301,6 +301,8 @@ fn bind_reuseport(address: SocketAddr) -> Result<TcpListener, StartError> {
         )?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener, which spares the
+        // shards a system call per connection.
         socket.set_nodelay(true)?;
         socket.bind(&address.into())?;
         socket.listen(BACKLOG)?;
@@ -1016,5 +1018,18 @@ fn reload(handle: &ServerHandle, path: Option<&std::path::Path>) {
         Err(errors) => {
             log_error!("reload refused, keeping the running configuration:\n{errors}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 }

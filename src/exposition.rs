@@ -35,11 +35,12 @@ pub fn stats_json(report: &Report) -> String {
     let _ = write!(
         out,
         "\"totals\":{{\"connections_accepted\":{},\"connections_refused\":{},\"active_connections\":{},\
-         \"requests\":{},\"responses\":{{\"1xx\":{c1},\"2xx\":{c2},\"3xx\":{c3},\"4xx\":{c4},\"5xx\":{c5}}},\
+         \"parked_connections\":{},\"requests\":{},\"responses\":{{\"1xx\":{c1},\"2xx\":{c2},\"3xx\":{c3},\"4xx\":{c4},\"5xx\":{c5}}},\
          \"status_codes\":{},\"errors\":{},",
         t.connections_accepted,
         t.connections_refused,
         t.active_connections,
+        t.parked_connections,
         t.requests,
         status_codes_json(&t.status_codes()),
         errors_json(&t.errors),
@@ -258,6 +259,13 @@ pub fn metrics_text(report: &Report) -> String {
         "Open client connections.",
     );
     let _ = writeln!(out, "ringlb_active_connections {}", t.active_connections);
+    family(
+        &mut out,
+        "ringlb_parked_connections",
+        "gauge",
+        "Idle client connections holding no buffers.",
+    );
+    let _ = writeln!(out, "ringlb_parked_connections {}", t.parked_connections);
     family(
         &mut out,
         "ringlb_requests_received_total",

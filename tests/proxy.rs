@@ -81,6 +81,36 @@ both_drivers! {
         assert_eq!(stats.upstream_reuses, 69);
     }
 
+    fn idle_connections_park_and_still_serve_their_next_request(driver) {
+        let h = Harness::start(driver, 1, |_| {});
+        // A fresh connection that sends nothing parks too.
+        let mut fresh = connect(h.addr);
+        let mut used = connect(h.addr);
+        let mut pending = Vec::new();
+        used.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert_eq!(read_reply(&mut used, &mut pending, false).status, 200);
+        wait_until("both connections to park", || h.stats().parked_connections == 2);
+        // A parked connection wakes for a whole request...
+        used.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = read_reply(&mut used, &mut pending, false);
+        assert_eq!((r.status, r.text().as_str()), (200, "app1\n"));
+        // ...and for one that arrives in pieces.
+        fresh.write_all(b"GET / HT").unwrap();
+        wait_until("the fresh connection to wake", || h.stats().parked_connections <= 1);
+        fresh.write_all(b"TP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut fresh_pending = Vec::new();
+        let r = read_reply(&mut fresh, &mut fresh_pending, false);
+        assert_eq!((r.status, r.text().as_str()), (200, "app1\n"));
+        // A parked connection the client closes is gone from the gauge and the count.
+        wait_until("both to park again", || h.stats().parked_connections == 2);
+        drop(fresh);
+        drop(used);
+        wait_until("the closed connections to end", || {
+            let stats = h.stats();
+            stats.parked_connections == 0 && stats.active_connections == 0
+        });
+    }
+
     fn a_pooled_connection_the_backend_closed_is_not_used(driver) {
         let mut h = Harness::start(driver, 1, |_| {});
         assert_eq!(get(h.addr, "/").status, 200);

@@ -14,7 +14,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller,
+};
 use monoio::net::TcpStream;
 
 use crate::backend::{Backend, BackendId, InFlight};
@@ -29,10 +31,20 @@ use crate::upstream;
 
 /// Initial capacity of a client connection's read buffer.
 const CLIENT_BUFFER: usize = 4 * 1024;
-/// Read size while streaming bodies.
+/// Read size for a response head (and whatever body comes with it): most
+/// responses fit, and a burst of requests in flight holds one each.
+const RESPONSE_BUFFER: usize = 16 * 1024;
+/// Read size while streaming bodies longer than that.
 const BODY_BUFFER: usize = 64 * 1024;
 /// A client buffer larger than this is shrunk back after a request.
 const CLIENT_BUFFER_KEEP: usize = 64 * 1024;
+/// Initial capacity of the per-connection head and scratch buffers.
+const HEAD_BUFFER: usize = 1024;
+/// A keep-alive connection with nothing to read for this long is parked: its
+/// buffers go back to the allocator and it waits for readability with no buffer
+/// in the kernel, so thousands of idle clients cost about 1 KB each. Busy
+/// connections never reach it, so they pay no extra operation per request.
+const PARK_AFTER: Duration = Duration::from_millis(100);
 /// How long a closing connection is drained so the client sees our last response.
 const LINGER: Duration = Duration::from_secs(1);
 /// Most bytes read and discarded while lingering.
@@ -57,6 +69,42 @@ struct Downstream {
     read_total: u64,
     /// Bytes written to the client so far (for statistics).
     written_total: u64,
+}
+
+/// A connection's reusable buffers besides its read buffer, given back while it is
+/// parked.
+struct Scratch {
+    /// The rewritten request head.
+    head: Vec<u8>,
+    /// The bytes of each attempt, then the response head.
+    work: Vec<u8>,
+    /// The request line, for the access log.
+    request_line: String,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            head: Vec::with_capacity(HEAD_BUFFER),
+            work: Vec::with_capacity(HEAD_BUFFER),
+            request_line: String::new(),
+        }
+    }
+
+    /// Gives the memory back while the connection is parked.
+    fn release(&mut self) {
+        *self = Scratch {
+            head: Vec::new(),
+            work: Vec::new(),
+            request_line: String::new(),
+        };
+    }
+
+    /// Takes room again when a parked connection wakes.
+    fn restore(&mut self) {
+        self.head.reserve(HEAD_BUFFER);
+        self.work.reserve(HEAD_BUFFER);
+    }
 }
 
 impl Downstream {
@@ -92,6 +140,11 @@ impl From<ProxyError> for Failure {
 }
 
 /// Serves one client connection until it closes, fails, or the shard drains.
+///
+/// The connection alternates between two phases. While active, a boxed future
+/// reads and proxies requests; it ends when the connection has had nothing to read
+/// for `PARK_AFTER`. Parked, the connection holds no buffers and this small future
+/// only waits for readability, so an idle client costs about a kilobyte.
 pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, peer: SocketAddr) {
     let mut client = Downstream {
         stream,
@@ -102,20 +155,78 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
         read_total: 0,
         written_total: 0,
     };
-    let forwarding = Forwarding {
-        client_ip: peer.ip(),
-        proto: "http",
-    };
-    let mut head = Vec::with_capacity(1024);
-    let mut scratch = Vec::with_capacity(1024);
-    let mut request_line = String::new();
+    let mut scratch = Scratch::new();
     let mut first = true;
     loop {
+        let wait = match Box::pin(serve_active(
+            &shard,
+            &guard,
+            &mut client,
+            &mut scratch,
+            &mut first,
+        ))
+        .await
+        {
+            Active::Parked { wait } => wait,
+            Active::Ended => return,
+        };
+        let parked = shard.stats.park();
+        client.buf = Vec::new();
+        scratch.release();
+        // No timer here (a monoio timer entry alone takes 256 bytes): the shard's
+        // sweep shuts the socket down at the deadline, which ends the wait.
+        shard.set_parked(&guard, Some(Instant::now() + wait));
+        let ready = client.stream.readable(false).await;
+        shard.set_parked(&guard, None);
+        drop(parked);
+        if ready.is_err() || shard.draining() {
+            return;
+        }
+        client.buf.reserve(CLIENT_BUFFER);
+        scratch.restore();
+    }
+}
+
+/// How an active phase of a connection ended.
+enum Active {
+    /// Idle for `PARK_AFTER`: park, and give up after `wait` more.
+    Parked { wait: Duration },
+    /// The connection is done (closed, failed, timed out, or draining).
+    Ended,
+}
+
+/// Reads and proxies requests until the connection parks or ends.
+async fn serve_active(
+    shard: &Shard,
+    guard: &ConnectionGuard,
+    client: &mut Downstream,
+    scratch: &mut Scratch,
+    first: &mut bool,
+) -> Active {
+    let forwarding = Forwarding {
+        client_ip: client.peer.ip(),
+        proto: "http",
+    };
+    // Cancels an idle read safely when the connection parks (a read cancelled by
+    // dropping it could lose bytes that arrived at that moment). Lives only while
+    // the connection is active.
+    let mut canceller = Canceller::new();
+    loop {
         let (read_before, written_before) = (client.read_total, client.written_total);
-        let read = read_request(&shard, &guard, &mut client, &forwarding, &mut head, first).await;
+        let read = read_request(
+            shard,
+            guard,
+            client,
+            &mut canceller,
+            &forwarding,
+            scratch,
+            *first,
+        )
+        .await;
         let (request, started) = match read {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
+            Ok(Next::Request(request, started)) => (request, started),
+            Ok(Next::Park { wait }) => return Active::Parked { wait },
+            Ok(Next::End) => return Active::Ended,
             Err(error) => {
                 let record = RequestRecord {
                     started: Instant::now(),
@@ -127,19 +238,20 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
                     error: Some(error.kind()),
                 };
                 shard.stats.record(&record, Instant::now());
-                fail(&shard, &mut client, Failure::from(error)).await;
-                return;
+                fail(shard, client, Failure::from(error)).await;
+                return Active::Ended;
             }
         };
-        first = false;
+        *first = false;
         ShardStats::bump(&shard.stats.requests);
         if shard.access_log.is_some() {
             let head = &client.buf[client.pos - request.head_len..client.pos];
             let (method, target) = h1::method_and_target(head);
-            request_line.clear();
-            request_line.push_str(&String::from_utf8_lossy(method));
-            request_line.push(' ');
-            request_line.push_str(&String::from_utf8_lossy(target));
+            let line = &mut scratch.request_line;
+            line.clear();
+            line.push_str(&String::from_utf8_lossy(method));
+            line.push(' ');
+            line.push_str(&String::from_utf8_lossy(target));
         }
         let mut record = RequestRecord {
             started,
@@ -151,11 +263,11 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
             error: None,
         };
         let result = proxy_request(
-            &shard,
-            &mut client,
+            shard,
+            client,
             &request,
-            &head,
-            &mut scratch,
+            &scratch.head,
+            &mut scratch.work,
             &mut record,
         )
         .await;
@@ -172,7 +284,7 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
             let now = Instant::now();
             shard.stats.record(&record, now);
             if let Some(log) = &shard.access_log {
-                log.write(client.peer, &request_line, &record, now);
+                log.write(client.peer, &scratch.request_line, &record, now);
             }
         }
         match result {
@@ -184,11 +296,11 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
             }
             Ok(false) => {
                 linger_close(&mut client.stream).await;
-                return;
+                return Active::Ended;
             }
             Err(failure) => {
-                fail(&shard, &mut client, failure).await;
-                return;
+                fail(shard, client, failure).await;
+                return Active::Ended;
             }
         }
     }
@@ -226,16 +338,27 @@ async fn fail(shard: &Shard, client: &mut Downstream, failure: Failure) {
     }
 }
 
-/// Reads the next request head. `Ok(None)` is a clean end: the client closed or
-/// went idle too long between requests, or the shard is draining.
+/// What `read_request` found.
+enum Next {
+    /// A request head, and when its first byte was seen.
+    Request(Request, Instant),
+    /// Nothing to read for `PARK_AFTER`: park for at most `wait` more.
+    Park { wait: Duration },
+    /// A clean end: the client closed or went idle too long between requests, or
+    /// the shard is draining.
+    End,
+}
+
+/// Reads the next request head.
 async fn read_request(
     shard: &Shard,
     guard: &ConnectionGuard,
     client: &mut Downstream,
+    canceller: &mut Canceller,
     forwarding: &Forwarding,
-    head: &mut Vec<u8>,
+    scratch: &mut Scratch,
     first: bool,
-) -> Result<Option<(Request, Instant)>, ProxyError> {
+) -> Result<Next, ProxyError> {
     let settings = &shard.settings;
     let mut deadline: Option<Instant> = None;
     let mut started: Option<Instant> = None;
@@ -246,11 +369,11 @@ async fn read_request(
                 &client.buf[client.pos..],
                 &settings.limits,
                 forwarding,
-                head,
+                &mut scratch.head,
             ) {
                 Ok(Some(request)) => {
                     client.pos += request.head_len;
-                    return Ok(Some((request, started)));
+                    return Ok(Next::Request(request, started));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(ProxyError::BadRequest(e)),
@@ -262,29 +385,79 @@ async fn read_request(
         client.compact();
         let idle = client.buf.is_empty();
         if idle && shard.draining() {
-            return Ok(None);
+            return Ok(Next::End);
         }
         let wait = match deadline {
             None if first => settings.header_read_timeout,
             None => settings.idle_timeout,
             Some(d) => d.saturating_duration_since(Instant::now()),
         };
-        if idle {
+        let read = if idle {
             shard.set_idle(guard, true);
-        }
-        let read =
-            monoio::time::timeout(wait, read_more(&mut client.stream, &mut client.buf, 0)).await;
-        if idle {
+            let read = read_idle(client, canceller, wait).await;
             shard.set_idle(guard, false);
-        }
+            match read {
+                IdleRead::Read(read) => Some(read),
+                IdleRead::Park { wait } => return Ok(Next::Park { wait }),
+                IdleRead::TimedOut => None,
+            }
+        } else {
+            monoio::time::timeout(wait, read_more(&mut client.stream, &mut client.buf, 0))
+                .await
+                .ok()
+        };
         match read {
-            Ok(Ok(n)) if n > 0 => client.read_total += n as u64,
+            Some(Ok(n)) if n > 0 => client.read_total += n as u64,
             // EOF, error or timeout with nothing read: a clean end of the connection.
-            _ if idle => return Ok(None),
-            Ok(Ok(_)) => return Err(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof)),
-            Ok(Err(e)) => return Err(ProxyError::ClientIo(e.kind())),
-            Err(_) => return Err(ProxyError::HeaderReadTimeout),
+            _ if idle => return Ok(Next::End),
+            Some(Ok(_)) => return Err(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof)),
+            Some(Err(e)) => return Err(ProxyError::ClientIo(e.kind())),
+            None => return Err(ProxyError::HeaderReadTimeout),
         }
+    }
+}
+
+/// What a read on a connection with nothing buffered came to.
+enum IdleRead {
+    /// The read finished (bytes, EOF or an error).
+    Read(io::Result<usize>),
+    /// Nothing for `PARK_AFTER`, and the read was cancelled: park for `wait` more.
+    Park { wait: Duration },
+    /// Nothing within the whole wait.
+    TimedOut,
+}
+
+/// Reads from a connection with nothing buffered, for at most `wait`. A read that
+/// finds nothing for `PARK_AFTER` is cancelled, and its result still taken in case
+/// bytes won the race: a read dropped instead could lose them.
+async fn read_idle(client: &mut Downstream, canceller: &mut Canceller, wait: Duration) -> IdleRead {
+    let hot = wait.min(PARK_AFTER);
+    if client.buf.capacity() - client.buf.len() < HEAD_BUFFER {
+        client.buf.reserve(CLIENT_BUFFER);
+    }
+    let owned = mem::take(&mut client.buf);
+    let len = owned.len();
+    let (result, slice) = {
+        let read = client
+            .stream
+            .cancelable_read(owned.slice_mut(len..), canceller.handle());
+        let mut read = std::pin::pin!(read);
+        monoio::select! {
+            done = &mut read => done,
+            _ = monoio::time::sleep(hot) => {
+                *canceller = mem::take(canceller).cancel();
+                read.await
+            }
+        }
+    };
+    client.buf = slice.into_inner();
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) && hot < wait => {
+            IdleRead::Park { wait: wait - hot }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => IdleRead::TimedOut,
+        // Bytes (or an EOF, or an error) arrived, perhaps just before the cancel.
+        other => IdleRead::Read(other),
     }
 }
 
@@ -362,7 +535,7 @@ async fn proxy_request(
     let mut retries = 0;
     let mut same_backend_fresh: Option<Rc<Backend>> = None;
     let mut last_error = None;
-    let mut upbuf = BufferLoan::new(shard, BODY_BUFFER);
+    let mut upbuf = BufferLoan::new(shard, RESPONSE_BUFFER);
     loop {
         let fresh_only = same_backend_fresh.is_some();
         // After a broken pooled connection, the same backend; else a sticky cookie
@@ -827,7 +1000,7 @@ async fn read_response(
         }
         let wait = deadline.saturating_duration_since(Instant::now());
         let got_bytes = !upbuf.is_empty();
-        match monoio::time::timeout(wait, read_more(upstream, upbuf, BODY_BUFFER)).await {
+        match monoio::time::timeout(wait, read_more(upstream, upbuf, RESPONSE_BUFFER)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) => {
                 return Err(wrap(
