@@ -31,3 +31,7 @@ bench-record:
 # Microbenchmark: nanoseconds per selection, every strategy at 3, 10 and 100 backends.
 bench-select:
     cargo bench --bench select
+
+# Microbenchmark: nanoseconds to parse and rewrite a typical request head.
+bench-parse:
+    cargo bench --bench parse
