@@ -165,6 +165,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A family with one unlabelled sample.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// A summary with extra labels: quantiles (seconds) over the window, `_sum` and
 /// `_count` since start (Prometheus expects those two cumulative).
 fn summary(
@@ -227,52 +233,48 @@ pub fn metrics_text(report: &Report) -> String {
         report.io_driver,
         report.strategy
     );
-    family(
+    scalar(
         &mut out,
         "ringlb_uptime_seconds",
         "gauge",
         "Seconds since start.",
+        report.uptime.as_secs(),
     );
-    let _ = writeln!(out, "ringlb_uptime_seconds {}", report.uptime.as_secs());
-    family(
+    scalar(
         &mut out,
         "ringlb_connections_total",
         "counter",
         "Client connections accepted.",
+        t.connections_accepted,
     );
-    let _ = writeln!(out, "ringlb_connections_total {}", t.connections_accepted);
-    family(
+    scalar(
         &mut out,
         "ringlb_connections_refused_total",
         "counter",
         "Client connections closed at once because max_connections was reached.",
+        t.connections_refused,
     );
-    let _ = writeln!(
-        out,
-        "ringlb_connections_refused_total {}",
-        t.connections_refused
-    );
-    family(
+    scalar(
         &mut out,
         "ringlb_active_connections",
         "gauge",
         "Open client connections.",
+        t.active_connections,
     );
-    let _ = writeln!(out, "ringlb_active_connections {}", t.active_connections);
-    family(
+    scalar(
         &mut out,
         "ringlb_parked_connections",
         "gauge",
         "Idle client connections holding no buffers.",
+        t.parked_connections,
     );
-    let _ = writeln!(out, "ringlb_parked_connections {}", t.parked_connections);
-    family(
+    scalar(
         &mut out,
         "ringlb_requests_received_total",
         "counter",
         "Requests whose head was read.",
+        t.requests,
     );
-    let _ = writeln!(out, "ringlb_requests_received_total {}", t.requests);
 
     family(
         &mut out,
@@ -332,30 +334,26 @@ pub fn metrics_text(report: &Report) -> String {
             "ringlb_errors_total{{backend=\"\",kind=\"{kind}\"}} {n}"
         );
     }
-    family(
+    scalar(
         &mut out,
         "ringlb_bytes_received_total",
         "counter",
         "Bytes read from clients.",
+        t.bytes_in,
     );
-    let _ = writeln!(out, "ringlb_bytes_received_total {}", t.bytes_in);
-    family(
+    scalar(
         &mut out,
         "ringlb_bytes_sent_total",
         "counter",
         "Bytes written to clients.",
+        t.bytes_out,
     );
-    let _ = writeln!(out, "ringlb_bytes_sent_total {}", t.bytes_out);
-    family(
+    scalar(
         &mut out,
         "ringlb_retries_over_budget_total",
         "counter",
         "Retries refused because the retry budget was spent.",
-    );
-    let _ = writeln!(
-        out,
-        "ringlb_retries_over_budget_total {}",
-        t.retries_over_budget
+        t.retries_over_budget,
     );
 
     family(
