@@ -221,18 +221,31 @@ pub struct ClientFds {
 #[derive(Debug, Clone, Copy)]
 struct ClientSlot {
     fd: RawFd,
-    /// Waiting for a request (a drain may close it).
-    idle: bool,
-    /// Parked (waiting without a timer of its own) until this idle deadline.
-    parked_until: Option<Instant>,
+    state: ClientState,
+}
+
+/// What a client connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    /// Reading or proxying a request.
+    Busy,
+    /// Waiting for its next request (a drain may close it).
+    Idle,
+    /// Idle and parked, with no timer of its own, until this idle deadline.
+    Parked { until: Instant },
+}
+
+impl ClientSlot {
+    fn idle(&self) -> bool {
+        self.state != ClientState::Busy
+    }
 }
 
 impl ClientFds {
     fn register(&mut self, fd: RawFd) -> usize {
         let slot = Some(ClientSlot {
             fd,
-            idle: false,
-            parked_until: None,
+            state: ClientState::Busy,
         });
         match self.free.pop() {
             Some(i) => {
@@ -254,11 +267,19 @@ impl ClientFds {
         }
     }
 
-    fn set_idle(&mut self, token: usize, idle: bool, parked_until: Option<Instant>) {
+    fn set_state(&mut self, token: usize, state: ClientState) {
         if let Some(Some(slot)) = self.slots.get_mut(token) {
-            slot.idle = idle;
-            slot.parked_until = parked_until;
+            slot.state = state;
         }
+    }
+
+    /// Connections parked now.
+    fn parked(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|slot| matches!(slot.state, ClientState::Parked { .. }))
+            .count()
     }
 
     /// Shuts down the connections `pick` chooses: their pending reads (or
@@ -397,22 +418,26 @@ impl Shard {
 
     /// Marks a client connection as waiting for its next request (or not).
     pub fn set_idle(&self, guard: &ConnectionGuard, idle: bool) {
-        self.clients.borrow_mut().set_idle(guard.token, idle, None);
+        let state = if idle {
+            ClientState::Idle
+        } else {
+            ClientState::Busy
+        };
+        self.clients.borrow_mut().set_state(guard.token, state);
     }
 
     /// Marks a client connection as parked: idle, with no timer of its own. The
     /// shard's sweep shuts it down once `until` passes, which ends its wait.
     pub fn set_parked(&self, guard: &ConnectionGuard, until: Option<Instant>) {
-        self.clients
-            .borrow_mut()
-            .set_idle(guard.token, until.is_some(), until);
+        let state = until.map_or(ClientState::Busy, |until| ClientState::Parked { until });
+        self.clients.borrow_mut().set_state(guard.token, state);
     }
 
     /// Ends parked connections whose idle deadline has passed.
     fn sweep_parked(&self, now: Instant) {
         self.clients
             .borrow()
-            .shutdown(|slot| slot.parked_until.is_some_and(|until| until <= now));
+            .shutdown(|slot| matches!(slot.state, ClientState::Parked { until } if until <= now));
     }
 
     /// Counts an open client connection (and tracks its descriptor) for as long as
@@ -465,6 +490,7 @@ impl Shard {
         let mut report = self.stats.report(
             self.index,
             self.active_connections(),
+            self.clients.borrow().parked(),
             self.access_log.as_ref().map_or(0, AccessLog::dropped),
             self.balancer.borrow().backends(),
         );
@@ -490,7 +516,7 @@ impl Shard {
             // accept op is dropped in flight (the fd leak of monoio #318).
             unsafe { libc::shutdown(fd, libc::SHUT_RD) };
         }
-        self.clients.borrow().shutdown(|slot| slot.idle);
+        self.clients.borrow().shutdown(ClientSlot::idle);
         for backend in self.balancer.borrow().backends() {
             backend.pool.clear();
         }

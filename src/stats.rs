@@ -87,8 +87,6 @@ pub struct ShardStats {
     pub connections_accepted: Cell<u64>,
     /// Client connections closed at once because `server.max_connections` was reached.
     pub connections_refused: Cell<u64>,
-    /// Client connections parked now: idle, holding no buffers.
-    parked_connections: Cell<u64>,
     /// Requests whose head was read.
     pub requests: Cell<u64>,
     /// Upstream connections opened.
@@ -124,7 +122,6 @@ impl Default for ShardStats {
         ShardStats {
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
-            parked_connections: Cell::new(0),
             requests: Cell::new(0),
             upstream_connects: Cell::new(0),
             upstream_reuses: Cell::new(0),
@@ -143,23 +140,7 @@ impl Default for ShardStats {
     }
 }
 
-/// Counts one parked client connection for as long as it lives.
-#[derive(Debug)]
-pub struct Parked<'a>(&'a Cell<u64>);
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
-    }
-}
-
 impl ShardStats {
-    /// Counts a client connection as parked until the guard is dropped.
-    pub fn park(&self) -> Parked<'_> {
-        bump(&self.parked_connections);
-        Parked(&self.parked_connections)
-    }
-
     /// Adds one to a counter.
     #[inline]
     pub fn bump(counter: &Cell<u64>) {
@@ -194,6 +175,7 @@ impl ShardStats {
         &self,
         shard: usize,
         active_connections: usize,
+        parked_connections: usize,
         access_log_dropped: u64,
         backends: &[Rc<Backend>],
     ) -> ShardReport {
@@ -201,7 +183,7 @@ impl ShardStats {
             connections_accepted: self.connections_accepted.get(),
             connections_refused: self.connections_refused.get(),
             active_connections: active_connections as u64,
-            parked_connections: self.parked_connections.get(),
+            parked_connections: parked_connections as u64,
             requests: self.requests.get(),
             upstream_connects: self.upstream_connects.get(),
             upstream_reuses: self.upstream_reuses.get(),

@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::buf::{IoBuf, IoBufMut};
+use monoio::buf::{IoBuf, IoBufMut, SliceMut};
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller,
 };
@@ -73,6 +73,7 @@ struct Downstream {
 
 /// A connection's reusable buffers besides its read buffer, given back while it is
 /// parked.
+#[derive(Default)]
 struct Scratch {
     /// The rewritten request head.
     head: Vec<u8>,
@@ -93,11 +94,7 @@ impl Scratch {
 
     /// Gives the memory back while the connection is parked.
     fn release(&mut self) {
-        *self = Scratch {
-            head: Vec::new(),
-            work: Vec::new(),
-            request_line: String::new(),
-        };
+        *self = Scratch::default();
     }
 
     /// Takes room again when a parked connection wakes.
@@ -170,7 +167,6 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
             Active::Parked { wait } => wait,
             Active::Ended => return,
         };
-        let parked = shard.stats.park();
         client.buf = Vec::new();
         scratch.release();
         // No timer here (a monoio timer entry alone takes 256 bytes): the shard's
@@ -178,7 +174,6 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
         shard.set_parked(&guard, Some(Instant::now() + wait));
         let ready = client.stream.readable(false).await;
         shard.set_parked(&guard, None);
-        drop(parked);
         if ready.is_err() || shard.draining() {
             return;
         }
@@ -432,15 +427,9 @@ enum IdleRead {
 /// bytes won the race: a read dropped instead could lose them.
 async fn read_idle(client: &mut Downstream, canceller: &mut Canceller, wait: Duration) -> IdleRead {
     let hot = wait.min(PARK_AFTER);
-    if client.buf.capacity() - client.buf.len() < HEAD_BUFFER {
-        client.buf.reserve(CLIENT_BUFFER);
-    }
-    let owned = mem::take(&mut client.buf);
-    let len = owned.len();
+    let spare = spare_room(&mut client.buf, 0);
     let (result, slice) = {
-        let read = client
-            .stream
-            .cancelable_read(owned.slice_mut(len..), canceller.handle());
+        let read = client.stream.cancelable_read(spare, canceller.handle());
         let mut read = std::pin::pin!(read);
         monoio::select! {
             done = &mut read => done,
@@ -452,10 +441,13 @@ async fn read_idle(client: &mut Downstream, canceller: &mut Canceller, wait: Dur
     };
     client.buf = slice.into_inner();
     match result {
-        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) && hot < wait => {
-            IdleRead::Park { wait: wait - hot }
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+            if hot < wait {
+                IdleRead::Park { wait: wait - hot }
+            } else {
+                IdleRead::TimedOut
+            }
         }
-        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => IdleRead::TimedOut,
         // Bytes (or an EOF, or an error) arrived, perhaps just before the cancel.
         other => IdleRead::Read(other),
     }
@@ -1171,15 +1163,21 @@ async fn read_more(
     buf: &mut Vec<u8>,
     min_spare: usize,
 ) -> io::Result<usize> {
+    let (result, slice) = stream.read(spare_room(buf, min_spare)).await;
+    *buf = slice.into_inner();
+    result
+}
+
+/// Takes `buf` for a read into its spare capacity (at least `min_spare` bytes, and
+/// never under 1 KiB). The read hands the buffer back with `SliceMut::into_inner`.
+fn spare_room(buf: &mut Vec<u8>, min_spare: usize) -> SliceMut<Vec<u8>> {
     let want = min_spare.max(1024);
     if buf.capacity() - buf.len() < want {
         buf.reserve(want);
     }
     let owned = mem::take(buf);
     let len = owned.len();
-    let (result, slice) = stream.read(owned.slice_mut(len..)).await;
-    *buf = slice.into_inner();
-    result
+    owned.slice_mut(len..)
 }
 
 /// Writes `buf[range]` in full within `timeout`. On a timeout the write is
