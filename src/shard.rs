@@ -630,7 +630,7 @@ pub fn spawn(start: ShardStart) -> Result<JoinHandle<()>, ShardError> {
 /// By default the kernel interrupts the thread for it at once, which costs an IPI
 /// and socket-lock contention per completion; these setups let the thread run it in
 /// batches when it next enters the kernel, which at saturation cut the proxy's CPU
-/// per request by about 45% (PERF.md). Older kernels refuse the newer flags with
+/// per request by about a third (PERF.md). Older kernels refuse the newer flags with
 /// `EINVAL`, so the shard walks down the list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RingSetup {
