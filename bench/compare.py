@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: ringlb vs HAProxy vs nginx in one topology.
 
-Each proxy gets the same core (CPU 1 on a 2-core machine), one worker/thread/shard,
-round-robin over the same two `ringlb origin` servers, upstream keep-alive on. wrk,
-oha and the origins run on CPU 0. Rounds are interleaved (ringlb, haproxy, nginx,
-ringlb, ...) and medians are reported, so a noisy machine shifts all alike.
+Each proxy gets the same cores (--proxy-cores, CPU 1 by default, as on a 2-core
+machine) and one worker/thread/shard per core, round-robin over the same two
+`ringlb origin` servers, upstream keep-alive on. wrk, oha and the origins run on the
+other cores (--load-cores, CPU 0 by default). Rounds are interleaved (ringlb,
+haproxy, nginx, ringlb, ...) and medians are reported, so a noisy machine shifts all
+alike.
 
 Figures per proxy and scenario:
   - requests/s at saturation (wrk -t1 -c64);
@@ -18,7 +20,10 @@ Figures per proxy and scenario:
     after another on the fresh proxy, one request each, then held.
 
 Scenarios: small responses with keep-alive (the headline), a new connection per
-request (Connection: close), and 64 KiB responses.
+request (Connection: close), and 64 KiB responses. With two or more proxy cores,
+also ringlb with 2 shards against 1 (keep-alive, small; interleaved): how far a
+second shard scales. With one proxy core it is skipped and the table says so,
+because a second shard would share a core with the load generator.
 
 Run `scripts/setup-bench.sh` first (wrk, haproxy, nginx, oha). Loopback only;
 every step is bounded. Writes bench/results/compare-<time>.{json,md} and prints the
@@ -116,13 +121,22 @@ def memory_kib(pids, field):
     return total
 
 
-def configs(work, ringlb_bin):
+def cpu_list(text):
+    """CPUs named by a taskset-style list such as "1", "2-3" or "0,2-3"."""
+    cpus = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def configs(work, ringlb_bin, workers):
     backends = "".join(
         f'[[backends]]\nname = "o{i}"\naddress = "127.0.0.1:{p}"\n'
         for i, p in enumerate(ORIGIN_PORTS)
     )
     (work / "ringlb.toml").write_text(
-        f'[server]\nlisten = "127.0.0.1:{PROXY_PORT}"\nshards = 1\n'
+        f'[server]\nlisten = "127.0.0.1:{PROXY_PORT}"\nshards = {workers}\n'
         f'[admin]\nlisten = "127.0.0.1:{ADMIN_PORT}"\n[logging]\nlevel = "warn"\n'
         f'[health_check]\nkind = "none"\n{backends}'
     )
@@ -130,7 +144,7 @@ def configs(work, ringlb_bin):
         f"    server o{i} 127.0.0.1:{p}\n" for i, p in enumerate(ORIGIN_PORTS)
     )
     (work / "haproxy.cfg").write_text(
-        "global\n    nbthread 1\n    maxconn 9000\n\n"
+        f"global\n    nbthread {workers}\n    maxconn 9000\n\n"
         "defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n"
         "    timeout server 30s\n    timeout http-keep-alive 60s\n\n"
         f"frontend fe\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend be\n\n"
@@ -138,7 +152,7 @@ def configs(work, ringlb_bin):
     )
     upstreams = "".join(f"        server 127.0.0.1:{p};\n" for p in ORIGIN_PORTS)
     (work / "nginx.conf").write_text(
-        f"worker_processes 1;\ndaemon off;\nerror_log {work}/nginx-error.log warn;\n"
+        f"worker_processes {workers};\ndaemon off;\nerror_log {work}/nginx-error.log warn;\n"
         f"pid {work}/nginx.pid;\nworker_rlimit_nofile 19000;\n"
         "events { worker_connections 18000; }\n"
         "http {\n    access_log off;\n"
@@ -159,9 +173,13 @@ def configs(work, ringlb_bin):
     }
 
 
+LOAD_CORES = "0"  # set from --load-cores
+
+
 def wrk(path, headers, seconds, conns):
+    threads = len(cpu_list(LOAD_CORES))
     out = subprocess.run(
-        ["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", *headers,
+        ["taskset", "-c", LOAD_CORES, "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", *headers,
          f"http://127.0.0.1:{PROXY_PORT}{path}"],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout
@@ -176,7 +194,7 @@ def oha_latency(rate, seconds):
     if not shutil.which("oha"):
         return None
     out = subprocess.run(
-        ["taskset", "-c", "0", "oha", "-z", f"{seconds}s", "-q", str(rate), "-c", "32",
+        ["taskset", "-c", LOAD_CORES, "oha", "-z", f"{seconds}s", "-q", str(rate), "-c", "32",
          "--latency-correction", "--no-tui", "--output-format", "json",
          f"http://127.0.0.1:{PROXY_PORT}/"],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
@@ -222,6 +240,44 @@ def idle_rss_bytes(pids, count):
     return (after - before) * 1024 / count
 
 
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def run_scaling(args, proxy_cpus, ringlb_bin, work):
+    """ringlb with 1 shard and with 2, on the first two proxy cores, interleaved:
+    keep-alive small responses at saturation. None when fewer than 2 proxy cores."""
+    if len(proxy_cpus) < 2:
+        return None
+    cores = ",".join(str(c) for c in proxy_cpus[:2])
+    results = {1: {}, 2: {}}
+    for rnd in range(1, args.rounds + 1):
+        for shards in (1, 2):
+            config = work / f"ringlb-{shards}.toml"
+            text = (work / "ringlb.toml").read_text()
+            config.write_text(re.sub(r"shards = \d+", f"shards = {shards}", text))
+            wait_port_closed(PROXY_PORT)
+            proc = subprocess.Popen(["taskset", "-c", cores, str(ringlb_bin), "run", "--config", str(config)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_port(PROXY_PORT)
+                pids = tree(proc.pid)
+                wrk("/", [], 1, args.conns)  # warm-up
+                t0 = cpu_ticks(pids)
+                rps, requests, _, _ = wrk("/", [], args.duration, args.conns)
+                cpu_us = (cpu_ticks(pids) - t0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(requests, 1)
+                results[shards].setdefault("rps", []).append(rps)
+                results[shards].setdefault("cpu_us", []).append(cpu_us)
+                print(f"round {rnd} ringlb {shards} shard(s) {rps:10.0f} req/s {cpu_us:7.2f} µs/req", file=sys.stderr)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -232,7 +288,16 @@ def main():
     # descriptors per connection it may hold (maxconn 9,000).
     ap.add_argument("--idle", type=int, default=8000, help="idle connections for the RSS figure")
     ap.add_argument("--proxies", default=",".join(PROXIES))
+    ap.add_argument("--proxy-cores", default="1",
+                    help="CPUs every proxy is pinned to (taskset list); one worker per CPU")
+    ap.add_argument("--load-cores", default="0",
+                    help="CPUs for wrk, oha and the origins (taskset list)")
     args = ap.parse_args()
+    global LOAD_CORES
+    LOAD_CORES = args.load_cores
+    proxy_cpus = cpu_list(args.proxy_cores)
+    if set(proxy_cpus) & set(cpu_list(args.load_cores)):
+        sys.exit("--proxy-cores and --load-cores overlap: the proxy would compete with its load")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     for tool in ["wrk", "taskset"] + [p for p in args.proxies.split(",") if p != "ringlb"]:
@@ -243,9 +308,9 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="ringlb-bench-"))
     for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"]:
         (work / d).mkdir()
-    commands = configs(work, ringlb_bin)
+    commands = configs(work, ringlb_bin, len(proxy_cpus))
     origins = [
-        subprocess.Popen(["taskset", "-c", "0", str(ringlb_bin), "origin", "--listen",
+        subprocess.Popen(["taskset", "-c", args.load_cores, str(ringlb_bin), "origin", "--listen",
                           f"127.0.0.1:{p}", "--name", f"o{i}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for i, p in enumerate(ORIGIN_PORTS)
@@ -257,7 +322,7 @@ def main():
         for rnd in range(1, args.rounds + 1):
             for proxy in results:
                 wait_port_closed(PROXY_PORT)
-                proc = subprocess.Popen(["taskset", "-c", "1", *commands[proxy]],
+                proc = subprocess.Popen(["taskset", "-c", args.proxy_cores, *commands[proxy]],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
                     wait_port(PROXY_PORT)
@@ -288,15 +353,16 @@ def main():
                         proc.wait(timeout=10)
                     except subprocess.TimeoutExpired:
                         proc.kill()
+        scaling = run_scaling(args, proxy_cpus, ringlb_bin, work) if "ringlb" in results else None
     finally:
         for o in origins:
             o.terminate()
         shutil.rmtree(work, ignore_errors=True)
 
-    med = lambda xs: statistics.median(xs) if xs else float("nan")
     lines = [
-        f"Medians of {args.rounds} interleaved rounds; wrk -t1 -c{args.conns} -d{args.duration}s; "
-        f"proxies on CPU 1, wrk/oha/origins on CPU 0.",
+        f"Medians of {args.rounds} interleaved rounds; wrk -t{len(cpu_list(LOAD_CORES))} -c{args.conns} "
+        f"-d{args.duration}s; proxies on CPU {args.proxy_cores} ({len(proxy_cpus)} worker(s) each), "
+        f"wrk/oha/origins on CPU {args.load_cores}.",
         "",
         "| scenario | proxy | requests/s | proxy CPU µs/request | non-2xx |",
         "| --- | --- | --- | --- | --- |",
@@ -317,11 +383,21 @@ def main():
     if base and ours:
         lines += ["", f"ringlb / HAProxy, keep-alive small: CPU per request {med(ours['cpu_us']) / med(base['cpu_us']):.2f}x, "
                       f"requests/s {med(ours['rps']) / med(base['rps']):.2f}x"]
+    lines += ["", "ringlb, 2 shards against 1 (keep-alive, small):"]
+    if scaling is None:
+        lines.append(f"skipped: needs at least 2 proxy cores (--proxy-cores), got {args.proxy_cores}")
+    else:
+        lines += ["", "| shards | requests/s | proxy CPU µs/request |", "| --- | --- | --- |"]
+        for shards in (1, 2):
+            r = scaling[shards]
+            lines.append(f"| {shards} | {med(r['rps']):.0f} | {med(r['cpu_us']):.2f} |")
+        lines.append(f"\n2 shards / 1 shard: requests/s {med(scaling[2]['rps']) / med(scaling[1]['rps']):.2f}x")
     table = "\n".join(lines)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"compare-{stamp}.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    (out_dir / f"compare-{stamp}.json").write_text(
+        json.dumps({"args": vars(args), "results": results, "ringlb_shards": scaling}, indent=2))
     (out_dir / f"compare-{stamp}.md").write_text(table + "\n")
     print(table)
 

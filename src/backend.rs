@@ -5,11 +5,12 @@
 //! pool of idle upstream connections. Lives in `Rc` inside one shard; never shared
 //! across threads.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::load_index::{self, LoadIndex};
 use crate::stats::BackendStats;
 use crate::upstream::UpstreamPool;
 
@@ -57,6 +58,9 @@ pub struct Backend {
     latency_at: Cell<Option<Instant>>,
     /// The sticky cookie value naming it, when sticky sessions are on.
     sticky_token: std::cell::OnceCell<Box<str>>,
+    /// Least-conn's index of this shard's table and this backend's leaf in it, so
+    /// that every change to its load, weight or availability re-keys the leaf.
+    load_leaf: RefCell<Option<(Rc<LoadIndex>, usize)>>,
 }
 
 impl Backend {
@@ -83,6 +87,7 @@ impl Backend {
             latency_ewma: Cell::new(0.0),
             latency_at: Cell::new(None),
             sticky_token: std::cell::OnceCell::new(),
+            load_leaf: RefCell::new(None),
         }
     }
 
@@ -104,6 +109,7 @@ impl Backend {
     /// Applies the control thread's decision on this shard.
     pub fn set_availability(&self, availability: Availability) {
         self.available.set(availability);
+        self.reindex();
         match availability {
             Availability::Unavailable => self.pool.clear(),
             Availability::Probing(_) => self.report_success.set(true),
@@ -126,6 +132,7 @@ impl Backend {
         if let Availability::Probing(n) = self.available.get() {
             self.available
                 .set(Availability::Probing(n.saturating_sub(1)));
+            self.reindex();
         }
     }
 
@@ -154,6 +161,7 @@ impl Backend {
     /// Sets the weight to select by (from the control thread's slow start).
     pub fn set_effective_weight(&self, weight: u32) {
         self.effective_weight.set(weight.max(1));
+        self.reindex();
     }
 
     /// Records an observed response time (peak-EWMA: a slower observation is
@@ -206,6 +214,30 @@ impl Backend {
     pub fn in_flight(&self) -> u32 {
         self.in_flight.get()
     }
+
+    /// Makes this backend leaf `leaf` of `index` (least-conn's), keyed from now on
+    /// by its load; `None` leaves the index it was in.
+    pub fn set_load_leaf(&self, leaf: Option<(Rc<LoadIndex>, usize)>) {
+        *self.load_leaf.borrow_mut() = leaf;
+        self.reindex();
+    }
+
+    /// Re-keys its leaf in least-conn's index, if it has one. A re-keyed leaf goes
+    /// behind every other leaf of the same load, which is how ties take turns.
+    #[inline]
+    pub fn reindex(&self) {
+        if let Some((index, leaf)) = &*self.load_leaf.borrow() {
+            let load = self
+                .is_available()
+                .then(|| load_index::load(self.in_flight(), self.effective_weight()));
+            index.set(*leaf, load);
+        }
+    }
+
+    fn set_in_flight(&self, n: u32) {
+        self.in_flight.set(n);
+        self.reindex();
+    }
 }
 
 /// Counts one request in flight to a backend for as long as it lives.
@@ -217,7 +249,7 @@ pub struct InFlight {
 impl InFlight {
     /// Starts counting a request to `backend`.
     pub fn start(backend: &Rc<Backend>) -> Self {
-        backend.in_flight.set(backend.in_flight.get() + 1);
+        backend.set_in_flight(backend.in_flight.get() + 1);
         InFlight {
             backend: Rc::clone(backend),
         }
@@ -232,6 +264,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let b = &self.backend;
-        b.in_flight.set(b.in_flight.get().saturating_sub(1));
+        b.set_in_flight(b.in_flight.get().saturating_sub(1));
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, BackendId};
 use crate::config::{BalancerConfig, HashAlgorithm, Strategy};
+use crate::load_index::LoadIndex;
 
 /// What a strategy may look at to choose.
 #[derive(Debug, Clone, Copy)]
@@ -65,8 +66,10 @@ enum Selector {
     RoundRobin { next: Cell<usize> },
     /// Smooth weighted round-robin (nginx): each backend's current weight.
     WeightedRoundRobin { current: Vec<Cell<i64>> },
-    /// Fewest in-flight requests per unit of weight; ties go round-robin from `next`.
-    LeastConn { next: Cell<usize> },
+    /// Fewest in-flight requests per unit of weight, kept at the root of a winner
+    /// tree that the backends re-key as their load changes; among equals, the one
+    /// touched (picked, or its load changed) longest ago.
+    LeastConn { index: Rc<LoadIndex> },
     /// Weighted random.
     Random { rng: Cell<u64> },
     /// Two weighted random choices; fewer in flight per unit of weight wins.
@@ -137,9 +140,16 @@ impl Balancer {
             Strategy::WeightedRoundRobin => Selector::WeightedRoundRobin {
                 current: (0..len).map(|_| Cell::new(0)).collect(),
             },
-            Strategy::LeastConn => Selector::LeastConn {
-                next: Cell::new(start),
-            },
+            Strategy::LeastConn => {
+                let index = Rc::new(LoadIndex::new(len));
+                // Keyed in turn from `start`, so that shards begin at different
+                // backends, as round-robin does.
+                for k in 0..len {
+                    let i = wrap(start + k, len);
+                    backends[i].set_load_leaf(Some((Rc::clone(&index), i)));
+                }
+                Selector::LeastConn { index }
+            }
             Strategy::Random => Selector::Random { rng: seed() },
             Strategy::P2c => Selector::P2c { rng: seed() },
             Strategy::LeastResponse => Selector::LeastResponse {
@@ -161,6 +171,13 @@ impl Balancer {
 
     /// Replaces the table (a change from the control thread); strategy state restarts.
     pub fn replace(&mut self, backends: Vec<Rc<Backend>>) {
+        if matches!(self.selector, Selector::LeastConn { .. }) {
+            // Backends leaving the table stop re-keying the old index; the ones
+            // staying get leaves in the new one.
+            for b in &self.backends {
+                b.set_load_leaf(None);
+            }
+        }
         self.selector = Self::selector_for(&self.config, &backends, self.offset);
         self.backends = backends;
     }
@@ -211,27 +228,17 @@ impl Balancer {
                 current[i].set(current[i].get() - total);
                 i
             }
-            Selector::LeastConn { next } => {
-                let start = next.get();
-                let mut best: Option<usize> = None;
-                for k in 0..n {
-                    let i = wrap(start + k, n);
-                    let b = &self.backends[i];
-                    if !eligible(b) {
-                        continue;
-                    }
-                    // in_flight/weight < best_in_flight/best_weight, without division.
-                    let better = best.is_none_or(|j| {
-                        let o = &self.backends[j];
-                        u64::from(b.in_flight()) * u64::from(o.effective_weight())
-                            < u64::from(o.in_flight()) * u64::from(b.effective_weight())
-                    });
-                    if better {
-                        best = Some(i);
-                    }
-                }
-                let i = best?;
-                next.set(wrap(i + 1, n));
+            Selector::LeastConn { index } => {
+                let i = if tried.is_empty() {
+                    index.least()?
+                } else {
+                    // A retry: the least key among the backends not tried yet.
+                    (0..n)
+                        .filter(|&i| eligible(&self.backends[i]))
+                        .min_by_key(|&i| index.key(i))?
+                };
+                // Behind its equals for the next pick.
+                index.touch(i);
                 i
             }
             Selector::Random { rng } => self.weighted_random(rng, &eligible)?,
@@ -416,7 +423,7 @@ fn wrap(i: usize, n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::InFlight;
+    use crate::backend::{Availability, InFlight};
     use std::time::Duration;
 
     fn table(weights: &[u32]) -> Vec<Rc<Backend>> {
@@ -510,6 +517,93 @@ mod tests {
         let _b = InFlight::start(&t[0]);
         // 2/3 in flight per weight on b0 beats 1/1 on b1 once b1 has one.
         let _c = InFlight::start(&t[1]);
+        assert_eq!(b.select(&ctx(), &[]).unwrap().id, 0);
+    }
+
+    #[test]
+    fn least_conn_picks_a_least_loaded_backend_through_every_kind_of_change() {
+        // Pseudo-random requests starting and ending, availability, probes, weights
+        // and table replacements; after each, the pick must be one a full scan
+        // would call least loaded (in flight ÷ weight, among the available).
+        let t = table(&[1, 2, 3, 1, 5, 1, 1]);
+        let mut b = Balancer::new(Strategy::LeastConn, t.clone(), 0);
+        let mut held: Vec<InFlight> = Vec::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for step in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let which = &t[(state >> 8) as usize % t.len()];
+            match state % 16 {
+                0..=6 => {
+                    if let Some(picked) = b.select(&ctx(), &[]) {
+                        held.push(InFlight::start(&picked));
+                    }
+                }
+                7..=11 => {
+                    if !held.is_empty() {
+                        held.swap_remove((state >> 20) as usize % held.len());
+                    }
+                }
+                12 => which.set_available(!(state >> 30).is_multiple_of(3)),
+                13 => which.set_availability(Availability::Probing(1)),
+                14 => which.set_effective_weight(1 + (state >> 30) as u32 % 6),
+                _ => {
+                    // Replace with a table that leaves one backend out for a while.
+                    let mut next = t.clone();
+                    if (state >> 30).is_multiple_of(2) {
+                        next.remove((state >> 31) as usize % t.len());
+                    }
+                    b.replace(next);
+                }
+            }
+            let ratio = |x: &Backend| (u64::from(x.in_flight()), u64::from(x.effective_weight()));
+            let best = b
+                .backends()
+                .iter()
+                .filter(|x| x.is_available())
+                .map(|x| ratio(x))
+                .min_by(|(i1, w1), (i2, w2)| (i1 * w2).cmp(&(i2 * w1)));
+            let picked = b.select(&ctx(), &[]);
+            match (best, &picked) {
+                (None, None) => {}
+                (Some((bi, bw)), Some(p)) => {
+                    let (pi, pw) = ratio(p);
+                    assert!(
+                        p.is_available(),
+                        "step {step}: picked an unavailable backend"
+                    );
+                    assert_eq!(
+                        pi * bw,
+                        bi * pw,
+                        "step {step}: picked {pi}/{pw}, least {bi}/{bw}"
+                    );
+                }
+                _ => panic!(
+                    "step {step}: scan says {best:?}, pick says {:?}",
+                    picked.map(|p| p.id)
+                ),
+            }
+            if let Some(p) = picked {
+                // A probe spent by this pick is spent for real, as the proxy does.
+                p.note_selected();
+            }
+        }
+    }
+
+    #[test]
+    fn least_conn_retries_skip_tried_backends_and_leavers_stop_counting() {
+        let t = table(&[1, 1, 1]);
+        let mut b = Balancer::new(Strategy::LeastConn, t.clone(), 0);
+        let _busy = InFlight::start(&t[0]);
+        assert_eq!(b.select(&ctx(), &[1, 2]).unwrap().id, 0);
+        assert!(b.select(&ctx(), &[0, 1, 2]).is_none());
+        // b1 leaves the table with a request in flight; its guard ends later.
+        let leaving = InFlight::start(&t[1]);
+        b.replace(vec![t[0].clone(), t[2].clone()]);
+        drop(leaving);
+        let _busy2 = InFlight::start(&t[2]);
+        let _busy2b = InFlight::start(&t[2]);
         assert_eq!(b.select(&ctx(), &[]).unwrap().id, 0);
     }
 

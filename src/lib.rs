@@ -9,7 +9,8 @@
 //! - [`proxy`]: what a shard does with a client connection ([`proxy::http`]).
 //! - [`h1`]: HTTP/1.1 parsing and framing rules, sans-io.
 //! - [`balancer`], [`backend`], [`upstream`]: selection, per-shard backend state, and
-//!   upstream connections with their idle pool. [`sticky`]: sticky-session tokens.
+//!   upstream connections with their idle pool. [`load_index`]: least-conn's winner
+//!   tree. [`sticky`]: sticky-session tokens.
 //! - [`health`]: active health checks (probes and the rise/fall state machine).
 //! - [`breaker`]: the circuit breaker state machine (passive health).
 //! - [`admin`]: the admin listener. [`stats`]: per-shard counters and histograms,
@@ -32,6 +33,7 @@ pub mod error;
 pub mod exposition;
 pub mod h1;
 pub mod health;
+pub mod load_index;
 pub mod origin;
 pub mod proxy;
 pub mod shard;
