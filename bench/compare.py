@@ -11,7 +11,8 @@ alike.
 Figures per proxy and scenario:
   - requests/s at saturation (wrk -t1 -c64);
   - proxy CPU time per request: utime+stime of the proxy's processes (from /proc)
-    over the wrk run, divided by the requests wrk completed;
+    over the wrk run, divided by the requests wrk completed, and the stime part
+    alone (the kernel's share: loopback TCP and the proxy's syscalls);
   - peak RSS of the proxy's processes;
   - p50/p99/p99.9 latency at a fixed offered rate (oha -q with latency correction),
     keep-alive scenario only;
@@ -97,15 +98,24 @@ def tree(pid):
 
 
 def cpu_ticks(pids):
-    total = 0
+    """(user, system) clock ticks of the processes, threads included."""
+    user = system = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            system += int(fields[12])
         except OSError:
             pass
-    return total
+    return user, system
+
+
+def cpu_us_per_request(pids, t0, requests):
+    """Microseconds of (user + system, system) CPU per request since `t0`."""
+    user, system = cpu_ticks(pids)
+    per = 1e6 / os.sysconf("SC_CLK_TCK") / max(requests, 1)
+    return (user - t0[0] + system - t0[1]) * per, (system - t0[1]) * per
 
 
 def memory_kib(pids, field):
@@ -265,7 +275,7 @@ def run_scaling(args, proxy_cpus, ringlb_bin, work):
                 wrk("/", [], 1, args.conns)  # warm-up
                 t0 = cpu_ticks(pids)
                 rps, requests, _, _ = wrk("/", [], args.duration, args.conns)
-                cpu_us = (cpu_ticks(pids) - t0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(requests, 1)
+                cpu_us, _ = cpu_us_per_request(pids, t0, requests)
                 results[shards].setdefault("rps", []).append(rps)
                 results[shards].setdefault("cpu_us", []).append(cpu_us)
                 print(f"round {rnd} ringlb {shards} shard(s) {rps:10.0f} req/s {cpu_us:7.2f} µs/req", file=sys.stderr)
@@ -334,10 +344,11 @@ def main():
                         wrk(path, headers, 1, args.conns)  # warm-up
                         t0 = cpu_ticks(pids)
                         rps, requests, non2xx, socket_errors = wrk(path, headers, args.duration, args.conns)
-                        cpu_us = (cpu_ticks(pids) - t0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(requests, 1)
+                        cpu_us, sys_us = cpu_us_per_request(pids, t0, requests)
                         row = results[proxy].setdefault(name, {})
                         row.setdefault("rps", []).append(rps)
                         row.setdefault("cpu_us", []).append(cpu_us)
+                        row.setdefault("sys_us", []).append(sys_us)
                         row.setdefault("errors", []).append(non2xx)
                         print(f"round {rnd} {proxy:8} {name:28} {rps:10.0f} req/s {cpu_us:7.2f} µs/req"
                               f" non-2xx {non2xx} {socket_errors}", file=sys.stderr)
@@ -364,13 +375,14 @@ def main():
         f"-d{args.duration}s; proxies on CPU {args.proxy_cores} ({len(proxy_cpus)} worker(s) each), "
         f"wrk/oha/origins on CPU {args.load_cores}.",
         "",
-        "| scenario | proxy | requests/s | proxy CPU µs/request | non-2xx |",
-        "| --- | --- | --- | --- | --- |",
+        "| scenario | proxy | requests/s | proxy CPU µs/request | of which kernel | non-2xx |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name in SCENARIOS:
         for proxy in results:
             r = results[proxy][name]
-            lines.append(f"| {name} | {proxy} | {med(r['rps']):.0f} | {med(r['cpu_us']):.2f} | {int(sum(r['errors']))} |")
+            lines.append(f"| {name} | {proxy} | {med(r['rps']):.0f} | {med(r['cpu_us']):.2f} | "
+                         f"{med(r['sys_us']):.2f} | {int(sum(r['errors']))} |")
     lines += ["", f"| proxy | p50 ms at {args.rate}/s | p99 ms | p99.9 ms | peak RSS KiB | RSS bytes per idle connection ({args.idle}) |",
               "| --- | --- | --- | --- | --- | --- |"]
     for proxy in results:

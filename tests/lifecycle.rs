@@ -461,6 +461,51 @@ fn shards_follow_the_allowed_cpu_set() {
     assert_eq!(get(proxy.addr, "/").status, 200);
 }
 
+/// `THP_enabled` from the process's /proc status: 0 once it turned them off.
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("the kernel reports THP_enabled (Linux 5.0 and later)")
+        .trim()
+        .to_string()
+}
+
+/// Lets the child use transparent huge pages whatever this test process did (the
+/// flag is inherited, and in-process tests in this binary may have set it).
+fn allow_thp(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only makes
+    // one prctl(2) call with integer arguments.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn transparent_huge_pages_are_off_unless_the_config_allows_them() {
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    let backends = [("app1", origin.addr())];
+    let default =
+        Proxy::start_with("thp-default", &config_for(&backends, ""), allow_thp).expect("starts");
+    assert_eq!(thp_enabled(default.child.id()), "0");
+    assert_eq!(get(default.addr, "/").status, 200);
+    let allowed = Proxy::start_with(
+        "thp-allowed",
+        &config_for(&backends, "transparent_huge_pages = true"),
+        allow_thp,
+    )
+    .expect("starts");
+    assert_eq!(thp_enabled(allowed.child.id()), "1");
+    assert_eq!(get(allowed.addr, "/").status, 200);
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let origin = spawn_origin(Driver::Epoll, "app1");

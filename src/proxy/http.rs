@@ -480,7 +480,8 @@ async fn proxy_request(
     let context = RequestContext {
         client_ip: client.peer.ip(),
         key_hash: key_hash(&settings.balancer, head_bytes, client.peer.ip()),
-        now: Instant::now(),
+        // When the head was complete: one clock read fewer per request.
+        now: record.started,
     };
     let sticky_cookie: Option<String> = settings.balancer.sticky.as_ref().and_then(|sticky| {
         h1::cookie_value(head_bytes, &sticky.cookie)
@@ -705,7 +706,7 @@ async fn attempt(
         }
     };
     let in_flight = InFlight::start(backend);
-    let (mut upstream, reused) = checkout(shard, backend, fresh_only)
+    let (mut upstream, reused) = checkout(shard, backend, fresh_only, record.started)
         .await
         .map_err(before(false))?;
 
@@ -747,28 +748,43 @@ async fn attempt(
             })?;
     }
 
+    // The response timeout runs from the end of the request: a streamed body took
+    // time of its own; a held one went out with the head.
+    let request_sent = if held_body.is_none() {
+        Instant::now()
+    } else {
+        sent_at
+    };
     let client_side = ClientSide {
         method: request.method,
         http10: request.http10,
         keep_alive: request.keep_alive,
     };
     upbuf.clear();
-    let response = read_response(shard, client, &mut upstream, upbuf, &client_side, scratch)
-        .await
-        .map_err(|e| match e {
-            ResponseError::Interim(error) => AttemptFailure {
-                error,
-                before_response: false,
-                reused,
-            },
-            ResponseError::BeforeAnyByte(error) => before(reused)(error),
-            // Bytes came back, but none reached the client: still no response.
-            ResponseError::Other(error) => AttemptFailure {
-                error,
-                before_response: true,
-                reused: false,
-            },
-        })?;
+    let response = read_response(
+        shard,
+        client,
+        &mut upstream,
+        upbuf,
+        &client_side,
+        scratch,
+        request_sent,
+    )
+    .await
+    .map_err(|e| match e {
+        ResponseError::Interim(error) => AttemptFailure {
+            error,
+            before_response: false,
+            reused,
+        },
+        ResponseError::BeforeAnyByte(error) => before(reused)(error),
+        // Bytes came back, but none reached the client: still no response.
+        ResponseError::Other(error) => AttemptFailure {
+            error,
+            before_response: true,
+            reused: false,
+        },
+    })?;
     if let Some(n) = held_body {
         client.pos += n;
     }
@@ -812,9 +828,10 @@ async fn checkout(
     shard: &Shard,
     backend: &Rc<Backend>,
     fresh_only: bool,
+    now: Instant,
 ) -> Result<(TcpStream, bool), ProxyError> {
     if !fresh_only {
-        if let Some(stream) = backend.pool.checkout(Instant::now()) {
+        if let Some(stream) = backend.pool.checkout(now) {
             ShardStats::bump(&shard.stats.upstream_reuses);
             return Ok((stream, true));
         }
@@ -951,9 +968,12 @@ async fn read_response(
     upbuf: &mut Vec<u8>,
     client_side: &ClientSide,
     head: &mut Vec<u8>,
+    request_sent: Instant,
 ) -> Result<h1::Response, ResponseError> {
     let settings = &shard.settings;
-    let deadline = Instant::now() + settings.backend_response_timeout;
+    let deadline = request_sent + settings.backend_response_timeout;
+    // The first read waits the whole timeout without reading the clock again.
+    let mut first_read = true;
     let mut interim_sent = false;
     let wrap = |e: ProxyError, got_bytes: bool, interim: bool| {
         if interim {
@@ -990,7 +1010,12 @@ async fn read_response(
                 }
             }
         }
-        let wait = deadline.saturating_duration_since(Instant::now());
+        let wait = if first_read {
+            settings.backend_response_timeout
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        first_read = false;
         let got_bytes = !upbuf.is_empty();
         match monoio::time::timeout(wait, read_more(upstream, upbuf, RESPONSE_BUFFER)).await {
             Ok(Ok(n)) if n > 0 => {}
