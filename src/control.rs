@@ -311,22 +311,6 @@ fn bind_reuseport(address: SocketAddr) -> Result<TcpListener, StartError> {
     bind().map_err(|source| StartError::Bind { address, source })
 }
 
-/// Turns transparent huge pages off for this process (`server.transparent_huge_pages
-/// = false`). mimalloc asks the kernel for huge pages on its heap, and a 2 MiB page is
-/// resident in full once touched: with many idle connections, each holding a few
-/// hundred bytes, RSS grew by 2 MiB steps to about 2 KB per connection (0.8 KB with
-/// this off). The flag is the process's and lasts for its lifetime.
-pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
-    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes no memory
-    // the program can see; it sets a flag on this process's address space.
-    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Starts shards, the admin listener and the control thread. Returns once every
 /// shard accepts connections.
 pub fn start(config: Config) -> Result<Server, StartError> {
@@ -337,7 +321,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         n => n,
     };
     if !config.server.transparent_huge_pages {
-        if let Err(error) = disable_transparent_huge_pages() {
+        if let Err(error) = crate::memory::disable_transparent_huge_pages() {
             log_warn!("could not turn transparent huge pages off ({error}); idle connections will cost more memory");
         }
     }

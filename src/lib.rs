@@ -18,6 +18,7 @@
 //! - [`error`]: what failed and whose fault it was. [`logging`]: log lines.
 //! - [`exposition`]: `/stats` JSON and `/metrics` Prometheus text.
 //! - [`access_log`]: per-request lines, buffered per shard, written off-shard.
+//! - [`memory`]: the process's memory policy (huge pages, returning freed memory).
 //! - [`origin`]: the origin server used by the demo, tests and benchmarks.
 
 pub mod logging;
@@ -34,6 +35,7 @@ pub mod exposition;
 pub mod h1;
 pub mod health;
 pub mod load_index;
+pub mod memory;
 pub mod origin;
 pub mod proxy;
 pub mod shard;

@@ -846,6 +846,7 @@ async fn poll_commands(
         if now >= next_report {
             shard.send_report(&events, 0);
             next_report = now + REPORT_EVERY;
+            crate::memory::release_freed();
         }
         if now >= next_sweep {
             shard.sweep_parked(now);
