@@ -706,7 +706,7 @@ async fn attempt(
         }
     };
     let in_flight = InFlight::start(backend);
-    let (mut upstream, reused) = checkout(shard, backend, fresh_only, record.started)
+    let (mut upstream, reused) = checkout(shard, backend, fresh_only)
         .await
         .map_err(before(false))?;
 
@@ -828,10 +828,11 @@ async fn checkout(
     shard: &Shard,
     backend: &Rc<Backend>,
     fresh_only: bool,
-    now: Instant,
 ) -> Result<(TcpStream, bool), ProxyError> {
     if !fresh_only {
-        if let Some(stream) = backend.pool.checkout(now) {
+        // The clock now, not the request's start: a retry may come many seconds
+        // later, and the pool must expire what has idled too long by then.
+        if let Some(stream) = backend.pool.checkout(Instant::now()) {
             ShardStats::bump(&shard.stats.upstream_reuses);
             return Ok((stream, true));
         }
