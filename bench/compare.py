@@ -34,6 +34,7 @@ markdown table.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -258,6 +259,33 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+@contextlib.contextmanager
+def running(cores, command):
+    """A proxy started on `cores` once the port is free, stopped on leaving."""
+    wait_port_closed(PROXY_PORT)
+    proc = subprocess.Popen(["taskset", "-c", cores, *command],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(PROXY_PORT)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def saturate(pids, path, headers, args):
+    """A 1 s wrk warm-up, then the measured run: (requests/s, non-2xx, socket
+    errors, CPU µs per request, of which kernel µs)."""
+    wrk(path, headers, 1, args.conns)
+    t0 = cpu_ticks(pids)
+    rps, requests, non2xx, socket_errors = wrk(path, headers, args.duration, args.conns)
+    cpu_us, sys_us = cpu_us_per_request(pids, t0, requests)
+    return rps, non2xx, socket_errors, cpu_us, sys_us
+
+
 def run_scaling(args, proxy_cpus, ringlb_bin, work):
     """ringlb with 1 shard and with 2, on the first two proxy cores, interleaved:
     keep-alive small responses at saturation. None when fewer than 2 proxy cores."""
@@ -270,25 +298,11 @@ def run_scaling(args, proxy_cpus, ringlb_bin, work):
             config = work / f"ringlb-{shards}.toml"
             text = (work / "ringlb.toml").read_text()
             config.write_text(re.sub(r"shards = \d+", f"shards = {shards}", text))
-            wait_port_closed(PROXY_PORT)
-            proc = subprocess.Popen(["taskset", "-c", cores, str(ringlb_bin), "run", "--config", str(config)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                wait_port(PROXY_PORT)
-                pids = tree(proc.pid)
-                wrk("/", [], 1, args.conns)  # warm-up
-                t0 = cpu_ticks(pids)
-                rps, requests, _, _ = wrk("/", [], args.duration, args.conns)
-                cpu_us, _ = cpu_us_per_request(pids, t0, requests)
+            with running(cores, [str(ringlb_bin), "run", "--config", str(config)]) as proc:
+                rps, _, _, cpu_us, _ = saturate(tree(proc.pid), "/", [], args)
                 results[shards].setdefault("rps", []).append(rps)
                 results[shards].setdefault("cpu_us", []).append(cpu_us)
                 print(f"round {rnd} ringlb {shards} shard(s) {rps:10.0f} req/s {cpu_us:7.2f} µs/req", file=sys.stderr)
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
     return results
 
 
@@ -335,11 +349,7 @@ def main():
             wait_port(p)
         for rnd in range(1, args.rounds + 1):
             for proxy in results:
-                wait_port_closed(PROXY_PORT)
-                proc = subprocess.Popen(["taskset", "-c", args.proxy_cores, *commands[proxy]],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                try:
-                    wait_port(PROXY_PORT)
+                with running(args.proxy_cores, commands[proxy]) as proc:
                     pids = tree(proc.pid)
                     if args.idle:
                         soon, later = idle_rss_bytes(pids, args.idle)
@@ -347,10 +357,7 @@ def main():
                         head.setdefault("idle_bytes_soon", []).append(soon)
                         head.setdefault("idle_bytes", []).append(later)
                     for name, (path, headers) in SCENARIOS.items():
-                        wrk(path, headers, 1, args.conns)  # warm-up
-                        t0 = cpu_ticks(pids)
-                        rps, requests, non2xx, socket_errors = wrk(path, headers, args.duration, args.conns)
-                        cpu_us, sys_us = cpu_us_per_request(pids, t0, requests)
+                        rps, non2xx, socket_errors, cpu_us, sys_us = saturate(pids, path, headers, args)
                         row = results[proxy].setdefault(name, {})
                         row.setdefault("rps", []).append(rps)
                         row.setdefault("cpu_us", []).append(cpu_us)
@@ -364,12 +371,6 @@ def main():
                         for k, v in latency.items():
                             head.setdefault(k, []).append(v)
                     head.setdefault("peak_rss_kib", []).append(memory_kib(tree(proc.pid), "VmHWM"))
-                finally:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
         scaling = run_scaling(args, proxy_cpus, ringlb_bin, work) if "ringlb" in results else None
     finally:
         for o in origins:

@@ -50,7 +50,7 @@ pub fn hash_ip(ip: IpAddr) -> u64 {
 }
 
 /// xorshift64*: a small, fast generator; seeded per shard, so runs repeat.
-fn next_random(state: &Cell<u64>) -> u64 {
+pub(crate) fn next_random(state: &Cell<u64>) -> u64 {
     let mut x = state.get();
     x ^= x >> 12;
     x ^= x << 25;
@@ -528,11 +528,9 @@ mod tests {
         let t = table(&[1, 2, 3, 1, 5, 1, 1]);
         let mut b = Balancer::new(Strategy::LeastConn, t.clone(), 0);
         let mut held: Vec<InFlight> = Vec::new();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let rng = Cell::new(0x9e37_79b9_7f4a_7c15u64);
         for step in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = next_random(&rng);
             let which = &t[(state >> 8) as usize % t.len()];
             match state % 16 {
                 0..=6 => {
