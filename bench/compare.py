@@ -28,6 +28,12 @@ also ringlb with 2 shards against 1 (keep-alive, small; interleaved): how far a
 second shard scales. With one proxy core it is skipped and the table says so,
 because a second shard would share a core with the load generator.
 
+Floors (one proxy core only; --no-floor skips them): the keep-alive small scenario
+through HAProxy in `mode tcp` and through `relay` (bench/relay.rs, a byte relay on
+the shard's runtime and ring setup), interleaved with the proxies. Neither does any
+HTTP work, so their CPU per request is what the four socket operations of a proxied
+request cost here: the floor under any HTTP proxy's figure.
+
 Run `scripts/setup-bench.sh` first (wrk, haproxy, nginx, oha). Loopback only;
 every step is bounded. Writes bench/results/compare-<time>.{json,md} and prints the
 markdown table.
@@ -163,6 +169,14 @@ def configs(work, ringlb_bin, workers):
         f"frontend fe\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend be\n\n"
         f"backend be\n    balance roundrobin\n    http-reuse always\n{servers}"
     )
+    # The floor: HAProxy relaying bytes (mode tcp), no HTTP work.
+    (work / "haproxy-tcp.cfg").write_text(
+        f"global\n    nbthread {workers}\n    maxconn 9000\n\n"
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n"
+        "    timeout server 60s\n\n"
+        f"frontend fe\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend be\n\n"
+        f"backend be\n    balance roundrobin\n{servers}"
+    )
     upstreams = "".join(f"        server 127.0.0.1:{p};\n" for p in ORIGIN_PORTS)
     (work / "nginx.conf").write_text(
         f"worker_processes {workers};\ndaemon off;\nerror_log {work}/nginx-error.log warn;\n"
@@ -183,6 +197,15 @@ def configs(work, ringlb_bin, workers):
         "ringlb": [str(ringlb_bin), "run", "--config", str(work / "ringlb.toml")],
         "haproxy": ["haproxy", "-f", str(work / "haproxy.cfg"), "-db"],
         "nginx": ["nginx", "-p", str(work), "-c", str(work / "nginx.conf")],
+    }
+
+
+def floor_commands(work, relay_bin):
+    """The floors: the same socket work with no HTTP at all, one worker each."""
+    origins = [f"127.0.0.1:{p}" for p in ORIGIN_PORTS]
+    return {
+        "haproxy, mode tcp": ["haproxy", "-f", str(work / "haproxy-tcp.cfg"), "-db"],
+        "relay (monoio, no HTTP)": [str(relay_bin), f"127.0.0.1:{PROXY_PORT}", *origins],
     }
 
 
@@ -320,6 +343,8 @@ def main():
                     help="CPUs every proxy is pinned to (taskset list); one worker per CPU")
     ap.add_argument("--load-cores", default="0",
                     help="CPUs for wrk, oha and the origins (taskset list)")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the floors (HAProxy in mode tcp, a monoio byte relay)")
     args = ap.parse_args()
     global LOAD_CORES
     LOAD_CORES = args.load_cores
@@ -331,9 +356,14 @@ def main():
     for tool in ["wrk", "taskset"] + [p for p in args.proxies.split(",") if p != "ringlb"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run scripts/setup-bench.sh")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins", "--example", "relay"],
+                   cwd=ROOT, check=True)
     ringlb_bin = ROOT / "target" / "release" / "ringlb"
     work = Path(tempfile.mkdtemp(prefix="ringlb-bench-"))
+    # The relay is one thread, so the floors only compare with one proxy core.
+    floors = {}
+    if not args.no_floor and len(proxy_cpus) == 1 and shutil.which("haproxy"):
+        floors = floor_commands(work, ROOT / "target" / "release" / "examples" / "relay")
     for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"]:
         (work / d).mkdir()
     commands = configs(work, ringlb_bin, len(proxy_cpus))
@@ -344,6 +374,7 @@ def main():
         for i, p in enumerate(ORIGIN_PORTS)
     ]
     results = {p: {} for p in args.proxies.split(",")}
+    floor_results = {f: {} for f in floors}
     try:
         for p in ORIGIN_PORTS:
             wait_port(p)
@@ -371,6 +402,14 @@ def main():
                         for k, v in latency.items():
                             head.setdefault(k, []).append(v)
                     head.setdefault("peak_rss_kib", []).append(memory_kib(tree(proc.pid), "VmHWM"))
+            for floor, command in floors.items():
+                with running(args.proxy_cores, command) as proc:
+                    rps, non2xx, socket_errors, cpu_us, sys_us = saturate(tree(proc.pid), "/", [], args)
+                    row = floor_results[floor]
+                    for key, value in (("rps", rps), ("cpu_us", cpu_us), ("sys_us", sys_us), ("errors", non2xx)):
+                        row.setdefault(key, []).append(value)
+                    print(f"round {rnd} floor: {floor:24} {rps:10.0f} req/s {cpu_us:7.2f} µs/req"
+                          f" non-2xx {non2xx} {socket_errors}", file=sys.stderr)
         scaling = run_scaling(args, proxy_cpus, ringlb_bin, work) if "ringlb" in results else None
     finally:
         for o in origins:
@@ -403,6 +442,18 @@ def main():
     if base and ours:
         lines += ["", f"ringlb / HAProxy, keep-alive small: CPU per request {med(ours['cpu_us']) / med(base['cpu_us']):.2f}x, "
                       f"requests/s {med(ours['rps']) / med(base['rps']):.2f}x"]
+    lines += ["", "Floors, keep-alive small: the same socket work with no HTTP at all, one worker:"]
+    if not floors:
+        lines.append("skipped: --no-floor, more than one proxy core, or no haproxy")
+    else:
+        lines += ["", "| floor | requests/s | CPU µs/request | of which kernel | CPU / HAProxy's (HTTP) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for floor, r in floor_results.items():
+            ratio = f"{med(r['cpu_us']) / med(base['cpu_us']):.2f}x" if base else "-"
+            lines.append(f"| {floor} | {med(r['rps']):.0f} | {med(r['cpu_us']):.2f} | "
+                         f"{med(r['sys_us']):.2f} | {ratio} |")
+        if base:
+            lines.append(f"\n0.75x HAProxy's CPU per request (HTTP): {0.75 * med(base['cpu_us']):.2f} µs")
     lines += ["", "ringlb, 2 shards against 1 (keep-alive, small):"]
     if scaling is None:
         lines.append(f"skipped: needs at least 2 proxy cores (--proxy-cores), got {args.proxy_cores}")
@@ -417,7 +468,8 @@ def main():
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"compare-{stamp}.json").write_text(
-        json.dumps({"args": vars(args), "results": results, "ringlb_shards": scaling}, indent=2))
+        json.dumps({"args": vars(args), "results": results, "floors": floor_results,
+                    "ringlb_shards": scaling}, indent=2))
     (out_dir / f"compare-{stamp}.md").write_text(table + "\n")
     print(table)
 
