@@ -162,21 +162,20 @@ def configs(work, ringlb_bin, workers):
     servers = "".join(
         f"    server o{i} 127.0.0.1:{p}\n" for i, p in enumerate(ORIGIN_PORTS)
     )
-    (work / "haproxy.cfg").write_text(
-        f"global\n    nbthread {workers}\n    maxconn 9000\n\n"
-        "defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n"
-        "    timeout server 30s\n    timeout http-keep-alive 60s\n\n"
-        f"frontend fe\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend be\n\n"
-        f"backend be\n    balance roundrobin\n    http-reuse always\n{servers}"
-    )
+    def haproxy_cfg(mode, timeouts, reuse):
+        return (
+            f"global\n    nbthread {workers}\n    maxconn 9000\n\n"
+            f"defaults\n    mode {mode}\n    timeout connect 2s\n    timeout client 60s\n"
+            f"{timeouts}\n"
+            f"frontend fe\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend be\n\n"
+            f"backend be\n    balance roundrobin\n{reuse}{servers}"
+        )
+
+    (work / "haproxy.cfg").write_text(haproxy_cfg(
+        "http", "    timeout server 30s\n    timeout http-keep-alive 60s\n",
+        "    http-reuse always\n"))
     # The floor: HAProxy relaying bytes (mode tcp), no HTTP work.
-    (work / "haproxy-tcp.cfg").write_text(
-        f"global\n    nbthread {workers}\n    maxconn 9000\n\n"
-        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n"
-        "    timeout server 60s\n\n"
-        f"frontend fe\n    bind 127.0.0.1:{PROXY_PORT}\n    default_backend be\n\n"
-        f"backend be\n    balance roundrobin\n{servers}"
-    )
+    (work / "haproxy-tcp.cfg").write_text(haproxy_cfg("tcp", "    timeout server 60s\n", ""))
     upstreams = "".join(f"        server 127.0.0.1:{p};\n" for p in ORIGIN_PORTS)
     (work / "nginx.conf").write_text(
         f"worker_processes {workers};\ndaemon off;\nerror_log {work}/nginx-error.log warn;\n"

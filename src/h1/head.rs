@@ -836,12 +836,10 @@ mod tests {
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let rng = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..2000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            addresses.push(IpAddr::V4(std::net::Ipv4Addr::from(x as u32)));
+            let x = crate::balancer::next_random(&rng);
+            addresses.push(IpAddr::V4(std::net::Ipv4Addr::from((x >> 32) as u32)));
         }
         let mut out = Vec::new();
         for ip in addresses {
