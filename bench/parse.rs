@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use ringlb::h1::{parse_request, Forwarding, Limits};
+use ringlb::protocol::h1::{parse_request, Forwarding, Limits};
 
 const HEAD: &[u8] = b"GET /api/v1/items?page=2&sort=name HTTP/1.1\r\n\
 Host: shop.example.com\r\n\

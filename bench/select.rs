@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use ringlb::backend::{Backend, InFlight};
-use ringlb::balancer::{hash_bytes, Balancer, RequestContext};
+use ringlb::cluster::backend::{Backend, InFlight};
+use ringlb::cluster::balancer::{hash_bytes, Balancer, RequestContext};
 use ringlb::config::{BalancerConfig, HashAlgorithm, Strategy};
 
 fn table(n: usize) -> Vec<Rc<Backend>> {

@@ -8,9 +8,9 @@ use std::hint::black_box;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use ringlb::access_log::AccessLog;
-use ringlb::backend::Backend;
-use ringlb::stats::{RequestRecord, ShardStats};
+use ringlb::cluster::backend::Backend;
+use ringlb::observe::access_log::AccessLog;
+use ringlb::observe::stats::{RequestRecord, ShardStats};
 
 /// Runs `body` N times, 7 times over; returns (median, min, max) ns per call.
 fn measure(n: u32, mut body: impl FnMut(u32)) -> (f64, f64, f64) {
@@ -41,7 +41,6 @@ fn main() {
     let record_for = |i: u32| RequestRecord {
         // Latencies spread over 0.1-1.7 ms, like a small proxied request.
         started: start,
-        backend: Some(Rc::clone(&backend)),
         status: if i.is_multiple_of(50) { 503 } else { 200 },
         attempts: 1,
         bytes_in: 80,
@@ -49,7 +48,9 @@ fn main() {
         error: None,
     };
     let at = |i: u32| start + Duration::from_micros(100 + u64::from(i % 1600));
-    let (median, min, max) = measure(N, |i| stats.record(black_box(&record_for(i)), at(i)));
+    let (median, min, max) = measure(N, |i| {
+        stats.record(black_box(&record_for(i)), Some(&backend.stats), at(i))
+    });
     println!(
         "ShardStats::record: {median:.1} ns per request (median of 7 runs of {N}; min {min:.1}, max {max:.1})"
     );
@@ -63,6 +64,7 @@ fn main() {
             client,
             black_box("GET /api/items?page=2"),
             &record_for(i),
+            Some(&backend.name),
             at(i),
         )
     });

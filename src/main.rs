@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use ringlb::config::{self, BackendConfig, Config};
-use ringlb::{control, logging, origin, shard};
+use ringlb::observe::logging;
+use ringlb::testkit::origin;
+use ringlb::{server, shard};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -129,8 +131,8 @@ fn init_logging(config: &Config) {
 
 fn serve(config: Config, path: Option<PathBuf>) -> Result<ExitCode> {
     init_logging(&config);
-    let signals = control::SignalForwarder::install().context("cannot install signal handlers")?;
-    let server = control::start(config)?;
+    let signals = server::SignalForwarder::install().context("cannot install signal handlers")?;
+    let server = server::start(config)?;
     signals
         .forward(server.handle(), path)
         .context("cannot start the signal thread")?;

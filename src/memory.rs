@@ -2,7 +2,7 @@
 //!
 //! Owns two decisions about memory the allocator holds: whether the kernel may back
 //! the heap with transparent huge pages, and handing freed memory back to the kernel.
-//! Called by `control::start` once, and by each shard once per statistics tick.
+//! Called by `server::start` once, and by each shard once per statistics tick.
 //! Never allocates, never blocks, and touches nothing that a shard's requests use.
 //!
 //! The `ringlb` binary's global allocator is mimalloc (`main.rs`); so is what these
@@ -16,14 +16,7 @@ use std::io;
 /// in 2 MiB steps to about 2 KB per connection. The flag belongs to the process and
 /// lasts for its lifetime; children inherit it.
 pub fn disable_transparent_huge_pages() -> io::Result<()> {
-    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes no memory
-    // the program can see; it sets a flag on this process's address space.
-    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::disable_transparent_huge_pages()
 }
 
 /// Hands memory this thread freed at least mimalloc's purge delay ago (1 s) back to
@@ -32,8 +25,5 @@ pub fn disable_transparent_huge_pages() -> io::Result<()> {
 /// only when asked or under allocation pressure. Cheap enough for once a second: on
 /// the benchmark machine no change in CPU per request could be measured (PERF.md).
 pub fn release_freed() {
-    // SAFETY: mi_collect takes a flag and works on the calling thread's own heap;
-    // it is safe to call at any time from any thread, including one whose heap was
-    // never used.
-    unsafe { libmimalloc_sys::mi_collect(false) };
+    crate::sys::mimalloc_collect();
 }

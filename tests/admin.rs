@@ -5,7 +5,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use ringlb::control::AdminState;
+use ringlb::control::handle::AdminState;
 use ringlb::shard::Driver;
 use support::*;
 

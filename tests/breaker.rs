@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use ringlb::breaker::BreakerState;
 use ringlb::config::{BackendConfig, Config};
+use ringlb::control::breaker::BreakerState;
 use support::*;
 
 const OPEN_FOR: Duration = Duration::from_millis(300);
@@ -61,7 +61,7 @@ both_drivers! {
 
         // The backend recovers; after open_for one probe request closes the breaker.
         silent.stop();
-        let revived = ringlb::origin::spawn(address, "flaky", driver).unwrap();
+        let revived = ringlb::testkit::origin::spawn(address, "flaky", driver).unwrap();
         wait_until("half-open", || breaker_of(&h, "flaky") == BreakerState::HalfOpen);
         wait_until("the probe to close it", || {
             let r = get(h.addr, "/");

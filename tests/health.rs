@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringlb::config::{CheckType, Config};
-use ringlb::health::{probe, CheckFailure, CheckKind};
+use ringlb::control::health::{probe, CheckFailure, CheckKind};
 use ringlb::shard::Driver;
 use support::*;
 
@@ -86,7 +86,7 @@ both_drivers! {
         for _ in 0..10 {
             assert_eq!(get(h.addr, "/").text(), "app1\n");
         }
-        let restarted = ringlb::origin::spawn(address, "app2", driver).unwrap();
+        let restarted = ringlb::testkit::origin::spawn(address, "app2", driver).unwrap();
         let back = Instant::now();
         wait_until("app2 marked up", || healthy(&h, "app2"));
         assert!(back.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", back.elapsed());
@@ -177,7 +177,7 @@ both_drivers! {
         // Kill app2 once the load is flowing through all three.
         wait_until("load to flow", || progress.load(Ordering::SeqCst) >= 30);
         let address = kill_and_wait_down(&mut h, 1, "app2");
-        let restarted = ringlb::origin::spawn(address, "app2", driver).unwrap();
+        let restarted = ringlb::testkit::origin::spawn(address, "app2", driver).unwrap();
         let back = Instant::now();
         wait_until("app2 marked up", || healthy(&h, "app2"));
         assert!(back.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", back.elapsed());
@@ -210,7 +210,7 @@ fn slow_start_ramps_a_returning_backend() {
         (10, 10)
     );
     let address = kill_and_wait_down(&mut h, 1, "app2");
-    let _restarted = ringlb::origin::spawn(address, "app2", Driver::Epoll).unwrap();
+    let _restarted = ringlb::testkit::origin::spawn(address, "app2", Driver::Epoll).unwrap();
     wait_until("app2 up", || healthy(&h, "app2"));
     let early = effective_weight(&h, "app2");
     assert!(

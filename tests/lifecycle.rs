@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringlb::origin::{pattern_byte, Fnv};
 use ringlb::shard::Driver;
+use ringlb::testkit::origin::{pattern_byte, Fnv};
 use support::*;
 
 both_drivers! {

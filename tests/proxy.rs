@@ -118,7 +118,7 @@ both_drivers! {
         let origin = h.origins.remove(0);
         let address = origin.addr();
         origin.stop();
-        let restarted = ringlb::origin::spawn(address, "app1", driver).unwrap();
+        let restarted = ringlb::testkit::origin::spawn(address, "app1", driver).unwrap();
         let r = get(h.addr, "/");
         assert_eq!(r.status, 200);
         assert_eq!(restarted.connections(), 1);
@@ -219,7 +219,7 @@ both_drivers! {
         let r = read_reply(&mut s, &mut pending, false);
         assert_eq!(r.header("transfer-encoding"), Some("chunked"));
         assert_eq!(r.body.len(), 100000);
-        assert!(r.body.iter().enumerate().all(|(i, &b)| b == ringlb::origin::pattern_byte(i as u64)));
+        assert!(r.body.iter().enumerate().all(|(i, &b)| b == ringlb::testkit::origin::pattern_byte(i as u64)));
         assert_eq!(r.trailers, vec![("X-Origin-Trailer".to_string(), "done".to_string())]);
         // The connection is still good.
         s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();

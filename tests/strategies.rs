@@ -27,7 +27,7 @@ both_drivers! {
     }
 
     fn least_response_moves_traffic_away_from_a_slow_backend(driver) {
-        let slow = ringlb::origin::spawn_with_delay(
+        let slow = ringlb::testkit::origin::spawn_with_delay(
             "127.0.0.1:0".parse().unwrap(),
             "slow",
             driver,

@@ -7,8 +7,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringlb::config::{BackendConfig, Config, IoMode};
-use ringlb::origin::{self, OriginHandle};
 use ringlb::shard::Driver;
+use ringlb::testkit::origin::{self, OriginHandle};
 use ringlb::Server;
 
 /// Longest any single network wait in a test may take.
@@ -45,10 +45,10 @@ impl Harness {
     pub fn start(driver: Driver, n: usize, tune: impl FnOnce(&mut Config)) -> Harness {
         // RINGLB_TEST_LOG=debug shows the proxy's debug lines when a test fails.
         let level = match std::env::var("RINGLB_TEST_LOG").as_deref() {
-            Ok("debug") => ringlb::logging::Level::Debug,
-            _ => ringlb::logging::Level::Warn,
+            Ok("debug") => ringlb::observe::logging::Level::Debug,
+            _ => ringlb::observe::logging::Level::Warn,
         };
-        ringlb::logging::init(level, ringlb::logging::Format::Text);
+        ringlb::observe::logging::init(level, ringlb::observe::logging::Format::Text);
         let origins: Vec<OriginHandle> = (1..=n)
             .map(|i| spawn_origin(driver, &format!("app{i}")))
             .collect();
@@ -74,7 +74,7 @@ impl Harness {
         self.server.as_ref().expect("server running")
     }
 
-    pub fn stats(&self) -> ringlb::stats::Counters {
+    pub fn stats(&self) -> ringlb::observe::stats::Counters {
         self.server().handle().stats().expect("stats")
     }
 
@@ -92,7 +92,7 @@ impl Harness {
     }
 
     /// A backend's state as the control thread sees it.
-    pub fn backend(&self, name: &str) -> ringlb::control::BackendStatus {
+    pub fn backend(&self, name: &str) -> ringlb::control::handle::BackendStatus {
         self.server()
             .handle()
             .backends()

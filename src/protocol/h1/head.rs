@@ -838,7 +838,7 @@ mod tests {
         .collect();
         let rng = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..2000 {
-            let x = crate::balancer::next_random(&rng);
+            let x = crate::cluster::balancer::next_random(&rng);
             addresses.push(IpAddr::V4(std::net::Ipv4Addr::from((x >> 32) as u32)));
         }
         let mut out = Vec::new();
@@ -1123,7 +1123,7 @@ mod tests {
                     assert!(r.head_len <= input.len());
                 }
             }
-            let mut decoder = crate::h1::ChunkedDecoder::new(64);
+            let mut decoder = crate::protocol::h1::ChunkedDecoder::new(64);
             let mut pos = 0;
             while let Ok((used, _)) = decoder.decode(&input[pos..]) {
                 pos += used;

@@ -9,12 +9,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-
-use crate::backend::Backend;
 
 /// Latency range recorded: 1 µs to 60 s, three significant digits.
 const LATENCY_LOW_US: u64 = 1;
@@ -66,8 +63,6 @@ fn copy_cells(cells: &[Cell<u64>]) -> Vec<u64> {
 pub struct RequestRecord {
     /// When the first byte of its head was read.
     pub started: Instant,
-    /// The backend of the last attempt, if any was made.
-    pub backend: Option<Rc<Backend>>,
     /// The status the client got; 0 when it got none.
     pub status: u16,
     /// Attempts made (retries included).
@@ -148,9 +143,10 @@ impl ShardStats {
     }
 
     /// Records one finished request: counters, status, bytes and latency, for
-    /// the shard and for its backend. Called once per request on the request path:
-    /// increments and two histogram records, no allocation.
-    pub fn record(&self, record: &RequestRecord, now: Instant) {
+    /// the shard and for the backend of its last attempt (if one was made). Called
+    /// once per request on the request path: increments and two histogram records,
+    /// no allocation.
+    pub fn record(&self, record: &RequestRecord, backend: Option<&BackendStats>, now: Instant) {
         let micros = now.saturating_duration_since(record.started).as_micros();
         let micros = u64::try_from(micros).unwrap_or(u64::MAX).max(1);
         add(&self.bytes_in, record.bytes_in);
@@ -164,8 +160,8 @@ impl ShardStats {
             }
         }
         self.latency.borrow_mut().saturating_record(micros);
-        if let Some(backend) = &record.backend {
-            backend.stats.record(record, micros);
+        if let Some(backend) = backend {
+            backend.record(record, micros);
         }
     }
 
@@ -177,7 +173,7 @@ impl ShardStats {
         active_connections: usize,
         parked_connections: usize,
         access_log_dropped: u64,
-        backends: &[Rc<Backend>],
+        backends: &[BackendGauges<'_>],
     ) -> ShardReport {
         let counters = Counters {
             connections_accepted: self.connections_accepted.get(),
@@ -197,8 +193,8 @@ impl ShardStats {
             status: copy_cells(&self.status),
             bytes_in: self.bytes_in.get(),
             bytes_out: self.bytes_out.get(),
-            active_upstream_requests: backends.iter().map(|b| u64::from(b.in_flight())).sum(),
-            pooled_idle_connections: backends.iter().map(|b| b.pool.idle_count() as u64).sum(),
+            active_upstream_requests: backends.iter().map(|b| u64::from(b.in_flight)).sum(),
+            pooled_idle_connections: backends.iter().map(|b| b.idle as u64).sum(),
             access_log_dropped,
         };
         ShardReport {
@@ -215,6 +211,19 @@ fn status_slot(status: u16) -> Option<usize> {
     (100..600)
         .contains(&status)
         .then(|| usize::from(status - 100))
+}
+
+/// One backend's figures for a report: its counters and its gauges now.
+#[derive(Debug)]
+pub struct BackendGauges<'a> {
+    /// The backend's name, which the control thread merges shards' reports by.
+    pub name: &'a str,
+    /// Its counters on this shard.
+    pub stats: &'a BackendStats,
+    /// Requests this shard has in flight to it.
+    pub in_flight: u32,
+    /// Idle pooled connections this shard holds to it.
+    pub idle: usize,
 }
 
 /// Counters one shard keeps about one backend.
@@ -273,9 +282,9 @@ impl BackendStats {
         self.latency.borrow_mut().saturating_record(micros);
     }
 
-    fn report(&self, backend: &Backend) -> BackendReport {
+    fn report(&self, gauges: &BackendGauges<'_>) -> BackendReport {
         BackendReport {
-            name: backend.name.to_string(),
+            name: gauges.name.to_string(),
             counters: BackendCounters {
                 attempts: self.attempts.get(),
                 retries: self.retries.get(),
@@ -285,8 +294,8 @@ impl BackendStats {
                 status: copy_cells(&self.status),
                 bytes_in: self.bytes_in.get(),
                 bytes_out: self.bytes_out.get(),
-                active_requests: u64::from(backend.in_flight()),
-                pooled_idle_connections: backend.pool.idle_count() as u64,
+                active_requests: u64::from(gauges.in_flight),
+                pooled_idle_connections: gauges.idle as u64,
             },
             latency: self.latency.replace(latency_histogram()),
         }

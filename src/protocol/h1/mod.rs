@@ -28,26 +28,8 @@ pub enum BodyKind {
     CloseDelimited,
 }
 
-/// Limits that bound what a peer may make us buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest head (start line, fields and the blank line) in bytes.
-    pub max_header_bytes: usize,
-    /// Most header fields in one head.
-    pub max_headers: usize,
-    /// Largest request body; `None` is unlimited.
-    pub max_body_bytes: Option<u64>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_header_bytes: 16 * 1024,
-            max_headers: 100,
-            max_body_bytes: None,
-        }
-    }
-}
+/// Limits that bound what a peer may make us buffer (`[limits]`).
+pub use crate::config::Limits;
 
 /// Why a message was refused. The variant fixes the status a client sees; which
 /// side sent the message is the caller's knowledge (a bad response is always 502).

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::load_index::{self, LoadIndex};
-use crate::stats::BackendStats;
+use crate::cluster::load_index::{self, LoadIndex};
+use crate::observe::stats::BackendStats;
 use crate::upstream::UpstreamPool;
 
 /// Stable identity of a backend, assigned by the control thread from its name.

@@ -146,8 +146,8 @@ impl fmt::Display for Timestamp {
 #[macro_export]
 macro_rules! log_error {
     ($($arg:tt)*) => {
-        if $crate::logging::enabled($crate::logging::Level::Error) {
-            $crate::logging::write($crate::logging::Level::Error, format_args!($($arg)*));
+        if $crate::observe::logging::enabled($crate::observe::logging::Level::Error) {
+            $crate::observe::logging::write($crate::observe::logging::Level::Error, format_args!($($arg)*));
         }
     };
 }
@@ -156,8 +156,8 @@ macro_rules! log_error {
 #[macro_export]
 macro_rules! log_warn {
     ($($arg:tt)*) => {
-        if $crate::logging::enabled($crate::logging::Level::Warn) {
-            $crate::logging::write($crate::logging::Level::Warn, format_args!($($arg)*));
+        if $crate::observe::logging::enabled($crate::observe::logging::Level::Warn) {
+            $crate::observe::logging::write($crate::observe::logging::Level::Warn, format_args!($($arg)*));
         }
     };
 }
@@ -166,8 +166,8 @@ macro_rules! log_warn {
 #[macro_export]
 macro_rules! log_info {
     ($($arg:tt)*) => {
-        if $crate::logging::enabled($crate::logging::Level::Info) {
-            $crate::logging::write($crate::logging::Level::Info, format_args!($($arg)*));
+        if $crate::observe::logging::enabled($crate::observe::logging::Level::Info) {
+            $crate::observe::logging::write($crate::observe::logging::Level::Info, format_args!($($arg)*));
         }
     };
 }
@@ -176,8 +176,8 @@ macro_rules! log_info {
 #[macro_export]
 macro_rules! log_debug {
     ($($arg:tt)*) => {
-        if $crate::logging::enabled($crate::logging::Level::Debug) {
-            $crate::logging::write($crate::logging::Level::Debug, format_args!($($arg)*));
+        if $crate::observe::logging::enabled($crate::observe::logging::Level::Debug) {
+            $crate::observe::logging::write($crate::observe::logging::Level::Debug, format_args!($($arg)*));
         }
     };
 }

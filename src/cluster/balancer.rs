@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, BackendId};
+use crate::cluster::backend::{Backend, BackendId};
+use crate::cluster::load_index::LoadIndex;
 use crate::config::{BalancerConfig, HashAlgorithm, Strategy};
-use crate::load_index::LoadIndex;
 
 /// What a strategy may look at to choose.
 #[derive(Debug, Clone, Copy)]
@@ -423,7 +423,7 @@ fn wrap(i: usize, n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Availability, InFlight};
+    use crate::cluster::backend::{Availability, InFlight};
     use std::time::Duration;
 
     fn table(weights: &[u32]) -> Vec<Rc<Backend>> {

@@ -19,14 +19,16 @@ use monoio::io::{
 };
 use monoio::net::TcpStream;
 
-use crate::backend::{Backend, BackendId, InFlight};
-use crate::balancer::{hash_bytes, hash_ip, RequestContext};
+use crate::cluster::backend::{Backend, BackendId, InFlight};
+use crate::cluster::balancer::{hash_bytes, hash_ip, RequestContext};
 use crate::config::{BalancerConfig, HashKey, Strategy};
-use crate::error::{error_response, ProxyError, Side};
-use crate::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, Forwarding, Request};
 use crate::log_debug;
+use crate::observe::stats::{RequestRecord, ShardStats};
+use crate::protocol::h1::{
+    self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, Forwarding, Request,
+};
+use crate::proxy::error::{error_response, ProxyError, Side};
 use crate::shard::{ConnectionGuard, Shard};
-use crate::stats::{RequestRecord, ShardStats};
 use crate::upstream;
 
 /// Initial capacity of a client connection's read buffer.
@@ -225,14 +227,13 @@ async fn serve_active(
             Err(error) => {
                 let record = RequestRecord {
                     started: Instant::now(),
-                    backend: None,
                     status: error.status().unwrap_or(0),
                     attempts: 0,
                     bytes_in: client.read_total - read_before,
                     bytes_out: 0,
                     error: Some(error.kind()),
                 };
-                shard.stats.record(&record, Instant::now());
+                shard.stats.record(&record, None, Instant::now());
                 fail(shard, client, Failure::from(error)).await;
                 return Active::Ended;
             }
@@ -248,9 +249,10 @@ async fn serve_active(
             line.push(' ');
             line.push_str(&String::from_utf8_lossy(target));
         }
+        // The backend of the last attempt, if one was made.
+        let mut backend: Option<Rc<Backend>> = None;
         let mut record = RequestRecord {
             started,
-            backend: None,
             status: 0,
             attempts: 0,
             bytes_in: 0,
@@ -264,6 +266,7 @@ async fn serve_active(
             &scratch.head,
             &mut scratch.work,
             &mut record,
+            &mut backend,
         )
         .await;
         if let Err(failure) = &result {
@@ -277,9 +280,12 @@ async fn serve_active(
         #[cfg(not(feature = "no-request-stats"))]
         {
             let now = Instant::now();
-            shard.stats.record(&record, now);
+            shard
+                .stats
+                .record(&record, backend.as_ref().map(|b| &b.stats), now);
             if let Some(log) = &shard.access_log {
-                log.write(client.peer, &scratch.request_line, &record, now);
+                let name = backend.as_ref().map(|b| &*b.name);
+                log.write(client.peer, &scratch.request_line, &record, name, now);
             }
         }
         match result {
@@ -471,6 +477,7 @@ async fn proxy_request(
     head: &[u8],
     scratch: &mut Vec<u8>,
     record: &mut RequestRecord,
+    chosen: &mut Option<Rc<Backend>>,
 ) -> Result<bool, Failure> {
     let settings = &shard.settings;
     shard.earn_retry_budget();
@@ -562,7 +569,7 @@ async fn proxy_request(
         if retries > 0 || fresh_only {
             ShardStats::bump(&backend.stats.retries);
         }
-        record.backend = Some(Rc::clone(&backend));
+        *chosen = Some(Rc::clone(&backend));
         record.attempts += 1;
         let failed = match attempt(
             shard,

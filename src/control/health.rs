@@ -197,21 +197,6 @@ impl Health {
     }
 }
 
-/// Parses `"200-399"` or `"200"` into a status range.
-pub fn parse_status_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let expected = || format!("expected a status or range like \"200-399\", got {s:?}");
-    let (low, high) = match s.split_once('-') {
-        Some((low, high)) => (low, high),
-        None => (s, s),
-    };
-    let low: u16 = low.trim().parse().map_err(|_| expected())?;
-    let high: u16 = high.trim().parse().map_err(|_| expected())?;
-    if !(100..=599).contains(&low) || !(100..=599).contains(&high) || low > high {
-        return Err(expected());
-    }
-    Ok(low..=high)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,22 +252,13 @@ mod tests {
         // Starting up at launch is not coming back: no ramp.
         assert_eq!(Health::new(true, t0).weight_per_mille(t0, ramp), 1000);
     }
-
-    #[test]
-    fn status_ranges() {
-        assert_eq!(parse_status_range("200-399"), Ok(200..=399));
-        assert_eq!(parse_status_range("204"), Ok(204..=204));
-        for bad in ["", "abc", "399-200", "99", "200-600", "2xx"] {
-            assert!(parse_status_range(bad).is_err(), "{bad:?}");
-        }
-    }
 }
 
 /// One check's outcome, sent from a checker thread to the control thread.
 #[derive(Debug, Clone)]
 pub struct CheckResult {
     /// The backend checked.
-    pub id: crate::backend::BackendId,
+    pub id: crate::cluster::backend::BackendId,
     /// The address checked (a result for an address since replaced is ignored).
     pub address: SocketAddr,
     /// Pass, or why not.
@@ -298,7 +274,7 @@ pub struct Checker {
 /// Checks `address` every `interval` on a thread of its own, so that one slow
 /// backend cannot delay another's checks, and sends each result to `results`.
 pub fn spawn_checker(
-    id: crate::backend::BackendId,
+    id: crate::cluster::backend::BackendId,
     name: &str,
     address: SocketAddr,
     kind: CheckKind,

@@ -1,20 +1,15 @@
-//! `upstream`: connections from a shard to its backends.
+//! `upstream::pool`: idle keep-alive connections to one backend.
 //!
-//! Owns connecting (with a timeout) and the per-backend pool of idle keep-alive
-//! connections: bounded, last-in first-out, expired after `upstream.idle_timeout`,
-//! and checked before reuse so a connection the backend closed is never handed out.
-//! Called by the proxy on every request attempt. Never shared across shards.
+//! Bounded, last-in first-out, expired after `upstream.idle_timeout`, and checked
+//! before reuse so a connection the backend closed (or wrote stray bytes on) is
+//! never handed out. Owned by one shard's `Backend`; never shared across shards.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-
-use crate::error::ProxyError;
 
 /// An idle connection and when it went idle.
 #[derive(Debug)]
@@ -88,30 +83,5 @@ impl UpstreamPool {
 /// An idle connection is reusable when it has nothing to read: no EOF (the backend
 /// closed it), no stray bytes (a broken backend), no error.
 fn is_reusable(stream: &TcpStream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: recv writes at most 1 byte into `byte`, which outlives the call; the
-    // fd is owned by `stream` and open for the duration of the call.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
-}
-
-/// Connects to a backend within `timeout`, with Nagle off.
-pub async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
-    // On timeout the connect op is dropped; monoio cancels it and closes its socket
-    // when the cancellation completes, so no descriptor is left behind.
-    match monoio::time::timeout(timeout, TcpStream::connect_addr(address)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(e)) => Err(ProxyError::Connect(e.kind())),
-        Err(_) => Err(ProxyError::ConnectTimeout),
-    }
+    crate::sys::nothing_to_read(stream.as_raw_fd())
 }

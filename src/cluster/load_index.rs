@@ -192,7 +192,7 @@ mod tests {
         for len in [1, 2, 3, 7, 8, 100] {
             let index = LoadIndex::new(len);
             for step in 0..5_000 {
-                let state = crate::balancer::next_random(&rng);
+                let state = crate::cluster::balancer::next_random(&rng);
                 let leaf = (state % len as u64) as usize;
                 let value = (state >> 40) % 7;
                 if value == 6 {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use crate::logging::{self, escape_json};
-use crate::stats::RequestRecord;
+use crate::observe::logging::{self, escape_json};
+use crate::observe::stats::RequestRecord;
 
 /// A shard flushes its buffer once it holds this much.
 const FLUSH_BYTES: usize = 32 * 1024;
@@ -65,11 +65,11 @@ impl AccessLog {
         client: SocketAddr,
         request_line: &str,
         record: &RequestRecord,
+        backend: Option<&str>,
         now: Instant,
     ) {
         let (method, target) = request_line.split_once(' ').unwrap_or((request_line, ""));
         let duration_ms = now.saturating_duration_since(record.started).as_secs_f64() * 1000.0;
-        let backend = record.backend.as_ref().map(|b| &*b.name);
         {
             let mut out = self.buffer.borrow_mut();
             if self.json {

@@ -20,8 +20,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::config::parse_duration;
-use crate::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Forwarding, Method};
+use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Forwarding, Method};
 use crate::shard::{run_on, Driver};
+use crate::sys;
 
 /// What the origin answers, for `ringlb origin --help` and the README.
 pub const ROUTES: &str = "\
@@ -90,10 +91,9 @@ impl OriginHandle {
 
     fn stop_inner(&mut self) {
         if let Some(thread) = self.thread.take() {
-            // SAFETY: the listener is owned by the origin thread, alive until that
-            // thread's accept loop sees this shutdown and returns; shutdown() does
-            // not close the descriptor.
-            unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
+            // The listener is owned by the origin thread, alive until that thread's
+            // accept loop sees this shutdown and returns.
+            let _ = sys::shutdown(self.listener_fd, sys::Shutdown::Both);
             let _ = thread.join();
         }
     }
@@ -186,9 +186,9 @@ async fn serve(listener: std::net::TcpListener, state: Arc<OriginState>) {
         }
     }
     for fd in open.borrow().iter() {
-        // SAFETY: each descriptor belongs to a live connection task, which removes
-        // it from the set before its socket closes; shutdown() does not close it.
-        unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+        // Each descriptor belongs to a live connection task, which removes it from
+        // the set before its socket closes.
+        let _ = sys::shutdown(*fd, sys::Shutdown::Both);
     }
     for _ in 0..500 {
         if open.borrow().is_empty() {
@@ -512,21 +512,7 @@ async fn respond(
             return false;
         }
         ("reset", _) => {
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: setsockopt reads `linger` (which outlives the call) on a socket
-            // owned by `stream`.
-            unsafe {
-                libc::setsockopt(
-                    stream.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
+            let _ = sys::set_linger_zero(stream.as_raw_fd());
             return false;
         }
         ("bad", _) if arg == "cl-te" => {

@@ -6,10 +6,10 @@
 
 use std::fmt::Write as _;
 
-use crate::breaker::BreakerState;
-use crate::control::{BackendView, Report};
-use crate::logging::escape_json;
-use crate::stats::{LatencySummary, ERROR_KINDS};
+use crate::control::breaker::BreakerState;
+use crate::control::handle::{BackendView, Report};
+use crate::observe::logging::escape_json;
+use crate::observe::stats::{LatencySummary, ERROR_KINDS};
 
 /// `/stats`: one JSON object.
 pub fn stats_json(report: &Report) -> String {

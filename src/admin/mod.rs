@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::control::{AdminState, BackendStatus, ServerHandle};
-use crate::exposition;
+use crate::control::handle::{AdminState, BackendStatus, ServerHandle};
 use crate::log_debug;
-use crate::logging::escape_json;
+use crate::observe::exposition;
+use crate::observe::logging::escape_json;
 
 /// Longest admin request head we read.
 const MAX_REQUEST: usize = 8 * 1024;

@@ -7,7 +7,7 @@
 
 use std::io;
 
-use crate::h1::H1Error;
+use crate::protocol::h1::H1Error;
 
 /// Whose fault an error was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,538 @@
+//! `config`: loads and validates ringlb's TOML configuration.
+//!
+//! Owns the file's shape (serde structs with `deny_unknown_fields`), the
+//! `RINGLB_<SECTION>_<KEY>` environment overrides, and the conversion into a
+//! validated `Config` of real types. Called once at start and on every reload.
+//! Every error names the file, the key and what was expected; nothing here panics
+//! on bad input, and nothing here touches a socket.
+
+mod check;
+mod env;
+mod error;
+mod file;
+#[cfg(test)]
+mod tests;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use file::parse_duration;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use env::apply_env;
+use error::Errors;
+use file::{convert, FileConfig};
+
+// ---------------------------------------------------------------------------
+// The validated configuration.
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// The client-facing listener and the shards.
+    pub server: ServerConfig,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// How long each wait may last.
+    pub timeouts: Timeouts,
+    /// What a client may make us buffer.
+    pub limits: Limits,
+    /// Upstream connection pooling.
+    pub upstream: UpstreamConfig,
+    /// Backend selection.
+    pub balancer: BalancerConfig,
+    /// Log level and format.
+    pub logging: LoggingConfig,
+    /// Active health checks.
+    pub health_check: HealthCheckConfig,
+    /// Retries on another backend.
+    pub retry: RetryConfig,
+    /// Passive health: the circuit breaker.
+    pub circuit_breaker: BreakerConfig,
+    /// The backends, in order.
+    pub backends: Vec<BackendConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Where clients connect; every shard listens here with SO_REUSEPORT.
+    pub listen: SocketAddr,
+    /// Number of shards; 0 means one per core this process may run on.
+    pub shards: usize,
+    /// Which io driver to use.
+    pub io: IoMode,
+    /// Most open client connections (split evenly across shards).
+    pub max_connections: usize,
+    /// Whether the process may use transparent huge pages. Off by default: the
+    /// allocator asks for them on its heap, and a 2 MiB page that idle connections
+    /// touch only a little of is resident in full.
+    pub transparent_huge_pages: bool,
+}
+
+/// `server.io`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    /// io_uring or fail.
+    IoUring,
+    /// epoll always.
+    Epoll,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Where the admin endpoints listen (loopback by default; never expose it).
+    pub listen: SocketAddr,
+}
+
+/// `[timeouts]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    /// Connecting to a backend.
+    pub connect: Duration,
+    /// Receiving a whole request head (the slowloris guard).
+    pub header_read: Duration,
+    /// An idle keep-alive client connection, and a stalled request body.
+    pub idle: Duration,
+    /// Waiting for a backend's response head, and between its body reads.
+    pub backend_response: Duration,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// `[limits]`: what a client may make us buffer, used as they are by the parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest head (start line, fields and the blank line) in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields in one head.
+    pub max_headers: usize,
+    /// Largest request body; `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: None,
+        }
+    }
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Most idle keep-alive connections a shard keeps per backend (0: no pooling).
+    pub max_idle_per_backend: usize,
+    /// How long an idle upstream connection is kept.
+    pub idle_timeout: Duration,
+}
+
+/// `[balancer]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalancerConfig {
+    /// How a backend is picked.
+    pub strategy: Strategy,
+    /// `least-response`: how fast old latency observations fade.
+    pub ewma_decay: Duration,
+    /// `consistent-hash`: what is hashed.
+    pub hash_key: HashKey,
+    /// `consistent-hash`: ring (ketama) or Maglev.
+    pub hash_algorithm: HashAlgorithm,
+    /// `consistent-hash` ring: points per unit of weight.
+    pub virtual_nodes: u32,
+    /// `consistent-hash` Maglev: lookup table size (a prime).
+    pub table_size: u32,
+    /// `consistent-hash`: no backend takes more than this × the mean of in-flight
+    /// requests (consistent hashing with bounded loads); `None` is unbounded.
+    pub hash_bounded_load: Option<f64>,
+    /// Sticky sessions by cookie, on top of any strategy; `None` is off.
+    pub sticky: Option<StickyConfig>,
+}
+
+/// `balancer.sticky = { cookie = "NAME", ttl = "1h", secret = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// The cookie's name.
+    pub cookie: String,
+    /// The cookie's lifetime (`Max-Age`).
+    pub ttl: Duration,
+    /// Keys the tokens; instances with the same secret honour each other's
+    /// cookies. Without one, tokens are random per process.
+    pub secret: Option<String>,
+}
+
+/// `balancer.hash_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address.
+    ClientIp,
+    /// The value of a request header (name lower-cased).
+    Header(String),
+    /// The value of a cookie.
+    Cookie(String),
+    /// The request path (without the query).
+    Path,
+}
+
+/// `balancer.hash_algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    /// A ketama-style ring of virtual nodes.
+    Ring,
+    /// Maglev's lookup table.
+    Maglev,
+}
+
+/// `balancer.strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Each available backend in turn.
+    RoundRobin,
+    /// Smooth weighted round-robin (nginx's): weights 5,1,1 give a a b a c a a.
+    WeightedRoundRobin,
+    /// Fewest requests in flight on this shard per unit of weight.
+    LeastConn,
+    /// Weighted random.
+    Random,
+    /// Power of two random choices on in-flight requests per unit of weight.
+    P2c,
+    /// Peak-EWMA latency (times in-flight), via two random choices.
+    LeastResponse,
+    /// Consistent hashing of `balancer.hash_key`.
+    ConsistentHash,
+}
+
+impl Strategy {
+    const ALL: [Strategy; 7] = [
+        Strategy::RoundRobin,
+        Strategy::WeightedRoundRobin,
+        Strategy::LeastConn,
+        Strategy::Random,
+        Strategy::P2c,
+        Strategy::LeastResponse,
+        Strategy::ConsistentHash,
+    ];
+
+    /// The spelling used in the configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::WeightedRoundRobin => "weighted-round-robin",
+            Strategy::LeastConn => "least-conn",
+            Strategy::Random => "random",
+            Strategy::P2c => "p2c",
+            Strategy::LeastResponse => "least-response",
+            Strategy::ConsistentHash => "consistent-hash",
+        }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggingConfig {
+    /// The most verbose level written.
+    pub level: LogLevel,
+    /// Text for people, JSON for log pipelines.
+    pub format: LogFormat,
+    /// One line per request on stdout, buffered per shard.
+    pub access_log: bool,
+}
+
+/// `[health_check]`: active checks run by the control plane, never by shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// `http` (GET `path`, status in `expect_status`), `tcp` (connect only), or
+    /// `none` (no checks: every backend stays up).
+    pub kind: CheckType,
+    /// The path an HTTP check requests.
+    pub path: String,
+    /// Time between checks of one backend.
+    pub interval: Duration,
+    /// How long one check may take.
+    pub timeout: Duration,
+    /// Statuses that pass an HTTP check.
+    pub expect_status: std::ops::RangeInclusive<u16>,
+    /// Consecutive failures that take a backend down.
+    pub unhealthy_threshold: u32,
+    /// Consecutive passes that bring it back.
+    pub healthy_threshold: u32,
+    /// Whether a backend that never passed a check starts up (default) or down.
+    pub start_up: bool,
+    /// Ramp a backend that comes back up from 10% to 100% of its weight over this
+    /// long (weighted strategies); `None` is off.
+    pub slow_start: Option<Duration>,
+}
+
+/// `[retry]`: sending a failed request to another backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Most extra attempts on other backends (0..=7).
+    pub max_retries: u32,
+    /// Request bodies up to this size are held in memory so the request can be
+    /// retried; larger bodies stream and are never retried.
+    pub max_buffered_body: usize,
+    /// Retries may add at most this share (percent) to a shard's request rate.
+    pub budget_percent: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 2,
+            max_buffered_body: 64 * 1024,
+            budget_percent: 20,
+        }
+    }
+}
+
+/// `[circuit_breaker]`: passive health, from the outcomes of real requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Whether breakers run at all.
+    pub enabled: bool,
+    /// Consecutive failures that open a backend's breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before probes are let through.
+    pub open_for: Duration,
+    /// Real requests let through while half-open; their success closes it.
+    pub half_open_probes: u32,
+    /// Whether a 5xx response counts as a failure.
+    pub count_5xx: bool,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            failure_threshold: 5,
+            open_for: Duration::from_secs(30),
+            half_open_probes: 1,
+            count_5xx: false,
+        }
+    }
+}
+
+/// `health_check.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckType {
+    Http,
+    Tcp,
+    None,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            kind: CheckType::Http,
+            path: "/health".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            expect_status: 200..=399,
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+            start_up: true,
+            slow_start: None,
+        }
+    }
+}
+
+/// `logging.level`, from most to least severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// `logging.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One `[[backends]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Unique name, used in logs, statistics and the admin API.
+    pub name: String,
+    /// Where to connect.
+    pub address: SocketAddr,
+    /// Relative share of traffic, 1..=1000.
+    pub weight: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
+            shards: 0,
+            io: IoMode::Auto,
+            max_connections: 100_000,
+            transparent_huge_pages: false,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9900),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            backend_response: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            max_idle_per_backend: 64,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        BalancerConfig {
+            strategy: Strategy::RoundRobin,
+            ewma_decay: Duration::from_secs(10),
+            hash_key: HashKey::ClientIp,
+            hash_algorithm: HashAlgorithm::Ring,
+            virtual_nodes: 160,
+            table_size: 65537,
+            hash_bounded_load: None,
+            sticky: None,
+        }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: LogLevel::Info,
+            format: LogFormat::Text,
+            access_log: false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading.
+
+/// Loads `path`, with overrides from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(path, std::env::vars())
+}
+
+/// Loads `path`, with overrides from `env`.
+pub fn load_with_env<I>(path: &Path, env: I) -> Result<Config, ConfigErrors>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let origin = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &origin, env),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: origin,
+            key: "-".into(),
+            message: format!("cannot read the file: {e}"),
+        }])),
+    }
+}
+
+/// Parses configuration text; `origin` names it in errors.
+pub fn parse<I>(text: &str, origin: &str, env: I) -> Result<Config, ConfigErrors>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let mut errors = Errors {
+        file: origin,
+        list: Vec::new(),
+    };
+    let mut table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(e) => {
+            let at = e
+                .span()
+                .map(|span| line_col(text, span.start))
+                .unwrap_or_default();
+            errors.push(
+                if at.is_empty() { "-".to_string() } else { at },
+                e.message().trim().to_string(),
+            );
+            return Err(ConfigErrors(errors.list));
+        }
+    };
+    let env_errors = apply_env(&mut table, env);
+    if !env_errors.is_empty() {
+        return Err(ConfigErrors(env_errors));
+    }
+    let file: FileConfig = match serde_path_to_error::deserialize(toml::Value::Table(table)) {
+        Ok(file) => file,
+        Err(e) => {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            // toml appends "in `section`" on a second line; the path says that.
+            let message = message.lines().next().unwrap_or("").trim();
+            match unknown_field(message) {
+                Some(field) => {
+                    let key = if path == "." || path.ends_with(field) {
+                        path.trim_start_matches('.').to_string()
+                    } else {
+                        format!("{path}.{field}")
+                    };
+                    let key = if key.is_empty() {
+                        field.to_string()
+                    } else {
+                        key
+                    };
+                    let expected = message.split_once(", expected ").map_or("", |(_, e)| e);
+                    errors.push(key, format!("unknown key (expected {expected})"));
+                }
+                None => errors.push(path, message.to_string()),
+            }
+            return Err(ConfigErrors(errors.list));
+        }
+    };
+    let config = convert(file, &mut errors);
+    if let Some(config) = &config {
+        config.check(&mut errors);
+    }
+    match config {
+        Some(config) if errors.list.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(errors.list)),
+    }
+}
+
+/// "unknown field `x`, expected ..." → `x`.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {col}")
+}

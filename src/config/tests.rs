@@ -1,0 +1,638 @@
+//! The configuration's rules, each with a test.
+
+use super::env::{Kind, OVERRIDABLE};
+use super::file::{parse_address, parse_hash_key, parse_status_range};
+use super::*;
+
+const ONE_BACKEND: &str = "[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:9001\"\n";
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    parse(text, "t.toml", no_env())
+        .expect_err("should be rejected")
+        .0
+}
+
+/// The one error for `key`, with a message containing `fragment`.
+fn assert_error(text: &str, key: &str, fragment: &str) {
+    let errors = errors_of(text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.file == "t.toml" && e.key == key && e.message.contains(fragment)),
+        "no error for {key} containing {fragment:?}: {errors:?}"
+    );
+}
+
+#[test]
+fn the_example_file_parses() {
+    let text = include_str!("../../config/ringlb.toml");
+    let c = parse(text, "ringlb.toml", no_env()).unwrap();
+    assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.server.shards, 0);
+    assert_eq!(c.server.io, IoMode::Auto);
+    assert_eq!(c.server.max_connections, 100_000);
+    assert!(!c.server.transparent_huge_pages);
+    assert_eq!(c.admin.listen, "127.0.0.1:9900".parse().unwrap());
+    assert_eq!(c.timeouts.connect, Duration::from_secs(2));
+    assert_eq!(c.timeouts.idle, Duration::from_secs(60));
+    assert_eq!(c.limits.max_header_bytes, 16384);
+    assert_eq!(c.balancer.strategy, Strategy::RoundRobin);
+    assert_eq!(c.logging.level, LogLevel::Info);
+    assert_eq!(c.backends[0].name, "app1");
+    assert_eq!(c.backends[0].address, "127.0.0.1:9001".parse().unwrap());
+}
+
+#[test]
+fn missing_sections_take_defaults() {
+    let c = parse(ONE_BACKEND, "t.toml", no_env()).unwrap();
+    let expected = Config {
+        backends: vec![BackendConfig {
+            name: "a".into(),
+            address: "127.0.0.1:9001".parse().unwrap(),
+            weight: 1,
+        }],
+        ..Config::default()
+    };
+    assert_eq!(c, expected);
+}
+
+#[test]
+fn unknown_keys_and_sections_are_named() {
+    assert_error(
+        &format!("[server]\nbogus = 1\n{ONE_BACKEND}"),
+        "server.bogus",
+        "unknown key",
+    );
+    assert_error(
+        &format!("[nope]\nx = 1\n{ONE_BACKEND}"),
+        "nope",
+        "unknown key",
+    );
+    assert_error(
+        "[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nport = 3\n",
+        "backends[0].port",
+        "unknown key",
+    );
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    let errors = errors_of("[server]\nlisten = \n");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].key.starts_with("line 2, column"), "{errors:?}");
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    assert_error(
+        &format!("[server]\nshards = \"two\"\n{ONE_BACKEND}"),
+        "server.shards",
+        "invalid type",
+    );
+    assert_error(
+        &format!("[server]\ntransparent_huge_pages = \"yes\"\n{ONE_BACKEND}"),
+        "server.transparent_huge_pages",
+        "invalid type",
+    );
+    let c = parse(
+        &format!("[server]\ntransparent_huge_pages = true\n{ONE_BACKEND}"),
+        "t.toml",
+        no_env(),
+    )
+    .unwrap();
+    assert!(c.server.transparent_huge_pages);
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+    assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+    assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("15us"), Ok(Duration::from_micros(15)));
+    for bad in ["", "2", "s", "2 s", "2sec", "1.5s", "-1s", "2S", " 2s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+    }
+    assert_error(
+        &format!("[timeouts]\nconnect = \"2 sec\"\n{ONE_BACKEND}"),
+        "timeouts.connect",
+        "expected a duration like",
+    );
+    assert_error(
+        &format!("[timeouts]\nidle = \"0s\"\n{ONE_BACKEND}"),
+        "timeouts.idle",
+        "greater than zero",
+    );
+    assert_error(
+        &format!("[upstream]\nidle_timeout = \"0ms\"\n{ONE_BACKEND}"),
+        "upstream.idle_timeout",
+        "greater than zero",
+    );
+}
+
+#[test]
+fn addresses() {
+    assert_eq!(parse_address(":9000"), Ok("0.0.0.0:9000".parse().unwrap()));
+    assert_eq!(parse_address("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
+    assert!(parse_address("localhost:80").is_err());
+    assert!(parse_address("127.0.0.1").is_err());
+    assert_error(
+        &format!("[server]\nlisten = \"nowhere\"\n{ONE_BACKEND}"),
+        "server.listen",
+        "expected IP:port",
+    );
+    assert_error(
+        &format!("[admin]\nlisten = \"x:1\"\n{ONE_BACKEND}"),
+        "admin.listen",
+        "expected IP:port",
+    );
+    assert_error(
+        "[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\n",
+        "backends[0].address",
+        "port must be between 1 and 65535",
+    );
+    // Port 0 is fine for listeners (tests use it).
+    let c = parse(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{ONE_BACKEND}"
+        ),
+        "t",
+        no_env(),
+    );
+    assert!(c.is_ok());
+}
+
+#[test]
+fn server_rules() {
+    assert_error(
+        &format!("[server]\nshards = 1025\n{ONE_BACKEND}"),
+        "server.shards",
+        "at most 1024",
+    );
+    assert_error(
+        &format!("[server]\nmax_connections = 0\n{ONE_BACKEND}"),
+        "server.max_connections",
+        "at least 1",
+    );
+    assert_error(
+        &format!("[server]\nio = \"kqueue\"\n{ONE_BACKEND}"),
+        "server.io",
+        "auto, io_uring, epoll",
+    );
+    assert_error(
+        &format!("[server]\nlisten = \"127.0.0.1:80\"\n[admin]\nlisten = \"127.0.0.1:80\"\n{ONE_BACKEND}"),
+        "admin.listen",
+        "must differ",
+    );
+}
+
+#[test]
+fn limit_rules() {
+    assert_error(
+        &format!("[limits]\nmax_header_bytes = 100\n{ONE_BACKEND}"),
+        "limits.max_header_bytes",
+        "between 1024 and 1048576",
+    );
+    assert_error(
+        &format!("[limits]\nmax_headers = 0\n{ONE_BACKEND}"),
+        "limits.max_headers",
+        "between 1 and 512",
+    );
+    assert_error(
+        &format!("[limits]\nmax_headers = 513\n{ONE_BACKEND}"),
+        "limits.max_headers",
+        "between 1 and 512",
+    );
+    assert_error(
+        &format!("[limits]\nmax_body_bytes = 0\n{ONE_BACKEND}"),
+        "limits.max_body_bytes",
+        "at least 1",
+    );
+    assert_error(
+        &format!("[upstream]\nmax_idle_per_backend = 100001\n{ONE_BACKEND}"),
+        "upstream.max_idle_per_backend",
+        "at most 100000",
+    );
+}
+
+#[test]
+fn health_check_settings() {
+    let c = parse(
+        &format!(
+            "[health_check]\nkind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"200ms\"\n\
+             expect_status = \"200-204\"\nunhealthy_threshold = 4\nhealthy_threshold = 1\nstart = \"down\"\n{ONE_BACKEND}"
+        ),
+        "t.toml",
+        no_env(),
+    )
+    .unwrap();
+    let hc = &c.health_check;
+    assert_eq!(hc.kind, CheckType::Tcp);
+    assert_eq!(hc.interval, Duration::from_millis(500));
+    assert_eq!(hc.expect_status, 200..=204);
+    assert_eq!(
+        (hc.unhealthy_threshold, hc.healthy_threshold, hc.start_up),
+        (4, 1, false)
+    );
+    assert_error(
+        &format!("[health_check]\nkind = \"icmp\"\n{ONE_BACKEND}"),
+        "health_check.kind",
+        "http, tcp, none",
+    );
+    assert_error(
+        &format!("[health_check]\nexpect_status = \"2xx\"\n{ONE_BACKEND}"),
+        "health_check.expect_status",
+        "like \"200-399\"",
+    );
+    assert_error(
+        &format!("[health_check]\nunhealthy_threshold = 0\n{ONE_BACKEND}"),
+        "health_check.unhealthy_threshold",
+        "between 1 and 100",
+    );
+    assert_error(
+        &format!("[health_check]\nhealthy_threshold = 101\n{ONE_BACKEND}"),
+        "health_check.healthy_threshold",
+        "between 1 and 100",
+    );
+    assert_error(
+        &format!("[health_check]\npath = \"health\"\n{ONE_BACKEND}"),
+        "health_check.path",
+        "must start with /",
+    );
+    assert_error(
+        &format!("[health_check]\npath = \"/a b\"\n{ONE_BACKEND}"),
+        "health_check.path",
+        "spaces",
+    );
+    assert_error(
+        &format!("[health_check]\nstart = \"maybe\"\n{ONE_BACKEND}"),
+        "health_check.start",
+        "up, down",
+    );
+    assert_error(
+        &format!("[health_check]\ninterval = \"0s\"\n{ONE_BACKEND}"),
+        "health_check.interval",
+        "greater than zero",
+    );
+}
+
+#[test]
+fn retry_settings() {
+    let c = parse(
+        &format!("[retry]\nmax_retries = 3\nmax_buffered_body = 1024\nbudget_percent = 50\n{ONE_BACKEND}"),
+        "t.toml",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.retry,
+        RetryConfig {
+            max_retries: 3,
+            max_buffered_body: 1024,
+            budget_percent: 50
+        }
+    );
+    assert_error(
+        &format!("[retry]\nmax_retries = 8\n{ONE_BACKEND}"),
+        "retry.max_retries",
+        "at most 7",
+    );
+    assert_error(
+        &format!("[retry]\nmax_buffered_body = 16777217\n{ONE_BACKEND}"),
+        "retry.max_buffered_body",
+        "at most 16777216",
+    );
+    assert_error(
+        &format!("[retry]\nbudget_percent = 101\n{ONE_BACKEND}"),
+        "retry.budget_percent",
+        "at most 100",
+    );
+}
+
+#[test]
+fn breaker_settings() {
+    let c = parse(
+        &format!(
+            "[circuit_breaker]\nenabled = false\nfailure_threshold = 7\nopen_for = \"5s\"\n\
+             half_open_probes = 2\ncount_5xx = true\n{ONE_BACKEND}"
+        ),
+        "t.toml",
+        env(&[("RINGLB_CIRCUIT_BREAKER_ENABLED", "true")]),
+    )
+    .unwrap();
+    let expected = BreakerConfig {
+        enabled: true,
+        failure_threshold: 7,
+        open_for: Duration::from_secs(5),
+        half_open_probes: 2,
+        count_5xx: true,
+    };
+    assert_eq!(c.circuit_breaker, expected);
+    assert_error(
+        &format!("[circuit_breaker]\nfailure_threshold = 0\n{ONE_BACKEND}"),
+        "circuit_breaker.failure_threshold",
+        "between 1 and 1000",
+    );
+    assert_error(
+        &format!("[circuit_breaker]\nhalf_open_probes = 0\n{ONE_BACKEND}"),
+        "circuit_breaker.half_open_probes",
+        "between 1 and 100",
+    );
+    assert_error(
+        &format!("[circuit_breaker]\nopen_for = \"soon\"\n{ONE_BACKEND}"),
+        "circuit_breaker.open_for",
+        "expected a duration",
+    );
+    let errors = parse(
+        ONE_BACKEND,
+        "t.toml",
+        env(&[("RINGLB_CIRCUIT_BREAKER_COUNT_5XX", "yes")]),
+    )
+    .unwrap_err()
+    .0;
+    assert!(
+        errors[0].message.contains("expected true or false"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn balancer_settings() {
+    let c = parse(
+        &format!(
+            "[balancer]\nstrategy = \"consistent-hash\"\nhash_key = \"header:X-User\"\n\
+             hash_algorithm = \"maglev\"\ntable_size = 251\nvirtual_nodes = 40\n\
+             hash_bounded_load = 1.25\newma_decay = \"5s\"\n{ONE_BACKEND}"
+        ),
+        "t.toml",
+        no_env(),
+    )
+    .unwrap();
+    let b = &c.balancer;
+    assert_eq!(b.strategy, Strategy::ConsistentHash);
+    assert_eq!(b.hash_key, HashKey::Header("x-user".into()));
+    assert_eq!(b.hash_algorithm, HashAlgorithm::Maglev);
+    assert_eq!((b.table_size, b.virtual_nodes), (251, 40));
+    assert_eq!(b.hash_bounded_load, Some(1.25));
+    assert_eq!(b.ewma_decay, Duration::from_secs(5));
+    for (key, expected) in [
+        ("client-ip", HashKey::ClientIp),
+        ("path", HashKey::Path),
+        ("cookie:session", HashKey::Cookie("session".into())),
+    ] {
+        assert_eq!(parse_hash_key(key), Ok(expected));
+    }
+    for bad in ["", "ip", "header:", "header:a b", "cookie", "query:x"] {
+        assert!(parse_hash_key(bad).is_err(), "{bad:?}");
+    }
+    assert_error(
+        &format!("[balancer]\nhash_key = \"ip\"\n{ONE_BACKEND}"),
+        "balancer.hash_key",
+        "client-ip, path",
+    );
+    assert_error(
+        &format!("[balancer]\ntable_size = 65536\n{ONE_BACKEND}"),
+        "balancer.table_size",
+        "prime",
+    );
+    assert_error(
+        &format!("[balancer]\nvirtual_nodes = 0\n{ONE_BACKEND}"),
+        "balancer.virtual_nodes",
+        "between 1 and 1000",
+    );
+    assert_error(
+        &format!("[balancer]\nhash_bounded_load = 1.0\n{ONE_BACKEND}"),
+        "balancer.hash_bounded_load",
+        "greater than 1.0",
+    );
+    assert_error(
+        &format!("[balancer]\nhash_algorithm = \"rendezvous\"\n{ONE_BACKEND}"),
+        "balancer.hash_algorithm",
+        "ring, maglev",
+    );
+    let c = parse(
+        &format!("[balancer]\nsticky = {{ cookie = \"srv\", ttl = \"30m\", secret = \"0123456789abcdef\" }}\n{ONE_BACKEND}"),
+        "t",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.balancer.sticky,
+        Some(StickyConfig {
+            cookie: "srv".into(),
+            ttl: Duration::from_secs(1800),
+            secret: Some("0123456789abcdef".into())
+        })
+    );
+    assert_error(
+        &format!("[balancer]\nsticky = {{ ttl = \"1h\" }}\n{ONE_BACKEND}"),
+        "balancer.sticky.cookie",
+        "expected a cookie name",
+    );
+    assert_error(
+        &format!("[balancer]\nsticky = {{ cookie = \"a b\" }}\n{ONE_BACKEND}"),
+        "balancer.sticky.cookie",
+        "expected a cookie name",
+    );
+    assert_error(
+        &format!("[balancer]\nsticky = {{ cookie = \"s\", secret = \"short\" }}\n{ONE_BACKEND}"),
+        "balancer.sticky.secret",
+        "at least 16",
+    );
+    assert_error(
+        &format!("[balancer]\nsticky = {{ cookie = \"s\", colour = 1 }}\n{ONE_BACKEND}"),
+        "balancer.sticky.colour",
+        "unknown key",
+    );
+    for strategy in ["random", "p2c", "least-response", "consistent-hash"] {
+        let c = parse(
+            &format!("[balancer]\nstrategy = \"{strategy}\"\n{ONE_BACKEND}"),
+            "t",
+            no_env(),
+        )
+        .unwrap();
+        assert_eq!(c.balancer.strategy.as_str(), strategy);
+    }
+}
+
+#[test]
+fn enumerations_list_their_values() {
+    assert_error(
+        &format!("[balancer]\nstrategy = \"fastest\"\n{ONE_BACKEND}"),
+        "balancer.strategy",
+        "round-robin, weighted-round-robin, least-conn, random, p2c, least-response, consistent-hash",
+    );
+    assert_error(
+        &format!("[logging]\nlevel = \"loud\"\n{ONE_BACKEND}"),
+        "logging.level",
+        "error, warn, info, debug",
+    );
+    assert_error(
+        &format!("[logging]\nformat = \"xml\"\n{ONE_BACKEND}"),
+        "logging.format",
+        "text, json",
+    );
+}
+
+#[test]
+fn backend_rules() {
+    assert_error("", "backends", "at least one");
+    assert_error(
+        "[[backends]]\nname = \"a b\"\naddress = \"127.0.0.1:1\"\n",
+        "backends[0].name",
+        "A-Z a-z 0-9",
+    );
+    assert_error(
+        "[[backends]]\nname = \"\"\naddress = \"127.0.0.1:1\"\n",
+        "backends[0].name",
+        "A-Z a-z 0-9",
+    );
+    assert_error(
+        "[[backends]]\naddress = \"127.0.0.1:1\"\n",
+        "backends[0].name",
+        "missing",
+    );
+    assert_error(
+        "[[backends]]\nname = \"a\"\n",
+        "backends[0].address",
+        "missing",
+    );
+    assert_error(
+        "[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:2\"\n",
+        "backends[1].name",
+        "already the name of backends[0]",
+    );
+    assert_error(
+        "[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[backends]]\nname = \"b\"\naddress = \"127.0.0.1:1\"\n",
+        "backends[1].address",
+        "already the address of backends[0]",
+    );
+    for w in ["0", "1001", "-1"] {
+        assert_error(
+            &format!("[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nweight = {w}\n"),
+            "backends[0].weight",
+            "between 1 and 1000",
+        );
+    }
+}
+
+#[test]
+fn every_error_is_reported() {
+    let errors = errors_of(
+        "[server]\nlisten = \"x\"\nio = \"y\"\n[timeouts]\nconnect = \"z\"\n[[backends]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nweight = 0\n",
+    );
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "server.listen",
+        "server.io",
+        "timeouts.connect",
+        "backends[0].weight",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    let shown = ConfigErrors(errors).to_string();
+    assert_eq!(shown.lines().count(), 4);
+    assert!(shown.lines().all(|l| l.starts_with("t.toml: ")));
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn environment_overrides_apply() {
+    let c = parse(
+        ONE_BACKEND,
+        "t.toml",
+        env(&[
+            ("RINGLB_BALANCER_STRATEGY", "least-conn"),
+            ("RINGLB_SERVER_LISTEN", ":9000"),
+            ("RINGLB_SERVER_MAX_CONNECTIONS", "10"),
+            ("RINGLB_TIMEOUTS_BACKEND_RESPONSE", "5s"),
+            ("RINGLB_LOGGING_LEVEL", "debug"),
+            ("RINGLB_LOG", "ignored"),
+            ("RINGLB_TEST_ANYTHING", "ignored"),
+            ("PATH", "/bin"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.balancer.strategy, Strategy::LeastConn);
+    assert_eq!(c.server.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(c.server.max_connections, 10);
+    assert_eq!(c.timeouts.backend_response, Duration::from_secs(5));
+    assert_eq!(c.logging.level, LogLevel::Debug);
+}
+
+#[test]
+fn every_overridable_key_exists_in_the_file_format() {
+    for (section, keys) in OVERRIDABLE {
+        for (key, kind) in *keys {
+            let value = match kind {
+                Kind::Integer => "1",
+                Kind::Text => "x",
+                Kind::Boolean => "true",
+            };
+            let name = format!("RINGLB_{}_{}", section.to_uppercase(), key.to_uppercase());
+            let result = parse(ONE_BACKEND, "t.toml", env(&[(&name, value)]));
+            if let Err(errors) = result {
+                assert!(
+                    errors.0.iter().all(|e| !e.message.contains("unknown key")
+                        && !e.message.contains("not a known setting")),
+                    "{name}: {errors}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_environment_values_name_the_variable() {
+    let errors = parse(ONE_BACKEND, "t.toml", env(&[("RINGLB_SERVER_SHARDS", "x")]))
+        .unwrap_err()
+        .0;
+    assert_eq!(errors[0].file, "env RINGLB_SERVER_SHARDS");
+    assert_eq!(errors[0].key, "server.shards");
+    assert!(errors[0].message.contains("expected an integer"));
+    let errors = parse(
+        ONE_BACKEND,
+        "t.toml",
+        env(&[("RINGLB_SERVER_COLOUR", "red")]),
+    )
+    .unwrap_err()
+    .0;
+    assert_eq!(errors[0].file, "env RINGLB_SERVER_COLOUR");
+    assert!(errors[0].message.contains("not a known setting"));
+    let errors = parse(ONE_BACKEND, "t.toml", env(&[("RINGLB_BACKENDS_NAME", "x")]))
+        .unwrap_err()
+        .0;
+    assert_eq!(errors[0].file, "env RINGLB_BACKENDS_NAME");
+}
+
+#[test]
+fn validate_applies_to_configs_built_in_code() {
+    let mut c = Config::default();
+    assert!(c.validate().is_err(), "no backends");
+    c.backends.push(BackendConfig {
+        name: "a".into(),
+        address: "127.0.0.1:1".parse().unwrap(),
+        weight: 0,
+    });
+    let errors = c.validate().unwrap_err().0;
+    assert_eq!(errors[0].key, "backends[0].weight");
+}
+
+#[test]
+fn status_ranges() {
+    assert_eq!(parse_status_range("200-399"), Ok(200..=399));
+    assert_eq!(parse_status_range("204"), Ok(204..=204));
+    for bad in ["", "abc", "399-200", "99", "200-600", "2xx"] {
+        assert!(parse_status_range(bad).is_err(), "{bad:?}");
+    }
+}

@@ -1,0 +1,8 @@
+//! `protocol`: wire formats without I/O.
+//!
+//! Owns the codecs the proxy and the origin run on bytes they already read:
+//! HTTP/1.x heads and chunked bodies ([`h1`]). Never touches a socket, never
+//! allocates per message beyond the caller's reusable buffers, never panics on
+//! input.
+
+pub mod h1;

@@ -1,0 +1,101 @@
+//! `shard::clients`: the descriptors of one shard's client connections.
+//!
+//! Owns a slot per open connection with what it is doing (busy, idle, parked), so
+//! that a drain can wake the idle ones, the sweep can end parked ones past their
+//! deadline, and the end of the grace period can cut the rest. Shard-local; the
+//! only `unsafe` is `shutdown(2)`, in `sys`.
+
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use crate::sys;
+
+/// for their next request, so that a drain can wake the idle ones and the end of
+/// the grace period can cut the rest. (A dropped monoio runtime does not close the
+/// sockets of tasks still parked in it.)
+/// File descriptors of this shard's client connections, and which of them wait
+#[derive(Debug, Default)]
+pub struct ClientFds {
+    /// One per open connection; `None` marks a free slot.
+    slots: Vec<Option<ClientSlot>>,
+    /// Free slots to reuse.
+    free: Vec<usize>,
+}
+
+/// One open client connection, as the shard's bookkeeping sees it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientSlot {
+    fd: RawFd,
+    pub(super) state: ClientState,
+}
+
+/// What a client connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientState {
+    /// Reading or proxying a request.
+    Busy,
+    /// Waiting for its next request (a drain may close it).
+    Idle,
+    /// Idle and parked, with no timer of its own, until this idle deadline.
+    Parked { until: Instant },
+}
+
+impl ClientSlot {
+    pub(super) fn idle(&self) -> bool {
+        self.state != ClientState::Busy
+    }
+}
+
+impl ClientFds {
+    pub(super) fn register(&mut self, fd: RawFd) -> usize {
+        let slot = Some(ClientSlot {
+            fd,
+            state: ClientState::Busy,
+        });
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    pub(super) fn unregister(&mut self, token: usize) {
+        if let Some(slot) = self.slots.get_mut(token) {
+            if slot.take().is_some() {
+                self.free.push(token);
+            }
+        }
+    }
+
+    pub(super) fn set_state(&mut self, token: usize, state: ClientState) {
+        if let Some(Some(slot)) = self.slots.get_mut(token) {
+            slot.state = state;
+        }
+    }
+
+    /// Connections parked now.
+    pub(super) fn parked(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|slot| matches!(slot.state, ClientState::Parked { .. }))
+            .count()
+    }
+
+    /// Shuts down the connections `pick` chooses: their pending reads (or
+    /// readiness waits) return, and their tasks end and close them.
+    pub(super) fn shutdown(&self, pick: impl Fn(&ClientSlot) -> bool) {
+        for slot in self.slots.iter().flatten() {
+            if pick(slot) {
+                // Registered descriptors belong to live connection tasks, which
+                // unregister before their socket closes.
+                let _ = sys::shutdown(slot.fd, sys::Shutdown::Both);
+            }
+        }
+    }
+}
