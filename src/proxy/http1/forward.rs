@@ -1,0 +1,443 @@
+//! `proxy::http1::forward`: one request, from its backend's choice to its last byte.
+//!
+//! Owns the attempts of one request: the choice of backend (sticky cookie, then the
+//! cluster's strategy), the pooled or fresh upstream connection, sending the head and
+//! body, and the retry rules (idempotent, body held, nothing sent to the client yet,
+//! within the retry budget). Called once per request by the connection task.
+
+use std::io::Write as _;
+use std::mem;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+use crate::cluster::backend::{Backend, BackendId, InFlight};
+use crate::cluster::balancer::{hash_bytes, hash_ip, RequestContext};
+use crate::config::{BalancerConfig, HashKey, Strategy};
+use crate::log_debug;
+use crate::observe::stats::{RequestRecord, ShardStats};
+use crate::protocol::h1::{self, BodyKind, ChunkedDecoder, ClientSide, Request};
+use crate::proxy::error::{ProxyError, Side};
+use crate::shard::Shard;
+use crate::upstream;
+
+use super::body::{read_client_body, send_body};
+use super::response::{read_response, send_response, ResponseError};
+use super::socket::{write_client, write_range};
+use super::{Downstream, Failure, RESPONSE_BUFFER};
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Most backends one request may try (the first, plus `retry.max_retries` ≤ 7).
+const MAX_TRIED: usize = 8;
+
+/// Proxies one request. `head` holds the rewritten request head; `scratch` is a
+/// reusable buffer (the bytes of each attempt, then the response head).
+/// `Ok(keep_alive)` tells whether the client connection can carry another request.
+///
+/// An attempt that fails before any response byte reached the client is tried
+/// again when the method is idempotent and ringlb holds the whole body: once on a
+/// fresh connection to the same backend if a pooled connection broke, and on other
+/// backends up to `retry.max_retries`, within the shard's retry budget.
+pub(super) async fn proxy_request(
+    shard: &Shard,
+    client: &mut Downstream,
+    request: &Request,
+    head: &[u8],
+    scratch: &mut Vec<u8>,
+    record: &mut RequestRecord,
+    chosen: &mut Option<Rc<Backend>>,
+) -> Result<bool, Failure> {
+    let settings = &shard.settings;
+    shard.earn_retry_budget();
+    // The head is still in the buffer: read the routing key and the sticky
+    // cookie (which names the backend the client stays with) now.
+    let head_bytes = &client.buf[client.pos - request.head_len..client.pos];
+    let context = RequestContext {
+        client_ip: client.peer.ip(),
+        key_hash: key_hash(&settings.balancer, head_bytes, client.peer.ip()),
+        // When the head was complete: one clock read fewer per request.
+        now: record.started,
+    };
+    let sticky_cookie: Option<String> = settings.balancer.sticky.as_ref().and_then(|sticky| {
+        h1::cookie_value(head_bytes, &sticky.cookie)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    });
+    // Small bodies of idempotent requests are read in full first, so that the
+    // request can be retried.
+    if let BodyKind::Length(n) = request.body {
+        let short = n > client.unconsumed() as u64;
+        if short
+            && n <= settings.max_buffered_body as u64
+            && request.method.is_idempotent()
+            && !request.expect_continue
+        {
+            while (client.unconsumed() as u64) < n {
+                read_client_body(client, settings.idle_timeout).await?;
+            }
+        }
+    }
+    // A body already held in full goes with the head, and again on a retry.
+    let held_body = match request.body {
+        BodyKind::None => Some(0),
+        BodyKind::Length(n) if n <= client.unconsumed() as u64 => Some(n as usize),
+        _ => None,
+    };
+    if request.body == BodyKind::Chunked {
+        // Refuse a malformed chunk that already arrived before any backend sees
+        // the request (the rest is checked as it streams).
+        let mut probe = ChunkedDecoder::new(settings.limits.max_header_bytes);
+        let mut pos = client.pos;
+        while pos < client.buf.len() && !probe.is_done() {
+            let (used, _) = probe
+                .decode(&client.buf[pos..])
+                .map_err(ProxyError::BadRequest)?;
+            if used == 0 {
+                break;
+            }
+            pos += used;
+        }
+    }
+    let retry_allowed = request.method.is_idempotent() && held_body.is_some();
+    let outbound = Outbound {
+        request,
+        head,
+        held_body,
+        sticky_cookie: sticky_cookie.as_deref(),
+    };
+    let mut tried = [0 as BackendId; MAX_TRIED];
+    let mut tried_len = 0;
+    let mut retries = 0;
+    let mut same_backend_fresh: Option<Rc<Backend>> = None;
+    let mut last_error = None;
+    let mut upbuf = BufferLoan::new(shard, RESPONSE_BUFFER);
+    loop {
+        let fresh_only = same_backend_fresh.is_some();
+        // After a broken pooled connection, the same backend; else a sticky cookie
+        // naming an available backend not tried yet; else the strategy.
+        let sticky = || {
+            let token = sticky_cookie.as_deref()?;
+            let balancer = shard.balancer.borrow();
+            balancer
+                .backends()
+                .iter()
+                .find(|b| {
+                    b.sticky_token() == Some(token)
+                        && b.is_available()
+                        && !tried[..tried_len].contains(&b.id)
+                })
+                .cloned()
+        };
+        let backend = match same_backend_fresh.take().or_else(sticky) {
+            Some(backend) => backend,
+            None => match shard
+                .balancer
+                .borrow()
+                .select(&context, &tried[..tried_len])
+            {
+                Some(backend) => backend,
+                None => return Err(last_error.unwrap_or(ProxyError::NoBackend).into()),
+            },
+        };
+        backend.note_selected();
+        ShardStats::bump(&backend.stats.attempts);
+        if retries > 0 || fresh_only {
+            ShardStats::bump(&backend.stats.retries);
+        }
+        *chosen = Some(Rc::clone(&backend));
+        record.attempts += 1;
+        let pick = Pick {
+            backend: &backend,
+            fresh_only,
+        };
+        let failed =
+            match attempt(shard, client, &outbound, pick, scratch, &mut upbuf, record).await {
+                Ok(keep_alive) => return Ok(keep_alive),
+                Err(failed) => failed,
+            };
+        let AttemptFailure {
+            error,
+            before_response,
+            reused,
+        } = failed;
+        if error.side() == Side::Upstream {
+            ShardStats::bump(&backend.stats.failures);
+            shard.report_outcome(&backend, false);
+        }
+        if !(retry_allowed && before_response && error.retryable()) {
+            return Err(Failure {
+                error,
+                response_started: !before_response,
+            });
+        }
+        log_debug!(
+            "shard {}: attempt on {} failed ({error}); retrying",
+            shard.index,
+            backend.name
+        );
+        if reused && matches!(error, ProxyError::UpstreamIo(_)) {
+            // A pooled connection broke: the backend itself may be fine.
+            ShardStats::bump(&shard.stats.upstream_retries);
+            same_backend_fresh = Some(backend);
+            continue;
+        }
+        if retries >= settings.max_retries || tried_len == MAX_TRIED {
+            return Err(error.into());
+        }
+        if !shard.spend_retry_budget() {
+            ShardStats::bump(&shard.stats.retries_over_budget);
+            return Err(error.into());
+        }
+        ShardStats::bump(&shard.stats.upstream_retries);
+        tried[tried_len] = backend.id;
+        tried_len += 1;
+        retries += 1;
+        last_error = Some(error);
+    }
+}
+
+/// The hash consistent hashing routes by: `balancer.hash_key` from the request
+/// head; a request without that header or cookie is routed by its client address.
+fn key_hash(config: &BalancerConfig, head: &[u8], client: std::net::IpAddr) -> u64 {
+    if config.strategy != Strategy::ConsistentHash {
+        return 0;
+    }
+    let key = match &config.hash_key {
+        HashKey::ClientIp => None,
+        HashKey::Path => Some(h1::target_path(head)),
+        HashKey::Header(name) => h1::header_value(head, name),
+        HashKey::Cookie(name) => h1::cookie_value(head, name),
+    };
+    key.map_or_else(|| hash_ip(client), hash_bytes)
+}
+
+/// A buffer lent by the shard's pool, returned when dropped (whatever way the
+/// request ends).
+struct BufferLoan<'s> {
+    shard: &'s Shard,
+    buffer: Vec<u8>,
+}
+
+impl<'s> BufferLoan<'s> {
+    fn new(shard: &'s Shard, capacity: usize) -> Self {
+        BufferLoan {
+            shard,
+            buffer: shard.take_buffer(capacity),
+        }
+    }
+}
+
+impl std::ops::Deref for BufferLoan<'_> {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.buffer
+    }
+}
+
+impl std::ops::DerefMut for BufferLoan<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buffer
+    }
+}
+
+impl Drop for BufferLoan<'_> {
+    fn drop(&mut self) {
+        self.shard.give_buffer(mem::take(&mut self.buffer));
+    }
+}
+
+/// What every attempt of one request sends.
+#[derive(Clone, Copy)]
+struct Outbound<'r> {
+    /// The parsed request.
+    request: &'r Request,
+    /// Its rewritten head.
+    head: &'r [u8],
+    /// Bytes of body held in full: sent with the head, and again on a retry.
+    held_body: Option<usize>,
+    /// The sticky cookie the client sent, if any.
+    sticky_cookie: Option<&'r str>,
+}
+
+/// One attempt's backend, and whether it must use a fresh connection (after a
+/// pooled one broke).
+#[derive(Clone, Copy)]
+struct Pick<'b> {
+    backend: &'b Rc<Backend>,
+    fresh_only: bool,
+}
+
+/// Why an attempt failed, and whether the client saw anything of a response.
+struct AttemptFailure {
+    error: ProxyError,
+    /// No byte of a response (not even an interim one) reached the client.
+    before_response: bool,
+    /// The attempt used a pooled connection.
+    reused: bool,
+}
+
+/// One attempt: one backend, one upstream connection. `Ok(keep_alive)` as for
+/// `proxy_request`.
+async fn attempt(
+    shard: &Shard,
+    client: &mut Downstream,
+    outbound: &Outbound<'_>,
+    pick: Pick<'_>,
+    scratch: &mut Vec<u8>,
+    upbuf: &mut Vec<u8>,
+    record: &mut RequestRecord,
+) -> Result<bool, AttemptFailure> {
+    let Outbound {
+        request,
+        head,
+        held_body,
+        sticky_cookie,
+    } = *outbound;
+    let Pick {
+        backend,
+        fresh_only,
+    } = pick;
+    let before = |reused: bool| {
+        move |error: ProxyError| AttemptFailure {
+            error,
+            before_response: true,
+            reused,
+        }
+    };
+    let in_flight = InFlight::start(backend);
+    let (mut upstream, reused) = checkout(shard, backend, fresh_only)
+        .await
+        .map_err(before(false))?;
+
+    // Send the head (and a held body) in one write.
+    scratch.clear();
+    if request.missing_host {
+        scratch.extend_from_slice(&head[..head.len() - 2]);
+        let _ = write!(scratch, "Host: {}\r\n\r\n", backend.address);
+    } else {
+        scratch.extend_from_slice(head);
+    }
+    if let Some(n) = held_body {
+        scratch.extend_from_slice(&client.buf[client.pos..client.pos + n]);
+    }
+    let len = scratch.len();
+    write_range(
+        &mut upstream,
+        scratch,
+        0..len,
+        shard.settings.backend_response_timeout,
+    )
+    .await
+    .map_err(|e| before(reused)(ProxyError::UpstreamIo(e.kind())))?;
+    let sent_at = Instant::now();
+    if held_body.is_none() {
+        if request.expect_continue && !request.http10 {
+            write_client(client, CONTINUE)
+                .await
+                .map_err(before(reused))?;
+        }
+        // A streamed body is never retried, so `before_response` no longer matters
+        // for retries; it still decides whether the client gets an error status.
+        send_body(shard, client, &mut upstream, request.body)
+            .await
+            .map_err(|f| AttemptFailure {
+                error: f.error,
+                before_response: !f.response_started,
+                reused,
+            })?;
+    }
+
+    // The response timeout runs from the end of the request: a streamed body took
+    // time of its own; a held one went out with the head.
+    let request_sent = if held_body.is_none() {
+        Instant::now()
+    } else {
+        sent_at
+    };
+    let client_side = ClientSide {
+        method: request.method,
+        http10: request.http10,
+        keep_alive: request.keep_alive,
+    };
+    upbuf.clear();
+    let response = read_response(
+        shard,
+        client,
+        &mut upstream,
+        upbuf,
+        &client_side,
+        scratch,
+        request_sent,
+    )
+    .await
+    .map_err(|e| match e {
+        ResponseError::Interim(error) => AttemptFailure {
+            error,
+            before_response: false,
+            reused,
+        },
+        ResponseError::BeforeAnyByte(error) => before(reused)(error),
+        // Bytes came back, but none reached the client: still no response.
+        ResponseError::Other(error) => AttemptFailure {
+            error,
+            before_response: true,
+            reused: false,
+        },
+    })?;
+    if let Some(n) = held_body {
+        client.pos += n;
+    }
+    if shard.settings.balancer.strategy == Strategy::LeastResponse {
+        let now = Instant::now();
+        backend.observe_latency(now - sent_at, now, shard.settings.balancer.ewma_decay);
+    }
+    shard.report_outcome(
+        backend,
+        !(shard.settings.count_5xx && response.status >= 500),
+    );
+    record.status = response.status;
+    if let (Some(sticky), Some(token)) = (&shard.settings.balancer.sticky, backend.sticky_token()) {
+        if sticky_cookie != Some(token) {
+            // The head ends with the blank line: add the field before it.
+            scratch.truncate(scratch.len() - 2);
+            let _ = write!(
+                scratch,
+                "Set-Cookie: {}={token}; Path=/; Max-Age={}; HttpOnly\r\n\r\n",
+                sticky.cookie,
+                sticky.ttl.as_secs()
+            );
+        }
+    }
+    let upstream_clean = send_response(shard, client, &mut upstream, upbuf, scratch, &response)
+        .await
+        .map_err(|error| AttemptFailure {
+            error,
+            before_response: false,
+            reused,
+        })?;
+    let backend = in_flight.backend();
+    if upstream_clean && response.upstream_reusable && !shard.draining() && backend.is_available() {
+        backend.pool.checkin(upstream, Instant::now());
+    }
+    Ok(response.client_keep_alive)
+}
+
+/// A pooled connection to `backend`, or a new one.
+async fn checkout(
+    shard: &Shard,
+    backend: &Rc<Backend>,
+    fresh_only: bool,
+) -> Result<(TcpStream, bool), ProxyError> {
+    if !fresh_only {
+        // The clock now, not the request's start: a retry may come many seconds
+        // later, and the pool must expire what has idled too long by then.
+        if let Some(stream) = backend.pool.checkout(Instant::now()) {
+            ShardStats::bump(&shard.stats.upstream_reuses);
+            return Ok((stream, true));
+        }
+    }
+    let stream = upstream::connect(backend.address, shard.settings.connect_timeout).await?;
+    ShardStats::bump(&shard.stats.upstream_connects);
+    Ok((stream, false))
+}

@@ -1,0 +1,455 @@
+//! HTTP/1.1 proxying of one client connection, request after request.
+//!
+//! `serve` reads a request head, picks a backend, sends the rewritten head and the
+//! body upstream, reads the response head and streams the body back, then keeps the
+//! connection for the next request or closes it. Bodies stream through fixed-size
+//! buffers, so memory does not grow with their size. Every failure becomes a status
+//! (or a silent close when the client is gone), a counter and a debug log line.
+//! Forwarding one request lives in [`forward`], bodies in [`body`], responses in
+//! [`response`], and the socket helpers in [`socket`].
+
+mod body;
+mod forward;
+mod response;
+mod socket;
+
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{CancelableAsyncReadRent, Canceller};
+use monoio::net::TcpStream;
+
+use crate::cluster::backend::Backend;
+use crate::log_debug;
+use crate::observe::stats::{RequestRecord, ShardStats};
+use crate::protocol::h1::{self, Forwarding, Request};
+use crate::proxy::error::{error_response, ProxyError, Side};
+use crate::shard::{ConnectionGuard, Shard};
+
+use forward::proxy_request;
+use socket::{linger_close, read_more, spare_room, write_static};
+
+/// Initial capacity of a client connection's read buffer.
+const CLIENT_BUFFER: usize = 4 * 1024;
+/// Read size for a response head (and whatever body comes with it): most
+/// responses fit, and a burst of requests in flight holds one each.
+pub(super) const RESPONSE_BUFFER: usize = 16 * 1024;
+/// Read size while streaming bodies longer than that.
+pub(super) const BODY_BUFFER: usize = 64 * 1024;
+/// A client buffer larger than this is shrunk back after a request.
+const CLIENT_BUFFER_KEEP: usize = 64 * 1024;
+/// Initial capacity of the per-connection head and scratch buffers.
+const HEAD_BUFFER: usize = 1024;
+/// A keep-alive connection with nothing to read for this long is parked: its
+/// buffers go back to the allocator and it waits for readability with no buffer
+/// in the kernel, so thousands of idle clients cost about 0.8 KB each (PERF.md). Busy
+/// connections never reach it, so they pay no extra operation per request.
+const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// One client connection's reading state.
+pub(super) struct Downstream {
+    /// The socket.
+    stream: TcpStream,
+    /// The client's address.
+    peer: SocketAddr,
+    /// Bytes read; `buf[pos..]` are not consumed yet (pipelined requests included).
+    buf: Vec<u8>,
+    /// Start of the unconsumed bytes.
+    pos: usize,
+    /// Longest a write to the client may block (`timeouts.idle`): a client that
+    /// stops reading must not hold a task, a connection slot and a backend forever.
+    write_timeout: Duration,
+    /// Bytes read from the client so far (for statistics).
+    read_total: u64,
+    /// Bytes written to the client so far (for statistics).
+    written_total: u64,
+}
+
+/// A connection's reusable buffers besides its read buffer, given back while it is
+/// parked.
+#[derive(Default)]
+struct Scratch {
+    /// The rewritten request head.
+    head: Vec<u8>,
+    /// The bytes of each attempt, then the response head.
+    work: Vec<u8>,
+    /// The request line, for the access log.
+    request_line: String,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            head: Vec::with_capacity(HEAD_BUFFER),
+            work: Vec::with_capacity(HEAD_BUFFER),
+            request_line: String::new(),
+        }
+    }
+
+    /// Gives the memory back while the connection is parked.
+    fn release(&mut self) {
+        *self = Scratch::default();
+    }
+
+    /// Takes room again when a parked connection wakes.
+    fn restore(&mut self) {
+        self.head.reserve(HEAD_BUFFER);
+        self.work.reserve(HEAD_BUFFER);
+    }
+}
+
+impl Downstream {
+    fn unconsumed(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Moves unconsumed bytes to the front so reads have room.
+    fn compact(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+}
+
+/// A request that failed, and whether the client already saw part of a response.
+pub(super) struct Failure {
+    error: ProxyError,
+    response_started: bool,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Failure {
+            error,
+            response_started: false,
+        }
+    }
+}
+
+/// Serves one client connection until it closes, fails, or the shard drains.
+///
+/// The connection alternates between two phases. While active, a boxed future
+/// reads and proxies requests; it ends when the connection has had nothing to read
+/// for `PARK_AFTER`. Parked, the connection holds no buffers and this small future
+/// only waits for readability, so an idle client costs about 0.8 KB (PERF.md).
+pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, peer: SocketAddr) {
+    let mut client = Downstream {
+        stream,
+        peer,
+        buf: Vec::with_capacity(CLIENT_BUFFER),
+        pos: 0,
+        write_timeout: shard.settings.idle_timeout,
+        read_total: 0,
+        written_total: 0,
+    };
+    let mut scratch = Scratch::new();
+    let mut first = true;
+    loop {
+        let wait = match Box::pin(serve_active(
+            &shard,
+            &guard,
+            &mut client,
+            &mut scratch,
+            &mut first,
+        ))
+        .await
+        {
+            Active::Parked { wait } => wait,
+            Active::Ended => return,
+        };
+        client.buf = Vec::new();
+        scratch.release();
+        // No timer here (a monoio `Sleep` alone is 640 bytes): the shard's
+        // sweep shuts the socket down at the deadline, which ends the wait.
+        shard.set_parked(&guard, Some(Instant::now() + wait));
+        let ready = client.stream.readable(false).await;
+        shard.set_parked(&guard, None);
+        if ready.is_err() || shard.draining() {
+            return;
+        }
+        client.buf.reserve(CLIENT_BUFFER);
+        scratch.restore();
+    }
+}
+
+/// How an active phase of a connection ended.
+enum Active {
+    /// Idle for `PARK_AFTER`: park, and give up after `wait` more.
+    Parked { wait: Duration },
+    /// The connection is done (closed, failed, timed out, or draining).
+    Ended,
+}
+
+/// Reads and proxies requests until the connection parks or ends.
+async fn serve_active(
+    shard: &Shard,
+    guard: &ConnectionGuard,
+    client: &mut Downstream,
+    scratch: &mut Scratch,
+    first: &mut bool,
+) -> Active {
+    let forwarding = Forwarding {
+        client_ip: client.peer.ip(),
+        proto: "http",
+    };
+    // Cancels an idle read safely when the connection parks (a read cancelled by
+    // dropping it could lose bytes that arrived at that moment). Lives only while
+    // the connection is active.
+    let mut canceller = Canceller::new();
+    loop {
+        let (read_before, written_before) = (client.read_total, client.written_total);
+        let read = read_request(
+            shard,
+            guard,
+            client,
+            &mut canceller,
+            &forwarding,
+            scratch,
+            *first,
+        )
+        .await;
+        let (request, started) = match read {
+            Ok(Next::Request(request, started)) => (request, started),
+            Ok(Next::Park { wait }) => return Active::Parked { wait },
+            Ok(Next::End) => return Active::Ended,
+            Err(error) => {
+                let record = RequestRecord {
+                    started: Instant::now(),
+                    status: error.status().unwrap_or(0),
+                    attempts: 0,
+                    bytes_in: client.read_total - read_before,
+                    bytes_out: 0,
+                    error: Some(error.kind()),
+                };
+                shard.stats.record(&record, None, Instant::now());
+                fail(shard, client, Failure::from(error)).await;
+                return Active::Ended;
+            }
+        };
+        *first = false;
+        ShardStats::bump(&shard.stats.requests);
+        if shard.access_log.is_some() {
+            let head = &client.buf[client.pos - request.head_len..client.pos];
+            let (method, target) = h1::method_and_target(head);
+            let line = &mut scratch.request_line;
+            line.clear();
+            line.push_str(&String::from_utf8_lossy(method));
+            line.push(' ');
+            line.push_str(&String::from_utf8_lossy(target));
+        }
+        // The backend of the last attempt, if one was made.
+        let mut backend: Option<Rc<Backend>> = None;
+        let mut record = RequestRecord {
+            started,
+            status: 0,
+            attempts: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            error: None,
+        };
+        let result = proxy_request(
+            shard,
+            client,
+            &request,
+            &scratch.head,
+            &mut scratch.work,
+            &mut record,
+            &mut backend,
+        )
+        .await;
+        if let Err(failure) = &result {
+            record.error = Some(failure.error.kind());
+            if !failure.response_started {
+                record.status = failure.error.status().unwrap_or(0);
+            }
+        }
+        record.bytes_in = client.read_total - read_before;
+        record.bytes_out = client.written_total - written_before;
+        #[cfg(not(feature = "no-request-stats"))]
+        {
+            let now = Instant::now();
+            shard
+                .stats
+                .record(&record, backend.as_ref().map(|b| &b.stats), now);
+            if let Some(log) = &shard.access_log {
+                let name = backend.as_ref().map(|b| &*b.name);
+                log.write(client.peer, &scratch.request_line, &record, name, now);
+            }
+        }
+        match result {
+            Ok(true) => {
+                if client.buf.capacity() > CLIENT_BUFFER_KEEP && client.unconsumed() == 0 {
+                    client.buf = Vec::with_capacity(CLIENT_BUFFER);
+                    client.pos = 0;
+                }
+            }
+            Ok(false) => {
+                linger_close(&mut client.stream).await;
+                return Active::Ended;
+            }
+            Err(failure) => {
+                fail(shard, client, failure).await;
+                return Active::Ended;
+            }
+        }
+    }
+}
+
+/// Counts and logs a failure, answers with its status if nothing was sent yet, and
+/// closes the connection.
+async fn fail(shard: &Shard, client: &mut Downstream, failure: Failure) {
+    let error = &failure.error;
+    let stats = &shard.stats;
+    match error.side() {
+        Side::Downstream => ShardStats::bump(&stats.client_errors),
+        Side::Upstream => ShardStats::bump(&stats.upstream_errors),
+        Side::Internal => ShardStats::bump(&stats.internal_errors),
+    }
+    log_debug!(
+        "shard {}: client {}: {} ({})",
+        shard.index,
+        client.peer,
+        error,
+        error.kind()
+    );
+    if failure.response_started {
+        return;
+    }
+    if let Some(status) = error.status() {
+        let written = write_static(
+            &mut client.stream,
+            error_response(status),
+            client.write_timeout,
+        );
+        if written.await.is_ok() {
+            linger_close(&mut client.stream).await;
+        }
+    }
+}
+
+/// What `read_request` found.
+enum Next {
+    /// A request head, and when its first byte was seen.
+    Request(Request, Instant),
+    /// Nothing to read for `PARK_AFTER`: park for at most `wait` more.
+    Park { wait: Duration },
+    /// A clean end: the client closed or went idle too long between requests, or
+    /// the shard is draining.
+    End,
+}
+
+/// Reads the next request head.
+async fn read_request(
+    shard: &Shard,
+    guard: &ConnectionGuard,
+    client: &mut Downstream,
+    canceller: &mut Canceller,
+    forwarding: &Forwarding,
+    scratch: &mut Scratch,
+    first: bool,
+) -> Result<Next, ProxyError> {
+    let settings = &shard.settings;
+    let mut deadline: Option<Instant> = None;
+    let mut started: Option<Instant> = None;
+    loop {
+        if client.unconsumed() > 0 {
+            let started = *started.get_or_insert_with(Instant::now);
+            match h1::parse_request(
+                &client.buf[client.pos..],
+                &settings.limits,
+                forwarding,
+                &mut scratch.head,
+            ) {
+                Ok(Some(request)) => {
+                    client.pos += request.head_len;
+                    return Ok(Next::Request(request, started));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ProxyError::BadRequest(e)),
+            }
+            if deadline.is_none() {
+                deadline = Some(Instant::now() + settings.header_read_timeout);
+            }
+        }
+        client.compact();
+        let idle = client.buf.is_empty();
+        if idle && shard.draining() {
+            return Ok(Next::End);
+        }
+        let wait = match deadline {
+            None if first => settings.header_read_timeout,
+            None => settings.idle_timeout,
+            Some(d) => d.saturating_duration_since(Instant::now()),
+        };
+        let read = if idle {
+            shard.set_idle(guard, true);
+            let read = read_idle(client, canceller, wait).await;
+            shard.set_idle(guard, false);
+            match read {
+                IdleRead::Read(read) => Some(read),
+                IdleRead::Park { wait } => return Ok(Next::Park { wait }),
+                IdleRead::TimedOut => None,
+            }
+        } else {
+            monoio::time::timeout(wait, read_more(&mut client.stream, &mut client.buf, 0))
+                .await
+                .ok()
+        };
+        match read {
+            Some(Ok(n)) if n > 0 => client.read_total += n as u64,
+            // EOF, error or timeout with nothing read: a clean end of the connection.
+            _ if idle => return Ok(Next::End),
+            Some(Ok(_)) => return Err(ProxyError::ClientIo(io::ErrorKind::UnexpectedEof)),
+            Some(Err(e)) => return Err(ProxyError::ClientIo(e.kind())),
+            None => return Err(ProxyError::HeaderReadTimeout),
+        }
+    }
+}
+
+/// What a read on a connection with nothing buffered came to.
+enum IdleRead {
+    /// The read finished (bytes, EOF or an error).
+    Read(io::Result<usize>),
+    /// Nothing for `PARK_AFTER`, and the read was cancelled: park for `wait` more.
+    Park { wait: Duration },
+    /// Nothing within the whole wait.
+    TimedOut,
+}
+
+/// Reads from a connection with nothing buffered, for at most `wait`. A read that
+/// finds nothing for `PARK_AFTER` is cancelled, and its result still taken in case
+/// bytes won the race: a read dropped instead could lose them.
+async fn read_idle(client: &mut Downstream, canceller: &mut Canceller, wait: Duration) -> IdleRead {
+    let hot = wait.min(PARK_AFTER);
+    let spare = spare_room(&mut client.buf, 0);
+    let (result, slice) = {
+        let read = client.stream.cancelable_read(spare, canceller.handle());
+        let mut read = std::pin::pin!(read);
+        monoio::select! {
+            done = &mut read => done,
+            _ = monoio::time::sleep(hot) => {
+                *canceller = mem::take(canceller).cancel();
+                read.await
+            }
+        }
+    };
+    client.buf = slice.into_inner();
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+            if hot < wait {
+                IdleRead::Park { wait: wait - hot }
+            } else {
+                IdleRead::TimedOut
+            }
+        }
+        // Bytes (or an EOF, or an error) arrived, perhaps just before the cancel.
+        other => IdleRead::Read(other),
+    }
+}

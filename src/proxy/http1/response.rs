@@ -1,0 +1,218 @@
+//! `proxy::http1::response`: a backend's response on its way to the client.
+//!
+//! Owns reading the response head (forwarding interim 1xx responses to HTTP/1.1
+//! clients), and streaming the body back framed as the client needs it. Decides
+//! whether the upstream connection ended cleanly and may go back to the pool.
+
+use std::io;
+use std::mem;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide};
+use crate::proxy::error::ProxyError;
+use crate::shard::Shard;
+
+use super::body::encode_chunk_event;
+use super::socket::{read_more, write_all_client, write_range};
+use super::{Downstream, BODY_BUFFER, RESPONSE_BUFFER};
+
+pub(super) enum ResponseError {
+    /// Nothing came back on the connection: safe to retry if the request is held.
+    BeforeAnyByte(ProxyError),
+    /// An interim (1xx) response already reached the client.
+    Interim(ProxyError),
+    /// Anything else.
+    Other(ProxyError),
+}
+
+/// Reads the final response head; forwards interim (1xx) responses to HTTP/1.1
+/// clients on the way. On success `head` holds the rewritten head and `upbuf[..]`
+/// starts with the head, followed by any body bytes already read.
+pub(super) async fn read_response(
+    shard: &Shard,
+    client: &mut Downstream,
+    upstream: &mut TcpStream,
+    upbuf: &mut Vec<u8>,
+    client_side: &ClientSide,
+    head: &mut Vec<u8>,
+    request_sent: Instant,
+) -> Result<h1::Response, ResponseError> {
+    let settings = &shard.settings;
+    let deadline = request_sent + settings.backend_response_timeout;
+    // The first read waits the whole timeout without reading the clock again.
+    let mut first_read = true;
+    let mut interim_sent = false;
+    let wrap = |e: ProxyError, got_bytes: bool, interim: bool| {
+        if interim {
+            ResponseError::Interim(e)
+        } else if got_bytes {
+            ResponseError::Other(e)
+        } else {
+            ResponseError::BeforeAnyByte(e)
+        }
+    };
+    loop {
+        if !upbuf.is_empty() {
+            // Decided now, not when the request went out: a drain that began while
+            // the backend worked still closes this connection after the response.
+            let side = ClientSide {
+                keep_alive: client_side.keep_alive && !shard.draining(),
+                ..*client_side
+            };
+            match h1::parse_response(upbuf, &settings.limits, &side, head) {
+                Ok(Some(response)) if response.interim => {
+                    upbuf.drain(..response.head_len);
+                    if !client_side.http10 {
+                        interim_sent = true;
+                        write_all_client(client, head)
+                            .await
+                            .map_err(ResponseError::Interim)?;
+                    }
+                    continue;
+                }
+                Ok(Some(response)) => return Ok(response),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(wrap(ProxyError::BadResponse(e), true, interim_sent));
+                }
+            }
+        }
+        let wait = if first_read {
+            settings.backend_response_timeout
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        first_read = false;
+        let got_bytes = !upbuf.is_empty();
+        match monoio::time::timeout(wait, read_more(upstream, upbuf, RESPONSE_BUFFER)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => {
+                return Err(wrap(
+                    ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof),
+                    got_bytes,
+                    interim_sent,
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(wrap(
+                    ProxyError::UpstreamIo(e.kind()),
+                    got_bytes,
+                    interim_sent,
+                ))
+            }
+            Err(_) => return Err(wrap(ProxyError::ResponseTimeout, got_bytes, interim_sent)),
+        }
+    }
+}
+
+/// Writes the response head and streams the body to the client. Returns whether
+/// the upstream connection ended the response cleanly (and may be pooled).
+pub(super) async fn send_response(
+    shard: &Shard,
+    client: &mut Downstream,
+    upstream: &mut TcpStream,
+    upbuf: &mut Vec<u8>,
+    head: &mut Vec<u8>,
+    response: &h1::Response,
+) -> Result<bool, ProxyError> {
+    let settings = &shard.settings;
+    let read_timeout = settings.backend_response_timeout;
+    upbuf.drain(..response.head_len);
+    let mut out = mem::take(head);
+    let clean = match response.upstream_body {
+        BodyKind::None => {
+            write_all_client(client, &mut out).await?;
+            upbuf.is_empty()
+        }
+        BodyKind::Length(mut remaining) => {
+            loop {
+                let n = (upbuf.len() as u64).min(remaining) as usize;
+                let extra = upbuf.len() > n;
+                if out.is_empty() && n == upbuf.len() && n > 0 {
+                    // Nothing else to send: write straight from the read buffer.
+                    write_range(&mut client.stream, upbuf, 0..n, client.write_timeout)
+                        .await
+                        .map_err(|e| ProxyError::ClientIo(e.kind()))?;
+                    client.written_total += n as u64;
+                } else {
+                    out.extend_from_slice(&upbuf[..n]);
+                    write_all_client(client, &mut out).await?;
+                }
+                remaining -= n as u64;
+                upbuf.clear();
+                if extra {
+                    break false;
+                }
+                if remaining == 0 {
+                    break true;
+                }
+                read_upstream(upstream, upbuf, read_timeout).await?;
+            }
+        }
+        BodyKind::Chunked => {
+            let reframe = response.client_body == BodyKind::Chunked;
+            let mut decoder = ChunkedDecoder::new(settings.limits.max_header_bytes);
+            loop {
+                let mut pos = 0;
+                while pos < upbuf.len() && !decoder.is_done() {
+                    let (used, event) = decoder
+                        .decode(&upbuf[pos..])
+                        .map_err(ProxyError::BadResponse)?;
+                    if reframe {
+                        encode_chunk_event(event, &mut out);
+                    } else if let Some(ChunkEvent::Data(data)) = event {
+                        out.extend_from_slice(data);
+                    }
+                    pos += used;
+                    if used == 0 {
+                        break;
+                    }
+                }
+                let extra = pos < upbuf.len();
+                upbuf.clear();
+                write_all_client(client, &mut out).await?;
+                if decoder.is_done() {
+                    break !extra;
+                }
+                read_upstream(upstream, upbuf, read_timeout).await?;
+            }
+        }
+        BodyKind::CloseDelimited => {
+            out.extend_from_slice(upbuf);
+            upbuf.clear();
+            write_all_client(client, &mut out).await?;
+            loop {
+                match read_upstream(upstream, upbuf, read_timeout).await {
+                    Ok(()) => {}
+                    Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof)) => break false,
+                    Err(e) => return Err(e),
+                }
+                let len = upbuf.len();
+                write_range(&mut client.stream, upbuf, 0..len, client.write_timeout)
+                    .await
+                    .map_err(|e| ProxyError::ClientIo(e.kind()))?;
+                client.written_total += len as u64;
+                upbuf.clear();
+            }
+        }
+    };
+    out.clear();
+    *head = out;
+    Ok(clean)
+}
+
+/// Reads more of a response body; EOF is an error because the framing said more.
+async fn read_upstream(
+    upstream: &mut TcpStream,
+    upbuf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), ProxyError> {
+    match monoio::time::timeout(timeout, read_more(upstream, upbuf, BODY_BUFFER)).await {
+        Ok(Ok(0)) => Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof)),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ProxyError::UpstreamIo(e.kind())),
+        Err(_) => Err(ProxyError::ResponseTimeout),
+    }
+}
