@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ringlb::cluster::backend::Backend;
-use ringlb::observe::access_log::AccessLog;
+use ringlb::observe::access_log::{AccessLog, LogNames};
 use ringlb::observe::stats::{RequestRecord, ShardStats};
 
 /// Runs `body` N times, 7 times over; returns (median, min, max) ns per call.
@@ -64,7 +64,12 @@ fn main() {
             client,
             black_box("GET /api/items?page=2"),
             &record_for(i),
-            Some(&backend.name),
+            &LogNames {
+                listener: "default",
+                route: Some("default"),
+                cluster: Some("default"),
+                backend: Some(&backend.name),
+            },
             at(i),
         )
     });

@@ -14,6 +14,7 @@
 //! - [`protocol`]: codecs without I/O ([`protocol::h1`]).
 //! - [`proxy`]: what a shard does with a client connection ([`proxy::http1`]) and
 //!   what can go wrong ([`proxy::error`]).
+//! - [`route`]: which requests go to which cluster, compiled per listener per shard.
 //! - [`cluster`]: backends as a shard sees them, and the strategies that pick them.
 //! - [`upstream`]: connecting to backends, and the pool of idle connections.
 //!
@@ -36,6 +37,7 @@ pub mod cluster;
 pub mod listener;
 pub mod protocol;
 pub mod proxy;
+pub mod route;
 pub mod shard;
 pub mod upstream;
 

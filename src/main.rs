@@ -7,9 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use ringlb::config::{self, BackendConfig, Config};
-use ringlb::observe::logging;
 use ringlb::testkit::origin;
-use ringlb::{server, shard};
+use ringlb::{control, server, shard};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -27,7 +26,8 @@ Usage:
   ringlb --version | --help
 
 Signals: SIGTERM/SIGINT drain gracefully (a second one stops at once);
-SIGHUP re-reads the configuration file and applies its backend table.
+SIGHUP re-reads the configuration file and applies all of it (listeners, routes,
+clusters, settings) but server.shards, server.io and admin.listen.
 Environment: RINGLB_<SECTION>_<KEY> overrides one key, e.g. RINGLB_BALANCER_STRATEGY=least-conn.
 ";
 
@@ -115,26 +115,12 @@ fn parse_args(args: &[String]) -> Result<Command> {
     }
 }
 
-fn init_logging(config: &Config) {
-    let level = match config.logging.level {
-        config::LogLevel::Error => logging::Level::Error,
-        config::LogLevel::Warn => logging::Level::Warn,
-        config::LogLevel::Info => logging::Level::Info,
-        config::LogLevel::Debug => logging::Level::Debug,
-    };
-    let format = match config.logging.format {
-        config::LogFormat::Text => logging::Format::Text,
-        config::LogFormat::Json => logging::Format::Json,
-    };
-    logging::init(level, format);
-}
-
 fn serve(config: Config, path: Option<PathBuf>) -> Result<ExitCode> {
-    init_logging(&config);
+    control::apply_logging(&config.logging);
     let signals = server::SignalForwarder::install().context("cannot install signal handlers")?;
-    let server = server::start(config)?;
+    let server = server::start_with_file(config, path)?;
     signals
-        .forward(server.handle(), path)
+        .forward(server.handle())
         .context("cannot start the signal thread")?;
     let report = server.wait();
     Ok(if report.unfinished_connections == 0 {
@@ -148,7 +134,7 @@ fn demo() -> Result<ExitCode> {
     let (driver, _) = shard::choose_driver(config::IoMode::Auto)?;
     let mut origins = Vec::new();
     let mut config = Config::default();
-    config.server.listen = "127.0.0.1:8080".parse()?;
+    config.listeners[0].address = "127.0.0.1:8080".parse()?;
     config.admin.listen = "127.0.0.1:9900".parse()?;
     for (i, port) in (9001..=9003).enumerate() {
         let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -157,7 +143,7 @@ fn demo() -> Result<ExitCode> {
             origin::spawn(address, &name, driver)
                 .with_context(|| format!("demo origin {name} on {address}"))?,
         );
-        config.backends.push(BackendConfig {
+        config.clusters[0].backends.push(BackendConfig {
             name,
             address,
             weight: 1,

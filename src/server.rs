@@ -1,29 +1,27 @@
 //! `server`: starting and stopping the whole server.
 //!
-//! Owns start-up (validate, choose the io driver, bind every shard's listener, spawn
-//! the shards, the admin listener and the control thread), the `Server` a caller
-//! waits on or stops, and signal handling. Runs once, off the request path; every
-//! later decision belongs to the control thread.
+//! Owns start-up (validate, choose the io driver, bind every listener once per
+//! shard, spawn the shards, the admin listener and the control thread), the
+//! `Server` a caller waits on or stops, and signal handling. Runs once, off the
+//! request path; every later decision belongs to the control thread.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 
-use crate::admin;
+use crate::admin::{self, AdminAccess};
 use crate::config::Config;
-use crate::control::breaker::BreakerSettings;
-use crate::control::handle::{ServerHandle, ShutdownReport};
-use crate::control::members::{BackendIds, Members};
-use crate::control::{ControlThread, ShardLink};
-use crate::listener::bind_reuseport;
+use crate::control::handle::{ReloadError, ServerHandle, ShutdownReport};
+use crate::control::members::Membership;
+use crate::control::{shard_plan, ControlStart, ControlThread, ShardLink};
+use crate::listener::bind_group;
 use crate::observe::access_log;
-use crate::observe::stats::Aggregate;
-use crate::shard::{self, Driver, ShardError, ShardEvent, ShardSettings, ShardStart};
+use crate::shard::{self, Driver, ShardError, ShardEvent, ShardStart};
 use crate::{log_error, log_info, log_warn};
 
 /// Room in each shard's command channel.
@@ -57,7 +55,9 @@ pub enum StartError {
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
-    local_addr: SocketAddr,
+    /// Every listener's name and the address it was bound to (the real port
+    /// when 0 was asked).
+    listeners: Vec<(String, SocketAddr)>,
     admin_addr: SocketAddr,
     driver: Driver,
     shards: usize,
@@ -66,9 +66,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// The address the shards listen on (with the real port when 0 was asked).
+    /// The first listener's address (the short form's only one).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners[0].1
+    }
+
+    /// The address listener `name` was bound to at start.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, address)| *address)
     }
 
     /// The admin listener's address.
@@ -86,7 +94,7 @@ impl Server {
         self.shards
     }
 
-    /// A handle for shutdown and backend changes.
+    /// A handle for shutdown, reloads and backend changes.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
     }
@@ -105,9 +113,16 @@ impl Server {
     }
 }
 
-/// Starts shards, the admin listener and the control thread. Returns once every
-/// shard accepts connections.
+/// Starts shards, the admin listener and the control thread from a configuration
+/// built in code (`reload_file` has nothing to re-read). Returns once every shard
+/// accepts connections.
 pub fn start(config: Config) -> Result<Server, StartError> {
+    start_with_file(config, None)
+}
+
+/// Starts the server from `config`, read from `path` (which `SIGHUP` and
+/// `POST /reload` re-read). Returns once every shard accepts connections.
+pub fn start_with_file(mut config: Config, path: Option<PathBuf>) -> Result<Server, StartError> {
     config.validate()?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let shard_count = match config.server.shards {
@@ -125,17 +140,20 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         None => log_info!("io driver: {}", driver.as_str()),
     }
 
-    // Bind every shard's listener here, so the port is known (even when 0 was
-    // asked) and a bind error stops start-up with a clear message.
-    let bind_error = |address| move |source| StartError::Bind { address, source };
-    let first = bind_reuseport(config.server.listen).map_err(bind_error(config.server.listen))?;
-    let local_addr = first.local_addr().map_err(|source| StartError::Bind {
-        address: config.server.listen,
-        source,
-    })?;
-    let mut listeners = vec![first];
-    for _ in 1..shard_count {
-        listeners.push(bind_reuseport(local_addr).map_err(bind_error(local_addr))?);
+    // Bind every listener once per shard here, so the ports are known (even when
+    // 0 was asked) and a bind error stops start-up with a clear message.
+    let mut sockets: Vec<Vec<(String, TcpListener)>> =
+        (0..shard_count).map(|_| Vec::new()).collect();
+    for listener in &mut config.listeners {
+        let group =
+            bind_group(listener.address, shard_count).map_err(|source| StartError::Bind {
+                address: listener.address,
+                source,
+            })?;
+        listener.address = group.address;
+        for (shard, socket) in sockets.iter_mut().zip(group.sockets) {
+            shard.push((listener.name.clone(), socket));
+        }
     }
     let admin_listener =
         TcpListener::bind(config.admin.listen).map_err(|source| StartError::Bind {
@@ -143,42 +161,33 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             source,
         })?;
 
-    let mut ids = BackendIds::default();
     let (health_tx, health_rx) = bounded(1024);
-    let mut members = Members {
-        list: Vec::new(),
-        check: config.health_check.clone(),
-        breaker: BreakerSettings {
-            failure_threshold: config.circuit_breaker.failure_threshold,
-            open_for: config.circuit_breaker.open_for,
-            half_open_probes: config.circuit_breaker.half_open_probes,
-        },
-        results: health_tx,
-    };
-    members.update(ids.specs(&config.backends), Instant::now());
-    let specs = members.specs();
-    let settings = ShardSettings::from_config(&config, shard_count);
-    let (event_tx, event_rx) = bounded::<ShardEvent>(shard_count * 64 + 64);
-    let (access_log, access_writer) = if config.logging.access_log {
-        let (tx, writer) = access_log::Writer::spawn().map_err(StartError::Spawn)?;
-        (Some(tx), Some(writer))
+    let mut members = Membership::new(health_tx);
+    members.apply(&config, Instant::now());
+    let access_log = if config.logging.access_log {
+        Some(access_log::Writer::spawn().map_err(StartError::Spawn)?)
     } else {
-        (None, None)
+        None
     };
+    let plan = Arc::new(shard_plan(
+        &config,
+        shard_count,
+        &members,
+        access_log.as_ref().map(|(tx, _)| tx),
+    ));
+    let (event_tx, event_rx) = bounded::<ShardEvent>(shard_count * 64 + 64);
     let mut shards = Vec::with_capacity(shard_count);
-    for (index, listener) in listeners.into_iter().enumerate() {
+    for (index, sockets) in sockets.into_iter().enumerate() {
         let (command_tx, command_rx) = bounded(COMMAND_QUEUE);
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let thread = shard::spawn(ShardStart {
             index,
             core,
             driver,
-            listener,
-            settings: settings.clone(),
-            backends: Arc::clone(&specs),
+            plan: Arc::clone(&plan),
+            sockets,
             commands: command_rx,
             events: event_tx.clone(),
-            access_log: access_log.clone(),
         })?;
         shards.push(ShardLink {
             commands: command_tx,
@@ -198,38 +207,54 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     }
     let (control_tx, control_rx) = bounded(64);
     let handle = ServerHandle { tx: control_tx };
-    let admin_server = admin::spawn(admin_listener, handle.clone()).map_err(StartError::Spawn)?;
+    let admin_access = Arc::new(Mutex::new(AdminAccess {
+        token: config.admin.token.clone(),
+        hosts: config.admin.hosts.clone(),
+    }));
+    let admin_server = admin::spawn(admin_listener, handle.clone(), Arc::clone(&admin_access))
+        .map_err(StartError::Spawn)?;
     let admin_addr = admin_server.local_addr();
+    let listeners: Vec<(String, SocketAddr)> = config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.address))
+        .collect();
+    let described: Vec<String> = listeners
+        .iter()
+        .map(|(name, address)| format!("{address} ({name})"))
+        .collect();
     log_info!(
-        "ringlb {} listening on {local_addr} with {shard_count} shard(s) ({}), admin on {admin_addr}, {} backend(s), {}",
+        "ringlb {} listening on {} with {shard_count} shard(s) ({}), admin on {admin_addr}, {} route(s), {} cluster(s), {} backend(s)",
         env!("CARGO_PKG_VERSION"),
+        described.join(", "),
         driver.as_str(),
-        config.backends.len(),
-        config.balancer.strategy.as_str()
+        config.routes.len(),
+        config.clusters.len(),
+        config.clusters.iter().map(|c| c.backends.len()).sum::<usize>(),
     );
+    for warning in &config.warnings {
+        log_warn!("{warning}");
+    }
 
-    let control = ControlThread {
+    let control = ControlThread::new(ControlStart {
         shards,
         events: event_rx,
         messages: control_rx,
-        ids,
+        config,
+        config_path: path,
         members,
         health: health_rx,
-        next_probe_shard: 0,
-        aggregate: Aggregate::new(shard_count, Instant::now()),
-        access_writer,
-        report_seq: 0,
+        access_log,
         io_driver: driver.as_str(),
-        strategy: config.balancer.strategy.as_str(),
-        grace: config.timeouts.shutdown_grace,
-        admin: Some(admin_server),
-    };
+        admin: admin_server,
+        admin_access,
+    });
     let thread = std::thread::Builder::new()
         .name("ringlb-control".into())
         .spawn(move || control.run())
         .map_err(StartError::Spawn)?;
     Ok(Server {
-        local_addr,
+        listeners,
         admin_addr,
         driver,
         shards: shard_count,
@@ -255,9 +280,9 @@ impl SignalForwarder {
     }
 
     /// Forwards, on a thread of its own: SIGTERM and SIGINT start a graceful
-    /// shutdown (a second one stops at once); SIGHUP re-reads `config_path` and
-    /// applies its backend table.
-    pub fn forward(self, handle: ServerHandle, config_path: Option<PathBuf>) -> io::Result<()> {
+    /// shutdown (a second one stops at once); SIGHUP re-reads the configuration
+    /// file and applies it.
+    pub fn forward(self, handle: ServerHandle) -> io::Result<()> {
         use signal_hook::consts::SIGHUP;
         let mut signals = self.signals;
         std::thread::Builder::new()
@@ -266,7 +291,13 @@ impl SignalForwarder {
                 let mut stopping = false;
                 for signal in signals.forever() {
                     match signal {
-                        SIGHUP => reload(&handle, config_path.as_deref()),
+                        SIGHUP => {
+                            log_info!("SIGHUP: reloading the configuration file");
+                            // The control thread logs what it applied or refused.
+                            if let Err(ReloadError::Unavailable) = handle.reload_file() {
+                                log_error!("SIGHUP: the control thread did not answer");
+                            }
+                        }
                         _ if stopping => handle.abort(),
                         _ => {
                             stopping = true;
@@ -276,21 +307,5 @@ impl SignalForwarder {
                 }
             })?;
         Ok(())
-    }
-}
-
-fn reload(handle: &ServerHandle, path: Option<&std::path::Path>) {
-    let Some(path) = path else {
-        log_warn!("SIGHUP ignored: no configuration file to reload");
-        return;
-    };
-    match crate::config::load(path) {
-        Ok(config) => {
-            log_info!("reloading backends from {}", path.display());
-            handle.set_backends(config.backends);
-        }
-        Err(errors) => {
-            log_error!("reload refused, keeping the running configuration:\n{errors}");
-        }
     }
 }

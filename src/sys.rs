@@ -94,6 +94,17 @@ pub fn disable_transparent_huge_pages() -> io::Result<()> {
     }
 }
 
+/// `prctl(PR_SET_THP_DISABLE, 0)`: transparent huge pages allowed again.
+pub fn enable_transparent_huge_pages() -> io::Result<()> {
+    // SAFETY: as above: integer arguments only, a flag on this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `mi_collect(false)`: mimalloc hands memory this thread freed a while ago back
 /// to the kernel.
 pub fn mimalloc_collect() {

@@ -13,7 +13,7 @@ fn post(admin: SocketAddr, path: &str) -> Reply {
     request(
         admin,
         format!(
-            "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .as_bytes(),
     )
@@ -70,7 +70,7 @@ fn listing_errors_and_reloads() {
 
     // An operator's drain survives a reload that keeps the backend.
     assert_eq!(post(admin, "/backends/app1/drain").status, 200);
-    h.server().handle().set_backends(h.backend_table(2));
+    h.set_backends(h.backend_table(2));
     let states = h.server().handle().backends().unwrap();
     assert_eq!(states[0].state, AdminState::Draining);
     assert_eq!(states[0].weight, 2);

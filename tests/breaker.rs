@@ -17,10 +17,10 @@ fn breaker_of(h: &Harness, name: &str) -> BreakerState {
 }
 
 fn breakers_on(c: &mut Config) {
-    c.circuit_breaker.enabled = true;
-    c.circuit_breaker.failure_threshold = 3;
-    c.circuit_breaker.open_for = OPEN_FOR;
-    c.circuit_breaker.half_open_probes = 1;
+    c.clusters[0].circuit_breaker.enabled = true;
+    c.clusters[0].circuit_breaker.failure_threshold = 3;
+    c.clusters[0].circuit_breaker.open_for = OPEN_FOR;
+    c.clusters[0].circuit_breaker.half_open_probes = 1;
 }
 
 both_drivers! {
@@ -30,7 +30,7 @@ both_drivers! {
         let h = Harness::start(driver, 1, |c| {
             breakers_on(c);
             c.timeouts.backend_response = Duration::from_millis(150);
-            c.backends.insert(0, BackendConfig { name: "flaky".into(), address, weight: 1 });
+            c.clusters[0].backends.insert(0, BackendConfig { name: "flaky".into(), address, weight: 1 });
         });
         // A POST whose turn is the silent backend gets a 504 and is not retried.
         let r = request(
@@ -78,7 +78,7 @@ fn server_errors_count_only_when_asked() {
     for (count_5xx, expected) in [(true, BreakerState::Open), (false, BreakerState::Closed)] {
         let h = Harness::start(ringlb::shard::Driver::Epoll, 1, |c| {
             breakers_on(c);
-            c.circuit_breaker.count_5xx = count_5xx;
+            c.clusters[0].circuit_breaker.count_5xx = count_5xx;
         });
         for _ in 0..3 {
             assert_eq!(get(h.addr, "/status/503").status, 503);

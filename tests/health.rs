@@ -16,11 +16,11 @@ const INTERVAL: Duration = Duration::from_millis(100);
 const TIMEOUT: Duration = Duration::from_millis(100);
 
 fn fast_checks(c: &mut Config) {
-    c.health_check.kind = CheckType::Http;
-    c.health_check.interval = INTERVAL;
-    c.health_check.timeout = TIMEOUT;
-    c.health_check.unhealthy_threshold = 2;
-    c.health_check.healthy_threshold = 2;
+    c.clusters[0].health_check.kind = CheckType::Http;
+    c.clusters[0].health_check.interval = INTERVAL;
+    c.clusters[0].health_check.timeout = TIMEOUT;
+    c.clusters[0].health_check.unhealthy_threshold = 2;
+    c.clusters[0].health_check.healthy_threshold = 2;
 }
 
 fn healthy(h: &Harness, name: &str) -> bool {
@@ -99,7 +99,7 @@ both_drivers! {
 fn backends_can_start_down_until_they_pass() {
     let h = Harness::start(Driver::IoUring, 1, |c| {
         fast_checks(c);
-        c.health_check.start_up = false;
+        c.clusters[0].health_check.start_up = false;
     });
     // Before two passing checks nothing is available; after, traffic flows.
     wait_until("app1 marked up", || healthy(&h, "app1"));
@@ -110,7 +110,7 @@ fn backends_can_start_down_until_they_pass() {
 fn a_failing_status_takes_a_backend_down() {
     let h = Harness::start(Driver::Epoll, 1, |c| {
         fast_checks(c);
-        c.health_check.path = "/status/503".into();
+        c.clusters[0].health_check.path = "/status/503".into();
     });
     wait_until("app1 marked down", || !healthy(&h, "app1"));
     // Shards apply the decision at their next command poll.
@@ -127,8 +127,8 @@ fn tcp_checks_only_connect() {
     let (address, accepted) = (silent.addr, &silent.accepted);
     let h = Harness::start(Driver::Epoll, 0, |c| {
         fast_checks(c);
-        c.health_check.kind = CheckType::Tcp;
-        c.backends.push(ringlb::config::BackendConfig {
+        c.clusters[0].health_check.kind = CheckType::Tcp;
+        c.clusters[0].backends.push(ringlb::config::BackendConfig {
             name: "silent".into(),
             address,
             weight: 1,
@@ -144,8 +144,8 @@ both_drivers! {
         use std::sync::Arc;
         let mut h = Harness::start(driver, 3, |c| {
             fast_checks(c);
-            c.circuit_breaker.enabled = true;
-            c.circuit_breaker.open_for = Duration::from_millis(200);
+            c.clusters[0].circuit_breaker.enabled = true;
+            c.clusters[0].circuit_breaker.open_for = Duration::from_millis(200);
         });
         wait_until("all healthy", || ["app1", "app2", "app3"].iter().all(|n| healthy(&h, n)));
         let addr = h.addr;
@@ -198,9 +198,9 @@ fn effective_weight(h: &Harness, name: &str) -> u32 {
 fn slow_start_ramps_a_returning_backend() {
     let mut h = Harness::start(Driver::Epoll, 2, |c| {
         fast_checks(c);
-        c.balancer.strategy = ringlb::config::Strategy::WeightedRoundRobin;
-        c.health_check.slow_start = Some(Duration::from_secs(2));
-        for b in &mut c.backends {
+        c.clusters[0].balancer.strategy = ringlb::config::Strategy::WeightedRoundRobin;
+        c.clusters[0].health_check.slow_start = Some(Duration::from_secs(2));
+        for b in &mut c.clusters[0].backends {
             b.weight = 10;
         }
     });

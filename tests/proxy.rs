@@ -30,8 +30,8 @@ both_drivers! {
 
     fn weighted_round_robin_is_smooth(driver) {
         let h = Harness::start(driver, 3, |c| {
-            c.balancer.strategy = Strategy::WeightedRoundRobin;
-            c.backends[0].weight = 5;
+            c.clusters[0].balancer.strategy = Strategy::WeightedRoundRobin;
+            c.clusters[0].backends[0].weight = 5;
         });
         let seq = names(h.addr, 14);
         assert_eq!(
@@ -41,7 +41,7 @@ both_drivers! {
     }
 
     fn least_conn_avoids_the_busy_backend(driver) {
-        let h = Harness::start(driver, 2, |c| c.balancer.strategy = Strategy::LeastConn);
+        let h = Harness::start(driver, 2, |c| c.clusters[0].balancer.strategy = Strategy::LeastConn);
         // Hold one slow request in flight; least-conn must send the rest elsewhere.
         let addr = h.addr;
         let slow = std::thread::spawn(move || get(addr, "/delay/1s"));
@@ -382,14 +382,14 @@ both_drivers! {
         assert_eq!(r.text(), "504 Gateway Timeout\n");
 
         // A backend that refuses connections.
-        h.server().handle().set_backends(vec![BackendConfig {
+        h.set_backends(vec![BackendConfig {
             name: "gone".into(),
             address: closed_port(),
             weight: 1,
         }]);
         wait_until("the new table", || get(h.addr, "/").status == 502);
-        // No backends at all.
-        h.server().handle().set_backends(vec![]);
+        // No backends at all: the runtime API removes the last one.
+        h.server().handle().remove_backend("gone").unwrap();
         wait_until("the empty table", || get(h.addr, "/").status == 503);
         let r = get(h.addr, "/");
         assert_eq!(r.text(), "503 Service Unavailable\n");
@@ -409,7 +409,7 @@ both_drivers! {
         }
         let h = Harness::start(driver, 0, |c| {
             c.timeouts.connect = Duration::from_millis(200);
-            c.backends.push(BackendConfig { name: "stuck".into(), address, weight: 1 });
+            c.clusters[0].backends.push(BackendConfig { name: "stuck".into(), address, weight: 1 });
         });
         let r = get(h.addr, "/");
         assert_eq!(r.status, 504);
@@ -473,7 +473,7 @@ both_drivers! {
         // In flight on app1 (round-robin starts there) when app1 is removed.
         let slow = std::thread::spawn(move || get(addr, "/delay/300ms"));
         wait_until("the slow request to reach app1", || h.origins[0].connections() == 1);
-        h.server().handle().set_backends(vec![BackendConfig {
+        h.set_backends(vec![BackendConfig {
             name: "app2".into(),
             address: h.origins[1].addr(),
             weight: 1,
@@ -488,9 +488,9 @@ both_drivers! {
     }
 
     fn a_new_backend_table_takes_effect(driver) {
-        let h = Harness::start(driver, 2, |c| c.backends.truncate(1));
+        let h = Harness::start(driver, 2, |c| c.clusters[0].backends.truncate(1));
         assert_eq!(get(h.addr, "/").text(), "app1\n");
-        h.server().handle().set_backends(vec![BackendConfig {
+        h.set_backends(vec![BackendConfig {
             name: "app2".into(),
             address: h.origins[1].addr(),
             weight: 1,

@@ -24,7 +24,7 @@ both_drivers! {
     fn idempotent_requests_move_to_another_backend(driver) {
         // Round-robin starts at the refusing backend for every other request.
         let h = Harness::start(driver, 1, |c| {
-            c.backends.insert(0, backend("refusing", closed_port()));
+            c.clusters[0].backends.insert(0, backend("refusing", closed_port()));
         });
         for _ in 0..10 {
             let r = get(h.addr, "/");
@@ -46,7 +46,7 @@ both_drivers! {
         let (silent, accepted) = (silent_backend.addr, &silent_backend.accepted);
         let h = Harness::start(driver, 1, |c| {
             c.timeouts.backend_response = Duration::from_millis(200);
-            c.backends.insert(0, backend("silent", silent));
+            c.clusters[0].backends.insert(0, backend("silent", silent));
         });
         // GET: times out on the silent backend, then succeeds on app1.
         let r = get(h.addr, "/");
@@ -77,7 +77,7 @@ both_drivers! {
 
     fn small_bodies_are_held_so_puts_can_be_retried(driver) {
         let h = Harness::start(driver, 1, |c| {
-            c.backends.insert(0, backend("refusing", closed_port()));
+            c.clusters[0].backends.insert(0, backend("refusing", closed_port()));
         });
         // Head and body in separate writes: ringlb reads the body in before trying.
         let mut s = connect(h.addr);
@@ -92,8 +92,10 @@ both_drivers! {
 #[test]
 fn max_retries_zero_means_no_retry() {
     let h = Harness::start(Driver::Epoll, 1, |c| {
-        c.retry.max_retries = 0;
-        c.backends.insert(0, backend("refusing", closed_port()));
+        c.clusters[0].retry.max_retries = 0;
+        c.clusters[0]
+            .backends
+            .insert(0, backend("refusing", closed_port()));
     });
     assert_eq!(get(h.addr, "/").status, 502);
     assert_eq!(get(h.addr, "/").status, 200);
@@ -103,13 +105,15 @@ fn max_retries_zero_means_no_retry() {
 fn the_retry_budget_stops_retry_storms() {
     // No budget from traffic: only the shard's reserve.
     let h = Harness::start(Driver::Epoll, 1, |c| {
-        c.retry.budget_percent = 0;
-        c.backends.insert(0, backend("refusing", closed_port()));
+        c.clusters[0].retry.budget_percent = 0;
+        c.clusters[0]
+            .backends
+            .insert(0, backend("refusing", closed_port()));
     });
     // While the budget lasts every request starts on the refusing backend (the
     // retry moves the turn past the good one). Once it is spent, a request that
     // starts there fails, and the turn alternates.
-    let reserve = ringlb::shard::RETRY_TOKENS_RESERVE as usize;
+    let reserve = ringlb::cluster::RETRY_TOKENS_RESERVE as usize;
     let statuses: Vec<u16> = (0..reserve + 4).map(|_| get(h.addr, "/").status).collect();
     assert!(
         statuses[..reserve].iter().all(|&s| s == 200),

@@ -143,7 +143,7 @@ fn metrics_are_valid_prometheus_text_and_agree_with_stats() {
         text.contains("ringlb_request_duration_seconds_count 30\n"),
         "{text}"
     );
-    assert!(text.contains("ringlb_backend_breaker_state{backend=\"app1\"} 0\n"));
+    assert!(text.contains("ringlb_backend_breaker_state{backend=\"app1\",cluster=\"default\"} 0\n"));
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn errors_are_counted_by_kind_and_backend() {
     let address = silent.addr;
     let h = Harness::start(Driver::Epoll, 0, |c| {
         c.timeouts.backend_response = std::time::Duration::from_millis(100);
-        c.backends.push(ringlb::config::BackendConfig {
+        c.clusters[0].backends.push(ringlb::config::BackendConfig {
             name: "silent".into(),
             address,
             weight: 1,
@@ -177,15 +177,15 @@ fn errors_are_counted_by_kind_and_backend() {
     assert_eq!(s["backends"][0]["failures"], 1);
     let metrics = get(h.server().admin_addr(), "/metrics").text();
     assert!(
-        metrics.contains("ringlb_errors_total{backend=\"silent\",kind=\"response_timeout\"} 1\n"),
+        metrics.contains("ringlb_errors_total{backend=\"silent\",cluster=\"default\",kind=\"response_timeout\"} 1\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("ringlb_errors_total{backend=\"\",kind=\"bad_request\"} 1\n"),
+        metrics.contains("ringlb_errors_total{backend=\"\",cluster=\"\",kind=\"bad_request\"} 1\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("ringlb_requests_total{backend=\"\",code=\"400\"} 1\n"),
+        metrics.contains("ringlb_requests_total{backend=\"\",cluster=\"\",code=\"400\"} 1\n"),
         "{metrics}"
     );
     silent.stop();

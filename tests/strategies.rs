@@ -20,7 +20,7 @@ fn counts(addr: std::net::SocketAddr, n: usize) -> HashMap<String, usize> {
 both_drivers! {
     fn random_and_p2c_use_every_backend(driver) {
         for strategy in [Strategy::Random, Strategy::P2c] {
-            let h = Harness::start(driver, 3, |c| c.balancer.strategy = strategy);
+            let h = Harness::start(driver, 3, |c| c.clusters[0].balancer.strategy = strategy);
             let got = counts(h.addr, 90);
             assert_eq!(got.len(), 3, "{strategy:?}: {got:?}");
         }
@@ -35,8 +35,8 @@ both_drivers! {
         )
         .unwrap();
         let h = Harness::start(driver, 1, |c| {
-            c.balancer.strategy = Strategy::LeastResponse;
-            c.backends.push(BackendConfig { name: "slow".into(), address: slow.addr(), weight: 1 });
+            c.clusters[0].balancer.strategy = Strategy::LeastResponse;
+            c.clusters[0].backends.push(BackendConfig { name: "slow".into(), address: slow.addr(), weight: 1 });
         });
         let got = counts(h.addr, 60);
         let to_slow = got.get("slow\n").copied().unwrap_or(0);
@@ -60,9 +60,9 @@ fn consistent_hashing_keeps_a_key_on_one_backend() {
             HashKey::Cookie("session".into()),
         ] {
             let h = Harness::start(Driver::Epoll, 3, |c| {
-                c.balancer.strategy = Strategy::ConsistentHash;
-                c.balancer.hash_algorithm = algorithm;
-                c.balancer.hash_key = key.clone();
+                c.clusters[0].balancer.strategy = Strategy::ConsistentHash;
+                c.clusters[0].balancer.hash_algorithm = algorithm;
+                c.clusters[0].balancer.hash_key = key.clone();
             });
             let mut used = std::collections::HashSet::new();
             for u in 0..30 {
@@ -89,8 +89,8 @@ fn consistent_hashing_keeps_a_key_on_one_backend() {
 #[test]
 fn path_and_client_ip_keys() {
     let h = Harness::start(Driver::IoUring, 3, |c| {
-        c.balancer.strategy = Strategy::ConsistentHash;
-        c.balancer.hash_key = HashKey::Path;
+        c.clusters[0].balancer.strategy = Strategy::ConsistentHash;
+        c.clusters[0].balancer.hash_key = HashKey::Path;
     });
     let mut used = std::collections::HashSet::new();
     for p in 0..30 {
@@ -103,14 +103,14 @@ fn path_and_client_ip_keys() {
     assert_eq!(used.len(), 3);
     // client-ip: every request from this test's address goes to one backend.
     let h = Harness::start(Driver::IoUring, 3, |c| {
-        c.balancer.strategy = Strategy::ConsistentHash;
+        c.clusters[0].balancer.strategy = Strategy::ConsistentHash;
     });
     let got = counts(h.addr, 12);
     assert_eq!(got.len(), 1, "{got:?}");
 }
 
 fn sticky_on(c: &mut ringlb::config::Config, secret: Option<&str>) {
-    c.balancer.sticky = Some(ringlb::config::StickyConfig {
+    c.clusters[0].balancer.sticky = Some(ringlb::config::StickyConfig {
         cookie: "srv".into(),
         ttl: Duration::from_secs(3600),
         secret: secret.map(str::to_string),
@@ -157,11 +157,31 @@ fn sticky_cookies_pin_a_client_to_its_backend() {
     let r = request(h.addr, &with_cookie("not-a-token"));
     assert_eq!(r.status, 200);
     assert_eq!(token_of(&r).len(), 32);
-    // When its backend is drained, the client moves and gets a new cookie.
+    // While its backend is drained, the client stays (as in HAProxy), but clients
+    // without a cookie go elsewhere.
     let name = first.text().trim().to_string();
     let admin = h.server().admin_addr();
-    let drain = format!("POST /backends/{name}/drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    assert_eq!(request(admin, drain.as_bytes()).status, 200);
+    let change = |action: &str| {
+        let raw = format!(
+            "POST /backends/{name}/{action} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(request(admin, raw.as_bytes()).status, 200);
+    };
+    change("drain");
+    wait_until("new clients to avoid the drained backend", || {
+        (0..3).all(|_| get(h.addr, "/").text() != first.text())
+    });
+    for _ in 0..4 {
+        let r = request(h.addr, &with_cookie(&token));
+        assert_eq!(
+            r.text(),
+            first.text(),
+            "a stuck client stays while draining"
+        );
+        assert_eq!(r.header("set-cookie"), None);
+    }
+    // Disabled, it takes nothing new: the client moves and gets a new cookie.
+    change("disable");
     wait_until("the client to move", || {
         request(h.addr, &with_cookie(&token)).text() != first.text()
     });
@@ -177,7 +197,7 @@ fn instances_with_the_same_secret_honour_each_others_cookies() {
     let backends = one.backend_table(1);
     let two = ringlb::start({
         let mut c = base_config(Driver::Epoll);
-        c.backends = backends;
+        c.clusters[0].backends = backends;
         sticky_on(&mut c, secret);
         c
     })

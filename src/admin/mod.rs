@@ -1,26 +1,39 @@
 //! `admin`: the admin listener, on its own port and its own thread.
 //!
-//! Owns the HTTP endpoints for operators: `GET /healthz`, `GET /stats` (JSON),
-//! `GET /metrics` (Prometheus), `GET /backends`, and
-//! `POST /backends/NAME/drain|enable|disable`, answered from the control thread
-//! through a `ServerHandle`. Served off the request path with blocking std sockets
-//! and short timeouts, one connection at a time. Binds to loopback by default; it
-//! has no authentication and must not be exposed to untrusted networks.
+//! Owns the HTTP endpoints for operators: `GET /healthz`, `/stats` (JSON),
+//! `/metrics` (Prometheus), `/backends`, `/clusters`; the runtime API that changes
+//! backends (add, remove, weight, drain, enable, disable) and `POST /reload`, all
+//! answered by the control thread through a `ServerHandle`. Guards them with an
+//! optional bearer token and, for changes, against what a web page could send
+//! ([`access`]). Served off the request path with blocking std sockets and short
+//! timeouts, one connection at a time.
+
+pub mod access;
+
+pub use access::AdminAccess;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::control::handle::{AdminState, BackendStatus, ServerHandle};
+use serde::Deserialize;
+
+use crate::config::{self, BackendConfig};
+use crate::control::handle::{
+    AdminState, ApiError, BackendStatus, ClusterStatus, ReloadError, ServerHandle,
+};
 use crate::log_debug;
 use crate::observe::exposition;
 use crate::observe::logging::escape_json;
+use access::{authorize, check_change, ChangeRequest, Refusal};
 
 /// Longest admin request head we read.
-const MAX_REQUEST: usize = 8 * 1024;
+const MAX_HEAD: usize = 8 * 1024;
+/// Longest admin request body we read.
+const MAX_BODY: usize = 64 * 1024;
 /// How long an admin client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -50,11 +63,16 @@ impl AdminServer {
 }
 
 /// Starts serving `listener` on a thread of its own.
-pub fn spawn(listener: TcpListener, server: ServerHandle) -> io::Result<AdminServer> {
+pub fn spawn(
+    listener: TcpListener,
+    server: ServerHandle,
+    access: Arc<Mutex<AdminAccess>>,
+) -> io::Result<AdminServer> {
     let mut address = listener.local_addr()?;
     if address.ip().is_unspecified() {
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    let bound = listener.local_addr()?;
     let stopping = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stopping);
     let thread = std::thread::Builder::new()
@@ -66,7 +84,13 @@ pub fn spawn(listener: TcpListener, server: ServerHandle) -> io::Result<AdminSer
                 }
                 match stream {
                     Ok(stream) => {
-                        if let Err(e) = handle(stream, &server) {
+                        let access = access.lock().map(|a| a.clone()).unwrap_or_default();
+                        let context = Context {
+                            server: &server,
+                            access: &access,
+                            address: bound,
+                        };
+                        if let Err(e) = handle(stream, &context) {
                             log_debug!("admin: {e}");
                         }
                     }
@@ -81,100 +105,397 @@ pub fn spawn(listener: TcpListener, server: ServerHandle) -> io::Result<AdminSer
     })
 }
 
-fn handle(mut stream: TcpStream, server: &ServerHandle) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    let mut buf = vec![0u8; MAX_REQUEST];
+/// What one admin request is answered with.
+struct Context<'a> {
+    server: &'a ServerHandle,
+    access: &'a AdminAccess,
+    /// The address the admin listener is bound to (for the `Host` check).
+    address: SocketAddr,
+}
+
+/// One admin request, read in full.
+struct AdminRequest {
+    method: String,
+    /// The target as sent (with its query).
+    target: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+impl AdminRequest {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// An answer: status, content type, body, and extra header lines.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    extra: &'static str,
+}
+
+impl Answer {
+    fn json(status: u16, body: String) -> Answer {
+        Answer {
+            status,
+            content_type: "application/json",
+            body,
+            extra: "",
+        }
+    }
+
+    fn text(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            content_type: "text/plain",
+            body: body.to_string(),
+            extra: "",
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Answer {
+        let mut body = String::from("{\"error\":\"");
+        escape_json(message, &mut body);
+        body.push_str("\"}\n");
+        Answer::json(status, body)
+    }
+}
+
+/// Reads one request (head and body) within the read timeout; `None` when the
+/// client closed first.
+fn read_request(stream: &mut TcpStream) -> Result<Option<AdminRequest>, Answer> {
+    let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
-    let (method, path) = loop {
-        let n = stream.read(&mut buf[len..])?;
+    let io_error = |_| Answer::error(400, "could not read the request");
+    let (request, head_len) = loop {
+        let n = stream.read(&mut buf[len..]).map_err(io_error)?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         len += n;
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => {
-                break (
-                    req.method.unwrap_or("").to_string(),
-                    req.path.unwrap_or("").to_string(),
-                );
+            Ok(httparse::Status::Complete(head_len)) => {
+                let request = AdminRequest {
+                    method: req.method.unwrap_or("").to_string(),
+                    target: req.path.unwrap_or("").to_string(),
+                    headers: req
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_string(), h.value.to_vec()))
+                        .collect(),
+                    body: Vec::new(),
+                };
+                break (request, head_len);
             }
-            Ok(httparse::Status::Partial) if len < MAX_REQUEST => {}
-            _ => return respond(&mut stream, 400, "text/plain", "bad request\n"),
+            Ok(httparse::Status::Partial) if len < MAX_HEAD => {}
+            _ => return Err(Answer::error(400, "bad request")),
         }
     };
-    let raw_path = path.clone();
-    let path = path.split('?').next().unwrap_or("");
+    let mut request = request;
+    if request.header("transfer-encoding").is_some() {
+        return Err(Answer::error(411, "send the body with a Content-Length"));
+    }
+    let length = match request.header("content-length") {
+        None => 0,
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| Answer::error(400, "invalid Content-Length"))?,
+    };
+    if length > MAX_BODY {
+        return Err(Answer::error(413, "body larger than 64 KiB"));
+    }
+    let mut body = buf[head_len..len].to_vec();
+    body.truncate(length);
+    while body.len() < length {
+        let mut chunk = vec![0u8; length - body.len()];
+        let n = stream.read(&mut chunk).map_err(io_error)?;
+        if n == 0 {
+            return Err(Answer::error(400, "body shorter than its Content-Length"));
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    request.body = body;
+    Ok(Some(request))
+}
+
+fn handle(mut stream: TcpStream, context: &Context<'_>) -> io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+    let answer = match read_request(&mut stream) {
+        Ok(Some(request)) => answer(&request, context),
+        Ok(None) => return Ok(()),
+        Err(answer) => answer,
+    };
+    respond(&mut stream, &answer)
+}
+
+/// What an endpoint does, once its path is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Healthz,
+    Stats,
+    Metrics,
+    Backends,
+    Backend,
+    BackendAction,
+    Clusters,
+    Cluster,
+    ClusterBackends,
+    Reload,
+}
+
+impl Endpoint {
+    /// The methods it takes, for 405's `Allow`.
+    fn allow(self) -> &'static str {
+        match self {
+            Endpoint::Healthz => "GET, HEAD",
+            Endpoint::Backend => "GET, PUT, DELETE",
+            Endpoint::BackendAction | Endpoint::ClusterBackends | Endpoint::Reload => "POST",
+            _ => "GET",
+        }
+    }
+
+    fn allows(self, method: &str) -> bool {
+        self.allow().split(", ").any(|m| m == method)
+    }
+}
+
+fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
+    let path = request.target.split('?').next().unwrap_or("");
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (method.as_str(), segments.as_slice()) {
-        ("GET" | "HEAD", ["healthz"]) => respond(&mut stream, 200, "text/plain", "ok\n"),
-        ("GET", ["stats"]) => {
-            let shard = match query_param(&raw_path, "shard").map(str::parse::<usize>) {
+    let endpoint = match segments.as_slice() {
+        ["healthz"] => Endpoint::Healthz,
+        ["stats"] => Endpoint::Stats,
+        ["metrics"] => Endpoint::Metrics,
+        ["backends"] => Endpoint::Backends,
+        ["backends", _] => Endpoint::Backend,
+        ["backends", _, "drain" | "enable" | "disable"] => Endpoint::BackendAction,
+        ["clusters"] => Endpoint::Clusters,
+        ["clusters", _] => Endpoint::Cluster,
+        ["clusters", _, "backends"] => Endpoint::ClusterBackends,
+        ["reload"] => Endpoint::Reload,
+        _ => return Answer::error(404, "not found"),
+    };
+    let method = request.method.as_str();
+    let open = endpoint == Endpoint::Healthz && matches!(method, "GET" | "HEAD");
+    if !open {
+        if let Err(refusal) = authorize(context.access, request.header("authorization")) {
+            return refused(refusal);
+        }
+    }
+    if !endpoint.allows(method) {
+        let mut answer = Answer::error(405, "method not allowed");
+        answer.extra = match endpoint.allow() {
+            "GET, HEAD" => "Allow: GET, HEAD\r\n",
+            "GET, PUT, DELETE" => "Allow: GET, PUT, DELETE\r\n",
+            "POST" => "Allow: POST\r\n",
+            _ => "Allow: GET\r\n",
+        };
+        return answer;
+    }
+    if matches!(method, "POST" | "PUT" | "DELETE") {
+        let change = ChangeRequest {
+            host: request.header("host"),
+            origin: request.header("origin"),
+            fetch_site: request.header("sec-fetch-site"),
+            content_type: request.header("content-type"),
+        };
+        if let Err(refusal) = check_change(context.access, context.address, &change) {
+            return refused(refusal);
+        }
+    }
+    let server = context.server;
+    match (endpoint, method, segments.as_slice()) {
+        (Endpoint::Healthz, _, _) => Answer::text(200, "ok\n"),
+        (Endpoint::Stats, _, _) => {
+            let shard = match query_param(&request.target, "shard").map(str::parse::<usize>) {
                 None => None,
                 Some(Ok(n)) => Some(n),
-                Some(Err(_)) => {
-                    return respond(&mut stream, 400, "text/plain", "shard must be a number\n")
-                }
+                Some(Err(_)) => return Answer::error(400, "shard must be a number"),
             };
             match server.report(shard, REPORT_WAIT) {
-                Some(report) => {
-                    let body = exposition::stats_json(&report);
-                    respond(&mut stream, 200, "application/json", &body)
-                }
-                None => respond(&mut stream, 404, "text/plain", "no such shard\n"),
+                Some(report) => Answer::json(200, exposition::stats_json(&report)),
+                None => Answer::error(404, "no such shard"),
             }
         }
-        ("GET", ["metrics"]) => match server.report(None, REPORT_WAIT) {
-            Some(report) => {
-                let body = exposition::metrics_text(&report);
-                respond(&mut stream, 200, "text/plain; version=0.0.4", &body)
-            }
-            None => respond(
-                &mut stream,
-                503,
-                "text/plain",
-                "control thread unavailable\n",
-            ),
+        (Endpoint::Metrics, _, _) => match server.report(None, REPORT_WAIT) {
+            Some(report) => Answer {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: exposition::metrics_text(&report),
+                extra: "",
+            },
+            None => unavailable(),
         },
-        ("GET", ["backends"]) => match server.backends() {
-            Some(list) => {
-                let items: Vec<String> = list.iter().map(backend_json).collect();
-                let body = format!("[{}]\n", items.join(","));
-                respond(&mut stream, 200, "application/json", &body)
-            }
-            None => respond(
-                &mut stream,
-                503,
-                "text/plain",
-                "control thread unavailable\n",
-            ),
+        (Endpoint::Backends, _, _) => match server.backends() {
+            Some(list) => Answer::json(200, json_list(list.iter().map(backend_json))),
+            None => unavailable(),
         },
-        ("POST", ["backends", name, action]) => {
-            let state = match *action {
-                "drain" => AdminState::Draining,
-                "enable" => AdminState::Enabled,
-                "disable" => AdminState::Disabled,
-                _ => return respond(&mut stream, 404, "text/plain", "not found\n"),
-            };
+        (Endpoint::Backend, "GET", [_, name]) => match server.backends() {
+            Some(list) => match list.iter().find(|b| b.name == *name) {
+                Some(b) => Answer::json(200, format!("{}\n", backend_json(b))),
+                None => api_error(&ApiError::NoBackend(name.to_string())),
+            },
+            None => unavailable(),
+        },
+        (Endpoint::Backend, "DELETE", [_, name]) => backend_answer(server.remove_backend(name)),
+        (Endpoint::Backend, "PUT", [_, name]) => update_backend(server, name, &request.body),
+        (Endpoint::BackendAction, _, [_, name, action]) => {
+            let state = AdminState::parse(action).unwrap_or(AdminState::Enabled);
             match server.set_admin_state(name, state) {
-                Some(status) => {
-                    let body = format!("{}\n", backend_json(&status));
-                    respond(&mut stream, 200, "application/json", &body)
-                }
-                None => {
-                    let mut body = String::from("{\"error\":\"no backend named ");
-                    escape_json(name, &mut body);
-                    body.push_str("\"}\n");
-                    respond(&mut stream, 404, "application/json", &body)
-                }
+                Some(status) => Answer::json(200, format!("{}\n", backend_json(&status))),
+                None => api_error(&ApiError::NoBackend(name.to_string())),
             }
         }
-        (_, ["healthz"] | ["backends"] | ["backends", _, _] | ["stats"] | ["metrics"]) => {
-            respond(&mut stream, 405, "text/plain", "method not allowed\n")
+        (Endpoint::Clusters, _, _) => match server.clusters() {
+            Some(list) => Answer::json(200, json_list(list.iter().map(cluster_json))),
+            None => unavailable(),
+        },
+        (Endpoint::Cluster, _, [_, name]) => match server.clusters() {
+            Some(list) => match list.iter().find(|c| c.name == *name) {
+                Some(c) => Answer::json(200, format!("{}\n", cluster_json(c))),
+                None => api_error(&ApiError::NoCluster(name.to_string())),
+            },
+            None => unavailable(),
+        },
+        (Endpoint::ClusterBackends, _, [_, cluster, _]) => {
+            add_backend(server, cluster, &request.body)
         }
-        _ => respond(&mut stream, 404, "text/plain", "not found\n"),
+        (Endpoint::Reload, _, _) => reload(server),
+        _ => Answer::error(404, "not found"),
+    }
+}
+
+fn refused(refusal: Refusal) -> Answer {
+    let mut answer = Answer::error(refusal.status(), refusal.reason());
+    if refusal == Refusal::Unauthorized {
+        answer.extra = "WWW-Authenticate: Bearer realm=\"ringlb admin\"\r\n";
+    }
+    answer
+}
+
+fn unavailable() -> Answer {
+    Answer::error(503, "control thread unavailable")
+}
+
+fn api_error(error: &ApiError) -> Answer {
+    Answer::error(error.status(), &error.to_string())
+}
+
+fn backend_answer(result: Result<BackendStatus, ApiError>) -> Answer {
+    match result {
+        Ok(status) => Answer::json(200, format!("{}\n", backend_json(&status))),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// `POST /clusters/NAME/backends`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBackend {
+    name: String,
+    address: String,
+    #[serde(default = "one")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `PUT /backends/NAME`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendChange {
+    weight: Option<u32>,
+    state: Option<String>,
+}
+
+/// Parses a JSON body, or says what is wrong with it.
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Answer> {
+    serde_json::from_slice(body).map_err(|e| Answer::error(400, &format!("invalid JSON body: {e}")))
+}
+
+fn add_backend(server: &ServerHandle, cluster: &str, body: &[u8]) -> Answer {
+    let new: NewBackend = match parse_body(body) {
+        Ok(new) => new,
+        Err(answer) => return answer,
+    };
+    let address = match config::parse_address(&new.address) {
+        Ok(address) => address,
+        Err(message) => return Answer::error(400, &format!("address: {message}")),
+    };
+    let backend = BackendConfig {
+        name: new.name,
+        address,
+        weight: new.weight,
+    };
+    match server.add_backend(cluster, backend) {
+        Ok(status) => Answer::json(201, format!("{}\n", backend_json(&status))),
+        Err(e) => api_error(&e),
+    }
+}
+
+fn update_backend(server: &ServerHandle, name: &str, body: &[u8]) -> Answer {
+    let change: BackendChange = match parse_body(body) {
+        Ok(change) => change,
+        Err(answer) => return answer,
+    };
+    let state = match change.state.as_deref().map(AdminState::parse) {
+        None => None,
+        Some(Some(state)) => Some(state),
+        Some(None) => {
+            return Answer::error(
+                400,
+                "state: expected \"enabled\", \"drain\" or \"disabled\"",
+            )
+        }
+    };
+    if change.weight.is_none() && state.is_none() {
+        return Answer::error(400, "nothing to change: give weight and/or state");
+    }
+    backend_answer(server.update_backend(name, change.weight, state))
+}
+
+fn reload(server: &ServerHandle) -> Answer {
+    match server.reload_file() {
+        Ok(outcome) => {
+            let list = |items: &[String]| json_list(items.iter().map(|s| json_string(s)));
+            Answer::json(
+                200,
+                format!(
+                    "{{\"reloaded\":true,\"restart_needed\":{},\"listeners_added\":{},\"listeners_removed\":{},\"warnings\":{}}}\n",
+                    list(&outcome.restart_needed).trim_end(),
+                    list(&outcome.listeners_added).trim_end(),
+                    list(&outcome.listeners_removed).trim_end(),
+                    list(&outcome.warnings).trim_end(),
+                ),
+            )
+        }
+        Err(ReloadError::Invalid(errors)) => {
+            let items: Vec<String> = errors
+                .0
+                .iter()
+                .map(|e| json_string(&e.to_string()))
+                .collect();
+            Answer::json(
+                400,
+                format!(
+                    "{{\"error\":\"the configuration was refused; the running one stays\",\"errors\":[{}]}}\n",
+                    items.join(",")
+                ),
+            )
+        }
+        Err(ReloadError::Unavailable) => unavailable(),
+        Err(e) => Answer::error(409, &e.to_string()),
     }
 }
 
@@ -190,12 +511,24 @@ fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    escape_json(s, &mut out);
+    out.push('"');
+    out
+}
+
+fn json_list(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    format!("[{}]\n", items.join(","))
+}
+
 /// One backend as a JSON object.
 fn backend_json(b: &BackendStatus) -> String {
-    let mut name = String::new();
-    escape_json(&b.name, &mut name);
     format!(
-        "{{\"name\":\"{name}\",\"address\":\"{}\",\"weight\":{},\"effective_weight\":{},\"state\":\"{}\",\"healthy\":{},\"breaker\":\"{}\"}}",
+        "{{\"name\":{},\"cluster\":{},\"address\":\"{}\",\"weight\":{},\"effective_weight\":{},\"state\":\"{}\",\"healthy\":{},\"breaker\":\"{}\"}}",
+        json_string(&b.name),
+        json_string(&b.cluster),
         b.address,
         b.weight,
         b.effective_weight,
@@ -205,18 +538,40 @@ fn backend_json(b: &BackendStatus) -> String {
     )
 }
 
-fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) -> io::Result<()> {
+/// One cluster as a JSON object.
+fn cluster_json(c: &ClusterStatus) -> String {
+    let backends: Vec<String> = c.backends.iter().map(backend_json).collect();
+    format!(
+        "{{\"name\":{},\"strategy\":\"{}\",\"backends\":[{}]}}",
+        json_string(&c.name),
+        c.strategy,
+        backends.join(",")
+    )
+}
+
+fn respond(stream: &mut TcpStream, answer: &Answer) -> io::Result<()> {
+    let status = answer.status;
     let reason = match status {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
-        503 => "Service Unavailable",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nServer: ringlb\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {status} {reason}\r\nServer: ringlb\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n{}",
+        answer.content_type,
+        answer.body.len(),
+        answer.extra,
+        answer.body
     );
     stream.write_all(response.as_bytes())?;
     let _ = stream.shutdown(Shutdown::Write);

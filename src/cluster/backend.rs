@@ -22,8 +22,11 @@ pub type BackendId = u32;
 pub enum Availability {
     /// Healthy, breaker closed, enabled.
     Available,
-    /// Down, breaker open, drained or disabled.
+    /// Down, breaker open, or disabled.
     Unavailable,
+    /// Drained by an operator: only clients stuck to it by a sticky cookie send it
+    /// new requests; what is in flight finishes.
+    Draining,
     /// Breaker half-open: this many probe requests may still be sent from this shard.
     Probing(u32),
 }
@@ -56,8 +59,8 @@ pub struct Backend {
     latency_ewma: Cell<f64>,
     /// When `latency_ewma` was last updated.
     latency_at: Cell<Option<Instant>>,
-    /// The sticky cookie value naming it, when sticky sessions are on.
-    sticky_token: std::cell::OnceCell<Box<str>>,
+    /// The sticky cookie value naming it, when its cluster has sticky sessions.
+    sticky_token: RefCell<Option<Box<str>>>,
     /// Least-conn's index of this shard's table and this backend's leaf in it, so
     /// that every change to its load, weight or availability re-keys the leaf.
     load_leaf: RefCell<Option<(Rc<LoadIndex>, usize)>>,
@@ -86,7 +89,7 @@ impl Backend {
             stats: BackendStats::default(),
             latency_ewma: Cell::new(0.0),
             latency_at: Cell::new(None),
-            sticky_token: std::cell::OnceCell::new(),
+            sticky_token: RefCell::new(None),
             load_leaf: RefCell::new(None),
         }
     }
@@ -97,8 +100,15 @@ impl Backend {
         match self.available.get() {
             Availability::Available => true,
             Availability::Probing(n) => n > 0,
-            Availability::Unavailable => false,
+            Availability::Unavailable | Availability::Draining => false,
         }
+    }
+
+    /// Whether a client stuck to it by a sticky cookie may still be sent to it:
+    /// when it is available, and while an operator drains it.
+    #[inline]
+    pub fn takes_sticky(&self) -> bool {
+        self.available.get() == Availability::Draining || self.is_available()
     }
 
     /// What the control thread last decided.
@@ -113,7 +123,7 @@ impl Backend {
         match availability {
             Availability::Unavailable => self.pool.clear(),
             Availability::Probing(_) => self.report_success.set(true),
-            Availability::Available => {}
+            Availability::Available | Availability::Draining => {}
         }
     }
 
@@ -199,14 +209,19 @@ impl Backend {
         (self.faded_latency(now, decay) + 1.0) * f64::from(self.in_flight() + 1)
     }
 
-    /// The sticky cookie value naming it, if sticky sessions are on.
-    pub fn sticky_token(&self) -> Option<&str> {
-        self.sticky_token.get().map(|t| &**t)
+    /// Whether `token` is the sticky cookie value naming it.
+    pub fn has_sticky_token(&self, token: &str) -> bool {
+        self.sticky_token.borrow().as_deref() == Some(token)
     }
 
-    /// Sets its sticky cookie value (once, when the table is built).
-    pub fn set_sticky_token(&self, token: String) {
-        let _ = self.sticky_token.set(token.into());
+    /// Its sticky cookie value, if its cluster has sticky sessions.
+    pub fn sticky_token(&self) -> Option<std::cell::Ref<'_, str>> {
+        std::cell::Ref::filter_map(self.sticky_token.borrow(), |t| t.as_deref()).ok()
+    }
+
+    /// Sets (or clears) its sticky cookie value, when its cluster's table is built.
+    pub fn set_sticky_token(&self, token: Option<String>) {
+        *self.sticky_token.borrow_mut() = token.map(String::into_boxed_str);
     }
 
     /// Requests in flight from this shard.

@@ -1,9 +1,12 @@
 //! `config::check`: the range and consistency rules.
 //!
 //! Owns `Config::validate` (for configurations built in code) and the rules every
-//! file goes through after conversion, and `Config::summary` for `ringlb check`.
-//! Each rule names its key; every broken rule is reported, not only the first.
+//! file goes through after conversion: ranges, names, and the cross-references
+//! between listeners, routes and clusters. Also `Config::summary` for `ringlb
+//! check`. Each rule names its key; every broken rule is reported, not only the
+//! first, and problems that do not stop the configuration are warnings.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::error::Errors;
@@ -20,13 +23,65 @@ fn is_prime(n: u32) -> bool {
 /// not overflow.
 const MAX_DURATION: Duration = Duration::from_secs(168 * 3600);
 
+/// A token character (RFC 9110 §5.6.2): header names, methods, cookie names.
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_tchar)
+}
+
+/// A name of a listener, route, cluster or backend.
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+}
+
+const NAME_RULE: &str = "expected 1-64 characters of A-Z a-z 0-9 _ . -";
+
+/// A field value ringlb may write: visible ASCII, spaces and tabs, no line breaks.
+fn is_field_value(s: &str) -> bool {
+    s.bytes().all(|c| c == b'\t' || (b' '..0x7f).contains(&c))
+}
+
+/// Fields a route may not set or remove: they frame the message or belong to one
+/// hop, and ringlb writes them itself.
+const FRAMING_FIELDS: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// A host name (`api.example.com`), or an IP address: what `host` may name.
+fn is_host(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && (s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+            || (s.starts_with('[') && s.ends_with(']')))
+}
+
+/// The position of the first entry before `index` whose `key` equals the one at
+/// `index`.
+fn earlier<T, K: PartialEq>(items: &[T], index: usize, key: impl Fn(&T) -> K) -> Option<usize> {
+    let wanted = key(&items[index]);
+    items[..index].iter().position(|other| key(other) == wanted)
+}
+
 impl Config {
     /// Checks the range and consistency rules (the same ones the file goes through).
     pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let mut errors = Errors {
-            file: "config",
-            list: Vec::new(),
-        };
+        let mut errors = Errors::new("config");
         self.check(&mut errors);
         if errors.list.is_empty() {
             Ok(())
@@ -36,6 +91,20 @@ impl Config {
     }
 
     pub(super) fn check(&self, errors: &mut Errors<'_>) {
+        self.check_process(errors);
+        self.check_admin(errors);
+        self.check_listeners(errors);
+        self.check_routes(errors);
+        for index in 0..self.clusters.len() {
+            self.check_cluster(index, errors);
+        }
+        if self.clusters.is_empty() {
+            errors.push("clusters", "at least one [[clusters]] entry is required");
+        }
+        self.check_backend_names(errors);
+    }
+
+    fn check_process(&self, errors: &mut Errors<'_>) {
         if self.server.shards > 1024 {
             errors.push(
                 "server.shards",
@@ -67,15 +136,6 @@ impl Config {
                 "must be at least 1 (omit it for no limit)",
             );
         }
-        if self.upstream.max_idle_per_backend > 100_000 {
-            errors.push(
-                "upstream.max_idle_per_backend",
-                format!(
-                    "must be at most 100000, got {}",
-                    self.upstream.max_idle_per_backend
-                ),
-            );
-        }
         let t = &self.timeouts;
         for (key, d) in [
             ("timeouts.connect", t.connect),
@@ -83,27 +143,273 @@ impl Config {
             ("timeouts.idle", t.idle),
             ("timeouts.backend_response", t.backend_response),
             ("timeouts.shutdown_grace", t.shutdown_grace),
-            ("upstream.idle_timeout", self.upstream.idle_timeout),
-            ("health_check.interval", self.health_check.interval),
-            ("health_check.timeout", self.health_check.timeout),
-            ("circuit_breaker.open_for", self.circuit_breaker.open_for),
+        ] {
+            check_duration(errors, key, d);
+        }
+    }
+
+    fn check_admin(&self, errors: &mut Errors<'_>) {
+        let admin = &self.admin;
+        match &admin.token {
+            Some(token) if token.len() < 16 || !token.bytes().all(|c| c.is_ascii_graphic()) => {
+                errors.push(
+                    "admin.token",
+                    "must be at least 16 visible ASCII characters (no spaces)",
+                )
+            }
+            None if !admin.listen.ip().is_loopback() => errors.push(
+                "admin.token",
+                format!(
+                    "required because admin.listen ({}) is not a loopback address: the admin \
+                     API can change what the balancer does. Set admin.token (or \
+                     RINGLB_ADMIN_TOKEN) to a secret of 16 or more characters, or listen on \
+                     127.0.0.1",
+                    admin.listen
+                ),
+            ),
+            _ => {}
+        }
+        for (i, host) in admin.hosts.iter().enumerate() {
+            if !is_host(host) {
+                errors.push(
+                    format!("admin.hosts[{i}]"),
+                    format!("expected a host name like lb.internal, got {host:?}"),
+                );
+            }
+        }
+    }
+
+    /// The key naming listener `i`'s address (the short form's is `server.listen`).
+    fn listener_key(&self, i: usize, field: &str) -> String {
+        match self.form {
+            Form::Short => "server.listen".to_string(),
+            Form::Full => format!("listeners[{i}].{field}"),
+        }
+    }
+
+    fn check_listeners(&self, errors: &mut Errors<'_>) {
+        if self.listeners.is_empty() {
+            errors.push("listeners", "at least one [[listeners]] entry is required");
+        }
+        let same_socket = |a: SocketAddr, b: SocketAddr| a == b && a.port() != 0;
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !is_name(&l.name) {
+                errors.push(
+                    self.listener_key(i, "name"),
+                    format!("{NAME_RULE}, got {:?}", l.name),
+                );
+            }
+            if let Some(j) = earlier(&self.listeners, i, |l| l.name.clone()) {
+                errors.push(
+                    self.listener_key(i, "name"),
+                    format!("{:?} is already the name of listeners[{j}]", l.name),
+                );
+            }
+            if let Some(j) = self.listeners[..i]
+                .iter()
+                .position(|o| same_socket(o.address, l.address))
+            {
+                errors.push(
+                    self.listener_key(i, "address"),
+                    format!("{} is already the address of listeners[{j}]", l.address),
+                );
+            }
+            if same_socket(l.address, self.admin.listen) {
+                errors.push(
+                    "admin.listen",
+                    format!("must differ from the address of listener {}", l.name),
+                );
+            }
+            if !l.name.is_empty() && !self.routes.iter().any(|r| r.listener == l.name) {
+                errors.push(
+                    self.listener_key(i, "name"),
+                    format!(
+                        "listener {:?} has no route: add a [[routes]] entry with listener = {:?}",
+                        l.name, l.name
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_routes(&self, errors: &mut Errors<'_>) {
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if !is_name(&r.name) {
+                errors.push(key("name"), format!("{NAME_RULE}, got {:?}", r.name));
+            }
+            if let Some(j) = earlier(&self.routes, i, |r| r.name.clone()) {
+                errors.push(
+                    key("name"),
+                    format!("{:?} is already the name of routes[{j}]", r.name),
+                );
+            }
+            if !r.listener.is_empty() && !self.listeners.iter().any(|l| l.name == r.listener) {
+                errors.push(
+                    key("listener"),
+                    format!("no listener is named {:?}", r.listener),
+                );
+            }
+            if !r.cluster.is_empty() && self.cluster(&r.cluster).is_none() {
+                errors.push(
+                    key("cluster"),
+                    format!("no cluster is named {:?}", r.cluster),
+                );
+            }
+            if let Some(host) = &r.host {
+                let name = host.strip_prefix("*.").unwrap_or(host);
+                if !is_host(name) || name.contains('*') {
+                    errors.push(
+                        key("host"),
+                        format!(
+                            "expected a host like api.example.com or *.example.com, got {host:?}"
+                        ),
+                    );
+                }
+            }
+            match &r.path {
+                Some(PathRule::Exact(p)) | Some(PathRule::Prefix(p)) => {
+                    let field = match r.path {
+                        Some(PathRule::Exact(_)) => "path",
+                        _ => "path_prefix",
+                    };
+                    if !p.starts_with('/') || p.bytes().any(|c| c <= b' ' || c == 0x7f || c == b'?')
+                    {
+                        errors.push(
+                            key(field),
+                            format!(
+                                "expected a path starting with / (no spaces, no query), got {p:?}"
+                            ),
+                        );
+                    }
+                }
+                None => {}
+            }
+            if r.strip_prefix && !matches!(r.path, Some(PathRule::Prefix(_))) {
+                errors.push(key("strip_prefix"), "needs a path_prefix to strip");
+            }
+            for (m, method) in r.methods.iter().enumerate() {
+                if !is_token(method) {
+                    errors.push(
+                        format!("routes[{i}].methods[{m}]"),
+                        format!("expected a method like GET, got {method:?}"),
+                    );
+                }
+            }
+            for (table, pairs) in [
+                ("headers", &r.headers),
+                ("set_request_headers", &r.set_request_headers),
+            ] {
+                for (name, value) in pairs {
+                    let field = format!("routes[{i}].{table}.{name}");
+                    if !is_token(name) {
+                        errors.push(field.clone(), "expected a header name");
+                    } else if !is_field_value(value) {
+                        errors.push(
+                            field.clone(),
+                            "expected a value of visible characters, spaces and tabs",
+                        );
+                    }
+                    if table != "headers" && FRAMING_FIELDS.contains(&name.as_str()) {
+                        errors.push(
+                            field,
+                            "ringlb writes this field itself; a route cannot set it",
+                        );
+                    }
+                }
+            }
+            for (n, name) in r.remove_request_headers.iter().enumerate() {
+                let field = format!("routes[{i}].remove_request_headers[{n}]");
+                if !is_token(name) {
+                    errors.push(field, format!("expected a header name, got {name:?}"));
+                } else if FRAMING_FIELDS.contains(&name.as_str()) || name == "host" {
+                    errors.push(
+                        field,
+                        format!("ringlb needs {name:?}; a route cannot remove it"),
+                    );
+                }
+            }
+            if let Some(j) = self.routes[..i].iter().position(|o| o.same_match(r)) {
+                errors.warn(
+                    format!("routes[{i}]"),
+                    format!(
+                        "matches exactly what routes[{j}] ({}) matches, which comes first: it can never match",
+                        self.routes[j].name
+                    ),
+                );
+            }
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            if !c.name.is_empty() && !self.routes.iter().any(|r| r.cluster == c.name) {
+                errors.warn(
+                    format!("clusters[{i}]"),
+                    format!("no route uses cluster {:?}", c.name),
+                );
+            }
+        }
+    }
+
+    fn check_cluster(&self, index: usize, errors: &mut Errors<'_>) {
+        let c = &self.clusters[index];
+        let keys = Keys::of_cluster(self.form, index);
+        if self.form == Form::Full {
+            if !is_name(&c.name) {
+                errors.push(
+                    format!("clusters[{index}].name"),
+                    format!("{NAME_RULE}, got {:?}", c.name),
+                );
+            }
+            if let Some(j) = earlier(&self.clusters, index, |c| c.name.clone()) {
+                errors.push(
+                    format!("clusters[{index}].name"),
+                    format!("{:?} is already the name of clusters[{j}]", c.name),
+                );
+            }
+        }
+        if c.upstream.max_idle_per_backend > 100_000 {
+            errors.push(
+                keys.of("upstream", "max_idle_per_backend"),
+                format!(
+                    "must be at most 100000, got {}",
+                    c.upstream.max_idle_per_backend
+                ),
+            );
+        }
+        let hc = &c.health_check;
+        for (key, d) in [
+            (keys.of("upstream", "idle_timeout"), c.upstream.idle_timeout),
+            (keys.of("health_check", "interval"), hc.interval),
+            (keys.of("health_check", "timeout"), hc.timeout),
             (
-                "health_check.slow_start",
-                self.health_check
-                    .slow_start
+                keys.of("circuit_breaker", "open_for"),
+                c.circuit_breaker.open_for,
+            ),
+            (
+                keys.of("health_check", "slow_start"),
+                hc.slow_start.unwrap_or(Duration::from_secs(1)),
+            ),
+            (
+                keys.of("timeouts", "connect"),
+                c.timeouts.connect.unwrap_or(Duration::from_secs(1)),
+            ),
+            (
+                keys.of("timeouts", "backend_response"),
+                c.timeouts
+                    .backend_response
                     .unwrap_or(Duration::from_secs(1)),
             ),
         ] {
-            if d.is_zero() {
-                errors.push(key, "must be greater than zero");
-            } else if d > MAX_DURATION {
-                errors.push(key, "must be at most 168h (one week)");
-            }
+            check_duration(errors, &key, d);
         }
-        let hc = &self.health_check;
         for (key, n) in [
-            ("health_check.unhealthy_threshold", hc.unhealthy_threshold),
-            ("health_check.healthy_threshold", hc.healthy_threshold),
+            (
+                keys.of("health_check", "unhealthy_threshold"),
+                hc.unhealthy_threshold,
+            ),
+            (
+                keys.of("health_check", "healthy_threshold"),
+                hc.healthy_threshold,
+            ),
         ] {
             if !(1..=100).contains(&n) {
                 errors.push(key, format!("must be between 1 and 100, got {n}"));
@@ -111,142 +417,105 @@ impl Config {
         }
         if hc.kind == CheckType::Http && !hc.path.starts_with('/') {
             errors.push(
-                "health_check.path",
+                keys.of("health_check", "path"),
                 format!("must start with /, got {:?}", hc.path),
             );
         }
         if hc.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             errors.push(
-                "health_check.path",
+                keys.of("health_check", "path"),
                 "must not contain spaces or control characters",
             );
         }
-        let cb = &self.circuit_breaker;
+        let cb = &c.circuit_breaker;
         if !(1..=1000).contains(&cb.failure_threshold) {
             errors.push(
-                "circuit_breaker.failure_threshold",
+                keys.of("circuit_breaker", "failure_threshold"),
                 format!("must be between 1 and 1000, got {}", cb.failure_threshold),
             );
         }
         if !(1..=100).contains(&cb.half_open_probes) {
             errors.push(
-                "circuit_breaker.half_open_probes",
+                keys.of("circuit_breaker", "half_open_probes"),
                 format!("must be between 1 and 100, got {}", cb.half_open_probes),
             );
         }
-        let b = &self.balancer;
-        if !(1..=1000).contains(&b.virtual_nodes) {
-            errors.push(
-                "balancer.virtual_nodes",
-                format!("must be between 1 and 1000, got {}", b.virtual_nodes),
-            );
-        }
-        if !(is_prime(b.table_size) && (7..=1_000_003).contains(&b.table_size)) {
-            errors.push(
-                "balancer.table_size",
-                format!(
-                    "must be a prime between 7 and 1000003, got {}",
-                    b.table_size
-                ),
-            );
-        }
-        if let Some(c) = b.hash_bounded_load {
-            if !(c.is_finite() && c > 1.0 && c <= 100.0) {
-                errors.push(
-                    "balancer.hash_bounded_load",
-                    format!("must be greater than 1.0 and at most 100, got {c}"),
-                );
-            }
-        }
-        if let Some(sticky) = &b.sticky {
-            let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
-            if sticky.cookie.is_empty() || !sticky.cookie.bytes().all(token) {
-                errors.push(
-                    "balancer.sticky.cookie",
-                    format!(
-                        "expected a cookie name (letters, digits, -_.), got {:?}",
-                        sticky.cookie
-                    ),
-                );
-            }
-            if sticky.ttl > MAX_DURATION {
-                errors.push("balancer.sticky.ttl", "must be at most 168h (one week)");
-            }
-            if sticky.secret.as_deref().is_some_and(|s| s.len() < 16) {
-                errors.push("balancer.sticky.secret", "must be at least 16 characters");
-            }
-        }
-        if b.ewma_decay > MAX_DURATION {
-            errors.push("balancer.ewma_decay", "must be at most 168h (one week)");
-        }
-        let r = &self.retry;
+        check_balancer(&c.balancer, &keys, errors);
+        let r = &c.retry;
         if r.max_retries > 7 {
             errors.push(
-                "retry.max_retries",
+                keys.of("retry", "max_retries"),
                 format!("must be at most 7, got {}", r.max_retries),
             );
         }
         if r.max_buffered_body > 16 * 1024 * 1024 {
             errors.push(
-                "retry.max_buffered_body",
+                keys.of("retry", "max_buffered_body"),
                 format!("must be at most 16777216, got {}", r.max_buffered_body),
             );
         }
         if r.budget_percent > 100 {
             errors.push(
-                "retry.budget_percent",
+                keys.of("retry", "budget_percent"),
                 format!("must be at most 100, got {}", r.budget_percent),
             );
         }
-        let (s, a) = (self.server.listen, self.admin.listen);
-        if s == a && s.port() != 0 {
-            errors.push(
-                "admin.listen",
-                format!("must differ from server.listen ({s})"),
-            );
+        if c.backends.is_empty() {
+            let message = match self.form {
+                Form::Short => "at least one [[backends]] entry is required",
+                Form::Full => "at least one backend is required",
+            };
+            errors.push(keys.backends(), message);
         }
-        if self.backends.is_empty() {
-            errors.push("backends", "at least one [[backends]] entry is required");
-        }
-        for (i, b) in self.backends.iter().enumerate() {
-            let key = |field: &str| format!("backends[{i}].{field}");
-            let valid_name = !b.name.is_empty()
-                && b.name.len() <= 64
-                && b.name
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
-            if !valid_name {
-                errors.push(
-                    key("name"),
-                    format!(
-                        "expected 1-64 characters of A-Z a-z 0-9 _ . -, got {:?}",
-                        b.name
-                    ),
-                );
-            }
-            if let Some(j) = self.backends[..i].iter().position(|o| o.name == b.name) {
-                errors.push(
-                    key("name"),
-                    format!("{:?} is already the name of backends[{j}]", b.name),
-                );
-            }
+        for (i, b) in c.backends.iter().enumerate() {
             if b.address.port() == 0 {
-                errors.push(key("address"), "port must be between 1 and 65535");
-            }
-            if let Some(j) = self.backends[..i]
-                .iter()
-                .position(|o| o.address == b.address)
-            {
                 errors.push(
-                    key("address"),
-                    format!("{} is already the address of backends[{j}]", b.address),
+                    keys.backend(i, "address"),
+                    "port must be between 1 and 65535",
+                );
+            }
+            if let Some(j) = earlier(&c.backends, i, |b| b.address) {
+                errors.push(
+                    keys.backend(i, "address"),
+                    format!(
+                        "{} is already the address of {}",
+                        b.address,
+                        keys.backend(j, "").trim_end_matches('.')
+                    ),
                 );
             }
             if !(1..=1000).contains(&b.weight) {
                 errors.push(
-                    key("weight"),
+                    keys.backend(i, "weight"),
                     format!("must be between 1 and 1000, got {}", b.weight),
                 );
+            }
+        }
+    }
+
+    /// Backend names are unique across the whole file, so that the admin API's
+    /// `/backends/NAME` and the metrics' `backend` label each mean one backend.
+    fn check_backend_names(&self, errors: &mut Errors<'_>) {
+        let mut seen: Vec<(&str, String)> = Vec::new();
+        for (ci, c) in self.clusters.iter().enumerate() {
+            let keys = Keys::of_cluster(self.form, ci);
+            for (i, b) in c.backends.iter().enumerate() {
+                let key = keys.backend(i, "name");
+                if !is_name(&b.name) {
+                    errors.push(key.clone(), format!("{NAME_RULE}, got {:?}", b.name));
+                }
+                if let Some((_, first)) = seen.iter().find(|(name, _)| *name == b.name) {
+                    errors.push(
+                        key,
+                        format!(
+                            "{:?} is already the name of {}",
+                            b.name,
+                            first.trim_end_matches(".name")
+                        ),
+                    );
+                } else {
+                    seen.push((&b.name, key));
+                }
             }
         }
     }
@@ -264,16 +533,17 @@ impl Config {
         };
         let t = &self.timeouts;
         let mut out = format!(
-            "listen            {}\nadmin             {}\nshards            {shards}\nio                {io}\n\
-             max_connections   {}\nstrategy          {}\n\
+            "admin             {}{}\nshards            {shards}\nio                {io}\n\
+             max_connections   {}\n\
              timeouts          connect {:?}, header_read {:?}, idle {:?}, backend_response {:?}, shutdown_grace {:?}\n\
-             limits            max_header_bytes {}, max_headers {}, max_body_bytes {}\n\
-             upstream          max_idle_per_backend {}, idle_timeout {:?}\n\
-             backends          {}\n",
-            self.server.listen,
+             limits            max_header_bytes {}, max_headers {}, max_body_bytes {}\n",
             self.admin.listen,
+            if self.admin.token.is_some() {
+                " (token required)"
+            } else {
+                ""
+            },
             self.server.max_connections,
-            self.balancer.strategy.as_str(),
             t.connect,
             t.header_read,
             t.idle,
@@ -284,16 +554,126 @@ impl Config {
             self.limits
                 .max_body_bytes
                 .map_or("unlimited".to_string(), |n| n.to_string()),
-            self.upstream.max_idle_per_backend,
-            self.upstream.idle_timeout,
-            self.backends.len(),
         );
-        for b in &self.backends {
+        out.push_str(&format!("listeners         {}\n", self.listeners.len()));
+        for l in &self.listeners {
             out.push_str(&format!(
-                "  {:<16}{}  weight {}\n",
-                b.name, b.address, b.weight
+                "  {:<16}{}  {}\n",
+                l.name,
+                l.address,
+                l.protocol.as_str()
             ));
         }
+        out.push_str(&format!("routes            {}\n", self.routes.len()));
+        for r in &self.routes {
+            let mut conditions = Vec::new();
+            if let Some(host) = &r.host {
+                conditions.push(format!("host {host}"));
+            }
+            match &r.path {
+                Some(PathRule::Exact(p)) => conditions.push(format!("path {p}")),
+                Some(PathRule::Prefix(p)) => conditions.push(format!("path_prefix {p}")),
+                None => {}
+            }
+            if !r.methods.is_empty() {
+                conditions.push(format!("methods {}", r.methods.join(",")));
+            }
+            for (name, value) in &r.headers {
+                conditions.push(format!("header {name}={value}"));
+            }
+            if conditions.is_empty() {
+                conditions.push("everything".into());
+            }
+            out.push_str(&format!(
+                "  {:<16}on {}: {} -> {}{}\n",
+                r.name,
+                r.listener,
+                conditions.join(", "),
+                r.cluster,
+                if r.has_actions() { " (rewrites)" } else { "" }
+            ));
+        }
+        out.push_str(&format!("clusters          {}\n", self.clusters.len()));
+        for c in &self.clusters {
+            out.push_str(&format!(
+                "  {:<16}{}, {} backend(s)\n",
+                c.name,
+                c.balancer.strategy.as_str(),
+                c.backends.len()
+            ));
+            for b in &c.backends {
+                out.push_str(&format!(
+                    "    {:<14}{}  weight {}\n",
+                    b.name, b.address, b.weight
+                ));
+            }
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
         out
+    }
+}
+
+fn check_duration(errors: &mut Errors<'_>, key: &str, d: Duration) {
+    if d.is_zero() {
+        errors.push(key, "must be greater than zero");
+    } else if d > MAX_DURATION {
+        errors.push(key, "must be at most 168h (one week)");
+    }
+}
+
+fn check_balancer(b: &BalancerConfig, keys: &Keys, errors: &mut Errors<'_>) {
+    if !(1..=1000).contains(&b.virtual_nodes) {
+        errors.push(
+            keys.balancer("virtual_nodes"),
+            format!("must be between 1 and 1000, got {}", b.virtual_nodes),
+        );
+    }
+    if !(is_prime(b.table_size) && (7..=1_000_003).contains(&b.table_size)) {
+        errors.push(
+            keys.balancer("table_size"),
+            format!(
+                "must be a prime between 7 and 1000003, got {}",
+                b.table_size
+            ),
+        );
+    }
+    if let Some(c) = b.hash_bounded_load {
+        if !(c.is_finite() && c > 1.0 && c <= 100.0) {
+            errors.push(
+                keys.balancer("hash_bounded_load"),
+                format!("must be greater than 1.0 and at most 100, got {c}"),
+            );
+        }
+    }
+    if let Some(sticky) = &b.sticky {
+        if !is_token(&sticky.cookie) {
+            errors.push(
+                keys.balancer("sticky.cookie"),
+                format!(
+                    "expected a cookie name (letters, digits, -_.), got {:?}",
+                    sticky.cookie
+                ),
+            );
+        }
+        if sticky.ttl > MAX_DURATION {
+            errors.push(
+                keys.balancer("sticky.ttl"),
+                "must be at most 168h (one week)",
+            );
+        }
+        if sticky.secret.as_deref().is_some_and(|s| s.len() < 16) {
+            errors.push(
+                keys.balancer("sticky.secret"),
+                "must be at least 16 characters",
+            );
+        }
+    }
+    if b.ewma_decay > MAX_DURATION {
+        errors.push(
+            keys.balancer("ewma_decay"),
+            "must be at most 168h (one week)",
+        );
     }
 }

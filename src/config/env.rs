@@ -14,6 +14,16 @@ pub(super) enum Kind {
     Boolean,
 }
 
+/// Sections that only the short form has; in the full form they live in each
+/// `[[clusters]]` entry.
+const SHORT_FORM_ONLY: [&str; 5] = [
+    "balancer",
+    "health_check",
+    "retry",
+    "circuit_breaker",
+    "upstream",
+];
+
 /// Every key the environment may override, by section.
 pub(super) const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
     (
@@ -26,7 +36,7 @@ pub(super) const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
             ("transparent_huge_pages", Kind::Boolean),
         ],
     ),
-    ("admin", &[("listen", Kind::Text)]),
+    ("admin", &[("listen", Kind::Text), ("token", Kind::Text)]),
     (
         "timeouts",
         &[
@@ -125,6 +135,23 @@ where
             Some((*section, *key, *kind))
         });
         let file = format!("env {name}");
+        let full_form = ["listeners", "routes", "clusters"]
+            .iter()
+            .any(|k| table.contains_key(*k));
+        let short_only = |section: &str, key: &str| {
+            SHORT_FORM_ONLY.contains(&section) || (section == "server" && key == "listen")
+        };
+        if let Some((section, key, _)) = found.filter(|(s, k, _)| full_form && short_only(s, k)) {
+            errors.push(ConfigError {
+                file,
+                key: format!("{section}.{key}"),
+                message: "applies to the short form only, and this file has [[listeners]], \
+                          [[routes]] or [[clusters]]: set it in the file, on each cluster or \
+                          listener"
+                    .into(),
+            });
+            continue;
+        }
         let Some((section, key, kind)) = found else {
             errors.push(ConfigError {
                 file,

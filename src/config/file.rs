@@ -1,10 +1,13 @@
 //! `config::file`: the file's shape, and its conversion into real types.
 //!
 //! Owns the serde structs (`deny_unknown_fields`, every value optional so that a
-//! missing key takes its default) and `convert`, which turns strings into
-//! durations, addresses and enums, recording an error for each value that does
-//! not convert. Range and consistency rules live in `check`.
+//! missing key takes its default), the two forms of the file (the short form's
+//! sections, or `[[listeners]]`, `[[routes]]` and `[[clusters]]`), and `convert`,
+//! which turns strings into durations, addresses and enums, recording an error for
+//! each value that does not convert and carrying on with its default, so that every
+//! error is reported. Range and consistency rules live in `check`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -28,19 +31,18 @@ pub(super) struct FileConfig {
     #[serde(default)]
     limits: FileLimits,
     #[serde(default)]
-    upstream: FileUpstream,
-    #[serde(default)]
-    balancer: FileBalancer,
-    #[serde(default)]
     logging: FileLogging,
-    #[serde(default)]
-    health_check: FileHealthCheck,
-    #[serde(default)]
-    retry: FileRetry,
-    #[serde(default)]
-    circuit_breaker: FileBreaker,
-    #[serde(default)]
-    backends: Vec<FileBackend>,
+    // The short form.
+    upstream: Option<FileUpstream>,
+    balancer: Option<FileBalancer>,
+    health_check: Option<FileHealthCheck>,
+    retry: Option<FileRetry>,
+    circuit_breaker: Option<FileBreaker>,
+    backends: Option<Vec<FileBackend>>,
+    // The full form.
+    listeners: Option<Vec<FileListener>>,
+    routes: Option<Vec<FileRoute>>,
+    clusters: Option<Vec<FileCluster>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +59,8 @@ struct FileServer {
 #[serde(deny_unknown_fields)]
 struct FileAdmin {
     listen: Option<String>,
+    token: Option<String>,
+    hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,12 +149,106 @@ struct FileBreaker {
     count_5xx: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileBackend {
     name: Option<String>,
     address: Option<String>,
     weight: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListener {
+    name: Option<String>,
+    address: Option<String>,
+    protocol: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    name: Option<String>,
+    listener: Option<String>,
+    host: Option<String>,
+    path: Option<String>,
+    path_prefix: Option<String>,
+    methods: Option<Vec<String>>,
+    headers: Option<BTreeMap<String, String>>,
+    cluster: Option<String>,
+    strip_prefix: Option<bool>,
+    set_request_headers: Option<BTreeMap<String, String>>,
+    remove_request_headers: Option<Vec<String>>,
+}
+
+/// A cluster: the short form's `[balancer]` keys sit on it directly (serde's
+/// `flatten` does not work with `deny_unknown_fields`), the other sections are
+/// tables of the same shape as in the short form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    name: Option<String>,
+    strategy: Option<String>,
+    ewma_decay: Option<String>,
+    hash_key: Option<String>,
+    hash_algorithm: Option<String>,
+    virtual_nodes: Option<u64>,
+    table_size: Option<u64>,
+    hash_bounded_load: Option<f64>,
+    sticky: Option<FileSticky>,
+    health_check: Option<FileHealthCheck>,
+    circuit_breaker: Option<FileBreaker>,
+    retry: Option<FileRetry>,
+    upstream: Option<FileUpstream>,
+    timeouts: Option<FileClusterTimeouts>,
+    backends: Option<Vec<FileBackend>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClusterTimeouts {
+    connect: Option<String>,
+    backend_response: Option<String>,
+}
+
+/// The short form's sections, named as in the file, for the error that says they
+/// cannot be mixed with the full form.
+const SHORT_FORM_SECTIONS: [&str; 6] = [
+    "balancer",
+    "health_check",
+    "retry",
+    "circuit_breaker",
+    "upstream",
+    "backends",
+];
+
+impl FileConfig {
+    /// Whether the file uses `[[listeners]]`, `[[routes]]` or `[[clusters]]`.
+    fn full_form(&self) -> bool {
+        self.listeners.is_some() || self.routes.is_some() || self.clusters.is_some()
+    }
+
+    /// The short form's keys present in the file.
+    fn short_form_keys(&self) -> Vec<&'static str> {
+        let present = [
+            self.balancer.is_some(),
+            self.health_check.is_some(),
+            self.retry.is_some(),
+            self.circuit_breaker.is_some(),
+            self.upstream.is_some(),
+            self.backends.is_some(),
+        ];
+        let mut keys: Vec<&'static str> = SHORT_FORM_SECTIONS
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| *p)
+            .map(|(k, _)| *k)
+            .collect();
+        if self.server.listen.is_some() {
+            keys.insert(0, "server.listen");
+        }
+        keys
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -210,7 +308,7 @@ pub(super) fn parse_hash_key(s: &str) -> Result<HashKey, String> {
 }
 
 /// Parses `IP:port`, `[v6]:port` or `:port` (all interfaces).
-pub(super) fn parse_address(s: &str) -> Result<SocketAddr, String> {
+pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
     let expected = || format!("expected IP:port like 127.0.0.1:8080 or :8080, got {s:?}");
     if let Some(port) = s.strip_prefix(':') {
         let port: u16 = port.parse().map_err(|_| expected())?;
@@ -290,17 +388,13 @@ fn to_usize(value: Option<u64>, default: usize) -> usize {
     value.map_or(default, |v| usize::try_from(v).unwrap_or(usize::MAX))
 }
 
-/// Turns the file's strings into real types, recording every error. Range rules
-/// live in `Config::check`, so configurations built in code obey them too.
-pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Config> {
+/// Turns the file's strings into real types, recording every error and carrying
+/// on with a default for each value that did not convert (so that later rules do
+/// not stop at the first error). Range rules live in `check`, so configurations
+/// built in code obey them too.
+pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Config {
     let defaults = Config::default();
     let server = ServerConfig {
-        listen: address(
-            errors,
-            "server.listen",
-            file.server.listen.as_deref(),
-            defaults.server.listen,
-        ),
         shards: to_usize(file.server.shards, 0),
         io: choice(
             errors,
@@ -326,6 +420,8 @@ pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Confi
             file.admin.listen.as_deref(),
             defaults.admin.listen,
         ),
+        token: file.admin.token.clone(),
+        hosts: file.admin.hosts.clone().unwrap_or_default(),
     };
     let t = &file.timeouts;
     let d = &defaults.timeouts;
@@ -359,67 +455,6 @@ pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Confi
         max_headers: to_usize(file.limits.max_headers, defaults.limits.max_headers),
         max_body_bytes: file.limits.max_body_bytes,
     };
-    let upstream = UpstreamConfig {
-        max_idle_per_backend: to_usize(
-            file.upstream.max_idle_per_backend,
-            defaults.upstream.max_idle_per_backend,
-        ),
-        idle_timeout: duration(
-            errors,
-            "upstream.idle_timeout",
-            file.upstream.idle_timeout.as_deref(),
-            defaults.upstream.idle_timeout,
-        ),
-    };
-    let strategies: Vec<(&str, Strategy)> =
-        Strategy::ALL.iter().map(|s| (s.as_str(), *s)).collect();
-    let fb = &file.balancer;
-    let bd = BalancerConfig::default();
-    let balancer = BalancerConfig {
-        strategy: choice(
-            errors,
-            "balancer.strategy",
-            fb.strategy.as_deref(),
-            Strategy::RoundRobin,
-            &strategies,
-        ),
-        ewma_decay: duration(
-            errors,
-            "balancer.ewma_decay",
-            fb.ewma_decay.as_deref(),
-            bd.ewma_decay,
-        ),
-        hash_key: parsed(
-            errors,
-            "balancer.hash_key",
-            fb.hash_key.as_deref(),
-            bd.hash_key,
-            parse_hash_key,
-        ),
-        hash_algorithm: choice(
-            errors,
-            "balancer.hash_algorithm",
-            fb.hash_algorithm.as_deref(),
-            bd.hash_algorithm,
-            &[
-                ("ring", HashAlgorithm::Ring),
-                ("maglev", HashAlgorithm::Maglev),
-            ],
-        ),
-        virtual_nodes: to_u32(fb.virtual_nodes, bd.virtual_nodes),
-        table_size: to_u32(fb.table_size, bd.table_size),
-        hash_bounded_load: fb.hash_bounded_load,
-        sticky: fb.sticky.as_ref().map(|sticky| StickyConfig {
-            cookie: sticky.cookie.clone().unwrap_or_default(),
-            ttl: duration(
-                errors,
-                "balancer.sticky.ttl",
-                sticky.ttl.as_deref(),
-                Duration::from_secs(3600),
-            ),
-            secret: sticky.secret.clone(),
-        }),
-    };
     let logging = LoggingConfig {
         level: choice(
             errors,
@@ -442,12 +477,304 @@ pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Confi
         ),
         access_log: file.logging.access_log.unwrap_or(false),
     };
-    let h = &file.health_check;
+    let (listeners, routes, clusters, form) = if file.full_form() {
+        for key in file.short_form_keys() {
+            let message = if key == "server.listen" {
+                "the short form's listen address cannot be mixed with [[listeners]], \
+                 [[routes]] and [[clusters]]: give each listener its address in [[listeners]]"
+                    .to_string()
+            } else {
+                format!(
+                    "the short form's [{key}] cannot be mixed with [[listeners]], [[routes]] \
+                     and [[clusters]]: move its keys into each [[clusters]] entry \
+                     (the README's \"Migrating from the short form\" shows how)"
+                )
+            };
+            errors.push(key, message);
+        }
+        let listeners = file
+            .listeners
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| convert_listener(i, l, errors))
+            .collect::<Vec<_>>();
+        let only_listener = (listeners.len() == 1).then(|| listeners[0].name.clone());
+        let mut per_listener: BTreeMap<String, usize> = BTreeMap::new();
+        let routes = file
+            .routes
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| convert_route(i, r, only_listener.as_deref(), &mut per_listener, errors))
+            .collect();
+        let clusters = file
+            .clusters
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| convert_cluster(i, c, errors))
+            .collect();
+        (listeners, routes, clusters, Form::Full)
+    } else {
+        let listen = address(
+            errors,
+            "server.listen",
+            file.server.listen.as_deref(),
+            defaults.listeners[0].address,
+        );
+        let parts = ClusterParts {
+            balancer: file.balancer.unwrap_or_default(),
+            health_check: file.health_check.unwrap_or_default(),
+            circuit_breaker: file.circuit_breaker.unwrap_or_default(),
+            retry: file.retry.unwrap_or_default(),
+            upstream: file.upstream.unwrap_or_default(),
+            timeouts: FileClusterTimeouts::default(),
+            backends: file.backends.unwrap_or_default(),
+        };
+        let cluster = cluster_from_parts(DEFAULT_NAME, parts, &Keys::short(), errors);
+        let mut listeners = defaults.listeners;
+        listeners[0].address = listen;
+        (listeners, defaults.routes, vec![cluster], Form::Short)
+    };
+    Config {
+        server,
+        admin,
+        timeouts,
+        limits,
+        logging,
+        listeners,
+        routes,
+        clusters,
+        form,
+        warnings: Vec::new(),
+    }
+}
+
+/// A required string: the value, or an error naming `key` and an empty default.
+fn required(errors: &mut Errors<'_>, key: &str, value: Option<String>, what: &str) -> String {
+    value.unwrap_or_else(|| {
+        errors.push(key, format!("missing ({what})"));
+        String::new()
+    })
+}
+
+fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> ListenerConfig {
+    let key = |field: &str| format!("listeners[{i}].{field}");
+    let name = required(errors, &key("name"), l.name, "every listener needs a name");
+    let address = match l.address.as_deref() {
+        Some(text) => parsed(
+            errors,
+            &key("address"),
+            Some(text),
+            unset_address(),
+            parse_address,
+        ),
+        None => {
+            errors.push(
+                key("address"),
+                "missing (expected IP:port like 0.0.0.0:8080)",
+            );
+            unset_address()
+        }
+    };
+    let protocol = match l.protocol.as_deref() {
+        None | Some("http") => ListenerProtocol::Http,
+        Some(other) => {
+            errors.push(
+                key("protocol"),
+                format!("expected \"http\", got {other:?} (tcp and tls listeners are not supported yet)"),
+            );
+            ListenerProtocol::Http
+        }
+    };
+    ListenerConfig {
+        name,
+        address,
+        protocol,
+    }
+}
+
+/// `0.0.0.0:0`, the placeholder for an address that did not convert (its key
+/// already has an error, so the port rule does not report it again).
+fn unset_address() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+}
+
+fn convert_route(
+    i: usize,
+    r: FileRoute,
+    only_listener: Option<&str>,
+    per_listener: &mut BTreeMap<String, usize>,
+    errors: &mut Errors<'_>,
+) -> RouteConfig {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    let listener = match (r.listener, only_listener) {
+        (Some(listener), _) => listener,
+        (None, Some(only)) => only.to_string(),
+        (None, None) => {
+            errors.push(
+                key("listener"),
+                "missing (with several listeners, every route names its listener)",
+            );
+            String::new()
+        }
+    };
+    let n = per_listener.entry(listener.clone()).or_default();
+    *n += 1;
+    let name = r.name.unwrap_or_else(|| format!("{listener}-{n}"));
+    let cluster = required(
+        errors,
+        &key("cluster"),
+        r.cluster,
+        "every route names the cluster that serves it",
+    );
+    let path = match (r.path, r.path_prefix) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                key("path_prefix"),
+                "a route has either path (exact) or path_prefix, not both",
+            );
+            None
+        }
+        (Some(path), None) => Some(PathRule::Exact(path)),
+        (None, Some(prefix)) => Some(PathRule::Prefix(prefix)),
+        (None, None) => None,
+    };
+    let lower = |pairs: Option<BTreeMap<String, String>>| -> Vec<(String, String)> {
+        pairs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .collect()
+    };
+    RouteConfig {
+        name,
+        listener,
+        host: r.host.map(|h| h.to_ascii_lowercase()),
+        path,
+        methods: r.methods.unwrap_or_default(),
+        headers: lower(r.headers),
+        cluster,
+        strip_prefix: r.strip_prefix.unwrap_or(false),
+        set_request_headers: lower(r.set_request_headers),
+        remove_request_headers: r
+            .remove_request_headers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| name.to_ascii_lowercase())
+            .collect(),
+    }
+}
+
+/// The parts of a cluster, in the short form's shape.
+struct ClusterParts {
+    balancer: FileBalancer,
+    health_check: FileHealthCheck,
+    circuit_breaker: FileBreaker,
+    retry: FileRetry,
+    upstream: FileUpstream,
+    timeouts: FileClusterTimeouts,
+    backends: Vec<FileBackend>,
+}
+
+fn convert_cluster(i: usize, c: FileCluster, errors: &mut Errors<'_>) -> ClusterConfig {
+    let name = required(
+        errors,
+        &format!("clusters[{i}].name"),
+        c.name,
+        "every cluster needs a name",
+    );
+    let parts = ClusterParts {
+        balancer: FileBalancer {
+            strategy: c.strategy,
+            ewma_decay: c.ewma_decay,
+            hash_key: c.hash_key,
+            hash_algorithm: c.hash_algorithm,
+            virtual_nodes: c.virtual_nodes,
+            table_size: c.table_size,
+            hash_bounded_load: c.hash_bounded_load,
+            sticky: c.sticky,
+        },
+        health_check: c.health_check.unwrap_or_default(),
+        circuit_breaker: c.circuit_breaker.unwrap_or_default(),
+        retry: c.retry.unwrap_or_default(),
+        upstream: c.upstream.unwrap_or_default(),
+        timeouts: c.timeouts.unwrap_or_default(),
+        backends: c.backends.unwrap_or_default(),
+    };
+    cluster_from_parts(&name, parts, &Keys::cluster(i), errors)
+}
+
+fn cluster_from_parts(
+    name: &str,
+    parts: ClusterParts,
+    keys: &Keys,
+    errors: &mut Errors<'_>,
+) -> ClusterConfig {
+    let ClusterParts {
+        balancer: fb,
+        health_check: h,
+        circuit_breaker: b,
+        retry: r,
+        upstream: u,
+        timeouts: t,
+        backends: file_backends,
+    } = parts;
+    let strategies: Vec<(&str, Strategy)> =
+        Strategy::ALL.iter().map(|s| (s.as_str(), *s)).collect();
+    let bd = BalancerConfig::default();
+    let balancer = BalancerConfig {
+        strategy: choice(
+            errors,
+            &keys.balancer("strategy"),
+            fb.strategy.as_deref(),
+            Strategy::RoundRobin,
+            &strategies,
+        ),
+        ewma_decay: duration(
+            errors,
+            &keys.balancer("ewma_decay"),
+            fb.ewma_decay.as_deref(),
+            bd.ewma_decay,
+        ),
+        hash_key: parsed(
+            errors,
+            &keys.balancer("hash_key"),
+            fb.hash_key.as_deref(),
+            bd.hash_key,
+            parse_hash_key,
+        ),
+        hash_algorithm: choice(
+            errors,
+            &keys.balancer("hash_algorithm"),
+            fb.hash_algorithm.as_deref(),
+            bd.hash_algorithm,
+            &[
+                ("ring", HashAlgorithm::Ring),
+                ("maglev", HashAlgorithm::Maglev),
+            ],
+        ),
+        virtual_nodes: to_u32(fb.virtual_nodes, bd.virtual_nodes),
+        table_size: to_u32(fb.table_size, bd.table_size),
+        hash_bounded_load: fb.hash_bounded_load,
+        sticky: fb.sticky.as_ref().map(|sticky| StickyConfig {
+            cookie: sticky.cookie.clone().unwrap_or_default(),
+            ttl: duration(
+                errors,
+                &keys.balancer("sticky.ttl"),
+                sticky.ttl.as_deref(),
+                Duration::from_secs(3600),
+            ),
+            secret: sticky.secret.clone(),
+        }),
+    };
     let hd = HealthCheckConfig::default();
+    let hk = |field: &str| keys.of("health_check", field);
     let health_check = HealthCheckConfig {
         kind: choice(
             errors,
-            "health_check.kind",
+            &hk("kind"),
             h.kind.as_deref(),
             hd.kind,
             &[
@@ -457,34 +784,20 @@ pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Confi
             ],
         ),
         path: h.path.clone().unwrap_or(hd.path),
-        interval: duration(
-            errors,
-            "health_check.interval",
-            h.interval.as_deref(),
-            hd.interval,
-        ),
-        timeout: duration(
-            errors,
-            "health_check.timeout",
-            h.timeout.as_deref(),
-            hd.timeout,
-        ),
+        interval: duration(errors, &hk("interval"), h.interval.as_deref(), hd.interval),
+        timeout: duration(errors, &hk("timeout"), h.timeout.as_deref(), hd.timeout),
         expect_status: parsed(
             errors,
-            "health_check.expect_status",
+            &hk("expect_status"),
             h.expect_status.as_deref(),
             hd.expect_status,
             parse_status_range,
         ),
-        unhealthy_threshold: h.unhealthy_threshold.map_or(hd.unhealthy_threshold, |n| {
-            u32::try_from(n).unwrap_or(u32::MAX)
-        }),
-        healthy_threshold: h.healthy_threshold.map_or(hd.healthy_threshold, |n| {
-            u32::try_from(n).unwrap_or(u32::MAX)
-        }),
+        unhealthy_threshold: to_u32(h.unhealthy_threshold, hd.unhealthy_threshold),
+        healthy_threshold: to_u32(h.healthy_threshold, hd.healthy_threshold),
         start_up: choice(
             errors,
-            "health_check.start",
+            &hk("start"),
             h.start.as_deref(),
             true,
             &[("up", true), ("down", false)],
@@ -492,7 +805,7 @@ pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Confi
         slow_start: h.slow_start.as_deref().map(|text| {
             duration(
                 errors,
-                "health_check.slow_start",
+                &hk("slow_start"),
                 Some(text),
                 Duration::from_secs(1),
             )
@@ -500,85 +813,94 @@ pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Option<Confi
     };
     let rd = RetryConfig::default();
     let retry = RetryConfig {
-        max_retries: to_u32(file.retry.max_retries, rd.max_retries),
-        max_buffered_body: to_usize(file.retry.max_buffered_body, rd.max_buffered_body),
-        budget_percent: to_u32(file.retry.budget_percent, rd.budget_percent),
+        max_retries: to_u32(r.max_retries, rd.max_retries),
+        max_buffered_body: to_usize(r.max_buffered_body, rd.max_buffered_body),
+        budget_percent: to_u32(r.budget_percent, rd.budget_percent),
     };
-    let b = &file.circuit_breaker;
     let bd = BreakerConfig::default();
     let circuit_breaker = BreakerConfig {
         enabled: b.enabled.unwrap_or(bd.enabled),
         failure_threshold: to_u32(b.failure_threshold, bd.failure_threshold),
         open_for: duration(
             errors,
-            "circuit_breaker.open_for",
+            &keys.of("circuit_breaker", "open_for"),
             b.open_for.as_deref(),
             bd.open_for,
         ),
         half_open_probes: to_u32(b.half_open_probes, bd.half_open_probes),
         count_5xx: b.count_5xx.unwrap_or(bd.count_5xx),
     };
-    let mut backends = Vec::with_capacity(file.backends.len());
-    let mut complete = true;
-    for (i, b) in file.backends.into_iter().enumerate() {
-        let key = |field: &str| format!("backends[{i}].{field}");
-        let name = match b.name {
-            Some(name) => name,
-            None => {
-                errors.push(key("name"), "missing (every backend needs a name)");
-                complete = false;
-                continue;
-            }
-        };
-        let address = match b.address.as_deref().map(parse_address) {
-            Some(Ok(a)) => a,
-            Some(Err(message)) => {
-                errors.push(key("address"), message);
-                complete = false;
-                continue;
-            }
-            None => {
-                errors.push(
-                    key("address"),
-                    "missing (expected IP:port like 127.0.0.1:9001)",
-                );
-                complete = false;
-                continue;
-            }
-        };
-        let weight = match b.weight {
-            None => 1,
-            Some(w) => match u32::try_from(w) {
-                Ok(w) => w,
-                Err(_) => {
+    let ud = UpstreamConfig::default();
+    let upstream = UpstreamConfig {
+        max_idle_per_backend: to_usize(u.max_idle_per_backend, ud.max_idle_per_backend),
+        idle_timeout: duration(
+            errors,
+            &keys.of("upstream", "idle_timeout"),
+            u.idle_timeout.as_deref(),
+            ud.idle_timeout,
+        ),
+    };
+    let optional = |errors: &mut Errors<'_>, field: &str, value: Option<&str>| {
+        value.map(|text| {
+            duration(
+                errors,
+                &keys.of("timeouts", field),
+                Some(text),
+                Duration::ZERO,
+            )
+        })
+    };
+    let timeouts = ClusterTimeouts {
+        connect: optional(errors, "connect", t.connect.as_deref()),
+        backend_response: optional(errors, "backend_response", t.backend_response.as_deref()),
+    };
+    let backends = file_backends
+        .into_iter()
+        .enumerate()
+        .map(|(j, b)| {
+            let key = |field: &str| keys.backend(j, field);
+            let name = required(errors, &key("name"), b.name, "every backend needs a name");
+            let address = match b.address.as_deref() {
+                Some(text) => parsed(
+                    errors,
+                    &key("address"),
+                    Some(text),
+                    unset_address(),
+                    parse_address,
+                ),
+                None => {
+                    errors.push(
+                        key("address"),
+                        "missing (expected IP:port like 127.0.0.1:9001)",
+                    );
+                    unset_address()
+                }
+            };
+            let weight = match b.weight {
+                None => 1,
+                Some(w) => u32::try_from(w).unwrap_or_else(|_| {
                     errors.push(
                         key("weight"),
                         format!("must be between 1 and 1000, got {w}"),
                     );
-                    complete = false;
-                    continue;
-                }
-            },
-        };
-        backends.push(BackendConfig {
-            name,
-            address,
-            weight,
-        });
-    }
-    // A backend that did not convert would shift every later index; report the
-    // conversion errors alone rather than misnumbered range errors.
-    complete.then_some(Config {
-        server,
-        admin,
-        timeouts,
-        limits,
-        upstream,
+                    1
+                }),
+            };
+            BackendConfig {
+                name,
+                address,
+                weight,
+            }
+        })
+        .collect();
+    ClusterConfig {
+        name: name.to_string(),
         balancer,
-        logging,
         health_check,
-        retry,
         circuit_breaker,
+        retry,
+        upstream,
+        timeouts,
         backends,
-    })
+    }
 }

@@ -14,7 +14,7 @@ mod file;
 mod tests;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use file::parse_duration;
+pub use file::{parse_address, parse_duration};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -24,41 +24,296 @@ use env::apply_env;
 use error::Errors;
 use file::{convert, FileConfig};
 
+/// How the keys of one cluster's settings are named in errors: the short form's
+/// sections (`balancer.strategy`, `backends[0].weight`) or the cluster's own
+/// (`clusters[1].strategy`, `clusters[1].backends[0].weight`).
+pub(super) struct Keys {
+    /// Prefix of the balancer's keys.
+    balancer: String,
+    /// Prefix of the cluster's tables (`health_check`, `backends`, ...).
+    section: String,
+}
+
+impl Keys {
+    /// The short form's names.
+    pub(super) fn short() -> Keys {
+        Keys {
+            balancer: "balancer.".into(),
+            section: String::new(),
+        }
+    }
+
+    /// The names of `clusters[i]`.
+    pub(super) fn cluster(i: usize) -> Keys {
+        Keys {
+            balancer: format!("clusters[{i}]."),
+            section: format!("clusters[{i}]."),
+        }
+    }
+
+    /// The names of the cluster at `index` of a configuration in `form`.
+    pub(super) fn of_cluster(form: Form, index: usize) -> Keys {
+        match form {
+            Form::Short => Keys::short(),
+            Form::Full => Keys::cluster(index),
+        }
+    }
+
+    /// A balancer key (`strategy`, `sticky.cookie`, ...).
+    pub(super) fn balancer(&self, field: &str) -> String {
+        format!("{}{field}", self.balancer)
+    }
+
+    /// A key of one of the cluster's tables.
+    pub(super) fn of(&self, table: &str, field: &str) -> String {
+        format!("{}{table}.{field}", self.section)
+    }
+
+    /// The key of the backend list.
+    pub(super) fn backends(&self) -> String {
+        format!("{}backends", self.section)
+    }
+
+    /// A key of backend `index`.
+    pub(super) fn backend(&self, index: usize, field: &str) -> String {
+        format!("{}backends[{index}].{field}", self.section)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The validated configuration.
 
 /// The whole configuration, validated.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// The client-facing listener and the shards.
+    /// The shards and the process.
     pub server: ServerConfig,
     /// The admin listener.
     pub admin: AdminConfig,
-    /// How long each wait may last.
+    /// How long each wait may last (`connect` and `backend_response` are the
+    /// defaults of clusters that set none).
     pub timeouts: Timeouts,
     /// What a client may make us buffer.
     pub limits: Limits,
-    /// Upstream connection pooling.
-    pub upstream: UpstreamConfig,
-    /// Backend selection.
-    pub balancer: BalancerConfig,
     /// Log level and format.
     pub logging: LoggingConfig,
+    /// Where clients connect, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Which requests go to which cluster, in file order.
+    pub routes: Vec<RouteConfig>,
+    /// The named groups of backends, in file order.
+    pub clusters: Vec<ClusterConfig>,
+    /// Which form the file was written in, so errors name keys as written.
+    pub form: Form,
+    /// Problems that do not stop the configuration from working (a route that can
+    /// never match, a cluster no route uses); logged at start and on reload, and
+    /// listed by `ringlb check`.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// How a configuration file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `[server] listen`, `[balancer]`, `[[backends]]` and friends: one listener,
+    /// one cluster named `default`, one catch-all route.
+    Short,
+    /// `[[listeners]]`, `[[routes]]` and `[[clusters]]`.
+    Full,
+}
+
+impl Default for Config {
+    /// The short form's defaults: a listener on `0.0.0.0:8080`, a cluster named
+    /// `default` with no backends yet, and a catch-all route to it.
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            admin: AdminConfig::default(),
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            logging: LoggingConfig::default(),
+            listeners: vec![ListenerConfig {
+                name: DEFAULT_NAME.into(),
+                address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
+                protocol: ListenerProtocol::Http,
+            }],
+            routes: vec![RouteConfig::catch_all(
+                DEFAULT_NAME,
+                DEFAULT_NAME,
+                DEFAULT_NAME,
+            )],
+            clusters: vec![ClusterConfig::new(DEFAULT_NAME)],
+            form: Form::Short,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The name of the short form's listener, route and cluster.
+pub const DEFAULT_NAME: &str = "default";
+
+impl Config {
+    /// The cluster named `name`.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// One `[[listeners]]` entry: an address shards accept on, and its protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Unique name, used in logs, statistics and routes.
+    pub name: String,
+    /// Where clients connect; every shard listens here with SO_REUSEPORT.
+    pub address: SocketAddr,
+    /// What is spoken on it.
+    pub protocol: ListenerProtocol,
+}
+
+/// `listeners[].protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// HTTP/1.1, routed by `[[routes]]`.
+    Http,
+}
+
+impl ListenerProtocol {
+    /// The spelling used in the configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ListenerProtocol::Http => "http",
+        }
+    }
+}
+
+/// One `[[routes]]` entry: which requests on a listener go to which cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Unique name, used in statistics and the access log (given, or
+    /// `LISTENER-N` for the listener's N-th route).
+    pub name: String,
+    /// The listener whose requests it matches.
+    pub listener: String,
+    /// `host`: an exact name (case-insensitive, port ignored) or `*.suffix`.
+    pub host: Option<String>,
+    /// `path` (exact) or `path_prefix` (segment-aware).
+    pub path: Option<PathRule>,
+    /// `methods`: method tokens; empty matches every method.
+    pub methods: Vec<String>,
+    /// `headers`: (lower-case name, exact value); all must match.
+    pub headers: Vec<(String, String)>,
+    /// The cluster that serves what it matches.
+    pub cluster: String,
+    /// Remove the matched `path_prefix` from the target before forwarding.
+    pub strip_prefix: bool,
+    /// Fields set on the request (replacing any the client sent).
+    pub set_request_headers: Vec<(String, String)>,
+    /// Fields removed from the request (lower-case names).
+    pub remove_request_headers: Vec<String>,
+}
+
+/// How a route matches the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRule {
+    /// `path`: equal to it.
+    Exact(String),
+    /// `path_prefix`: `/api` matches `/api` and `/api/x`, not `/apix`.
+    Prefix(String),
+}
+
+impl RouteConfig {
+    /// A route with no match fields and no actions: it takes every request.
+    pub fn catch_all(name: &str, listener: &str, cluster: &str) -> Self {
+        RouteConfig {
+            name: name.into(),
+            listener: listener.into(),
+            host: None,
+            path: None,
+            methods: Vec::new(),
+            headers: Vec::new(),
+            cluster: cluster.into(),
+            strip_prefix: false,
+            set_request_headers: Vec::new(),
+            remove_request_headers: Vec::new(),
+        }
+    }
+
+    /// Whether it changes the request before forwarding.
+    pub fn has_actions(&self) -> bool {
+        self.strip_prefix
+            || !self.set_request_headers.is_empty()
+            || !self.remove_request_headers.is_empty()
+    }
+
+    /// Whether another route matches exactly the same requests.
+    pub fn same_match(&self, other: &RouteConfig) -> bool {
+        let host = |r: &RouteConfig| r.host.as_ref().map(|h| h.to_ascii_lowercase());
+        let mut methods = self.methods.clone();
+        let mut other_methods = other.methods.clone();
+        methods.sort();
+        other_methods.sort();
+        let mut headers = self.headers.clone();
+        let mut other_headers = other.headers.clone();
+        headers.sort();
+        other_headers.sort();
+        self.listener == other.listener
+            && host(self) == host(other)
+            && self.path == other.path
+            && methods == other_methods
+            && headers == other_headers
+    }
+}
+
+/// One `[[clusters]]` entry (or the short form's whole file): a named group of
+/// backends with everything that decides how requests reach them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Unique name, used in routes, logs, statistics and the admin API.
+    pub name: String,
+    /// Backend selection.
+    pub balancer: BalancerConfig,
     /// Active health checks.
     pub health_check: HealthCheckConfig,
-    /// Retries on another backend.
-    pub retry: RetryConfig,
     /// Passive health: the circuit breaker.
     pub circuit_breaker: BreakerConfig,
+    /// Retries on another backend.
+    pub retry: RetryConfig,
+    /// Upstream connection pooling.
+    pub upstream: UpstreamConfig,
+    /// `timeouts.connect` and `timeouts.backend_response` for this cluster; `None`
+    /// takes the global `[timeouts]` value.
+    pub timeouts: ClusterTimeouts,
     /// The backends, in order.
     pub backends: Vec<BackendConfig>,
+}
+
+impl ClusterConfig {
+    /// A cluster with every setting at its default and no backends.
+    pub fn new(name: &str) -> Self {
+        ClusterConfig {
+            name: name.into(),
+            balancer: BalancerConfig::default(),
+            health_check: HealthCheckConfig::default(),
+            circuit_breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
+            upstream: UpstreamConfig::default(),
+            timeouts: ClusterTimeouts::default(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+/// A cluster's own timeouts; `None` takes the global one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterTimeouts {
+    /// Connecting to a backend.
+    pub connect: Option<Duration>,
+    /// Waiting for a backend's response head, and between its body reads.
+    pub backend_response: Option<Duration>,
 }
 
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
-    /// Where clients connect; every shard listens here with SO_REUSEPORT.
-    pub listen: SocketAddr,
     /// Number of shards; 0 means one per core this process may run on.
     pub shards: usize,
     /// Which io driver to use.
@@ -85,12 +340,18 @@ pub enum IoMode {
 /// `[admin]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
-    /// Where the admin endpoints listen (loopback by default; never expose it).
+    /// Where the admin endpoints listen (loopback by default).
     pub listen: SocketAddr,
+    /// Bearer token every admin request but `GET /healthz` must carry
+    /// (`Authorization: Bearer TOKEN`); required on a non-loopback address.
+    pub token: Option<String>,
+    /// Host names (besides the admin address itself) that changes may be sent to,
+    /// for operators who reach the admin listener by name.
+    pub hosts: Vec<String>,
 }
 
 /// `[timeouts]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
     /// Connecting to a backend.
     pub connect: Duration,
@@ -373,7 +634,6 @@ pub struct BackendConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
             shards: 0,
             io: IoMode::Auto,
             max_connections: 100_000,
@@ -386,6 +646,8 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9900),
+            token: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -460,15 +722,14 @@ where
     }
 }
 
-/// Parses configuration text; `origin` names it in errors.
+/// Parses configuration text; `origin` names it in errors. Reports every error
+/// found, not only the first: syntax errors stop at once, but a key of the wrong
+/// type or an unknown key is reported and set aside, and the rest is still read.
 pub fn parse<I>(text: &str, origin: &str, env: I) -> Result<Config, ConfigErrors>
 where
     I: IntoIterator<Item = (String, String)>,
 {
-    let mut errors = Errors {
-        file: origin,
-        list: Vec::new(),
-    };
+    let mut errors = Errors::new(origin);
     let mut table: toml::Table = match text.parse() {
         Ok(table) => table,
         Err(e) => {
@@ -483,45 +744,114 @@ where
             return Err(ConfigErrors(errors.list));
         }
     };
-    let env_errors = apply_env(&mut table, env);
-    if !env_errors.is_empty() {
-        return Err(ConfigErrors(env_errors));
+    for error in apply_env(&mut table, env) {
+        errors.push_error(error);
     }
-    let file: FileConfig = match serde_path_to_error::deserialize(toml::Value::Table(table)) {
-        Ok(file) => file,
-        Err(e) => {
-            let path = e.path().to_string();
-            let message = e.inner().to_string();
-            // toml appends "in `section`" on a second line; the path says that.
-            let message = message.lines().next().unwrap_or("").trim();
-            match unknown_field(message) {
-                Some(field) => {
-                    let key = if path == "." || path.ends_with(field) {
-                        path.trim_start_matches('.').to_string()
-                    } else {
-                        format!("{path}.{field}")
-                    };
-                    let key = if key.is_empty() {
-                        field.to_string()
-                    } else {
-                        key
-                    };
-                    let expected = message.split_once(", expected ").map_or("", |(_, e)| e);
-                    errors.push(key, format!("unknown key (expected {expected})"));
-                }
-                None => errors.push(path, message.to_string()),
+    let file = deserialize_reporting(toml::Value::Table(table), &mut errors);
+    let mut config = convert(file, &mut errors);
+    config.check(&mut errors);
+    if errors.list.is_empty() {
+        config.warnings = errors.warnings;
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors.list))
+    }
+}
+
+/// Most keys set aside before giving up on the file's shape.
+const MAX_SHAPE_ERRORS: usize = 100;
+
+/// Deserializes the file's shape. A key of the wrong type or an unknown key is
+/// reported, removed, and the rest deserialized again, so that one run reports
+/// every such key.
+fn deserialize_reporting(mut value: toml::Value, errors: &mut Errors<'_>) -> FileConfig {
+    for _ in 0..MAX_SHAPE_ERRORS {
+        let e = match serde_path_to_error::deserialize::<_, FileConfig>(value.clone()) {
+            Ok(file) => return file,
+            Err(e) => e,
+        };
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // toml appends "in `section`" on a second line; the path says that.
+        let message = message.lines().next().unwrap_or("").trim();
+        let key = match unknown_field(message) {
+            Some(field) => {
+                let key = if path == "." || path.ends_with(field) {
+                    path.trim_start_matches('.').to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
+                let key = if key.is_empty() {
+                    field.to_string()
+                } else {
+                    key
+                };
+                let expected = message.split_once(", expected ").map_or("", |(_, e)| e);
+                errors.push(key.clone(), format!("unknown key (expected {expected})"));
+                key
             }
-            return Err(ConfigErrors(errors.list));
+            None => {
+                errors.push(path.clone(), message.to_string());
+                path
+            }
+        };
+        if !remove_key(&mut value, &key) {
+            break;
         }
+    }
+    FileConfig::default()
+}
+
+/// Removes the value at a dotted key (`clusters[1].backends[0].weight`) from a
+/// TOML tree. An element of an array of tables is emptied rather than removed, so
+/// that later elements keep their indexes. Returns whether anything was removed.
+fn remove_key(value: &mut toml::Value, key: &str) -> bool {
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    for part in key.split('.') {
+        let name_end = part.find('[').unwrap_or(part.len());
+        if name_end > 0 {
+            steps.push(Step::Name(&part[..name_end]));
+        }
+        for index in part[name_end..].split('[').skip(1) {
+            match index.trim_end_matches(']').parse() {
+                Ok(i) => steps.push(Step::Index(i)),
+                Err(_) => return false,
+            }
+        }
+    }
+    let Some((last, path)) = steps.split_last() else {
+        return false;
     };
-    let config = convert(file, &mut errors);
-    if let Some(config) = &config {
-        config.check(&mut errors);
+    let mut node = value;
+    for step in path {
+        let next = match (step, node) {
+            (Step::Name(name), toml::Value::Table(t)) => t.get_mut(*name),
+            (Step::Index(i), toml::Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
     }
-    match config {
-        Some(config) if errors.list.is_empty() => Ok(config),
-        _ => Err(ConfigErrors(errors.list)),
+    match (last, node) {
+        (Step::Name(name), toml::Value::Table(t)) => t.remove(*name).is_some(),
+        (Step::Index(i), toml::Value::Array(a)) if *i < a.len() => {
+            if a[*i].is_table() {
+                a[*i] = toml::Value::Table(toml::Table::new());
+            } else {
+                a.remove(*i);
+            }
+            true
+        }
+        _ => false,
     }
+}
+
+/// One step of a dotted key.
+enum Step<'a> {
+    Name(&'a str),
+    Index(usize),
 }
 
 /// "unknown field `x`, expected ..." → `x`.

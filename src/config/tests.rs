@@ -31,7 +31,7 @@ fn assert_error(text: &str, key: &str, fragment: &str) {
 fn the_example_file_parses() {
     let text = include_str!("../../config/ringlb.toml");
     let c = parse(text, "ringlb.toml", no_env()).unwrap();
-    assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.listeners[0].address, "0.0.0.0:8080".parse().unwrap());
     assert_eq!(c.server.shards, 0);
     assert_eq!(c.server.io, IoMode::Auto);
     assert_eq!(c.server.max_connections, 100_000);
@@ -40,23 +40,24 @@ fn the_example_file_parses() {
     assert_eq!(c.timeouts.connect, Duration::from_secs(2));
     assert_eq!(c.timeouts.idle, Duration::from_secs(60));
     assert_eq!(c.limits.max_header_bytes, 16384);
-    assert_eq!(c.balancer.strategy, Strategy::RoundRobin);
+    assert_eq!(c.clusters[0].balancer.strategy, Strategy::RoundRobin);
     assert_eq!(c.logging.level, LogLevel::Info);
-    assert_eq!(c.backends[0].name, "app1");
-    assert_eq!(c.backends[0].address, "127.0.0.1:9001".parse().unwrap());
+    assert_eq!(c.clusters[0].backends[0].name, "app1");
+    assert_eq!(
+        c.clusters[0].backends[0].address,
+        "127.0.0.1:9001".parse().unwrap()
+    );
 }
 
 #[test]
 fn missing_sections_take_defaults() {
     let c = parse(ONE_BACKEND, "t.toml", no_env()).unwrap();
-    let expected = Config {
-        backends: vec![BackendConfig {
-            name: "a".into(),
-            address: "127.0.0.1:9001".parse().unwrap(),
-            weight: 1,
-        }],
-        ..Config::default()
-    };
+    let mut expected = Config::default();
+    expected.clusters[0].backends = vec![BackendConfig {
+        name: "a".into(),
+        address: "127.0.0.1:9001".parse().unwrap(),
+        weight: 1,
+    }];
     assert_eq!(c, expected);
 }
 
@@ -230,7 +231,7 @@ fn health_check_settings() {
         no_env(),
     )
     .unwrap();
-    let hc = &c.health_check;
+    let hc = &c.clusters[0].health_check;
     assert_eq!(hc.kind, CheckType::Tcp);
     assert_eq!(hc.interval, Duration::from_millis(500));
     assert_eq!(hc.expect_status, 200..=204);
@@ -289,7 +290,7 @@ fn retry_settings() {
     )
     .unwrap();
     assert_eq!(
-        c.retry,
+        c.clusters[0].retry,
         RetryConfig {
             max_retries: 3,
             max_buffered_body: 1024,
@@ -331,7 +332,7 @@ fn breaker_settings() {
         half_open_probes: 2,
         count_5xx: true,
     };
-    assert_eq!(c.circuit_breaker, expected);
+    assert_eq!(c.clusters[0].circuit_breaker, expected);
     assert_error(
         &format!("[circuit_breaker]\nfailure_threshold = 0\n{ONE_BACKEND}"),
         "circuit_breaker.failure_threshold",
@@ -372,7 +373,7 @@ fn balancer_settings() {
         no_env(),
     )
     .unwrap();
-    let b = &c.balancer;
+    let b = &c.clusters[0].balancer;
     assert_eq!(b.strategy, Strategy::ConsistentHash);
     assert_eq!(b.hash_key, HashKey::Header("x-user".into()));
     assert_eq!(b.hash_algorithm, HashAlgorithm::Maglev);
@@ -421,7 +422,7 @@ fn balancer_settings() {
     )
     .unwrap();
     assert_eq!(
-        c.balancer.sticky,
+        c.clusters[0].balancer.sticky,
         Some(StickyConfig {
             cookie: "srv".into(),
             ttl: Duration::from_secs(1800),
@@ -455,7 +456,7 @@ fn balancer_settings() {
             no_env(),
         )
         .unwrap();
-        assert_eq!(c.balancer.strategy.as_str(), strategy);
+        assert_eq!(c.clusters[0].balancer.strategy.as_str(), strategy);
     }
 }
 
@@ -563,8 +564,8 @@ fn environment_overrides_apply() {
         ]),
     )
     .unwrap();
-    assert_eq!(c.balancer.strategy, Strategy::LeastConn);
-    assert_eq!(c.server.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(c.clusters[0].balancer.strategy, Strategy::LeastConn);
+    assert_eq!(c.listeners[0].address, "0.0.0.0:9000".parse().unwrap());
     assert_eq!(c.server.max_connections, 10);
     assert_eq!(c.timeouts.backend_response, Duration::from_secs(5));
     assert_eq!(c.logging.level, LogLevel::Debug);
@@ -619,7 +620,7 @@ fn bad_environment_values_name_the_variable() {
 fn validate_applies_to_configs_built_in_code() {
     let mut c = Config::default();
     assert!(c.validate().is_err(), "no backends");
-    c.backends.push(BackendConfig {
+    c.clusters[0].backends.push(BackendConfig {
         name: "a".into(),
         address: "127.0.0.1:1".parse().unwrap(),
         weight: 0,

@@ -1,16 +1,17 @@
 //! `control::handle`: the control thread's client API.
 //!
 //! Owns `ServerHandle`, the cheap cloneable handle through which the admin listener,
-//! the signal thread and tests ask the control thread for figures and changes, and
-//! the types those answers come in. Every call is a message and a bounded wait:
-//! nothing here touches shard state or blocks longer than its timeout.
+//! the signal thread and tests ask the control thread for figures and changes
+//! (reloads, and the runtime API's backend changes), and the types those answers
+//! come in. Every call is a message and a bounded wait: nothing here touches shard
+//! state or blocks longer than its timeout.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
 
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, Config, ConfigErrors};
 use crate::control::breaker::BreakerState;
 use crate::observe::stats::{BackendCounters, Counters, LatencySummary};
 
@@ -19,7 +20,13 @@ use crate::observe::stats::{BackendCounters, Counters, LatencySummary};
 pub(crate) enum ControlMessage {
     Shutdown,
     Abort,
-    SetBackends(Vec<BackendConfig>),
+    Reload {
+        config: Box<Config>,
+        reply: Sender<Result<ReloadOutcome, ReloadError>>,
+    },
+    ReloadFile {
+        reply: Sender<Result<ReloadOutcome, ReloadError>>,
+    },
     Stats(Sender<Counters>),
     Report {
         shard: Option<usize>,
@@ -27,10 +34,26 @@ pub(crate) enum ControlMessage {
         reply: Sender<Option<Report>>,
     },
     Backends(Sender<Vec<BackendStatus>>),
+    Clusters(Sender<Vec<ClusterStatus>>),
     SetAdminState {
         name: String,
         state: AdminState,
         reply: Sender<Option<BackendStatus>>,
+    },
+    AddBackend {
+        cluster: String,
+        backend: BackendConfig,
+        reply: Sender<Result<BackendStatus, ApiError>>,
+    },
+    RemoveBackend {
+        name: String,
+        reply: Sender<Result<BackendStatus, ApiError>>,
+    },
+    UpdateBackend {
+        name: String,
+        weight: Option<u32>,
+        state: Option<AdminState>,
+        reply: Sender<Result<BackendStatus, ApiError>>,
     },
 }
 
@@ -39,9 +62,10 @@ pub(crate) enum ControlMessage {
 pub enum AdminState {
     /// In rotation (when healthy and its breaker allows).
     Enabled,
-    /// No new requests; requests in flight finish. Kept until `enable`.
+    /// Only clients stuck to it by a sticky cookie send it new requests; requests
+    /// in flight finish. Kept until `enable` (or a reload that drops it).
     Draining,
-    /// Out of rotation until `enable`.
+    /// Nothing new at all; requests in flight finish. Kept until `enable`.
     Disabled,
 }
 
@@ -54,13 +78,25 @@ impl AdminState {
             AdminState::Disabled => "disabled",
         }
     }
+
+    /// Parses the admin API's spelling (`drain` is accepted for `draining`).
+    pub fn parse(s: &str) -> Option<AdminState> {
+        match s {
+            "enabled" | "enable" => Some(AdminState::Enabled),
+            "draining" | "drain" => Some(AdminState::Draining),
+            "disabled" | "disable" => Some(AdminState::Disabled),
+            _ => None,
+        }
+    }
 }
 
 /// One backend as the control thread sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendStatus {
-    /// The configured name.
+    /// The configured name (unique across clusters).
     pub name: String,
+    /// The cluster it belongs to.
+    pub cluster: String,
     /// Where it is.
     pub address: SocketAddr,
     /// Its weight.
@@ -75,11 +111,93 @@ pub struct BackendStatus {
     pub effective_weight: u32,
 }
 
+/// One cluster as the control thread sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Its name.
+    pub name: String,
+    /// Its balancing strategy.
+    pub strategy: &'static str,
+    /// Its backends, in order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// Why a runtime change through the admin API was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// No cluster has that name (404).
+    #[error("no cluster named {0:?}")]
+    NoCluster(String),
+    /// No backend has that name (404).
+    #[error("no backend named {0:?}")]
+    NoBackend(String),
+    /// The change contradicts what exists, like a name already taken (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request itself is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The control thread did not answer in time (503).
+    #[error("the control thread did not answer")]
+    Unavailable,
+}
+
+impl ApiError {
+    /// The HTTP status the admin API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::NoCluster(_) | ApiError::NoBackend(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::Invalid(_) => 400,
+            ApiError::Unavailable => 503,
+        }
+    }
+}
+
+/// What a reload applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// Settings that changed but only take effect after a restart
+    /// (`server.shards`, `server.io`, `admin.listen`); the running values stay.
+    pub restart_needed: Vec<String>,
+    /// Listeners added (and bound on every shard).
+    pub listeners_added: Vec<String>,
+    /// Listeners removed (their connections finish within the grace period).
+    pub listeners_removed: Vec<String>,
+    /// The new configuration's warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration breaks a rule (every broken rule is listed).
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// A new listener's address could not be bound.
+    #[error("listener {listener}: cannot listen on {address}: {error}")]
+    Bind {
+        listener: String,
+        address: SocketAddr,
+        error: String,
+    },
+    /// There is no file to re-read (the server was started from a configuration
+    /// built in code).
+    #[error("no configuration file to reload")]
+    NoFile,
+    /// The control thread did not answer in time.
+    #[error("the control thread did not answer")]
+    Unavailable,
+}
+
 /// A cheap, cloneable handle that talks to the control thread.
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     pub(crate) tx: Sender<ControlMessage>,
 }
+
+/// How long a change waits for the control thread.
+const CHANGE_WAIT: Duration = Duration::from_secs(5);
 
 impl ServerHandle {
     /// Graceful shutdown: stop accepting, finish in-flight requests within
@@ -93,9 +211,23 @@ impl ServerHandle {
         let _ = self.tx.send(ControlMessage::Abort);
     }
 
-    /// Replaces the backend table on every shard.
-    pub fn set_backends(&self, backends: Vec<BackendConfig>) {
-        let _ = self.tx.send(ControlMessage::SetBackends(backends));
+    /// Applies a whole new configuration: listeners, routes, clusters, settings.
+    /// An invalid one (or one whose new listener cannot be bound) is refused and
+    /// the running configuration stays. Returns once every shard has been sent it.
+    pub fn reload(&self, config: Config) -> Result<ReloadOutcome, ReloadError> {
+        let config = Box::new(config);
+        self.ask(
+            |reply| ControlMessage::Reload { config, reply },
+            CHANGE_WAIT,
+        )
+        .unwrap_or(Err(ReloadError::Unavailable))
+    }
+
+    /// Re-reads the configuration file the server started from and applies it, as
+    /// `reload` does.
+    pub fn reload_file(&self) -> Result<ReloadOutcome, ReloadError> {
+        self.ask(|reply| ControlMessage::ReloadFile { reply }, CHANGE_WAIT)
+            .unwrap_or(Err(ReloadError::Unavailable))
     }
 
     /// Sends the message `make` builds around a reply channel and waits up to
@@ -112,13 +244,67 @@ impl ServerHandle {
         let name = name.to_string();
         self.ask(
             |reply| ControlMessage::SetAdminState { name, state, reply },
-            Duration::from_secs(2),
+            CHANGE_WAIT,
         )?
+    }
+
+    /// Adds a backend to a cluster until the next reload.
+    pub fn add_backend(
+        &self,
+        cluster: &str,
+        backend: BackendConfig,
+    ) -> Result<BackendStatus, ApiError> {
+        let cluster = cluster.to_string();
+        self.ask(
+            |reply| ControlMessage::AddBackend {
+                cluster,
+                backend,
+                reply,
+            },
+            CHANGE_WAIT,
+        )
+        .unwrap_or(Err(ApiError::Unavailable))
+    }
+
+    /// Removes a backend until the next reload: it takes nothing new, and what it
+    /// has in flight finishes.
+    pub fn remove_backend(&self, name: &str) -> Result<BackendStatus, ApiError> {
+        let name = name.to_string();
+        self.ask(
+            |reply| ControlMessage::RemoveBackend { name, reply },
+            CHANGE_WAIT,
+        )
+        .unwrap_or(Err(ApiError::Unavailable))
+    }
+
+    /// Sets a backend's weight and/or operator state until the next reload.
+    pub fn update_backend(
+        &self,
+        name: &str,
+        weight: Option<u32>,
+        state: Option<AdminState>,
+    ) -> Result<BackendStatus, ApiError> {
+        let name = name.to_string();
+        self.ask(
+            |reply| ControlMessage::UpdateBackend {
+                name,
+                weight,
+                state,
+                reply,
+            },
+            CHANGE_WAIT,
+        )
+        .unwrap_or(Err(ApiError::Unavailable))
     }
 
     /// Every backend's state as the control thread sees it.
     pub fn backends(&self) -> Option<Vec<BackendStatus>> {
         self.ask(ControlMessage::Backends, Duration::from_secs(2))
+    }
+
+    /// Every cluster with its backends.
+    pub fn clusters(&self) -> Option<Vec<ClusterStatus>> {
+        self.ask(ControlMessage::Clusters, Duration::from_secs(2))
     }
 
     /// Per-backend counters merged over all shards, by backend name (fresh: waits
@@ -160,7 +346,7 @@ pub struct Report {
     pub io_driver: &'static str,
     /// How many shards run.
     pub shards: usize,
-    /// The balancing strategy.
+    /// The first cluster's balancing strategy (each cluster's is in `clusters`).
     pub strategy: &'static str,
     /// The shard this report is about, or `None` for all of them.
     pub shard: Option<usize>,
@@ -170,8 +356,53 @@ pub struct Report {
     pub totals: Counters,
     /// Latency over the window, and since start.
     pub latency: (LatencySummary, LatencySummary),
+    /// Per listener.
+    pub listeners: Vec<ListenerView>,
+    /// Per route.
+    pub routes: Vec<RouteView>,
+    /// Per cluster.
+    pub clusters: Vec<ClusterView>,
     /// Per backend.
     pub backends: Vec<BackendView>,
+}
+
+/// One listener in a `Report`.
+#[derive(Debug, Clone)]
+pub struct ListenerView {
+    /// Its name.
+    pub name: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its protocol.
+    pub protocol: &'static str,
+}
+
+/// One route in a `Report`.
+#[derive(Debug, Clone)]
+pub struct RouteView {
+    /// Its name.
+    pub name: String,
+    /// Its listener.
+    pub listener: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// Requests it matched.
+    pub requests: u64,
+}
+
+/// One cluster in a `Report`.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// Its name.
+    pub name: String,
+    /// Its balancing strategy.
+    pub strategy: &'static str,
+    /// Requests routed to it.
+    pub requests: u64,
+    /// Of those, requests that failed.
+    pub failures: u64,
+    /// Latency over the window and since start (over all shards only).
+    pub latency: Option<(LatencySummary, LatencySummary)>,
 }
 
 /// One backend in a `Report`.

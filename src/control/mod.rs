@@ -1,42 +1,52 @@
 //! `control`: the control thread.
 //!
-//! Owns every global decision: the backend table (ids by name, changes broadcast to
-//! every shard), health and breakers ([`members`]), merged statistics, shutdown and
-//! reloads. Talks to shards only through their crossbeam channels: typed commands
-//! out, compact events in. Its client API is [`handle`]. Never on the request path;
-//! never blocks a shard (commands go through bounded channels with room).
+//! Owns every global decision: the running configuration and its reloads (diffed
+//! into one plan for every shard, new listeners bound first), every cluster's
+//! backends with their health and breakers ([`members`]), the runtime API's
+//! changes, merged statistics and shutdown. Talks to shards only through their
+//! crossbeam channels: typed commands out, compact events in. Its client API is
+//! [`handle`]. Never on the request path; never blocks a shard (commands go through
+//! bounded channels with room).
 
 pub mod breaker;
 pub mod handle;
 pub mod health;
 pub mod members;
 
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use crate::admin::AdminServer;
+use crate::admin::{AdminAccess, AdminServer};
 use crate::cluster::backend::Availability;
-use crate::control::breaker::BreakerState;
-use crate::control::handle::{BackendView, ControlMessage, Report, ShutdownReport};
+use crate::config::{self, BackendConfig, Config, ListenerConfig};
+use crate::control::handle::{
+    AdminState, ApiError, BackendStatus, BackendView, ClusterView, ControlMessage, ListenerView,
+    ReloadError, ReloadOutcome, Report, RouteView, ShutdownReport,
+};
 use crate::control::health::CheckResult;
-use crate::control::members::{BackendIds, Members};
+use crate::control::members::{At, Membership};
+use crate::listener::bind_group;
 use crate::observe::access_log;
+use crate::observe::logging;
 use crate::observe::stats::Aggregate;
-use crate::shard::{ShardCommand, ShardEvent};
+use crate::shard::{ListenerPlan, ShardCommand, ShardEvent, ShardPlan, ShardSettings};
 use crate::{log_error, log_info, log_warn};
 
 /// Sends a command, waiting a little for room: a shard empties its queue every
 /// 2 ms, so a full queue means the shard is stuck, and the command is dropped with
-/// a warning rather than blocking the control thread.
+/// an error rather than blocking the control thread.
 fn send_command(link: &ShardLink, command: ShardCommand) {
     if link
         .commands
         .send_timeout(command, Duration::from_millis(500))
         .is_err()
     {
-        log_warn!("a shard's command queue stayed full; a command was dropped");
+        log_error!("a shard's command queue stayed full; a command was dropped");
     }
 }
 
@@ -46,29 +56,121 @@ pub(crate) struct ShardLink {
     pub(crate) thread: Option<JoinHandle<()>>,
 }
 
-pub(crate) struct ControlThread {
+/// Sets the process-wide log level and format from the configuration.
+pub fn apply_logging(config: &config::LoggingConfig) {
+    let level = match config.level {
+        config::LogLevel::Error => logging::Level::Error,
+        config::LogLevel::Warn => logging::Level::Warn,
+        config::LogLevel::Info => logging::Level::Info,
+        config::LogLevel::Debug => logging::Level::Debug,
+    };
+    let format = match config.format {
+        config::LogFormat::Text => logging::Format::Text,
+        config::LogFormat::Json => logging::Format::Json,
+    };
+    logging::init(level, format);
+}
+
+/// The plan every shard serves, from a configuration and the members now.
+pub(crate) fn shard_plan(
+    config: &Config,
+    shards: usize,
+    members: &Membership,
+    access_log: Option<&Sender<Vec<u8>>>,
+) -> ShardPlan {
+    ShardPlan {
+        settings: ShardSettings::from_config(config, shards),
+        clusters: members.plans(),
+        listeners: config
+            .listeners
+            .iter()
+            .map(|l| ListenerPlan {
+                name: l.name.clone(),
+                address: l.address,
+                routes: config
+                    .routes
+                    .iter()
+                    .filter(|r| r.listener == l.name)
+                    .cloned()
+                    .collect(),
+            })
+            .collect(),
+        access_log: access_log.cloned(),
+    }
+}
+
+/// Whether a configured listener is the one running: the same name, and the same
+/// address (a configured port 0 keeps whatever port was bound).
+fn same_listener(configured: &ListenerConfig, running: &ListenerConfig) -> bool {
+    configured.name == running.name
+        && configured.protocol == running.protocol
+        && (configured.address == running.address
+            || (configured.address.port() == 0 && configured.address.ip() == running.address.ip()))
+}
+
+/// What the control thread starts with.
+pub(crate) struct ControlStart {
     pub(crate) shards: Vec<ShardLink>,
     pub(crate) events: Receiver<ShardEvent>,
     pub(crate) messages: Receiver<ControlMessage>,
-    pub(crate) ids: BackendIds,
-    pub(crate) members: Members,
+    pub(crate) config: Config,
+    pub(crate) config_path: Option<PathBuf>,
+    pub(crate) members: Membership,
     pub(crate) health: Receiver<CheckResult>,
-    /// The shard that gets the next half-open probes (rotates).
-    pub(crate) next_probe_shard: usize,
-    /// Traffic figures merged from shard reports.
-    pub(crate) aggregate: Aggregate,
-    /// The access log writer, stopped after the shards.
-    pub(crate) access_writer: Option<access_log::Writer>,
-    /// Number of the last on-demand report request.
-    pub(crate) report_seq: u64,
-    /// For reports.
+    pub(crate) access_log: Option<(Sender<Vec<u8>>, access_log::Writer)>,
     pub(crate) io_driver: &'static str,
-    pub(crate) strategy: &'static str,
-    pub(crate) grace: Duration,
-    pub(crate) admin: Option<AdminServer>,
+    pub(crate) admin: AdminServer,
+    pub(crate) admin_access: Arc<std::sync::Mutex<AdminAccess>>,
+}
+
+pub(crate) struct ControlThread {
+    shards: Vec<ShardLink>,
+    events: Receiver<ShardEvent>,
+    messages: Receiver<ControlMessage>,
+    /// The running configuration: the file's, with the addresses listeners were
+    /// bound to, and the restart-only settings it started with.
+    config: Config,
+    /// The file `reload_file` re-reads, if there is one.
+    config_path: Option<PathBuf>,
+    members: Membership,
+    health: Receiver<CheckResult>,
+    /// The shard that gets the next half-open probes (rotates).
+    next_probe_shard: usize,
+    /// Traffic figures merged from shard reports.
+    aggregate: Aggregate,
+    /// The access log writer, started when a configuration first asks for it and
+    /// stopped after the shards.
+    access_log: Option<(Sender<Vec<u8>>, access_log::Writer)>,
+    /// Number of the last on-demand report request.
+    report_seq: u64,
+    /// For reports.
+    io_driver: &'static str,
+    admin: Option<AdminServer>,
+    /// What the admin listener checks, updated by reloads.
+    admin_access: Arc<std::sync::Mutex<AdminAccess>>,
 }
 
 impl ControlThread {
+    pub(crate) fn new(start: ControlStart) -> Self {
+        let shard_count = start.shards.len();
+        ControlThread {
+            shards: start.shards,
+            events: start.events,
+            messages: start.messages,
+            config: start.config,
+            config_path: start.config_path,
+            members: start.members,
+            health: start.health,
+            next_probe_shard: 0,
+            aggregate: Aggregate::new(shard_count, Instant::now()),
+            access_log: start.access_log,
+            report_seq: 0,
+            io_driver: start.io_driver,
+            admin: Some(start.admin),
+            admin_access: start.admin_access,
+        }
+    }
+
     pub(crate) fn run(mut self) -> ShutdownReport {
         loop {
             let wait = self
@@ -81,50 +183,19 @@ impl ControlThread {
                 recv(self.messages) -> message => match message {
                     Ok(ControlMessage::Shutdown) | Err(_) => return self.stop(false),
                     Ok(ControlMessage::Abort) => return self.stop(true),
-                    Ok(ControlMessage::SetBackends(backends)) => {
-                        let specs = self.ids.specs(&backends);
-                        log_info!("backend table changed: {} backend(s)", specs.len());
-                        self.members.update(specs, Instant::now());
-                        self.broadcast(ShardCommand::SetBackends(self.members.specs()));
-                        // Half-open probes are per shard: hand them out again.
-                        for index in 0..self.members.list.len() {
-                            if self.members.list[index].breaker.state() == BreakerState::HalfOpen {
-                                self.publish(index);
-                            }
-                        }
-                    }
-                    Ok(ControlMessage::Stats(reply)) => {
-                        self.refresh(Duration::from_secs(1));
-                        let _ = reply.send(self.aggregate.counters(None));
-                    }
-                    Ok(ControlMessage::Report { shard, wait, reply }) => {
-                        self.refresh(wait);
-                        let _ = reply.send(self.report(shard));
-                    }
-                    Ok(ControlMessage::Backends(reply)) => {
-                        let _ = reply.send(self.members.statuses());
-                    }
-                    Ok(ControlMessage::SetAdminState { name, state, reply }) => {
-                        let index = self.members.list.iter().position(|m| m.spec.name == name);
-                        if let Some(index) = index {
-                            self.members.list[index].admin = state;
-                            log_info!("backend {name} {} by the admin API", state.as_str());
-                            self.publish(index);
-                        }
-                        let _ = reply.send(index.map(|i| self.members.list[i].status()));
-                    }
+                    Ok(message) => self.answer(message),
                 },
                 recv(self.health) -> result => {
                     if let Ok(result) = result {
-                        if let Some(index) = self.members.record_check(result, Instant::now()) {
-                            self.publish(index);
+                        if let Some(at) = self.members.record_check(result, Instant::now()) {
+                            self.publish(at);
                         }
                     }
                 },
                 recv(self.events) -> event => match event {
                     Ok(ShardEvent::Outcome { id, ok }) => {
-                        if let Some(index) = self.members.record_outcome(id, ok, Instant::now()) {
-                            self.publish(index);
+                        if let Some(at) = self.members.record_outcome(id, ok, Instant::now()) {
+                            self.publish(at);
                         }
                     }
                     Ok(ShardEvent::Report(report)) => {
@@ -137,55 +208,285 @@ impl ControlThread {
                 },
                 default(wait) => {}
             }
-            for index in self.members.poll_breakers(Instant::now()) {
-                self.publish(index);
+            for at in self.members.poll_breakers(Instant::now()) {
+                self.publish(at);
             }
             self.publish_weights();
+        }
+    }
+
+    /// Answers every message but shutdown and abort.
+    fn answer(&mut self, message: ControlMessage) {
+        match message {
+            ControlMessage::Shutdown | ControlMessage::Abort => {}
+            ControlMessage::Reload { config, reply } => {
+                let _ = reply.send(self.reload(*config));
+            }
+            ControlMessage::ReloadFile { reply } => {
+                let result = match &self.config_path {
+                    Some(path) => config::load(path)
+                        .map_err(ReloadError::Invalid)
+                        .and_then(|config| self.reload(config)),
+                    None => Err(ReloadError::NoFile),
+                };
+                if let Err(e) = &result {
+                    log_error!("reload refused, keeping the running configuration:\n{e}");
+                }
+                let _ = reply.send(result);
+            }
+            ControlMessage::Stats(reply) => {
+                self.refresh(Duration::from_secs(1));
+                let _ = reply.send(self.aggregate.counters(None));
+            }
+            ControlMessage::Report { shard, wait, reply } => {
+                self.refresh(wait);
+                let _ = reply.send(self.report(shard));
+            }
+            ControlMessage::Backends(reply) => {
+                let _ = reply.send(self.members.statuses());
+            }
+            ControlMessage::Clusters(reply) => {
+                let _ = reply.send(self.members.clusters());
+            }
+            ControlMessage::SetAdminState { name, state, reply } => {
+                let at = self.members.named(&name);
+                if let Some(at) = at {
+                    self.members.set_admin_state(at, state);
+                    self.publish(at);
+                }
+                let _ = reply.send(at.map(|at| self.members.status(at)));
+            }
+            ControlMessage::AddBackend {
+                cluster,
+                backend,
+                reply,
+            } => {
+                let _ = reply.send(self.add_backend(&cluster, backend));
+            }
+            ControlMessage::RemoveBackend { name, reply } => {
+                let result = self.members.remove_backend(&name);
+                if result.is_ok() {
+                    self.configure_shards(Vec::new());
+                }
+                let _ = reply.send(result);
+            }
+            ControlMessage::UpdateBackend {
+                name,
+                weight,
+                state,
+                reply,
+            } => {
+                let _ = reply.send(self.update_backend(&name, weight, state));
+            }
+        }
+    }
+
+    fn add_backend(
+        &mut self,
+        cluster: &str,
+        backend: BackendConfig,
+    ) -> Result<BackendStatus, ApiError> {
+        let at = self.members.add_backend(cluster, backend, Instant::now())?;
+        self.configure_shards(Vec::new());
+        Ok(self.members.status(at))
+    }
+
+    fn update_backend(
+        &mut self,
+        name: &str,
+        weight: Option<u32>,
+        state: Option<AdminState>,
+    ) -> Result<BackendStatus, ApiError> {
+        let at = self
+            .members
+            .named(name)
+            .ok_or_else(|| ApiError::NoBackend(name.to_string()))?;
+        if let Some(weight) = weight {
+            self.members.set_weight(at, weight)?;
+        }
+        if let Some(state) = state {
+            self.members.set_admin_state(at, state);
+        }
+        if weight.is_some() {
+            // Strategies build their tables from weights: shards rebuild.
+            self.configure_shards(Vec::new());
+        } else {
+            self.publish(at);
+        }
+        Ok(self.members.status(at))
+    }
+
+    /// Applies a new configuration, or refuses it whole. New listeners are bound
+    /// on every shard first, so that a bind error changes nothing.
+    fn reload(&mut self, mut config: Config) -> Result<ReloadOutcome, ReloadError> {
+        config.validate().map_err(ReloadError::Invalid)?;
+        let mut outcome = ReloadOutcome::default();
+        let running = &self.config;
+        for (key, changed) in [
+            (
+                "server.shards",
+                config.server.shards != running.server.shards,
+            ),
+            ("server.io", config.server.io != running.server.io),
+            ("admin.listen", config.admin.listen != running.admin.listen),
+        ] {
+            if changed {
+                outcome.restart_needed.push(key.to_string());
+            }
+        }
+        config.server.shards = running.server.shards;
+        config.server.io = running.server.io;
+        config.admin.listen = running.admin.listen;
+
+        let shard_count = self.shards.len();
+        let mut sockets: Vec<Vec<(String, TcpListener)>> =
+            (0..shard_count).map(|_| Vec::new()).collect();
+        for listener in &mut config.listeners {
+            if let Some(same) = running
+                .listeners
+                .iter()
+                .find(|r| same_listener(listener, r))
+            {
+                listener.address = same.address;
+                continue;
+            }
+            let group =
+                bind_group(listener.address, shard_count).map_err(|error| ReloadError::Bind {
+                    listener: listener.name.clone(),
+                    address: listener.address,
+                    error: error.to_string(),
+                })?;
+            listener.address = group.address;
+            for (shard, socket) in sockets.iter_mut().zip(group.sockets) {
+                shard.push((listener.name.clone(), socket));
+            }
+            outcome
+                .listeners_added
+                .push(format!("{} on {}", listener.name, listener.address));
+        }
+        for old in &running.listeners {
+            if !config.listeners.iter().any(|l| same_listener(l, old)) {
+                outcome
+                    .listeners_removed
+                    .push(format!("{} on {}", old.name, old.address));
+            }
+        }
+
+        apply_logging(&config.logging);
+        if config.server.transparent_huge_pages != running.server.transparent_huge_pages {
+            let applied = if config.server.transparent_huge_pages {
+                crate::sys::enable_transparent_huge_pages()
+            } else {
+                crate::sys::disable_transparent_huge_pages()
+            };
+            if let Err(e) = applied {
+                log_warn!("could not change server.transparent_huge_pages: {e}");
+            }
+        }
+        if config.logging.access_log && self.access_log.is_none() {
+            match access_log::Writer::spawn() {
+                Ok(writer) => self.access_log = Some(writer),
+                Err(e) => log_error!("cannot start the access log writer: {e}"),
+            }
+        }
+        if let Ok(mut access) = self.admin_access.lock() {
+            access.token = config.admin.token.clone();
+            access.hosts = config.admin.hosts.clone();
+        }
+        self.members.apply(&config, Instant::now());
+        outcome.warnings = config.warnings.iter().map(ToString::to_string).collect();
+        self.config = config;
+        self.configure_shards(sockets);
+
+        log_info!(
+            "configuration reloaded: {} listener(s), {} route(s), {} cluster(s)",
+            self.config.listeners.len(),
+            self.config.routes.len(),
+            self.config.clusters.len()
+        );
+        for l in &outcome.listeners_added {
+            log_info!("listener {l} added");
+        }
+        for w in &outcome.warnings {
+            log_warn!("{w}");
+        }
+        for key in &outcome.restart_needed {
+            log_warn!("{key} changed in the file but needs a restart; the running value stays");
+        }
+        Ok(outcome)
+    }
+
+    /// Sends every shard the current plan (with its sockets for new listeners),
+    /// then hands out half-open breakers' probes again: a plan's availability keeps
+    /// them out everywhere.
+    fn configure_shards(&mut self, sockets: Vec<Vec<(String, TcpListener)>>) {
+        let writer = self
+            .access_log
+            .as_ref()
+            .filter(|_| self.config.logging.access_log)
+            .map(|(tx, _)| tx);
+        let plan = Arc::new(shard_plan(
+            &self.config,
+            self.shards.len(),
+            &self.members,
+            writer,
+        ));
+        let mut sockets = sockets.into_iter();
+        for link in &self.shards {
+            let command = ShardCommand::Configure {
+                plan: Arc::clone(&plan),
+                sockets: sockets.next().unwrap_or_default(),
+            };
+            send_command(link, command);
+        }
+        for at in self.members.all() {
+            if self.members.member(at).probing() {
+                self.publish(at);
+            }
         }
     }
 
     /// Sends every backend whose effective weight changed (slow start) to shards.
     fn publish_weights(&mut self) {
         let now = Instant::now();
-        for index in 0..self.members.list.len() {
-            let weight = self.members.weight_now(index, now);
-            let member = &mut self.members.list[index];
+        for at in self.members.all() {
+            let weight = self.members.clusters[at.0].weight_now(at.1, now);
+            let member = &mut self.members.clusters[at.0].list[at.1];
             if weight != member.effective_weight {
                 member.effective_weight = weight;
                 let id = member.spec.id;
-                self.broadcast(ShardCommand::SetWeight { id, weight });
+                self.broadcast(|| ShardCommand::SetWeight { id, weight });
             }
         }
     }
 
-    /// Tells every shard whether it may pick member `index` now. A half-open
+    /// Tells every shard what it may do with member `at` now. A half-open
     /// breaker's probes go to one shard (rotating); the others keep it out.
-    fn publish(&mut self, index: usize) {
+    fn publish(&mut self, at: At) {
         // A backend coming back under slow start gets its low weight first.
         self.publish_weights();
-        let member = &self.members.list[index];
-        let available = member.available();
+        let member = self.members.member(at);
+        let availability = member.availability();
         let id = member.spec.id;
-        let probing = member.health.is_up() && member.breaker.state() == BreakerState::HalfOpen;
+        let probing = member.probing();
+        let probes = self.members.clusters[at.0].breaker.half_open_probes;
         let probe_shard = self.next_probe_shard % self.shards.len().max(1);
         if probing {
             self.next_probe_shard += 1;
         }
         for (i, link) in self.shards.iter().enumerate() {
-            let availability = if available {
-                Availability::Available
-            } else if probing && i == probe_shard {
-                Availability::Probing(self.members.breaker.half_open_probes)
+            let availability = if probing && i == probe_shard {
+                Availability::Probing(probes)
             } else {
-                Availability::Unavailable
+                availability
             };
             send_command(link, ShardCommand::SetAvailability { id, availability });
         }
     }
 
-    fn broadcast(&self, command: ShardCommand) {
+    fn broadcast(&self, command: impl Fn() -> ShardCommand) {
         for link in &self.shards {
-            send_command(link, command.clone());
+            send_command(link, command());
         }
     }
 
@@ -193,7 +494,7 @@ impl ControlThread {
     fn refresh(&mut self, wait: Duration) {
         self.report_seq += 1;
         let seq = self.report_seq;
-        self.broadcast(ShardCommand::ReportStats(seq));
+        self.broadcast(|| ShardCommand::ReportStats(seq));
         let mut answered = vec![false; self.shards.len()];
         let mut changed = Vec::new();
         let deadline = Instant::now() + wait;
@@ -215,8 +516,8 @@ impl ControlThread {
                 Err(_) => break,
             }
         }
-        for index in changed {
-            self.publish(index);
+        for at in changed {
+            self.publish(at);
         }
     }
 
@@ -230,32 +531,72 @@ impl ControlThread {
             Some(s) => agg.shard_latency[s].summaries(now),
             None => agg.latency.summaries(now),
         };
+        let overall = |latency: Option<&crate::observe::stats::Latency>| match shard {
+            Some(_) => None,
+            None => Some(latency.map_or_else(Default::default, |l| l.summaries(now))),
+        };
         let backends = self
             .members
-            .list
+            .statuses()
+            .into_iter()
+            .map(|status| BackendView {
+                counters: agg.backend_counters(&status.name, shard),
+                latency: overall(agg.backend_latency.get(&status.name)),
+                status,
+            })
+            .collect();
+        let clusters = self
+            .members
+            .clusters
             .iter()
-            .map(|m| BackendView {
-                status: m.status(),
-                counters: agg.backend_counters(&m.spec.name, shard),
-                latency: match shard {
-                    Some(_) => None,
-                    None => Some(
-                        agg.backend_latency
-                            .get(&m.spec.name)
-                            .map_or_else(Default::default, |l| l.summaries(now)),
-                    ),
-                },
+            .map(|c| {
+                let (requests, failures) = agg.cluster_counters(&c.name, shard);
+                ClusterView {
+                    name: c.name.clone(),
+                    strategy: c.settings.balancer.strategy.as_str(),
+                    requests,
+                    failures,
+                    latency: overall(agg.cluster_latency.get(&c.name)),
+                }
+            })
+            .collect();
+        let routes = self
+            .config
+            .routes
+            .iter()
+            .map(|r| RouteView {
+                name: r.name.clone(),
+                listener: r.listener.clone(),
+                cluster: r.cluster.clone(),
+                requests: agg.route_requests(&r.name, shard),
+            })
+            .collect();
+        let listeners = self
+            .config
+            .listeners
+            .iter()
+            .map(|l| ListenerView {
+                name: l.name.clone(),
+                address: l.address,
+                protocol: l.protocol.as_str(),
             })
             .collect();
         Some(Report {
             uptime: now.saturating_duration_since(agg.started),
             io_driver: self.io_driver,
             shards: self.shards.len(),
-            strategy: self.strategy,
+            strategy: self
+                .members
+                .clusters
+                .first()
+                .map_or("round-robin", |c| c.settings.balancer.strategy.as_str()),
             shard,
             window: agg.latency.window.length(),
             totals: agg.counters(shard),
             latency,
+            listeners,
+            routes,
+            clusters,
             backends,
         })
     }
@@ -270,14 +611,17 @@ impl ControlThread {
                 "shutting down gracefully"
             }
         );
-        self.broadcast(if abort {
-            ShardCommand::Abort
-        } else {
-            ShardCommand::Shutdown
+        self.broadcast(|| {
+            if abort {
+                ShardCommand::Abort
+            } else {
+                ShardCommand::Shutdown
+            }
         });
         let mut unfinished = 0;
         let mut stopped = vec![false; self.shards.len()];
-        let deadline = Instant::now() + self.grace + Duration::from_secs(2);
+        let deadline =
+            Instant::now() + self.config.timeouts.shutdown_grace + Duration::from_secs(2);
         while stopped.iter().any(|s| !s) {
             select! {
                 recv(self.events) -> event => match event {
@@ -292,7 +636,7 @@ impl ControlThread {
                 },
                 recv(self.messages) -> message => {
                     if let Ok(ControlMessage::Abort) = message {
-                        self.broadcast(ShardCommand::Abort);
+                        self.broadcast(|| ShardCommand::Abort);
                     }
                 },
                 default(deadline.saturating_duration_since(Instant::now())) => break,
@@ -311,7 +655,8 @@ impl ControlThread {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
-        if let Some(writer) = self.access_writer.take() {
+        if let Some((tx, writer)) = self.access_log.take() {
+            drop(tx);
             writer.stop();
         }
         if unfinished > 0 {

@@ -1,9 +1,10 @@
 //! `listener`: the sockets clients connect to, and accepting on them.
 //!
 //! Owns binding a listener address once per shard (`SO_REUSEPORT`, so the kernel
-//! spreads connections over the shards) and each shard's accept loop, which counts,
-//! refuses over `server.max_connections`, and hands each connection to the proxy
-//! task for its protocol. Runs on the shard's thread; never blocks it.
+//! spreads connections over the shards) and the accept loop of each listener on
+//! each shard, which counts, refuses over `server.max_connections`, and hands each
+//! connection to the proxy task for the listener's protocol. Runs on the shard's
+//! thread; never blocks it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,11 +17,32 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::observe::stats::ShardStats;
 use crate::proxy::http1;
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardListener};
 use crate::{log_debug, log_warn};
 
 /// Listen backlog for every shard's listener.
 const BACKLOG: i32 = 4096;
+
+/// One listener's sockets, one per shard, all on one address.
+#[derive(Debug)]
+pub struct BoundGroup {
+    /// The address they share (with the real port when 0 was asked).
+    pub address: SocketAddr,
+    /// One socket per shard.
+    pub sockets: Vec<std::net::TcpListener>,
+}
+
+/// Binds `address` once per shard: the first socket resolves a port 0, the rest
+/// bind the same port, and the kernel spreads connections over them.
+pub fn bind_group(address: SocketAddr, shards: usize) -> io::Result<BoundGroup> {
+    let first = bind_reuseport(address)?;
+    let address = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..shards {
+        sockets.push(bind_reuseport(address)?);
+    }
+    Ok(BoundGroup { address, sockets })
+}
 
 /// Binds a listener with SO_REUSEPORT, so every shard can have its own on one port.
 pub fn bind_reuseport(address: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -39,27 +61,36 @@ pub fn bind_reuseport(address: SocketAddr) -> io::Result<std::net::TcpListener> 
     Ok(socket.into())
 }
 
-pub async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+/// Accepts connections on one listener of one shard until the shard drains or a
+/// reload removes the listener, and serves each on a task of its own.
+pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<ShardListener>, socket: TcpListener) {
+    let stopped = |shard: &Shard| shard.draining() || listener.closing();
     loop {
-        match listener.accept().await {
+        match socket.accept().await {
             Ok((stream, peer)) => {
-                if shard.draining() {
+                if stopped(&shard) {
                     break;
                 }
                 ShardStats::bump(&shard.stats.connections_accepted);
-                if shard.active_connections() >= shard.settings.max_connections {
+                if shard.active_connections() >= shard.settings().max_connections {
                     ShardStats::bump(&shard.stats.connections_refused);
                     log_debug!("shard {}: refused {peer}: max_connections", shard.index);
                     drop(stream);
                     continue;
                 }
-                // TCP_NODELAY is inherited from the listener (set in `control`), so
-                // no system call per accepted connection.
-                let guard = shard.connection_opened(stream.as_raw_fd());
-                monoio::spawn(http1::serve(Rc::clone(shard), guard, stream, peer));
+                // TCP_NODELAY is inherited from the listening socket (set in
+                // `bind_reuseport`), so no system call per accepted connection.
+                let guard = shard.connection_opened(stream.as_raw_fd(), &listener);
+                monoio::spawn(http1::serve(
+                    Rc::clone(&shard),
+                    Rc::clone(&listener),
+                    guard,
+                    stream,
+                    peer,
+                ));
             }
             Err(e) => {
-                if shard.draining() {
+                if stopped(&shard) {
                     break;
                 }
                 match e.raw_os_error() {
@@ -72,6 +103,7 @@ pub async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
             }
         }
     }
+    listener.accept_ended();
 }
 
 #[cfg(test)]

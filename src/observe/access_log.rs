@@ -27,6 +27,19 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Chunks in flight to the writer.
 const QUEUE: usize = 256;
 
+/// Which listener, route, cluster and backend a request went through, by name.
+#[derive(Debug, Clone, Copy)]
+pub struct LogNames<'a> {
+    /// The listener it came in on.
+    pub listener: &'a str,
+    /// The route that matched, if any.
+    pub route: Option<&'a str>,
+    /// That route's cluster.
+    pub cluster: Option<&'a str>,
+    /// The backend of its last attempt, if one was made.
+    pub backend: Option<&'a str>,
+}
+
 /// One shard's access log buffer.
 #[derive(Debug)]
 pub struct AccessLog {
@@ -59,15 +72,21 @@ impl AccessLog {
         self.dropped.get()
     }
 
+    /// Whether it writes JSON lines.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
     /// Appends the line for one request; `request_line` is `METHOD target`.
     pub fn write(
         &self,
         client: SocketAddr,
         request_line: &str,
         record: &RequestRecord,
-        backend: Option<&str>,
+        names: &LogNames<'_>,
         now: Instant,
     ) {
+        let backend = names.backend;
         let (method, target) = request_line.split_once(' ').unwrap_or((request_line, ""));
         let duration_ms = now.saturating_duration_since(record.started).as_secs_f64() * 1000.0;
         {
@@ -79,14 +98,22 @@ impl AccessLog {
                 escape_json(method, &mut out);
                 out.push_str("\",\"path\":\"");
                 escape_json(target, &mut out);
-                let _ = write!(out, "\",\"status\":{},\"backend\":", record.status);
-                match backend {
-                    Some(name) => {
-                        out.push('"');
-                        escape_json(name, &mut out);
-                        out.push('"');
+                let _ = write!(out, "\",\"status\":{}", record.status);
+                for (key, value) in [
+                    ("backend", backend),
+                    ("listener", Some(names.listener)),
+                    ("route", names.route),
+                    ("cluster", names.cluster),
+                ] {
+                    let _ = write!(out, ",\"{key}\":");
+                    match value {
+                        Some(name) => {
+                            out.push('"');
+                            escape_json(name, &mut out);
+                            out.push('"');
+                        }
+                        None => out.push_str("null"),
                     }
-                    None => out.push_str("null"),
                 }
                 let _ = writeln!(
                     out,
@@ -97,12 +124,15 @@ impl AccessLog {
                 logging::write_now(&mut out);
                 let _ = writeln!(
                     out,
-                    " {client} \"{method} {target}\" {} {} attempts={} in={} out={} duration_ms={duration_ms:.3}",
+                    " {client} \"{method} {target}\" {} {} attempts={} in={} out={} duration_ms={duration_ms:.3} listener={} route={} cluster={}",
                     record.status,
                     backend.unwrap_or("-"),
                     record.attempts,
                     record.bytes_in,
-                    record.bytes_out
+                    record.bytes_out,
+                    names.listener,
+                    names.route.unwrap_or("-"),
+                    names.cluster.unwrap_or("-"),
                 );
             }
         }

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::control::breaker::BreakerState;
-use crate::control::handle::{BackendView, Report};
+use crate::control::handle::{BackendView, ClusterView, Report};
 use crate::observe::logging::escape_json;
 use crate::observe::stats::{LatencySummary, ERROR_KINDS};
 
@@ -67,7 +67,48 @@ pub fn stats_json(report: &Report) -> String {
     );
     out.push_str("\"latency\":");
     latency_json(&mut out, Some(report.latency));
-    out.push_str(",\"backends\":[");
+    out.push_str(",\"listeners\":[");
+    for (i, l) in report.listeners.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        string_json(&mut out, &l.name);
+        let _ = write!(
+            out,
+            ",\"address\":\"{}\",\"protocol\":\"{}\"}}",
+            l.address, l.protocol
+        );
+    }
+    out.push_str("],\"routes\":[");
+    for (i, r) in report.routes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        string_json(&mut out, &r.name);
+        out.push_str(",\"listener\":");
+        string_json(&mut out, &r.listener);
+        out.push_str(",\"cluster\":");
+        string_json(&mut out, &r.cluster);
+        let _ = write!(out, ",\"requests\":{}}}", r.requests);
+    }
+    out.push_str("],\"clusters\":[");
+    for (i, c) in report.clusters.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        string_json(&mut out, &c.name);
+        let _ = write!(
+            out,
+            ",\"strategy\":\"{}\",\"requests\":{},\"failures\":{},\"latency\":",
+            c.strategy, c.requests, c.failures
+        );
+        latency_json(&mut out, c.latency);
+        out.push('}');
+    }
+    out.push_str("],\"backends\":[");
     for (i, b) in report.backends.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -76,6 +117,13 @@ pub fn stats_json(report: &Report) -> String {
     }
     out.push_str("]}\n");
     out
+}
+
+/// A JSON string.
+fn string_json(out: &mut String, s: &str) {
+    out.push('"');
+    escape_json(s, out);
+    out.push('"');
 }
 
 fn errors_json(errors: &[u64; ERROR_KINDS.len()]) -> String {
@@ -118,9 +166,11 @@ fn backend_json(out: &mut String, b: &BackendView) {
     let c = &b.counters;
     let mut name = String::new();
     escape_json(&s.name, &mut name);
+    let mut cluster = String::new();
+    escape_json(&s.cluster, &mut cluster);
     let _ = write!(
         out,
-        "{{\"name\":\"{name}\",\"address\":\"{}\",\"weight\":{},\"effective_weight\":{},\"state\":\"{}\",\
+        "{{\"name\":\"{name}\",\"cluster\":\"{cluster}\",\"address\":\"{}\",\"weight\":{},\"effective_weight\":{},\"state\":\"{}\",\
          \"healthy\":{},\"breaker\":\"{}\",\"active_requests\":{},\"requests\":{},\"selections\":{},\
          \"failures\":{},\"retries\":{},\"pooled_idle_connections\":{},\"bytes_in\":{},\"bytes_out\":{},\
          \"status_codes\":{},\"errors\":{},\"latency\":",
@@ -214,10 +264,17 @@ fn summary(
 pub fn metrics_text(report: &Report) -> String {
     let mut out = String::with_capacity(8192);
     let t = &report.totals;
+    // Each backend's labels: its name and its cluster's.
     let names: Vec<String> = report
         .backends
         .iter()
-        .map(|b| label(&b.status.name))
+        .map(|b| {
+            format!(
+                "backend=\"{}\",cluster=\"{}\"",
+                label(&b.status.name),
+                label(&b.status.cluster)
+            )
+        })
         .collect();
 
     family(
@@ -285,10 +342,7 @@ pub fn metrics_text(report: &Report) -> String {
     let mut answered_by_backends = vec![0u64; t.status.len()];
     for (b, name) in report.backends.iter().zip(&names) {
         for (code, n) in b.counters.status_codes() {
-            let _ = writeln!(
-                out,
-                "ringlb_requests_total{{backend=\"{name}\",code=\"{code}\"}} {n}"
-            );
+            let _ = writeln!(out, "ringlb_requests_total{{{name},code=\"{code}\"}} {n}");
             if let Some(slot) = answered_by_backends.get_mut(usize::from(code) - 100) {
                 *slot += n;
             }
@@ -302,7 +356,7 @@ pub fn metrics_text(report: &Report) -> String {
         if n > by_backends {
             let _ = writeln!(
                 out,
-                "ringlb_requests_total{{backend=\"\",code=\"{code}\"}} {}",
+                "ringlb_requests_total{{backend=\"\",cluster=\"\",code=\"{code}\"}} {}",
                 n - by_backends
             );
         }
@@ -320,10 +374,7 @@ pub fn metrics_text(report: &Report) -> String {
             let n = b.counters.errors[i];
             by_backends[i] += n;
             if n > 0 {
-                let _ = writeln!(
-                    out,
-                    "ringlb_errors_total{{backend=\"{name}\",kind=\"{kind}\"}} {n}"
-                );
+                let _ = writeln!(out, "ringlb_errors_total{{{name},kind=\"{kind}\"}} {n}");
             }
         }
     }
@@ -331,7 +382,7 @@ pub fn metrics_text(report: &Report) -> String {
         let n = t.errors[i].saturating_sub(by_backends[i]);
         let _ = writeln!(
             out,
-            "ringlb_errors_total{{backend=\"\",kind=\"{kind}\"}} {n}"
+            "ringlb_errors_total{{backend=\"\",cluster=\"\",kind=\"{kind}\"}} {n}"
         );
     }
     scalar(
@@ -427,7 +478,7 @@ pub fn metrics_text(report: &Report) -> String {
     for (name, kind, help, value) in per_backend {
         family(&mut out, name, kind, help);
         for (b, label) in report.backends.iter().zip(&names) {
-            let _ = writeln!(out, "{name}{{backend=\"{label}\"}} {}", value(b));
+            let _ = writeln!(out, "{name}{{{label}}} {}", value(b));
         }
     }
     family(
@@ -438,10 +489,77 @@ pub fn metrics_text(report: &Report) -> String {
     );
     for (b, name) in report.backends.iter().zip(&names) {
         if let Some(latency) = &b.latency {
-            let labels = format!("backend=\"{name}\"");
             summary(
                 &mut out,
                 "ringlb_backend_request_duration_seconds",
+                name,
+                latency,
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "ringlb_listener_info",
+        "gauge",
+        "Every listener, with its address and protocol.",
+    );
+    for l in &report.listeners {
+        let _ = writeln!(
+            out,
+            "ringlb_listener_info{{listener=\"{}\",address=\"{}\",protocol=\"{}\"}} 1",
+            label(&l.name),
+            l.address,
+            l.protocol
+        );
+    }
+    family(
+        &mut out,
+        "ringlb_route_requests_total",
+        "counter",
+        "Requests each route matched.",
+    );
+    for r in &report.routes {
+        let _ = writeln!(
+            out,
+            "ringlb_route_requests_total{{route=\"{}\",listener=\"{}\",cluster=\"{}\"}} {}",
+            label(&r.name),
+            label(&r.listener),
+            label(&r.cluster),
+            r.requests
+        );
+    }
+    type ClusterCounter = fn(&ClusterView) -> u64;
+    let per_cluster: [(&str, &str, ClusterCounter); 2] = [
+        (
+            "ringlb_cluster_requests_total",
+            "Requests routed to the cluster.",
+            |c| c.requests,
+        ),
+        (
+            "ringlb_cluster_failures_total",
+            "Requests routed to the cluster that failed.",
+            |c| c.failures,
+        ),
+    ];
+    for (name, help, value) in per_cluster {
+        family(&mut out, name, "counter", help);
+        for c in &report.clusters {
+            let _ = writeln!(out, "{name}{{cluster=\"{}\"}} {}", label(&c.name), value(c));
+        }
+    }
+    family(
+        &mut out,
+        "ringlb_cluster_request_duration_seconds",
+        "summary",
+        "Latency of requests routed to the cluster.",
+    );
+    for c in &report.clusters {
+        if let Some(latency) = &c.latency {
+            let labels = format!("cluster=\"{}\"", label(&c.name));
+            summary(
+                &mut out,
+                "ringlb_cluster_request_duration_seconds",
                 &labels,
                 latency,
             );

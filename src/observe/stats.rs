@@ -29,8 +29,9 @@ pub fn latency_histogram() -> Histogram<u64> {
 const STATUS_SLOTS: usize = 500;
 
 /// The kinds of failure counted, in `ProxyError::kind` spelling.
-pub const ERROR_KINDS: [&str; 10] = [
+pub const ERROR_KINDS: [&str; 11] = [
     "bad_request",
+    "no_route",
     "header_read_timeout",
     "body_read_timeout",
     "client_io",
@@ -147,8 +148,7 @@ impl ShardStats {
     /// once per request on the request path: increments and two histogram records,
     /// no allocation.
     pub fn record(&self, record: &RequestRecord, backend: Option<&BackendStats>, now: Instant) {
-        let micros = now.saturating_duration_since(record.started).as_micros();
-        let micros = u64::try_from(micros).unwrap_or(u64::MAX).max(1);
+        let micros = record_micros(record, now);
         add(&self.bytes_in, record.bytes_in);
         add(&self.bytes_out, record.bytes_out);
         if let Some(slot) = status_slot(record.status) {
@@ -167,14 +167,15 @@ impl ShardStats {
 
     /// The report for the control thread: absolute counters, and the histograms
     /// recorded since the last report (which start over).
-    pub fn report(
-        &self,
-        shard: usize,
-        active_connections: usize,
-        parked_connections: usize,
-        access_log_dropped: u64,
-        backends: &[BackendGauges<'_>],
-    ) -> ShardReport {
+    pub fn report(&self, shard: usize, gauges: ShardGauges<'_>) -> ShardReport {
+        let ShardGauges {
+            active_connections,
+            parked_connections,
+            access_log_dropped,
+            backends,
+            clusters,
+            routes,
+        } = gauges;
         let counters = Counters {
             connections_accepted: self.connections_accepted.get(),
             connections_refused: self.connections_refused.get(),
@@ -203,14 +204,104 @@ impl ShardStats {
             counters,
             latency: self.latency.replace(latency_histogram()),
             backends: backends.iter().map(|b| b.stats.report(b)).collect(),
+            clusters,
+            routes,
         }
     }
+}
+
+/// A request's latency in microseconds (at least 1).
+fn record_micros(record: &RequestRecord, now: Instant) -> u64 {
+    let micros = now.saturating_duration_since(record.started).as_micros();
+    u64::try_from(micros).unwrap_or(u64::MAX).max(1)
 }
 
 fn status_slot(status: u16) -> Option<usize> {
     (100..600)
         .contains(&status)
         .then(|| usize::from(status - 100))
+}
+
+/// What one shard counts about one cluster: the requests its routes sent there.
+#[derive(Debug)]
+pub struct ClusterStats {
+    /// Requests routed to it.
+    requests: Cell<u64>,
+    /// Of those, requests that failed (no response, or an error status from ringlb).
+    failures: Cell<u64>,
+    /// Latency since the last report, in microseconds.
+    latency: RefCell<Histogram<u64>>,
+}
+
+impl Default for ClusterStats {
+    fn default() -> Self {
+        ClusterStats {
+            requests: Cell::new(0),
+            failures: Cell::new(0),
+            latency: RefCell::new(latency_histogram()),
+        }
+    }
+}
+
+impl ClusterStats {
+    /// Records one finished request routed to this cluster.
+    pub fn record(&self, record: &RequestRecord, now: Instant) {
+        bump(&self.requests);
+        if record.error.is_some() {
+            bump(&self.failures);
+        }
+        self.latency
+            .borrow_mut()
+            .saturating_record(record_micros(record, now));
+    }
+
+    /// Its part of a report (the histogram starts over).
+    pub fn report(&self, name: &str) -> ClusterReport {
+        ClusterReport {
+            name: name.to_string(),
+            requests: self.requests.get(),
+            failures: self.failures.get(),
+            latency: self.latency.replace(latency_histogram()),
+        }
+    }
+}
+
+/// What one shard counts about one route.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Requests it matched.
+    requests: Cell<u64>,
+}
+
+impl RouteStats {
+    /// Counts one request it matched.
+    #[inline]
+    pub fn record(&self) {
+        bump(&self.requests);
+    }
+
+    /// Requests it matched so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.get()
+    }
+}
+
+/// A shard's figures for a report besides its own counters: gauges now, and its
+/// backends', clusters' and routes' parts.
+#[derive(Debug)]
+pub struct ShardGauges<'a> {
+    /// Open client connections.
+    pub active_connections: usize,
+    /// Of those, parked ones.
+    pub parked_connections: usize,
+    /// Access log chunks dropped so far.
+    pub access_log_dropped: u64,
+    /// Every backend's counters and gauges.
+    pub backends: &'a [BackendGauges<'a>],
+    /// Every cluster's part.
+    pub clusters: Vec<ClusterReport>,
+    /// Every route's (name, requests).
+    pub routes: Vec<(String, u64)>,
 }
 
 /// One backend's figures for a report: its counters and its gauges now.
@@ -450,6 +541,22 @@ pub struct ShardReport {
     pub latency: Histogram<u64>,
     /// Per backend: absolute counters and latency since the previous report.
     pub backends: Vec<BackendReport>,
+    /// Per cluster: absolute counters and latency since the previous report.
+    pub clusters: Vec<ClusterReport>,
+    /// Per route: (name, requests matched), absolute.
+    pub routes: Vec<(String, u64)>,
+}
+
+/// One cluster's part of a `ShardReport`.
+#[derive(Debug, Clone)]
+pub struct ClusterReport {
+    pub name: String,
+    /// Requests routed to it.
+    pub requests: u64,
+    /// Of those, requests that failed.
+    pub failures: u64,
+    /// Latency since the previous report.
+    pub latency: Histogram<u64>,
 }
 
 /// One backend's part of a `ShardReport`.
@@ -603,6 +710,12 @@ pub struct Aggregate {
     pub shard_latency: Vec<Latency>,
     /// Each backend's latency, by name.
     pub backend_latency: HashMap<String, Latency>,
+    /// The latest per-cluster (requests, failures) of each shard, by name.
+    pub shard_clusters: Vec<HashMap<String, (u64, u64)>>,
+    /// Each cluster's latency, by name.
+    pub cluster_latency: HashMap<String, Latency>,
+    /// The latest per-route request counts of each shard, by name.
+    pub shard_routes: Vec<HashMap<String, u64>>,
 }
 
 impl Aggregate {
@@ -615,6 +728,9 @@ impl Aggregate {
             latency: Latency::new(started),
             shard_latency: (0..shards).map(|_| Latency::new(started)).collect(),
             backend_latency: HashMap::new(),
+            shard_clusters: vec![HashMap::new(); shards],
+            cluster_latency: HashMap::new(),
+            shard_routes: vec![HashMap::new(); shards],
         }
     }
 
@@ -636,6 +752,41 @@ impl Aggregate {
                 .add(&b.latency, now);
             backends.insert(b.name, b.counters);
         }
+        let clusters = &mut self.shard_clusters[report.shard];
+        clusters.clear();
+        for c in report.clusters {
+            let started = self.started;
+            self.cluster_latency
+                .entry(c.name.clone())
+                .or_insert_with(|| Latency::new(started))
+                .add(&c.latency, now);
+            clusters.insert(c.name, (c.requests, c.failures));
+        }
+        self.shard_routes[report.shard] = report.routes.into_iter().collect();
+    }
+
+    /// One cluster's (requests, failures) over all shards, or one shard's.
+    pub fn cluster_counters(&self, name: &str, shard: Option<usize>) -> (u64, u64) {
+        let mut total = (0, 0);
+        for (i, clusters) in self.shard_clusters.iter().enumerate() {
+            if shard.is_none_or(|s| s == i) {
+                if let Some((requests, failures)) = clusters.get(name) {
+                    total.0 += requests;
+                    total.1 += failures;
+                }
+            }
+        }
+        total
+    }
+
+    /// One route's requests over all shards, or one shard's.
+    pub fn route_requests(&self, name: &str, shard: Option<usize>) -> u64 {
+        self.shard_routes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| shard.is_none_or(|s| s == *i))
+            .filter_map(|(_, routes)| routes.get(name))
+            .sum()
     }
 
     /// Counters over all shards, or one shard's.
@@ -724,6 +875,13 @@ mod tests {
                 },
                 latency: histogram(values),
             }],
+            clusters: vec![ClusterReport {
+                name: "c".into(),
+                requests,
+                failures: 1,
+                latency: histogram(values),
+            }],
+            routes: vec![("r".into(), requests)],
         };
         agg.add(report(0, 5, &[1000; 5]), t0);
         agg.add(report(1, 3, &[2000; 3]), t0);
@@ -738,6 +896,11 @@ mod tests {
         assert_eq!(agg.latency.since_start.len(), 10, "deltas add up");
         assert_eq!(agg.shard_latency[0].since_start.len(), 7);
         assert_eq!(agg.backend_latency["a"].since_start.len(), 10);
+        assert_eq!(agg.cluster_counters("c", None), (10, 2));
+        assert_eq!(agg.cluster_counters("c", Some(0)), (7, 1));
+        assert_eq!(agg.cluster_latency["c"].since_start.len(), 10);
+        assert_eq!(agg.route_requests("r", None), 10);
+        assert_eq!(agg.route_requests("r", Some(1)), 3);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum ProxyError {
     /// The client closed or reset its connection mid-request.
     #[error("client connection failed: {0}")]
     ClientIo(io::ErrorKind),
+    /// No route of the listener matches the request.
+    #[error("no route matches the request")]
+    NoRoute,
     /// Every backend is down or the table is empty.
     #[error("no backend available")]
     NoBackend,
@@ -62,7 +65,8 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::HeaderReadTimeout
             | ProxyError::BodyReadTimeout
-            | ProxyError::ClientIo(_) => Side::Downstream,
+            | ProxyError::ClientIo(_)
+            | ProxyError::NoRoute => Side::Downstream,
             ProxyError::NoBackend => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
@@ -93,6 +97,7 @@ impl ProxyError {
             ProxyError::BadRequest(e) => Some(e.request_status()),
             ProxyError::HeaderReadTimeout => Some(408),
             ProxyError::BodyReadTimeout | ProxyError::ClientIo(_) => None,
+            ProxyError::NoRoute => Some(404),
             ProxyError::NoBackend => Some(503),
             ProxyError::Connect(_) | ProxyError::UpstreamIo(_) | ProxyError::BadResponse(_) => {
                 Some(502)
@@ -108,6 +113,7 @@ impl ProxyError {
             ProxyError::HeaderReadTimeout => "header_read_timeout",
             ProxyError::BodyReadTimeout => "body_read_timeout",
             ProxyError::ClientIo(_) => "client_io",
+            ProxyError::NoRoute => "no_route",
             ProxyError::NoBackend => "no_backend",
             ProxyError::Connect(_) => "connect",
             ProxyError::ConnectTimeout => "connect_timeout",
@@ -123,6 +129,7 @@ impl ProxyError {
 pub fn error_response(status: u16) -> &'static [u8] {
     match status {
         400 => ERR_400,
+        404 => ERR_404,
         408 => ERR_408,
         413 => ERR_413,
         417 => ERR_417,
@@ -136,6 +143,7 @@ pub fn error_response(status: u16) -> &'static [u8] {
 }
 
 const ERR_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: ringlb\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n";
+const ERR_404: &[u8] = b"HTTP/1.1 404 Not Found\r\nServer: ringlb\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 30\r\nConnection: close\r\n\r\n404 Not Found: no route match\n";
 const ERR_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nServer: ringlb\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n";
 const ERR_413: &[u8] = b"HTTP/1.1 413 Content Too Large\r\nServer: ringlb\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\nConnection: close\r\n\r\n413 Content Too Large\n";
 const ERR_417: &[u8] = b"HTTP/1.1 417 Expectation Failed\r\nServer: ringlb\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\nConnection: close\r\n\r\n417 Expectation Failed\n";
@@ -152,7 +160,7 @@ mod tests {
 
     #[test]
     fn error_responses_are_well_framed() {
-        for status in [400, 408, 413, 417, 431, 500, 501, 502, 503, 504] {
+        for status in [400, 404, 408, 413, 417, 431, 500, 501, 502, 503, 504] {
             let raw = error_response(status);
             let mut headers = [httparse::EMPTY_HEADER; 8];
             let mut res = httparse::Response::new(&mut headers);

@@ -26,6 +26,8 @@ pub struct ClientFds {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ClientSlot {
     fd: RawFd,
+    /// The listener it came in on (`ShardListener::id`).
+    pub(super) listener: u32,
     pub(super) state: ClientState,
 }
 
@@ -47,9 +49,10 @@ impl ClientSlot {
 }
 
 impl ClientFds {
-    pub(super) fn register(&mut self, fd: RawFd) -> usize {
+    pub(super) fn register(&mut self, fd: RawFd, listener: u32) -> usize {
         let slot = Some(ClientSlot {
             fd,
+            listener,
             state: ClientState::Busy,
         });
         match self.free.pop() {

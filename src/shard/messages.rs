@@ -1,35 +1,66 @@
 //! `shard::messages`: what the control thread and a shard tell each other.
 //!
-//! Owns the typed commands a shard receives and the compact events it sends, over
-//! crossbeam channels. Plain data: no behaviour, no shard state.
+//! Owns the typed commands a shard receives (a whole configuration to apply, or a
+//! change to one backend) and the compact events it sends, over crossbeam
+//! channels. Plain data: no behaviour, no shard state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::cluster::backend::{Availability, BackendId};
-use crate::observe::stats::ShardReport;
+use crossbeam_channel::Sender;
 
-/// A backend as the control thread describes it to shards.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendSpec {
-    /// Stable identity, assigned by the control thread.
-    pub id: BackendId,
-    /// The configured name.
+use crate::cluster::backend::{Availability, BackendId};
+use crate::cluster::{BackendSpec, ClusterSettings};
+use crate::config::RouteConfig;
+use crate::observe::stats::ShardReport;
+use crate::shard::ShardSettings;
+
+/// Everything a shard serves: the same plan goes to every shard.
+#[derive(Debug, Clone)]
+pub struct ShardPlan {
+    /// Settings every connection shares.
+    pub settings: ShardSettings,
+    /// The clusters, in configuration order.
+    pub clusters: Vec<ClusterPlan>,
+    /// The listeners, in configuration order.
+    pub listeners: Vec<ListenerPlan>,
+    /// The access log writer, when `logging.access_log` is on.
+    pub access_log: Option<Sender<Vec<u8>>>,
+}
+
+/// One cluster in a plan.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    /// Its name.
     pub name: String,
-    /// Where to connect.
+    /// Its settings.
+    pub settings: ClusterSettings,
+    /// Its backends, with the availability the control thread decided.
+    pub backends: Vec<BackendSpec>,
+}
+
+/// One listener in a plan.
+#[derive(Debug, Clone)]
+pub struct ListenerPlan {
+    /// Its name.
+    pub name: String,
+    /// Where it listens.
     pub address: SocketAddr,
-    /// Relative share of traffic.
-    pub weight: u32,
-    /// Whether shards may pick it (health, and later breaker and admin state).
-    pub available: bool,
+    /// Its routes, in file order.
+    pub routes: Vec<RouteConfig>,
 }
 
 /// What the control thread tells a shard.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum ShardCommand {
-    /// Replace the backend table. Unchanged backends keep their pools and counts.
-    SetBackends(Arc<[BackendSpec]>),
-    /// Take a backend out of rotation, put it back, or let probes through.
+    /// Serve this plan. Unchanged clusters keep their backends, pools and
+    /// counters; unchanged listeners keep their sockets; `sockets` holds this
+    /// shard's socket for each listener new in the plan, already bound.
+    Configure {
+        plan: Arc<ShardPlan>,
+        sockets: Vec<(String, std::net::TcpListener)>,
+    },
+    /// Take a backend out of rotation, put it back, drain it, or let probes through.
     SetAvailability {
         id: BackendId,
         availability: Availability,
@@ -47,7 +78,7 @@ pub enum ShardCommand {
 /// What a shard tells the control thread.
 #[derive(Debug, Clone)]
 pub enum ShardEvent {
-    /// The shard's runtime is up and its listener registered.
+    /// The shard's runtime is up and its listeners registered.
     Started { shard: usize },
     /// The outcome of a real request to a backend, for its circuit breaker. Every
     /// failure is reported; a success only when it ends a reported streak.

@@ -1,34 +1,42 @@
 //! `shard`: one OS thread pinned to one core, running its own monoio runtime.
 //!
-//! Owns the per-shard context every connection task shares through `Rc` (settings,
-//! the backend table, counters, client descriptors, lent buffers, the retry budget)
-//! and the graceful drain. Its thread ([`worker`]), io driver ([`runtime`]) and
-//! messages to and from the control thread ([`messages`]) live beside it. Shares
-//! nothing with other shards on the request path: `Rc` and `Cell`, no locks.
+//! Owns the per-shard context every connection task shares through `Rc`: settings,
+//! its copy of the listeners (with their routes) and clusters (with their
+//! backends), counters, client descriptors, lent buffers, and the graceful drain.
+//! Applies the configurations the control thread sends ([`Shard::configure`]). Its
+//! thread ([`worker`]), io driver ([`runtime`]) and messages to and from the
+//! control thread ([`messages`]) live beside it. Shares nothing with other shards on
+//! the request path: `Rc` and `Cell`, no locks.
 
 mod clients;
 pub mod messages;
 pub mod runtime;
 mod worker;
 
-pub use messages::{BackendSpec, ShardCommand, ShardEvent};
+pub use messages::{ClusterPlan, ListenerPlan, ShardCommand, ShardEvent, ShardPlan};
 pub use runtime::{choose_driver, run_on, Driver, RingSetup, ShardError};
 pub use worker::{spawn, ShardStart};
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::RawFd;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::cluster::backend::{Availability, Backend};
-use crate::cluster::balancer::Balancer;
-use crate::config::{BalancerConfig, Config};
+use crate::cluster::backend::{Availability, Backend, BackendId};
+use crate::cluster::Cluster;
+use crate::config::{Config, Limits};
 use crate::observe::access_log::AccessLog;
-use crate::observe::stats::{BackendGauges, ShardStats};
-use crate::protocol::h1;
+use crate::observe::logging;
+use crate::observe::stats::{BackendGauges, RouteStats, ShardGauges, ShardStats};
+use crate::route::{self, RequestView, Route, RouteTable};
 use crate::sys;
+use crate::{log_info, log_warn};
 use clients::{ClientFds, ClientSlot, ClientState};
 
 /// Most idle upstream read buffers a shard keeps for reuse.
@@ -37,41 +45,20 @@ const POOLED_BUFFERS: usize = 256;
 /// How often a shard looks for commands from the control thread.
 pub const COMMAND_POLL: Duration = Duration::from_millis(2);
 
-/// Everything a shard needs to know from the configuration (sent to its thread).
-#[derive(Debug, Clone)]
+/// The settings every connection of a shard shares, whatever its listener and
+/// cluster.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ShardSettings {
     /// Parsing limits.
-    pub limits: h1::Limits,
-    /// `timeouts.connect`.
-    pub connect_timeout: Duration,
+    pub limits: Limits,
     /// `timeouts.header_read`.
     pub header_read_timeout: Duration,
     /// `timeouts.idle`.
     pub idle_timeout: Duration,
-    /// `timeouts.backend_response`.
-    pub backend_response_timeout: Duration,
     /// `timeouts.shutdown_grace`.
     pub shutdown_grace: Duration,
     /// This shard's share of `server.max_connections`.
     pub max_connections: usize,
-    /// `upstream.max_idle_per_backend`.
-    pub max_idle_per_backend: usize,
-    /// `upstream.idle_timeout`.
-    pub upstream_idle_timeout: Duration,
-    /// `[balancer]`.
-    pub balancer: BalancerConfig,
-    /// The key sticky tokens are made with (the same for every shard).
-    pub sticky_key: Option<(u64, u64)>,
-    /// `retry.max_retries`.
-    pub max_retries: u32,
-    /// `retry.max_buffered_body`.
-    pub max_buffered_body: usize,
-    /// `retry.budget_percent`, as tokens earned per request.
-    pub retry_tokens_per_request: f64,
-    /// `circuit_breaker.enabled`: whether outcomes are reported.
-    pub report_outcomes: bool,
-    /// `circuit_breaker.count_5xx`.
-    pub count_5xx: bool,
 }
 
 impl ShardSettings {
@@ -79,26 +66,101 @@ impl ShardSettings {
     pub fn from_config(config: &Config, shards: usize) -> Self {
         ShardSettings {
             limits: config.limits,
-            connect_timeout: config.timeouts.connect,
             header_read_timeout: config.timeouts.header_read,
             idle_timeout: config.timeouts.idle,
-            backend_response_timeout: config.timeouts.backend_response,
             shutdown_grace: config.timeouts.shutdown_grace,
             max_connections: config.server.max_connections.div_ceil(shards.max(1)),
-            max_idle_per_backend: config.upstream.max_idle_per_backend,
-            upstream_idle_timeout: config.upstream.idle_timeout,
-            balancer: config.balancer.clone(),
-            sticky_key: config.balancer.sticky.as_ref().map(|s| match &s.secret {
-                Some(secret) => crate::cluster::sticky::key_from_secret(secret),
-                None => crate::cluster::sticky::random_key(),
-            }),
-            max_retries: config.retry.max_retries,
-            max_buffered_body: config.retry.max_buffered_body,
-            retry_tokens_per_request: f64::from(config.retry.budget_percent) / 100.0,
-            report_outcomes: config.circuit_breaker.enabled,
-            count_5xx: config.circuit_breaker.count_5xx,
         }
     }
+}
+
+/// One listener as a shard serves it: its routes, and its socket's descriptor.
+#[derive(Debug)]
+pub struct ShardListener {
+    /// Numbers this shard's listeners, so connections know theirs.
+    pub id: u32,
+    /// The configured name, for logs and the access log.
+    pub name: Rc<str>,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its routes, replaced whole by a reload.
+    routes: RefCell<Rc<RouteTable>>,
+    /// The socket, shut down to end the accept loop; -1 once it has ended.
+    fd: Cell<RawFd>,
+    /// Removed by a reload: it accepts nothing more, and its connections close
+    /// after their current request.
+    closing: Cell<bool>,
+}
+
+impl ShardListener {
+    /// The most specific route for a request, if any matches.
+    #[inline]
+    pub fn route<'a, F: Fn(&str) -> Option<&'a [u8]>>(
+        &self,
+        request: &RequestView<'a, F>,
+    ) -> Option<Rc<Route>> {
+        let routes = self.routes.borrow();
+        routes.route(request).map(|(_, route)| Rc::clone(route))
+    }
+
+    /// Whether a reload removed it.
+    #[inline]
+    pub fn closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Forgets its socket once the accept loop has ended.
+    pub fn accept_ended(&self) {
+        self.fd.set(-1);
+    }
+
+    /// Stops accepting: a pending accept returns `EINVAL`, so no accept op is
+    /// dropped in flight (the fd leak of monoio #318).
+    fn stop_accepting(&self) {
+        let fd = self.fd.get();
+        if fd >= 0 {
+            // `fd` is the listener owned by this listener's accept loop, which is
+            // still alive (the loop forgets the fd before it drops the socket).
+            let _ = sys::shutdown(fd, sys::Shutdown::Read);
+        }
+    }
+}
+
+/// A one-shot signal between tasks of one shard.
+#[derive(Debug, Default)]
+struct Signal {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    fn fire(&self) {
+        self.fired.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.fired.get() {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// What applying a configuration changed that the shard's worker must act on.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// New listeners and their registered sockets: each needs an accept loop.
+    pub opened: Vec<(Rc<ShardListener>, monoio::net::TcpListener)>,
+    /// Removed listeners: their connections are cut after the grace period.
+    pub closed: Vec<Rc<ShardListener>>,
 }
 
 /// One shard's state, shared by its tasks through `Rc`.
@@ -106,60 +168,250 @@ impl ShardSettings {
 pub struct Shard {
     /// Index of this shard (0-based).
     pub index: usize,
-    /// Settings from the configuration.
-    pub settings: ShardSettings,
-    /// The backend table and the strategy.
-    pub balancer: RefCell<Balancer>,
+    /// Settings from the configuration, replaced whole by a reload.
+    settings: RefCell<Rc<ShardSettings>>,
+    /// The clusters, in configuration order.
+    clusters: RefCell<Vec<Rc<Cluster>>>,
+    /// The listeners, in configuration order.
+    listeners: RefCell<Vec<Rc<ShardListener>>>,
+    /// The next listener id.
+    next_listener_id: Cell<u32>,
+    /// Every route's counters by name, kept across reloads.
+    route_stats: RefCell<HashMap<String, Rc<RouteStats>>>,
     /// Counters.
     pub stats: ShardStats,
     /// Set once shutdown begins: no new requests on idle connections.
     draining: Cell<bool>,
+    /// Fired when shutdown begins, for the shard's main task.
+    drain_started: Signal,
     /// Open client connections.
     active_connections: Cell<usize>,
     /// Open client connections' descriptors, for drain and abort.
     clients: RefCell<ClientFds>,
-    /// The listener's descriptor, shut down to end the accept loop.
-    listener_fd: Cell<RawFd>,
     /// Events to the control thread (outcomes are sent from connection tasks).
     events: Sender<ShardEvent>,
     /// The access log buffer, when `logging.access_log` is on.
-    pub access_log: Option<AccessLog>,
+    pub access_log: RefCell<Option<AccessLog>>,
     /// Upstream read buffers, lent to requests for their duration, so a request
     /// allocates none and an idle connection holds none.
     buffers: RefCell<Vec<Vec<u8>>>,
-    /// Retry budget: each request earns `retry_tokens_per_request`, each retry on
-    /// another backend spends one, so retries add at most that share of requests.
-    retry_tokens: Cell<f64>,
 }
 
-/// Retries a shard starts with (and the least it may save up), so that a quiet
-/// shard can retry, and a burst of failures before a breaker opens is covered.
-pub const RETRY_TOKENS_RESERVE: f64 = 50.0;
-
 impl Shard {
-    /// A shard with `backends` and no connections.
-    pub fn new(
-        index: usize,
-        settings: ShardSettings,
-        backends: &[BackendSpec],
-        events: Sender<ShardEvent>,
-        access_log: Option<Sender<Vec<u8>>>,
-    ) -> Self {
-        let table = build_table(&settings, backends, &[]);
+    /// A shard with no listeners and no clusters yet: `configure` gives it some.
+    pub fn new(index: usize, settings: ShardSettings, events: Sender<ShardEvent>) -> Self {
         Shard {
             index,
-            balancer: RefCell::new(Balancer::with_config(&settings.balancer, table, index)),
-            settings,
+            settings: RefCell::new(Rc::new(settings)),
+            clusters: RefCell::new(Vec::new()),
+            listeners: RefCell::new(Vec::new()),
+            next_listener_id: Cell::new(0),
+            route_stats: RefCell::new(HashMap::new()),
             stats: ShardStats::default(),
             draining: Cell::new(false),
+            drain_started: Signal::default(),
             active_connections: Cell::new(0),
             clients: RefCell::new(ClientFds::default()),
-            listener_fd: Cell::new(-1),
-            retry_tokens: Cell::new(RETRY_TOKENS_RESERVE),
             events,
-            access_log: access_log.map(AccessLog::new),
+            access_log: RefCell::new(None),
             buffers: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The settings now (a reload may replace them; a request keeps the ones it
+    /// started with).
+    #[inline]
+    pub fn settings(&self) -> Rc<ShardSettings> {
+        Rc::clone(&self.settings.borrow())
+    }
+
+    /// The clusters now.
+    pub fn clusters(&self) -> Vec<Rc<Cluster>> {
+        self.clusters.borrow().clone()
+    }
+
+    /// Applies a configuration: settings, clusters (keeping the backends, pools and
+    /// counters of what stays), listeners and their routes. Listeners new to this
+    /// shard come with their bound socket in `sockets`; listeners no longer in the
+    /// plan stop accepting, and their idle connections close.
+    pub fn configure(
+        &self,
+        plan: &ShardPlan,
+        sockets: Vec<(String, std::net::TcpListener)>,
+    ) -> Applied {
+        *self.settings.borrow_mut() = Rc::new(plan.settings.clone());
+        self.configure_access_log(plan.access_log.as_ref());
+
+        let old_clusters = self.clusters.replace(Vec::new());
+        let clusters: Vec<Rc<Cluster>> = plan
+            .clusters
+            .iter()
+            .map(|c| {
+                let old = old_clusters.iter().find(|o| *o.name == *c.name);
+                match old {
+                    Some(old) if old.settings == c.settings => {
+                        old.set_backends(&c.backends);
+                        Rc::clone(old)
+                    }
+                    _ => Rc::new(Cluster::new(
+                        &c.name,
+                        c.settings.clone(),
+                        &c.backends,
+                        &old.map(|o| o.backends()).unwrap_or_default(),
+                        old.map(|o| Rc::clone(&o.stats)).unwrap_or_default(),
+                        self.index,
+                    )),
+                }
+            })
+            .collect();
+        *self.clusters.borrow_mut() = clusters;
+        for old in &old_clusters {
+            if !plan.clusters.iter().any(|c| *c.name == *old.name) {
+                // In-flight requests still hold it; its idle connections go now.
+                for b in old.backends() {
+                    b.pool.clear();
+                }
+            }
+        }
+
+        let mut route_stats = HashMap::new();
+        {
+            let old_stats = self.route_stats.borrow();
+            for listener in &plan.listeners {
+                for r in &listener.routes {
+                    let stats = old_stats.get(&r.name).cloned().unwrap_or_default();
+                    route_stats.insert(r.name.clone(), stats);
+                }
+            }
+        }
+        *self.route_stats.borrow_mut() = route_stats;
+
+        let mut applied = Applied::default();
+        let mut sockets = sockets;
+        let old_listeners = self.listeners.replace(Vec::new());
+        let mut listeners = Vec::with_capacity(plan.listeners.len());
+        for l in &plan.listeners {
+            let table = Rc::new(self.route_table(&l.routes));
+            let kept = old_listeners
+                .iter()
+                .find(|o| *o.name == *l.name && o.address == l.address);
+            if let Some(kept) = kept {
+                *kept.routes.borrow_mut() = table;
+                listeners.push(Rc::clone(kept));
+                continue;
+            }
+            let Some(at) = sockets.iter().position(|(name, _)| *name == l.name) else {
+                log_warn!(
+                    "shard {}: listener {} came without a socket; not serving it",
+                    self.index,
+                    l.name
+                );
+                continue;
+            };
+            let (_, socket) = sockets.swap_remove(at);
+            let registered = socket
+                .set_nonblocking(true)
+                .and_then(|()| monoio::net::TcpListener::from_std(socket));
+            match registered {
+                Ok(socket) => {
+                    let id = self.next_listener_id.get();
+                    self.next_listener_id.set(id + 1);
+                    let listener = Rc::new(ShardListener {
+                        id,
+                        name: l.name.as_str().into(),
+                        address: l.address,
+                        routes: RefCell::new(table),
+                        fd: Cell::new(socket.as_raw_fd()),
+                        closing: Cell::new(false),
+                    });
+                    listeners.push(Rc::clone(&listener));
+                    applied.opened.push((listener, socket));
+                }
+                Err(e) => crate::log_error!(
+                    "shard {}: cannot register listener {}: {e}",
+                    self.index,
+                    l.name
+                ),
+            }
+        }
+        for old in old_listeners {
+            if !listeners.iter().any(|l| Rc::ptr_eq(l, &old)) {
+                if self.index == 0 {
+                    log_info!("listener {} on {} removed", old.name, old.address);
+                }
+                old.closing.set(true);
+                old.stop_accepting();
+                let id = old.id;
+                self.clients
+                    .borrow()
+                    .shutdown(|slot| slot.listener == id && slot.idle());
+                applied.closed.push(old);
+            }
+        }
+        *self.listeners.borrow_mut() = listeners;
+        applied
+    }
+
+    /// Compiles a listener's routes against the clusters now in place.
+    fn route_table(&self, routes: &[crate::config::RouteConfig]) -> RouteTable {
+        let clusters = self.clusters.borrow();
+        let stats = self.route_stats.borrow();
+        route::build_table(
+            routes,
+            |name| clusters.iter().find(|c| *c.name == *name),
+            |name| stats.get(name).cloned().unwrap_or_default(),
+        )
+    }
+
+    /// Starts, stops or re-formats the access log as the configuration says.
+    fn configure_access_log(&self, writer: Option<&Sender<Vec<u8>>>) {
+        let mut log = self.access_log.borrow_mut();
+        let current_format = logging::json();
+        match (writer, log.as_ref()) {
+            (Some(_), Some(existing)) if existing.json() == current_format => {}
+            (Some(writer), _) => {
+                if let Some(old) = log.take() {
+                    old.flush(Instant::now());
+                }
+                *log = Some(AccessLog::new(writer.clone()));
+            }
+            (None, Some(old)) => {
+                old.flush(Instant::now());
+                *log = None;
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Cuts the connections a removed listener still has (its grace period is over).
+    pub fn cut_listener(&self, listener: &ShardListener) {
+        let id = listener.id;
+        self.clients.borrow().shutdown(|slot| slot.listener == id);
+    }
+
+    /// Applies the control thread's decision about one backend.
+    pub fn set_availability(&self, id: BackendId, availability: Availability) {
+        if let Some(b) = self.backend(id) {
+            b.set_availability(availability);
+        }
+    }
+
+    /// Sets the weight one backend is selected by (slow start).
+    pub fn set_weight(&self, id: BackendId, weight: u32) {
+        if let Some(b) = self.backend(id) {
+            b.set_effective_weight(weight);
+        }
+    }
+
+    fn backend(&self, id: BackendId) -> Option<Rc<Backend>> {
+        self.clusters.borrow().iter().find_map(|c| {
+            c.balancer
+                .borrow()
+                .backends()
+                .iter()
+                .find(|b| b.id == id)
+                .cloned()
+        })
     }
 
     /// Lends an empty buffer of at least `capacity` bytes.
@@ -179,34 +431,15 @@ impl Shard {
         }
     }
 
-    /// Reports the outcome of a request to `backend` for its circuit breaker,
-    /// without ever blocking: a full channel drops the report and counts it.
-    pub fn report_outcome(&self, backend: &Backend, ok: bool) {
-        if !self.settings.report_outcomes || !backend.should_report(ok) {
+    /// Reports the outcome of a request to `backend` of `cluster` for its circuit
+    /// breaker, without ever blocking: a full channel drops the report and counts it.
+    pub fn report_outcome(&self, cluster: &Cluster, backend: &Backend, ok: bool) {
+        if !cluster.settings.report_outcomes || !backend.should_report(ok) {
             return;
         }
         let event = ShardEvent::Outcome { id: backend.id, ok };
         if self.events.try_send(event).is_err() {
             ShardStats::bump(&self.stats.reports_dropped);
-        }
-    }
-
-    /// Earns this request's share of the retry budget.
-    pub fn earn_retry_budget(&self) {
-        let earned = self.retry_tokens.get() + self.settings.retry_tokens_per_request;
-        self.retry_tokens.set(
-            earned.min(RETRY_TOKENS_RESERVE.max(self.settings.retry_tokens_per_request * 100.0)),
-        );
-    }
-
-    /// Spends one retry from the budget; false when it is exhausted.
-    pub fn spend_retry_budget(&self) -> bool {
-        let tokens = self.retry_tokens.get();
-        if tokens >= 1.0 {
-            self.retry_tokens.set(tokens - 1.0);
-            true
-        } else {
-            false
         }
     }
 
@@ -245,12 +478,16 @@ impl Shard {
             .shutdown(|slot| matches!(slot.state, ClientState::Parked { until } if until <= now));
     }
 
-    /// Counts an open client connection (and tracks its descriptor) for as long as
-    /// the guard lives.
-    pub fn connection_opened(self: &Rc<Self>, fd: RawFd) -> ConnectionGuard {
+    /// Counts an open client connection of `listener` (and tracks its descriptor)
+    /// for as long as the guard lives.
+    pub fn connection_opened(
+        self: &Rc<Self>,
+        fd: RawFd,
+        listener: &ShardListener,
+    ) -> ConnectionGuard {
         self.active_connections
             .set(self.active_connections.get() + 1);
-        let token = self.clients.borrow_mut().register(fd);
+        let token = self.clients.borrow_mut().register(fd, listener.id);
         ConnectionGuard {
             shard: Rc::clone(self),
             token,
@@ -262,53 +499,40 @@ impl Shard {
         self.clients.borrow().shutdown(|_| true);
     }
 
-    fn apply(&self, command: ShardCommand, events: &Sender<ShardEvent>) {
-        match command {
-            ShardCommand::SetBackends(specs) => {
-                let mut balancer = self.balancer.borrow_mut();
-                let table = build_table(&self.settings, &specs, balancer.backends());
-                balancer.replace(table);
-            }
-            ShardCommand::SetAvailability { id, availability } => {
-                for b in self.balancer.borrow().backends() {
-                    if b.id == id {
-                        b.set_availability(availability);
-                    }
-                }
-            }
-            ShardCommand::SetWeight { id, weight } => {
-                for b in self.balancer.borrow().backends() {
-                    if b.id == id {
-                        b.set_effective_weight(weight);
-                    }
-                }
-            }
-            ShardCommand::ReportStats(answer_to) => self.send_report(events, answer_to),
-            ShardCommand::Shutdown | ShardCommand::Abort => self.begin_drain(),
-        }
-    }
-
     /// Sends counters and the latency recorded since the last report. If the
     /// channel is full the report is dropped, and its latency with it: the
     /// control thread is far behind, and the next report carries fresh counters.
     fn send_report(&self, events: &Sender<ShardEvent>, answer_to: u64) {
+        let clusters = self.clusters.borrow();
+        let backends: Vec<Rc<Backend>> = clusters.iter().flat_map(|c| c.backends()).collect();
+        let gauges: Vec<BackendGauges<'_>> = backends
+            .iter()
+            .map(|b| BackendGauges {
+                name: &b.name,
+                stats: &b.stats,
+                in_flight: b.in_flight(),
+                idle: b.pool.idle_count(),
+            })
+            .collect();
         let mut report = self.stats.report(
             self.index,
-            self.active_connections(),
-            self.clients.borrow().parked(),
-            self.access_log.as_ref().map_or(0, AccessLog::dropped),
-            &self
-                .balancer
-                .borrow()
-                .backends()
-                .iter()
-                .map(|b| BackendGauges {
-                    name: &b.name,
-                    stats: &b.stats,
-                    in_flight: b.in_flight(),
-                    idle: b.pool.idle_count(),
-                })
-                .collect::<Vec<_>>(),
+            ShardGauges {
+                active_connections: self.active_connections(),
+                parked_connections: self.clients.borrow().parked(),
+                access_log_dropped: self
+                    .access_log
+                    .borrow()
+                    .as_ref()
+                    .map_or(0, AccessLog::dropped),
+                backends: &gauges,
+                clusters: clusters.iter().map(|c| c.stats.report(&c.name)).collect(),
+                routes: self
+                    .route_stats
+                    .borrow()
+                    .iter()
+                    .map(|(name, stats)| (name.clone(), stats.requests()))
+                    .collect(),
+            },
         );
         report.answer_to = answer_to;
         if events
@@ -324,18 +548,16 @@ impl Shard {
         if self.draining.replace(true) {
             return;
         }
-        let fd = self.listener_fd.get();
-        if fd >= 0 {
-            // `fd` is the listener owned by this shard's accept loop, which is
-            // still alive (the loop exits only after this wakes it). A pending
-            // accept returns EINVAL, so no accept op is dropped in flight (the fd
-            // leak of monoio #318).
-            let _ = sys::shutdown(fd, sys::Shutdown::Read);
+        for listener in self.listeners.borrow().iter() {
+            listener.stop_accepting();
         }
         self.clients.borrow().shutdown(ClientSlot::idle);
-        for backend in self.balancer.borrow().backends() {
-            backend.pool.clear();
+        for cluster in self.clusters.borrow().iter() {
+            for backend in cluster.backends() {
+                backend.pool.clear();
+            }
         }
+        self.drain_started.fire();
     }
 }
 
@@ -352,46 +574,4 @@ impl Drop for ConnectionGuard {
         n.set(n.get().saturating_sub(1));
         self.shard.clients.borrow_mut().unregister(self.token);
     }
-}
-
-/// Builds a table from specs, keeping the existing `Backend` (pool, in-flight
-/// count, availability) for every backend whose id, address and weight are unchanged.
-fn build_table(
-    settings: &ShardSettings,
-    specs: &[BackendSpec],
-    existing: &[Rc<Backend>],
-) -> Vec<Rc<Backend>> {
-    specs
-        .iter()
-        .map(|spec| {
-            let kept = existing
-                .iter()
-                .find(|b| b.id == spec.id && b.address == spec.address && b.weight == spec.weight);
-            if let Some(b) = kept {
-                let wanted = if spec.available {
-                    Availability::Available
-                } else {
-                    Availability::Unavailable
-                };
-                if b.availability() != wanted {
-                    b.set_availability(wanted);
-                }
-            }
-            kept.cloned().unwrap_or_else(|| {
-                let backend = Backend::new(
-                    spec.id,
-                    spec.name.as_str().into(),
-                    spec.address,
-                    spec.weight,
-                    settings.max_idle_per_backend,
-                    settings.upstream_idle_timeout,
-                );
-                backend.set_available(spec.available);
-                if let Some(key) = settings.sticky_key {
-                    backend.set_sticky_token(crate::cluster::sticky::token(key, &spec.name));
-                }
-                Rc::new(backend)
-            })
-        })
-        .collect()
 }

@@ -1,23 +1,23 @@
 //! `shard::worker`: a shard's thread from start to stop.
 //!
-//! Owns the thread itself (pinning, runtime), the shard's main task (listeners up,
-//! then the drain), and the task that applies the control thread's commands every
-//! `COMMAND_POLL` and sends reports. Shares nothing with other shards.
+//! Owns the thread itself (pinning, runtime), the shard's main task (first
+//! configuration, then waiting for the drain), the accept loop of each listener
+//! (started and stopped as configurations come), and the task that applies the
+//! control thread's commands every `COMMAND_POLL` and sends reports. Shares nothing
+//! with other shards.
 
 use std::cell::Cell;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use monoio::net::TcpListener;
 
 use crate::listener::accept_loop;
 use crate::log_warn;
 use crate::shard::runtime::{run_on, Driver, ShardError};
-use crate::shard::{BackendSpec, Shard, ShardCommand, ShardEvent, ShardSettings, COMMAND_POLL};
+use crate::shard::{Applied, Shard, ShardCommand, ShardEvent, ShardPlan, COMMAND_POLL};
 
 /// Everything a shard thread starts with.
 pub struct ShardStart {
@@ -27,18 +27,14 @@ pub struct ShardStart {
     pub core: Option<core_affinity::CoreId>,
     /// The io driver.
     pub driver: Driver,
-    /// This shard's own SO_REUSEPORT listener, already bound.
-    pub listener: std::net::TcpListener,
-    /// Settings.
-    pub settings: ShardSettings,
-    /// The initial backend table.
-    pub backends: Arc<[BackendSpec]>,
+    /// The first configuration.
+    pub plan: Arc<ShardPlan>,
+    /// This shard's own SO_REUSEPORT socket for each listener, already bound.
+    pub sockets: Vec<(String, std::net::TcpListener)>,
     /// Commands from the control thread.
     pub commands: Receiver<ShardCommand>,
     /// Events to the control thread.
     pub events: Sender<ShardEvent>,
-    /// The access log writer, when `logging.access_log` is on.
-    pub access_log: Option<Sender<Vec<u8>>>,
 }
 
 /// Spawns a shard thread.
@@ -63,39 +59,19 @@ pub fn spawn(start: ShardStart) -> Result<JoinHandle<()>, ShardError> {
         })
         .map_err(ShardError::Spawn)
 }
+
 async fn shard_main(start: ShardStart) {
     let ShardStart {
         index,
-        listener,
-        settings,
-        backends,
+        plan,
+        sockets,
         commands,
         events,
-        access_log,
         ..
     } = start;
-    let shard = Rc::new(Shard::new(
-        index,
-        settings,
-        &backends,
-        events.clone(),
-        access_log,
-    ));
-    let listener = match listener
-        .set_nonblocking(true)
-        .and_then(|()| TcpListener::from_std(listener))
-    {
-        Ok(l) => l,
-        Err(e) => {
-            crate::log_error!("shard {index}: cannot register listener: {e}");
-            let _ = events.send(ShardEvent::Stopped {
-                shard: index,
-                unfinished: 0,
-            });
-            return;
-        }
-    };
-    shard.listener_fd.set(listener.as_raw_fd());
+    let shard = Rc::new(Shard::new(index, plan.settings.clone(), events.clone()));
+    let applied = shard.configure(&plan, sockets);
+    start_accepting(&shard, applied);
     let aborted = Rc::new(Cell::new(false));
     monoio::spawn(poll_commands(
         Rc::clone(&shard),
@@ -105,18 +81,16 @@ async fn shard_main(start: ShardStart) {
     ));
     let _ = events.send(ShardEvent::Started { shard: index });
 
-    accept_loop(&shard, &listener).await;
-    shard.listener_fd.set(-1);
-    drop(listener);
+    shard.drain_started.wait().await;
 
     // Drain: wait for open connections to finish, up to the grace period.
-    let deadline = Instant::now() + shard.settings.shutdown_grace;
+    let deadline = Instant::now() + shard.settings().shutdown_grace;
     while shard.active_connections() > 0 && !aborted.get() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     // A last report and access log flush, so that what this shard served is not lost.
     shard.send_report(&events, 0);
-    if let Some(log) = &shard.access_log {
+    if let Some(log) = shard.access_log.borrow().as_ref() {
         log.flush(Instant::now());
     }
     let unfinished = shard.active_connections();
@@ -133,6 +107,22 @@ async fn shard_main(start: ShardStart) {
         shard: index,
         unfinished,
     });
+}
+
+/// Starts an accept loop for each new listener, and a timer for each removed
+/// one that cuts its remaining connections when the grace period ends.
+fn start_accepting(shard: &Rc<Shard>, applied: Applied) {
+    for (listener, socket) in applied.opened {
+        monoio::spawn(accept_loop(Rc::clone(shard), listener, socket));
+    }
+    let grace = shard.settings().shutdown_grace;
+    for listener in applied.closed {
+        let shard = Rc::clone(shard);
+        monoio::spawn(async move {
+            monoio::time::sleep(grace).await;
+            shard.cut_listener(&listener);
+        });
+    }
 }
 
 /// How often a shard ends parked connections past their idle timeout (so
@@ -162,23 +152,43 @@ async fn poll_commands(
             shard.sweep_parked(now);
             next_sweep = now + SWEEP_EVERY;
         }
-        if let Some(log) = &shard.access_log {
+        if let Some(log) = shard.access_log.borrow().as_ref() {
             log.flush_if_due(now);
         }
         loop {
             match commands.try_recv() {
-                Ok(ShardCommand::Abort) => {
-                    aborted.set(true);
-                    shard.apply(ShardCommand::Abort, &events);
-                }
-                Ok(command) => shard.apply(command, &events),
+                Ok(command) => apply(&shard, command, &events, &aborted),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     // The control thread is gone: nobody can stop us later.
-                    shard.apply(ShardCommand::Shutdown, &events);
+                    shard.begin_drain();
                     return;
                 }
             }
+        }
+    }
+}
+
+fn apply(
+    shard: &Rc<Shard>,
+    command: ShardCommand,
+    events: &Sender<ShardEvent>,
+    aborted: &Cell<bool>,
+) {
+    match command {
+        ShardCommand::Configure { plan, sockets } => {
+            let applied = shard.configure(&plan, sockets);
+            start_accepting(shard, applied);
+        }
+        ShardCommand::SetAvailability { id, availability } => {
+            shard.set_availability(id, availability)
+        }
+        ShardCommand::SetWeight { id, weight } => shard.set_weight(id, weight),
+        ShardCommand::ReportStats(answer_to) => shard.send_report(events, answer_to),
+        ShardCommand::Shutdown => shard.begin_drain(),
+        ShardCommand::Abort => {
+            aborted.set(true);
+            shard.begin_drain();
         }
     }
 }

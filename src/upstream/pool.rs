@@ -4,7 +4,7 @@
 //! before reuse so a connection the backend closed (or wrote stray bytes on) is
 //! never handed out. Owned by one shard's `Backend`; never shared across shards.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -23,10 +23,10 @@ struct IdleConnection {
 pub struct UpstreamPool {
     /// The connections, oldest first.
     idle: RefCell<VecDeque<IdleConnection>>,
-    /// Most connections kept (`upstream.max_idle_per_backend`).
-    max_idle: usize,
+    /// Most connections kept (`upstream.max_idle_per_backend`; a reload may change it).
+    max_idle: Cell<usize>,
     /// How long an idle connection is kept (`upstream.idle_timeout`).
-    idle_timeout: Duration,
+    idle_timeout: Cell<Duration>,
 }
 
 impl UpstreamPool {
@@ -34,8 +34,18 @@ impl UpstreamPool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
         UpstreamPool {
             idle: RefCell::new(VecDeque::new()),
-            max_idle,
-            idle_timeout,
+            max_idle: Cell::new(max_idle),
+            idle_timeout: Cell::new(idle_timeout),
+        }
+    }
+
+    /// Applies changed settings (a reload); connections over the new bound close.
+    pub fn configure(&self, max_idle: usize, idle_timeout: Duration) {
+        self.max_idle.set(max_idle);
+        self.idle_timeout.set(idle_timeout);
+        let mut idle = self.idle.borrow_mut();
+        while idle.len() > max_idle {
+            idle.pop_front();
         }
     }
 
@@ -45,7 +55,7 @@ impl UpstreamPool {
         // Expired connections are the oldest: drop them from the front.
         while idle
             .front()
-            .is_some_and(|c| now.saturating_duration_since(c.since) >= self.idle_timeout)
+            .is_some_and(|c| now.saturating_duration_since(c.since) >= self.idle_timeout.get())
         {
             idle.pop_front();
         }
@@ -59,11 +69,12 @@ impl UpstreamPool {
 
     /// Returns a connection whose last response ended cleanly.
     pub fn checkin(&self, stream: TcpStream, now: Instant) {
-        if self.max_idle == 0 {
+        let max_idle = self.max_idle.get();
+        if max_idle == 0 {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        if idle.len() >= self.max_idle {
+        if idle.len() >= max_idle {
             idle.pop_front();
         }
         idle.push_back(IdleConnection { stream, since: now });

@@ -37,6 +37,8 @@ pub struct Harness {
     pub server: Option<Server>,
     pub origins: Vec<OriginHandle>,
     pub addr: SocketAddr,
+    /// The configuration it started with (reloads start from it).
+    pub config: Config,
 }
 
 impl Harness {
@@ -54,20 +56,32 @@ impl Harness {
             .collect();
         let mut config = base_config(driver);
         for (i, o) in origins.iter().enumerate() {
-            config.backends.push(BackendConfig {
+            config.clusters[0].backends.push(BackendConfig {
                 name: format!("app{}", i + 1),
                 address: o.addr(),
                 weight: 1,
             });
         }
         tune(&mut config);
-        let server = ringlb::start(config).expect("proxy starts");
+        let server = ringlb::start(config.clone()).expect("proxy starts");
         let addr = server.local_addr();
         Harness {
             server: Some(server),
             origins,
             addr,
+            config,
         }
+    }
+
+    /// Reloads the starting configuration with another backend table for its
+    /// first cluster; returns once every shard has been sent it.
+    pub fn set_backends(&self, backends: Vec<BackendConfig>) {
+        let mut config = self.config.clone();
+        config.clusters[0].backends = backends;
+        self.server()
+            .handle()
+            .reload(config)
+            .expect("the reload is taken");
     }
 
     pub fn server(&self) -> &Server {
@@ -122,14 +136,14 @@ pub fn io_mode(driver: Driver) -> IoMode {
 /// A configuration for tests: loopback, port 0, one shard, quiet.
 pub fn base_config(driver: Driver) -> Config {
     let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.listeners[0].address = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.server.shards = 1;
     config.server.io = io_mode(driver);
     // Tests that count origin connections must not see health checks; the tests
     // of health checks turn them on.
-    config.health_check.kind = ringlb::config::CheckType::None;
-    config.circuit_breaker.enabled = false;
+    config.clusters[0].health_check.kind = ringlb::config::CheckType::None;
+    config.clusters[0].circuit_breaker.enabled = false;
     config
 }
 

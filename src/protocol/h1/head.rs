@@ -75,6 +75,50 @@ pub struct Request {
     pub missing_host: bool,
     /// Length of the head in the input, including the blank line.
     pub head_len: usize,
+    /// Where the method token is in the head.
+    pub method_token: Span,
+    /// The host requests are routed by: the authority of an absolute-form target,
+    /// else the `Host` field's value (as sent: port and case included).
+    pub host: Option<Span>,
+    /// The target's path, without its query (`*` for `OPTIONS *`).
+    pub path: Span,
+}
+
+/// Where some bytes are in the head a `Request` was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    /// Offset from the head's first byte.
+    pub start: u32,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+impl Span {
+    /// The span of `part`, a slice of `whole`.
+    fn within(whole: &[u8], part: &[u8]) -> Span {
+        let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+        Span {
+            start: start as u32,
+            len: part.len() as u32,
+        }
+    }
+
+    /// These bytes of `head` (empty if the span does not fit it).
+    #[inline]
+    pub fn of<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        let start = self.start as usize;
+        head.get(start..start + self.len as usize).unwrap_or(&[])
+    }
+}
+
+/// The path of a request target, without its query: origin-form as it is,
+/// absolute-form after its authority, `*` as it is.
+fn path_of(target: &str) -> &str {
+    let after_authority = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+        None => target,
+    };
+    after_authority.split('?').next().unwrap_or(after_authority)
 }
 
 /// What the proxy adds to the request head about the client connection.
@@ -467,7 +511,85 @@ pub fn parse_request(
         expect_continue,
         missing_host: host.is_none(),
         head_len,
+        method_token: Span::within(buf, method_token.as_bytes()),
+        host: target_authority(target)
+            .map(str::as_bytes)
+            .or(host)
+            .map(|h| Span::within(buf, h)),
+        path: Span::within(buf, path_of(target).as_bytes()),
     }))
+}
+
+/// A header field to write: lower-case name and value.
+pub type Field = (Box<str>, Box<[u8]>);
+
+/// Rewrites a head that `parse_request` wrote, for a route's actions: the target's
+/// path loses `strip_prefix` (an empty rest becomes `/`; an absolute-form target
+/// becomes origin-form), fields named in `remove` or `set` are dropped, and the
+/// fields of `set` are added. `out` is cleared first. Names are lower-case.
+pub fn rewrite_head(
+    head: &[u8],
+    strip_prefix: Option<&[u8]>,
+    remove: &[Box<str>],
+    set: &[Field],
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    let mut lines = head.split(|&b| b == b'\n');
+    let request_line = lines.next().unwrap_or(&[]);
+    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    let mut words = request_line.splitn(3, |&b| b == b' ');
+    let (method, target, version) = (
+        words.next().unwrap_or(&[]),
+        words.next().unwrap_or(&[]),
+        words.next().unwrap_or(&[]),
+    );
+    out.extend_from_slice(method);
+    out.push(b' ');
+    match strip_prefix {
+        Some(prefix) => {
+            let target = std::str::from_utf8(target).unwrap_or("/");
+            let path = path_of(target);
+            let query = target.find('?').map_or("", |i| &target[i..]);
+            let rest = path
+                .as_bytes()
+                .strip_prefix(prefix)
+                .unwrap_or(path.as_bytes());
+            if !rest.starts_with(b"/") {
+                out.push(b'/');
+            }
+            out.extend_from_slice(rest);
+            out.extend_from_slice(query.as_bytes());
+        }
+        None => out.extend_from_slice(target),
+    }
+    out.push(b' ');
+    out.extend_from_slice(version);
+    out.extend_from_slice(b"\r\n");
+    let dropped = |name: &[u8]| {
+        remove
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+            || set
+                .iter()
+                .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+    };
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let name = line.split(|&b| b == b':').next().unwrap_or(&[]);
+        if dropped(name) {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in set {
+        write_field(out, name.as_bytes(), value);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `Content_Length`, `transfer_encoding` and the like.

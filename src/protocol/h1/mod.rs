@@ -11,8 +11,9 @@ mod head;
 
 pub use chunked::{ChunkEvent, ChunkedDecoder};
 pub use head::{
-    cookie_value, header_value, method_and_target, parse_request, parse_response, target_path,
-    write_chunk_header, ClientSide, Forwarding, Method, Request, Response, MAX_HEADERS_CAP,
+    cookie_value, header_value, method_and_target, parse_request, parse_response, rewrite_head,
+    target_path, write_chunk_header, ClientSide, Field, Forwarding, Method, Request, Response,
+    Span, MAX_HEADERS_CAP,
 };
 
 /// How a message body is delimited on the wire.

@@ -10,19 +10,20 @@ use monoio::net::TcpStream;
 
 use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder};
 use crate::proxy::error::ProxyError;
-use crate::shard::Shard;
 
+use super::forward::Outbound;
 use super::socket::{read_more, write_range};
 use super::{Downstream, Failure, BODY_BUFFER};
 
 /// Streams a request body that is not held in full from the client to upstream.
 pub(super) async fn send_body(
-    shard: &Shard,
+    outbound: &Outbound<'_>,
     client: &mut Downstream,
     upstream: &mut TcpStream,
     body: BodyKind,
 ) -> Result<(), Failure> {
-    let settings = &shard.settings;
+    let settings = outbound.settings;
+    let response_timeout = outbound.cluster.settings.backend_response_timeout;
     match body {
         BodyKind::None | BodyKind::CloseDelimited => Ok(()),
         BodyKind::Length(mut remaining) => {
@@ -33,14 +34,9 @@ pub(super) async fn send_body(
                 }
                 let n = (client.unconsumed() as u64).min(remaining) as usize;
                 let range = client.pos..client.pos + n;
-                write_range(
-                    upstream,
-                    &mut client.buf,
-                    range,
-                    settings.backend_response_timeout,
-                )
-                .await
-                .map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
+                write_range(upstream, &mut client.buf, range, response_timeout)
+                    .await
+                    .map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
                 client.pos += n;
                 remaining -= n as u64;
             }
@@ -68,13 +64,7 @@ pub(super) async fn send_body(
                 }
                 if !out.is_empty() {
                     let len = out.len();
-                    let sent = write_range(
-                        upstream,
-                        &mut out,
-                        0..len,
-                        settings.backend_response_timeout,
-                    )
-                    .await;
+                    let sent = write_range(upstream, &mut out, 0..len, response_timeout).await;
                     out.clear();
                     sent.map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
                 }

@@ -14,18 +14,19 @@ use monoio::net::TcpStream;
 
 use crate::cluster::backend::{Backend, BackendId, InFlight};
 use crate::cluster::balancer::{hash_bytes, hash_ip, RequestContext};
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::{BalancerConfig, HashKey, Strategy};
 use crate::log_debug;
 use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::protocol::h1::{self, BodyKind, ChunkedDecoder, ClientSide, Request};
 use crate::proxy::error::{ProxyError, Side};
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardSettings};
 use crate::upstream;
 
 use super::body::{read_client_body, send_body};
 use super::response::{read_response, send_response, ResponseError};
 use super::socket::{write_client, write_range};
-use super::{Downstream, Failure, RESPONSE_BUFFER};
+use super::{Downstream, Failure, Scratch, RESPONSE_BUFFER};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -39,18 +40,21 @@ const MAX_TRIED: usize = 8;
 /// An attempt that fails before any response byte reached the client is tried
 /// again when the method is idempotent and ringlb holds the whole body: once on a
 /// fresh connection to the same backend if a pooled connection broke, and on other
-/// backends up to `retry.max_retries`, within the shard's retry budget.
+/// backends up to `retry.max_retries`, within the cluster's retry budget.
 pub(super) async fn proxy_request(
     shard: &Shard,
+    cluster: &Cluster,
     client: &mut Downstream,
     request: &Request,
-    head: &[u8],
-    scratch: &mut Vec<u8>,
+    scratch: &mut Scratch,
     record: &mut RequestRecord,
     chosen: &mut Option<Rc<Backend>>,
 ) -> Result<bool, Failure> {
-    let settings = &shard.settings;
-    shard.earn_retry_budget();
+    let Scratch { head, work, .. } = scratch;
+    let (head, scratch) = (&head[..], work);
+    let shard_settings = shard.settings();
+    let settings = &cluster.settings;
+    cluster.earn_retry_budget();
     // The head is still in the buffer: read the routing key and the sticky
     // cookie (which names the backend the client stays with) now.
     let head_bytes = &client.buf[client.pos - request.head_len..client.pos];
@@ -74,7 +78,7 @@ pub(super) async fn proxy_request(
             && !request.expect_continue
         {
             while (client.unconsumed() as u64) < n {
-                read_client_body(client, settings.idle_timeout).await?;
+                read_client_body(client, shard_settings.idle_timeout).await?;
             }
         }
     }
@@ -87,7 +91,7 @@ pub(super) async fn proxy_request(
     if request.body == BodyKind::Chunked {
         // Refuse a malformed chunk that already arrived before any backend sees
         // the request (the rest is checked as it streams).
-        let mut probe = ChunkedDecoder::new(settings.limits.max_header_bytes);
+        let mut probe = ChunkedDecoder::new(shard_settings.limits.max_header_bytes);
         let mut pos = client.pos;
         while pos < client.buf.len() && !probe.is_done() {
             let (used, _) = probe
@@ -101,6 +105,9 @@ pub(super) async fn proxy_request(
     }
     let retry_allowed = request.method.is_idempotent() && held_body.is_some();
     let outbound = Outbound {
+        shard,
+        settings: &shard_settings,
+        cluster,
         request,
         head,
         held_body,
@@ -116,22 +123,10 @@ pub(super) async fn proxy_request(
         let fresh_only = same_backend_fresh.is_some();
         // After a broken pooled connection, the same backend; else a sticky cookie
         // naming an available backend not tried yet; else the strategy.
-        let sticky = || {
-            let token = sticky_cookie.as_deref()?;
-            let balancer = shard.balancer.borrow();
-            balancer
-                .backends()
-                .iter()
-                .find(|b| {
-                    b.sticky_token() == Some(token)
-                        && b.is_available()
-                        && !tried[..tried_len].contains(&b.id)
-                })
-                .cloned()
-        };
+        let sticky = || cluster.sticky_backend(sticky_cookie.as_deref()?, &tried[..tried_len]);
         let backend = match same_backend_fresh.take().or_else(sticky) {
             Some(backend) => backend,
-            None => match shard
+            None => match cluster
                 .balancer
                 .borrow()
                 .select(&context, &tried[..tried_len])
@@ -151,11 +146,10 @@ pub(super) async fn proxy_request(
             backend: &backend,
             fresh_only,
         };
-        let failed =
-            match attempt(shard, client, &outbound, pick, scratch, &mut upbuf, record).await {
-                Ok(keep_alive) => return Ok(keep_alive),
-                Err(failed) => failed,
-            };
+        let failed = match attempt(client, &outbound, pick, scratch, &mut upbuf, record).await {
+            Ok(keep_alive) => return Ok(keep_alive),
+            Err(failed) => failed,
+        };
         let AttemptFailure {
             error,
             before_response,
@@ -163,7 +157,7 @@ pub(super) async fn proxy_request(
         } = failed;
         if error.side() == Side::Upstream {
             ShardStats::bump(&backend.stats.failures);
-            shard.report_outcome(&backend, false);
+            shard.report_outcome(cluster, &backend, false);
         }
         if !(retry_allowed && before_response && error.retryable()) {
             return Err(Failure {
@@ -185,7 +179,7 @@ pub(super) async fn proxy_request(
         if retries >= settings.max_retries || tried_len == MAX_TRIED {
             return Err(error.into());
         }
-        if !shard.spend_retry_budget() {
+        if !cluster.spend_retry_budget() {
             ShardStats::bump(&shard.stats.retries_over_budget);
             return Err(error.into());
         }
@@ -247,9 +241,15 @@ impl Drop for BufferLoan<'_> {
     }
 }
 
-/// What every attempt of one request sends.
+/// What every attempt of one request sends, and the settings it runs under.
 #[derive(Clone, Copy)]
-struct Outbound<'r> {
+pub(super) struct Outbound<'r> {
+    /// The shard serving it.
+    pub(super) shard: &'r Shard,
+    /// The shard's settings when the request was read.
+    pub(super) settings: &'r ShardSettings,
+    /// The cluster its route chose.
+    pub(super) cluster: &'r Cluster,
     /// The parsed request.
     request: &'r Request,
     /// Its rewritten head.
@@ -280,7 +280,6 @@ struct AttemptFailure {
 /// One attempt: one backend, one upstream connection. `Ok(keep_alive)` as for
 /// `proxy_request`.
 async fn attempt(
-    shard: &Shard,
     client: &mut Downstream,
     outbound: &Outbound<'_>,
     pick: Pick<'_>,
@@ -289,11 +288,15 @@ async fn attempt(
     record: &mut RequestRecord,
 ) -> Result<bool, AttemptFailure> {
     let Outbound {
+        shard,
+        cluster,
         request,
         head,
         held_body,
         sticky_cookie,
+        ..
     } = *outbound;
+    let settings = &cluster.settings;
     let Pick {
         backend,
         fresh_only,
@@ -306,7 +309,7 @@ async fn attempt(
         }
     };
     let in_flight = InFlight::start(backend);
-    let (mut upstream, reused) = checkout(shard, backend, fresh_only)
+    let (mut upstream, reused) = checkout(shard, settings, backend, fresh_only)
         .await
         .map_err(before(false))?;
 
@@ -326,7 +329,7 @@ async fn attempt(
         &mut upstream,
         scratch,
         0..len,
-        shard.settings.backend_response_timeout,
+        settings.backend_response_timeout,
     )
     .await
     .map_err(|e| before(reused)(ProxyError::UpstreamIo(e.kind())))?;
@@ -339,7 +342,7 @@ async fn attempt(
         }
         // A streamed body is never retried, so `before_response` no longer matters
         // for retries; it still decides whether the client gets an error status.
-        send_body(shard, client, &mut upstream, request.body)
+        send_body(outbound, client, &mut upstream, request.body)
             .await
             .map_err(|f| AttemptFailure {
                 error: f.error,
@@ -362,7 +365,7 @@ async fn attempt(
     };
     upbuf.clear();
     let response = read_response(
-        shard,
+        outbound,
         client,
         &mut upstream,
         upbuf,
@@ -388,17 +391,18 @@ async fn attempt(
     if let Some(n) = held_body {
         client.pos += n;
     }
-    if shard.settings.balancer.strategy == Strategy::LeastResponse {
+    if settings.balancer.strategy == Strategy::LeastResponse {
         let now = Instant::now();
-        backend.observe_latency(now - sent_at, now, shard.settings.balancer.ewma_decay);
+        backend.observe_latency(now - sent_at, now, settings.balancer.ewma_decay);
     }
     shard.report_outcome(
+        cluster,
         backend,
-        !(shard.settings.count_5xx && response.status >= 500),
+        !(settings.count_5xx && response.status >= 500),
     );
     record.status = response.status;
-    if let (Some(sticky), Some(token)) = (&shard.settings.balancer.sticky, backend.sticky_token()) {
-        if sticky_cookie != Some(token) {
+    if let (Some(sticky), Some(token)) = (&settings.balancer.sticky, backend.sticky_token()) {
+        if sticky_cookie != Some(&*token) {
             // The head ends with the blank line: add the field before it.
             scratch.truncate(scratch.len() - 2);
             let _ = write!(
@@ -409,7 +413,7 @@ async fn attempt(
             );
         }
     }
-    let upstream_clean = send_response(shard, client, &mut upstream, upbuf, scratch, &response)
+    let upstream_clean = send_response(outbound, client, &mut upstream, upbuf, scratch, &response)
         .await
         .map_err(|error| AttemptFailure {
             error,
@@ -426,6 +430,7 @@ async fn attempt(
 /// A pooled connection to `backend`, or a new one.
 async fn checkout(
     shard: &Shard,
+    settings: &ClusterSettings,
     backend: &Rc<Backend>,
     fresh_only: bool,
 ) -> Result<(TcpStream, bool), ProxyError> {
@@ -437,7 +442,7 @@ async fn checkout(
             return Ok((stream, true));
         }
     }
-    let stream = upstream::connect(backend.address, shard.settings.connect_timeout).await?;
+    let stream = upstream::connect(backend.address, settings.connect_timeout).await?;
     ShardStats::bump(&shard.stats.upstream_connects);
     Ok((stream, false))
 }

@@ -1,7 +1,7 @@
 //! HTTP/1.1 proxying of one client connection, request after request.
 //!
-//! `serve` reads a request head, picks a backend, sends the rewritten head and the
-//! body upstream, reads the response head and streams the body back, then keeps the
+//! `serve` reads a request head, routes it (the listener's most specific route
+//! names a cluster), picks a backend, sends the rewritten head and the body upstream, reads the response head and streams the body back, then keeps the
 //! connection for the next request or closes it. Bodies stream through fixed-size
 //! buffers, so memory does not grow with their size. Every failure becomes a status
 //! (or a silent close when the client is gone), a counter and a debug log line.
@@ -24,10 +24,12 @@ use monoio::net::TcpStream;
 
 use crate::cluster::backend::Backend;
 use crate::log_debug;
+use crate::observe::access_log::LogNames;
 use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::protocol::h1::{self, Forwarding, Request};
 use crate::proxy::error::{error_response, ProxyError, Side};
-use crate::shard::{ConnectionGuard, Shard};
+use crate::route::RequestView;
+use crate::shard::{ConnectionGuard, Shard, ShardListener};
 
 use forward::proxy_request;
 use socket::{linger_close, read_more, spare_room, write_static};
@@ -55,6 +57,8 @@ pub(super) struct Downstream {
     stream: TcpStream,
     /// The client's address.
     peer: SocketAddr,
+    /// The listener it came in on (its routes; whether a reload removed it).
+    listener: Rc<ShardListener>,
     /// Bytes read; `buf[pos..]` are not consumed yet (pipelined requests included).
     buf: Vec<u8>,
     /// Start of the unconsumed bytes.
@@ -71,7 +75,7 @@ pub(super) struct Downstream {
 /// A connection's reusable buffers besides its read buffer, given back while it is
 /// parked.
 #[derive(Default)]
-struct Scratch {
+pub(super) struct Scratch {
     /// The rewritten request head.
     head: Vec<u8>,
     /// The bytes of each attempt, then the response head.
@@ -102,6 +106,12 @@ impl Scratch {
 }
 
 impl Downstream {
+    /// Whether the connection should end once its current request is done: the
+    /// shard drains, or a reload removed its listener.
+    fn stopping(&self, shard: &Shard) -> bool {
+        shard.draining() || self.listener.closing()
+    }
+
     fn unconsumed(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -139,13 +149,20 @@ impl From<ProxyError> for Failure {
 /// reads and proxies requests; it ends when the connection has had nothing to read
 /// for `PARK_AFTER`. Parked, the connection holds no buffers and this small future
 /// only waits for readability, so an idle client costs about 0.8 KB (PERF.md).
-pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(
+    shard: Rc<Shard>,
+    listener: Rc<ShardListener>,
+    guard: ConnectionGuard,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let mut client = Downstream {
         stream,
         peer,
+        listener,
         buf: Vec::with_capacity(CLIENT_BUFFER),
         pos: 0,
-        write_timeout: shard.settings.idle_timeout,
+        write_timeout: shard.settings().idle_timeout,
         read_total: 0,
         written_total: 0,
     };
@@ -171,7 +188,7 @@ pub async fn serve(shard: Rc<Shard>, guard: ConnectionGuard, stream: TcpStream, 
         shard.set_parked(&guard, Some(Instant::now() + wait));
         let ready = client.stream.readable(false).await;
         shard.set_parked(&guard, None);
-        if ready.is_err() || shard.draining() {
+        if ready.is_err() || client.stopping(&shard) {
             return;
         }
         client.buf.reserve(CLIENT_BUFFER);
@@ -235,8 +252,8 @@ async fn serve_active(
         };
         *first = false;
         ShardStats::bump(&shard.stats.requests);
-        if shard.access_log.is_some() {
-            let head = &client.buf[client.pos - request.head_len..client.pos];
+        let head = &client.buf[client.pos - request.head_len..client.pos];
+        if shard.access_log.borrow().is_some() {
             let (method, target) = h1::method_and_target(head);
             let line = &mut scratch.request_line;
             line.clear();
@@ -244,6 +261,13 @@ async fn serve_active(
             line.push(' ');
             line.push_str(&String::from_utf8_lossy(target));
         }
+        let view = RequestView {
+            method: request.method_token.of(head),
+            host: request.host.map(|host| host.of(head)),
+            path: request.path.of(head),
+            header: |name: &str| h1::header_value(head, name),
+        };
+        let route = client.listener.route(&view);
         // The backend of the last attempt, if one was made.
         let mut backend: Option<Rc<Backend>> = None;
         let mut record = RequestRecord {
@@ -254,16 +278,34 @@ async fn serve_active(
             bytes_out: 0,
             error: None,
         };
-        let result = proxy_request(
-            shard,
-            client,
-            &request,
-            &scratch.head,
-            &mut scratch.work,
-            &mut record,
-            &mut backend,
-        )
-        .await;
+        let result = match &route {
+            Some(route) => {
+                route.stats.record();
+                let missing_host = request.missing_host;
+                let request = match &route.rewrite {
+                    Some(rewrite) => {
+                        rewrite.apply(&scratch.head, &mut scratch.work);
+                        mem::swap(&mut scratch.head, &mut scratch.work);
+                        Request {
+                            missing_host: missing_host && !rewrite.sets_host(),
+                            ..request
+                        }
+                    }
+                    None => request,
+                };
+                proxy_request(
+                    shard,
+                    &route.cluster,
+                    client,
+                    &request,
+                    scratch,
+                    &mut record,
+                    &mut backend,
+                )
+                .await
+            }
+            None => Err(Failure::from(ProxyError::NoRoute)),
+        };
         if let Err(failure) = &result {
             record.error = Some(failure.error.kind());
             if !failure.response_started {
@@ -278,9 +320,17 @@ async fn serve_active(
             shard
                 .stats
                 .record(&record, backend.as_ref().map(|b| &b.stats), now);
-            if let Some(log) = &shard.access_log {
-                let name = backend.as_ref().map(|b| &*b.name);
-                log.write(client.peer, &scratch.request_line, &record, name, now);
+            if let Some(route) = &route {
+                route.cluster.stats.record(&record, now);
+            }
+            if let Some(log) = shard.access_log.borrow().as_ref() {
+                let names = LogNames {
+                    listener: &client.listener.name,
+                    route: route.as_ref().map(|r| &*r.name),
+                    cluster: route.as_ref().map(|r| &*r.cluster.name),
+                    backend: backend.as_ref().map(|b| &*b.name),
+                };
+                log.write(client.peer, &scratch.request_line, &record, &names, now);
             }
         }
         match result {
@@ -355,7 +405,7 @@ async fn read_request(
     scratch: &mut Scratch,
     first: bool,
 ) -> Result<Next, ProxyError> {
-    let settings = &shard.settings;
+    let settings = shard.settings();
     let mut deadline: Option<Instant> = None;
     let mut started: Option<Instant> = None;
     loop {
@@ -380,7 +430,7 @@ async fn read_request(
         }
         client.compact();
         let idle = client.buf.is_empty();
-        if idle && shard.draining() {
+        if idle && client.stopping(shard) {
             return Ok(Next::End);
         }
         let wait = match deadline {

@@ -12,9 +12,9 @@ use monoio::net::TcpStream;
 
 use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide};
 use crate::proxy::error::ProxyError;
-use crate::shard::Shard;
 
 use super::body::encode_chunk_event;
+use super::forward::Outbound;
 use super::socket::{read_more, write_all_client, write_range};
 use super::{Downstream, BODY_BUFFER, RESPONSE_BUFFER};
 
@@ -31,7 +31,7 @@ pub(super) enum ResponseError {
 /// clients on the way. On success `head` holds the rewritten head and `upbuf[..]`
 /// starts with the head, followed by any body bytes already read.
 pub(super) async fn read_response(
-    shard: &Shard,
+    outbound: &Outbound<'_>,
     client: &mut Downstream,
     upstream: &mut TcpStream,
     upbuf: &mut Vec<u8>,
@@ -39,8 +39,9 @@ pub(super) async fn read_response(
     head: &mut Vec<u8>,
     request_sent: Instant,
 ) -> Result<h1::Response, ResponseError> {
-    let settings = &shard.settings;
-    let deadline = request_sent + settings.backend_response_timeout;
+    let settings = outbound.settings;
+    let response_timeout = outbound.cluster.settings.backend_response_timeout;
+    let deadline = request_sent + response_timeout;
     // The first read waits the whole timeout without reading the clock again.
     let mut first_read = true;
     let mut interim_sent = false;
@@ -55,10 +56,11 @@ pub(super) async fn read_response(
     };
     loop {
         if !upbuf.is_empty() {
-            // Decided now, not when the request went out: a drain that began while
-            // the backend worked still closes this connection after the response.
+            // Decided now, not when the request went out: a drain (or the removal of
+            // the listener) that began while the backend worked still closes this
+            // connection after the response.
             let side = ClientSide {
-                keep_alive: client_side.keep_alive && !shard.draining(),
+                keep_alive: client_side.keep_alive && !client.stopping(outbound.shard),
                 ..*client_side
             };
             match h1::parse_response(upbuf, &settings.limits, &side, head) {
@@ -80,7 +82,7 @@ pub(super) async fn read_response(
             }
         }
         let wait = if first_read {
-            settings.backend_response_timeout
+            response_timeout
         } else {
             deadline.saturating_duration_since(Instant::now())
         };
@@ -110,15 +112,15 @@ pub(super) async fn read_response(
 /// Writes the response head and streams the body to the client. Returns whether
 /// the upstream connection ended the response cleanly (and may be pooled).
 pub(super) async fn send_response(
-    shard: &Shard,
+    outbound: &Outbound<'_>,
     client: &mut Downstream,
     upstream: &mut TcpStream,
     upbuf: &mut Vec<u8>,
     head: &mut Vec<u8>,
     response: &h1::Response,
 ) -> Result<bool, ProxyError> {
-    let settings = &shard.settings;
-    let read_timeout = settings.backend_response_timeout;
+    let settings = outbound.settings;
+    let read_timeout = outbound.cluster.settings.backend_response_timeout;
     upbuf.drain(..response.head_len);
     let mut out = mem::take(head);
     let clean = match response.upstream_body {
