@@ -78,3 +78,274 @@ fn listing_errors_and_reloads() {
         (0..2).all(|_| get(h.addr, "/").text() == "app2\n")
     });
 }
+
+/// Sends `method path` to the admin listener with `headers` (whole lines) and an
+/// optional JSON body.
+fn call(admin: SocketAddr, method: &str, path: &str, headers: &str, body: Option<&str>) -> Reply {
+    let body_lines = match body {
+        Some(b) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => "\r\n".to_string(),
+    };
+    request(
+        admin,
+        format!("{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{headers}Connection: close\r\n{body_lines}")
+            .as_bytes(),
+    )
+}
+
+fn json(r: &Reply) -> serde_json::Value {
+    serde_json::from_str(&r.text()).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+#[test]
+fn the_runtime_api_adds_changes_and_removes_backends() {
+    let h = Harness::start(Driver::Epoll, 1, |_| {});
+    let admin = h.server().admin_addr();
+    let third = spawn_origin(Driver::Epoll, "app3");
+
+    let clusters = json(&get(admin, "/clusters"));
+    assert_eq!(clusters[0]["name"], "default");
+    assert_eq!(clusters[0]["strategy"], "round-robin");
+    assert_eq!(clusters[0]["backends"][0]["name"], "app1");
+    assert_eq!(json(&get(admin, "/clusters/default"))["name"], "default");
+    assert_eq!(get(admin, "/clusters/nope").status, 404);
+
+    // Add app3: it takes requests.
+    let new = format!(
+        "{{\"name\":\"app3\",\"address\":\"{}\",\"weight\":2}}",
+        third.addr()
+    );
+    let r = call(admin, "POST", "/clusters/default/backends", "", Some(&new));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let added = json(&r);
+    assert_eq!(
+        (added["name"].as_str(), added["weight"].as_u64()),
+        (Some("app3"), Some(2))
+    );
+    assert_eq!(added["cluster"], "default");
+    wait_until("app3 to serve", || get(h.addr, "/").text() == "app3\n");
+    assert_eq!(
+        json(&get(admin, "/backends/app3"))["address"],
+        third.addr().to_string()
+    );
+
+    // Refusals: a taken name, an unknown cluster, bad JSON, a bad address or weight.
+    let r = call(admin, "POST", "/clusters/default/backends", "", Some(&new));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(json(&r)["error"]
+        .as_str()
+        .unwrap()
+        .contains("already exists"));
+    let r = call(admin, "POST", "/clusters/nope/backends", "", Some(&new));
+    assert_eq!(r.status, 404);
+    for body in [
+        "{\"name\":",
+        "{\"name\":\"x\"}",
+        "{\"name\":\"x\",\"address\":\"nowhere\"}",
+        "{\"name\":\"x\",\"address\":\"127.0.0.1:1\",\"weight\":0}",
+        "{\"name\":\"bad name\",\"address\":\"127.0.0.1:1\"}",
+        "{\"name\":\"x\",\"address\":\"127.0.0.1:1\",\"colour\":\"red\"}",
+    ] {
+        let r = call(admin, "POST", "/clusters/default/backends", "", Some(body));
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(json(&r)["error"].is_string());
+    }
+
+    // PUT sets the weight and the state.
+    let r = call(admin, "PUT", "/backends/app3", "", Some("{\"weight\":5}"));
+    assert_eq!((r.status, json(&r)["weight"].as_u64()), (200, Some(5)));
+    let r = call(
+        admin,
+        "PUT",
+        "/backends/app3",
+        "",
+        Some("{\"state\":\"disabled\"}"),
+    );
+    assert_eq!(json(&r)["state"], "disabled");
+    wait_until("app3 to be skipped", || {
+        (0..3).all(|_| get(h.addr, "/").text() == "app1\n")
+    });
+    assert_eq!(
+        call(
+            admin,
+            "PUT",
+            "/backends/app3",
+            "",
+            Some("{\"state\":\"sleepy\"}")
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        call(admin, "PUT", "/backends/app3", "", Some("{}")).status,
+        400
+    );
+    assert_eq!(
+        call(admin, "PUT", "/backends/nope", "", Some("{\"weight\":1}")).status,
+        404
+    );
+
+    // DELETE removes it; a second time it is gone.
+    let r = call(admin, "DELETE", "/backends/app3", "", None);
+    assert_eq!((r.status, json(&r)["name"].as_str()), (200, Some("app3")));
+    assert_eq!(
+        call(admin, "DELETE", "/backends/app3", "", None).status,
+        404
+    );
+    let names: Vec<String> = h
+        .server()
+        .handle()
+        .backends()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["app1"]);
+
+    // Changes last until the next reload, which re-applies the configuration.
+    let r = call(admin, "POST", "/clusters/default/backends", "", Some(&new));
+    assert_eq!(r.status, 201);
+    h.set_backends(h.backend_table(1));
+    let names: Vec<String> = h
+        .server()
+        .handle()
+        .backends()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["app1"]);
+}
+
+#[test]
+fn a_token_guards_everything_but_healthz() {
+    let token = "0123456789abcdef0123";
+    let h = Harness::start(Driver::Epoll, 1, |c| c.admin.token = Some(token.into()));
+    let admin = h.server().admin_addr();
+    assert_eq!(get(admin, "/healthz").status, 200);
+    for path in ["/stats", "/metrics", "/backends", "/clusters"] {
+        let r = get(admin, path);
+        assert_eq!(r.status, 401, "{path}");
+        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+        let wrong = call(
+            admin,
+            "GET",
+            path,
+            "Authorization: Bearer 0123456789abcdef0124\r\n",
+            None,
+        );
+        assert_eq!(wrong.status, 401, "{path}");
+        let right = call(
+            admin,
+            "GET",
+            path,
+            &format!("Authorization: Bearer {token}\r\n"),
+            None,
+        );
+        assert_eq!(right.status, 200, "{path}");
+    }
+    assert_eq!(post(admin, "/backends/app1/drain").status, 401);
+    let r = call(
+        admin,
+        "POST",
+        "/backends/app1/drain",
+        &format!("Authorization: Bearer {token}\r\n"),
+        None,
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_public_admin_listener_without_a_token_does_not_start() {
+    let mut config = base_config(Driver::Epoll);
+    config.admin.listen = "0.0.0.0:0".parse().unwrap();
+    config.clusters[0]
+        .backends
+        .push(ringlb::config::BackendConfig {
+            name: "a".into(),
+            address: closed_port(),
+            weight: 1,
+        });
+    match ringlb::start(config) {
+        Err(ringlb::server::StartError::Config(errors)) => {
+            assert!(errors.to_string().contains("admin.token"), "{errors}");
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("started with a public, unauthenticated admin listener"),
+    }
+}
+
+#[test]
+fn changes_a_web_page_could_send_are_refused() {
+    let h = Harness::start(Driver::Epoll, 2, |_| {});
+    let admin = h.server().admin_addr();
+    let drain = |headers: &str, body: Option<(&str, &str)>| {
+        let tail = match body {
+            Some((content_type, body)) => format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            None => "\r\n".into(),
+        };
+        request(
+            admin,
+            format!("POST /backends/app1/drain HTTP/1.1\r\n{headers}Connection: close\r\n{tail}")
+                .as_bytes(),
+        )
+        .status
+    };
+    let host = format!("Host: {admin}\r\n");
+    // Cross-site request forgery.
+    assert_eq!(
+        drain(&format!("{host}Origin: https://evil.example\r\n"), None),
+        403
+    );
+    assert_eq!(drain(&format!("{host}Origin: null\r\n"), None), 403);
+    assert_eq!(
+        drain(&format!("{host}Sec-Fetch-Site: cross-site\r\n"), None),
+        403
+    );
+    // DNS rebinding: the page's own name in Host.
+    assert_eq!(
+        drain(&format!("Host: evil.example:{}\r\n", admin.port()), None),
+        403
+    );
+    assert_eq!(drain("", None), 403, "no Host at all");
+    // Bodies a form may post without asking.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        assert_eq!(
+            drain(&host, Some((content_type, "x"))),
+            415,
+            "{content_type}"
+        );
+    }
+    assert_eq!(
+        h.server().handle().backends().unwrap()[0].state,
+        AdminState::Enabled,
+        "nothing was drained"
+    );
+    // What curl sends, and what the admin's own page would.
+    assert_eq!(drain(&host, None), 200);
+    assert_eq!(
+        drain(
+            &format!("{host}Origin: http://{admin}\r\nSec-Fetch-Site: same-origin\r\n"),
+            None
+        ),
+        200
+    );
+    assert_eq!(
+        drain(&format!("Host: localhost:{}\r\n", admin.port()), None),
+        200
+    );
+    // Only POST, PUT and DELETE change anything.
+    let r = get(admin, "/backends/app1/drain");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
+}

@@ -469,13 +469,21 @@ fn reload(server: &ServerHandle) -> Answer {
     match server.reload_file() {
         Ok(outcome) => {
             let list = |items: &[String]| json_list(items.iter().map(|s| json_string(s)));
+            let listeners = |items: &[(String, std::net::SocketAddr)]| {
+                json_list(items.iter().map(|(name, address)| {
+                    format!(
+                        "{{\"name\":{},\"address\":\"{address}\"}}",
+                        json_string(name)
+                    )
+                }))
+            };
             Answer::json(
                 200,
                 format!(
                     "{{\"reloaded\":true,\"restart_needed\":{},\"listeners_added\":{},\"listeners_removed\":{},\"warnings\":{}}}\n",
                     list(&outcome.restart_needed).trim_end(),
-                    list(&outcome.listeners_added).trim_end(),
-                    list(&outcome.listeners_removed).trim_end(),
+                    listeners(&outcome.listeners_added).trim_end(),
+                    listeners(&outcome.listeners_removed).trim_end(),
                     list(&outcome.warnings).trim_end(),
                 ),
             )

@@ -40,8 +40,9 @@ pub struct Backend {
     pub name: Rc<str>,
     /// Where to connect.
     pub address: SocketAddr,
-    /// Relative share of traffic (1..=1000), as configured.
-    pub weight: u32,
+    /// Relative share of traffic (1..=1000), as configured (a reload or the
+    /// runtime API may change it).
+    weight: Cell<u32>,
     /// The weight strategies use now: lower while slow start ramps it up.
     effective_weight: Cell<u32>,
     /// Whether the control thread lets this shard pick it.
@@ -80,7 +81,7 @@ impl Backend {
             id,
             name,
             address,
-            weight,
+            weight: Cell::new(weight),
             effective_weight: Cell::new(weight),
             available: Cell::new(Availability::Available),
             report_success: Cell::new(false),
@@ -160,6 +161,18 @@ impl Backend {
             self.report_success.set(true);
             true
         }
+    }
+
+    /// Its configured weight.
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.get()
+    }
+
+    /// Takes a new configured weight, and selects by it from now on.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.set(weight);
+        self.set_effective_weight(weight);
     }
 
     /// The weight to select by (slow start may hold it below `weight`).

@@ -363,7 +363,7 @@ impl Balancer {
 fn build_ring(backends: &[Rc<Backend>], virtual_nodes: u32) -> Vec<(u64, u32)> {
     let mut points = Vec::new();
     for (i, b) in backends.iter().enumerate() {
-        for v in 0..virtual_nodes.saturating_mul(b.weight) {
+        for v in 0..virtual_nodes.saturating_mul(b.weight()) {
             let key = format!("{}-{v}", b.name);
             points.push((hash_bytes(key.as_bytes()), i as u32));
         }
@@ -392,7 +392,7 @@ fn build_maglev(backends: &[Rc<Backend>], size: u32) -> Vec<u32> {
     let mut filled = 0u64;
     'fill: loop {
         for (i, b) in backends.iter().enumerate() {
-            for _ in 0..b.weight.max(1) {
+            for _ in 0..b.weight().max(1) {
                 let (offset, skip) = perms[i];
                 let mut slot = (offset + next[i] * skip) % m;
                 while table[slot as usize] != u32::MAX {

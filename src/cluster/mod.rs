@@ -146,7 +146,7 @@ impl Cluster {
                 .backends()
                 .iter()
                 .zip(specs)
-                .all(|(b, s)| b.id == s.id && b.address == s.address && b.weight == s.weight);
+                .all(|(b, s)| b.id == s.id && b.address == s.address && b.weight() == s.weight);
         if unchanged {
             for (b, s) in balancer.backends().iter().zip(specs) {
                 if b.availability() != s.availability {
@@ -196,8 +196,9 @@ impl Cluster {
 }
 
 /// Builds a table from specs, keeping the existing `Backend` (pool, in-flight
-/// count, latency) for every backend whose id, address and weight are unchanged.
-/// Kept backends take the cluster's current pool settings and sticky token.
+/// count, latency, counters) for every backend whose id and address are unchanged.
+/// Kept backends take their new weight, the cluster's pool settings and sticky
+/// token.
 fn build_table(
     settings: &ClusterSettings,
     specs: &[BackendSpec],
@@ -209,9 +210,12 @@ fn build_table(
         .map(|spec| {
             let kept = existing
                 .iter()
-                .find(|b| b.id == spec.id && b.address == spec.address && b.weight == spec.weight);
+                .find(|b| b.id == spec.id && b.address == spec.address);
             let backend = match kept {
                 Some(b) => {
+                    if b.weight() != spec.weight {
+                        b.set_weight(spec.weight);
+                    }
                     b.pool.configure(
                         settings.max_idle_per_backend,
                         settings.upstream_idle_timeout,

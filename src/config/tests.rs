@@ -637,3 +637,463 @@ fn status_ranges() {
         assert!(parse_status_range(bad).is_err(), "{bad:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The full form: listeners, routes and clusters.
+
+/// Two listeners, three routes, two clusters: valid.
+const FULL: &str = r#"
+[[listeners]]
+name = "web"
+address = "127.0.0.1:8080"
+
+[[listeners]]
+name = "internal"
+address = "127.0.0.1:8081"
+
+[[routes]]
+listener = "web"
+host = "API.example.com"
+path_prefix = "/v1"
+methods = ["GET", "POST"]
+headers = { X-Tenant = "blue" }
+cluster = "api"
+
+[[routes]]
+name = "static"
+listener = "web"
+path_prefix = "/static"
+strip_prefix = true
+set_request_headers = { X-Served-By = "ringlb" }
+remove_request_headers = ["Cookie"]
+cluster = "static"
+
+[[routes]]
+listener = "internal"
+cluster = "api"
+
+[[clusters]]
+name = "api"
+strategy = "least-conn"
+health_check = { kind = "tcp", interval = "1s" }
+retry = { max_retries = 1 }
+timeouts = { connect = "500ms" }
+backends = [
+  { name = "api1", address = "127.0.0.1:9001", weight = 2 },
+  { name = "api2", address = "127.0.0.1:9002" },
+]
+
+[[clusters]]
+name = "static"
+strategy = "consistent-hash"
+hash_key = "path"
+backends = [ { name = "s1", address = "127.0.0.1:9001" } ]
+"#;
+
+/// `FULL` with `from` replaced by `to`.
+fn full_with(from: &str, to: &str) -> String {
+    assert!(FULL.contains(from), "{from:?} is not in FULL");
+    FULL.replacen(from, to, 1)
+}
+
+#[test]
+fn the_full_form_parses() {
+    let c = parse(FULL, "t.toml", no_env()).unwrap();
+    assert_eq!(c.form, Form::Full);
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[1].name, "internal");
+    assert_eq!(c.listeners[1].address, "127.0.0.1:8081".parse().unwrap());
+    let api = &c.routes[0];
+    assert_eq!(api.name, "web-1", "a route without a name is LISTENER-N");
+    assert_eq!(
+        api.host.as_deref(),
+        Some("api.example.com"),
+        "hosts are lower-cased"
+    );
+    assert_eq!(api.path, Some(PathRule::Prefix("/v1".into())));
+    assert_eq!(api.methods, ["GET", "POST"]);
+    assert_eq!(api.headers, [("x-tenant".to_string(), "blue".to_string())]);
+    let stat = &c.routes[1];
+    assert_eq!(stat.name, "static");
+    assert!(stat.strip_prefix);
+    assert_eq!(
+        stat.set_request_headers,
+        [("x-served-by".to_string(), "ringlb".to_string())]
+    );
+    assert_eq!(stat.remove_request_headers, ["cookie"]);
+    assert_eq!(c.routes[2].name, "internal-1");
+    let cluster = c.cluster("api").unwrap();
+    assert_eq!(cluster.balancer.strategy, Strategy::LeastConn);
+    assert_eq!(cluster.health_check.kind, CheckType::Tcp);
+    assert_eq!(cluster.health_check.interval, Duration::from_secs(1));
+    assert_eq!(cluster.retry.max_retries, 1);
+    assert_eq!(cluster.timeouts.connect, Some(Duration::from_millis(500)));
+    assert_eq!(cluster.timeouts.backend_response, None);
+    assert_eq!(cluster.backends[0].weight, 2);
+    let stat = c.cluster("static").unwrap();
+    assert_eq!(stat.balancer.hash_key, HashKey::Path);
+    // The same address in two clusters under different names is fine.
+    assert_eq!(stat.backends[0].address, cluster.backends[0].address);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn the_short_form_is_one_listener_one_cluster_one_catch_all_route() {
+    let c = parse(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:81\"\n[balancer]\nstrategy = \"p2c\"\n{ONE_BACKEND}"
+        ),
+        "t.toml",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(c.form, Form::Short);
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(c.listeners[0].name, DEFAULT_NAME);
+    assert_eq!(c.listeners[0].address, "127.0.0.1:81".parse().unwrap());
+    assert_eq!(
+        c.routes,
+        [RouteConfig::catch_all("default", "default", "default")]
+    );
+    assert_eq!(c.clusters.len(), 1);
+    assert_eq!(c.clusters[0].name, DEFAULT_NAME);
+    assert_eq!(c.clusters[0].balancer.strategy, Strategy::P2c);
+}
+
+#[test]
+fn mixing_the_forms_says_how_to_convert() {
+    assert_error(
+        &format!("{FULL}\n[balancer]\nstrategy = \"p2c\"\n"),
+        "balancer",
+        "move its keys into each [[clusters]] entry",
+    );
+    assert_error(
+        &format!("[server]\nlisten = \"127.0.0.1:1\"\n{FULL}"),
+        "server.listen",
+        "give each listener its address in [[listeners]]",
+    );
+    assert_error(
+        &format!("{FULL}\n{ONE_BACKEND}"),
+        "backends",
+        "cannot be mixed",
+    );
+    // A short-form override in the environment says so too.
+    let errors = parse(FULL, "t.toml", env(&[("RINGLB_BALANCER_STRATEGY", "p2c")]))
+        .expect_err("refused")
+        .0;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.file == "env RINGLB_BALANCER_STRATEGY"
+                && e.key == "balancer.strategy"
+                && e.message.contains("short form only")),
+        "{errors:?}"
+    );
+    // Global sections stay global.
+    let c = parse(
+        &format!("[timeouts]\nconnect = \"1s\"\n[logging]\nlevel = \"warn\"\n{FULL}"),
+        "t.toml",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(c.timeouts.connect, Duration::from_secs(1));
+}
+
+#[test]
+fn cluster_keys_are_named_where_they_are() {
+    assert_error(
+        &full_with("strategy = \"least-conn\"", "strategy = \"fastest\""),
+        "clusters[0].strategy",
+        "expected one of",
+    );
+    assert_error(
+        &full_with("interval = \"1s\"", "interval = \"soon\""),
+        "clusters[0].health_check.interval",
+        "expected a duration",
+    );
+    assert_error(
+        &full_with("max_retries = 1", "max_retries = 9"),
+        "clusters[0].retry.max_retries",
+        "at most 7",
+    );
+    assert_error(
+        &full_with("connect = \"500ms\"", "connect = \"0s\""),
+        "clusters[0].timeouts.connect",
+        "greater than zero",
+    );
+    assert_error(
+        &full_with("weight = 2", "weight = 0"),
+        "clusters[0].backends[0].weight",
+        "between 1 and 1000",
+    );
+    assert_error(
+        &full_with(
+            "hash_key = \"path\"",
+            "hash_key = \"path\"\nvirtual_nodes = 0",
+        ),
+        "clusters[1].virtual_nodes",
+        "between 1 and 1000",
+    );
+    assert_error(
+        &full_with("name = \"s1\"", "name = \"s1\", port = 1"),
+        "clusters[1].backends[0].port",
+        "unknown key",
+    );
+    assert_error(
+        &full_with(
+            "[[clusters]]\nname = \"static\"",
+            "[[clusters]]\nname = \"bad name\"",
+        ),
+        "clusters[1].name",
+        "A-Z a-z 0-9",
+    );
+}
+
+#[test]
+fn cross_references_are_checked() {
+    assert_error(
+        &full_with("cluster = \"static\"", "cluster = \"nope\""),
+        "routes[1].cluster",
+        "no cluster is named \"nope\"",
+    );
+    assert_error(
+        &full_with("listener = \"internal\"", "listener = \"nope\""),
+        "routes[2].listener",
+        "no listener is named \"nope\"",
+    );
+    // The internal listener loses its only route.
+    assert_error(
+        &full_with("listener = \"internal\"", "listener = \"web\""),
+        "listeners[1].name",
+        "has no route",
+    );
+    assert_error(
+        &full_with("name = \"internal\"", "name = \"web\""),
+        "listeners[1].name",
+        "already the name of listeners[0]",
+    );
+    assert_error(
+        &full_with(
+            "address = \"127.0.0.1:8081\"",
+            "address = \"127.0.0.1:8080\"",
+        ),
+        "listeners[1].address",
+        "already the address of listeners[0]",
+    );
+    assert_error(
+        &full_with(
+            "[[clusters]]\nname = \"static\"",
+            "[[clusters]]\nname = \"api\"",
+        ),
+        "clusters[1].name",
+        "already the name of clusters[0]",
+    );
+    // Backend names are unique across the whole file.
+    assert_error(
+        &full_with("name = \"s1\"", "name = \"api1\""),
+        "clusters[1].backends[0].name",
+        "already the name of clusters[0].backends[0]",
+    );
+    assert_error(
+        &full_with(
+            "name = \"api2\", address = \"127.0.0.1:9002\"",
+            "name = \"api2\", address = \"127.0.0.1:9001\"",
+        ),
+        "clusters[0].backends[1].address",
+        "already the address of clusters[0].backends[0]",
+    );
+    assert_error(
+        &full_with("name = \"static\"\nlistener", "name = \"web-1\"\nlistener"),
+        "routes[1].name",
+        "already the name of routes[0]",
+    );
+    assert_error(
+        &full_with(
+            "[[listeners]]\nname = \"web\"",
+            "[admin]\nlisten = \"127.0.0.1:8080\"\n[[listeners]]\nname = \"web\"",
+        ),
+        "admin.listen",
+        "must differ from the address of listener web",
+    );
+    assert_error(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"c\"\n",
+        "clusters",
+        "at least one [[clusters]]",
+    );
+    assert_error(
+        &full_with(
+            "backends = [ { name = \"s1\", address = \"127.0.0.1:9001\" } ]",
+            "backends = []",
+        ),
+        "clusters[1].backends",
+        "at least one backend",
+    );
+}
+
+#[test]
+fn routes_are_checked() {
+    let route = |fields: &str| {
+        format!(
+            "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"c\"\n{fields}\n\
+             [[clusters]]\nname = \"c\"\nbackends = [ {{ name = \"b\", address = \"127.0.0.1:2\" }} ]\n"
+        )
+    };
+    // With one listener, a route may leave it out.
+    let c = parse(&route(""), "t.toml", no_env()).unwrap();
+    assert_eq!(c.routes[0].listener, "l");
+    assert_error(
+        &route("path = \"/a\"\npath_prefix = \"/b\""),
+        "routes[0].path_prefix",
+        "not both",
+    );
+    assert_error(&route("path = \"a\""), "routes[0].path", "starting with /");
+    assert_error(
+        &route("path_prefix = \"/a?b\""),
+        "routes[0].path_prefix",
+        "no query",
+    );
+    assert_error(
+        &route("strip_prefix = true"),
+        "routes[0].strip_prefix",
+        "needs a path_prefix",
+    );
+    assert_error(
+        &route("host = \"a b\""),
+        "routes[0].host",
+        "expected a host",
+    );
+    assert_error(
+        &route("host = \"a.*.com\""),
+        "routes[0].host",
+        "expected a host",
+    );
+    let c = parse(&route("host = \"*.Example.com\""), "t.toml", no_env()).unwrap();
+    assert_eq!(c.routes[0].host.as_deref(), Some("*.example.com"));
+    assert_error(
+        &route("methods = [\"G E T\"]"),
+        "routes[0].methods[0]",
+        "a method",
+    );
+    assert_error(
+        &route("headers = { \"bad name\" = \"x\" }"),
+        "routes[0].headers.bad name",
+        "header name",
+    );
+    assert_error(
+        &route("headers = { x = \"a\\nb\" }"),
+        "routes[0].headers.x",
+        "visible characters",
+    );
+    assert_error(
+        &route("set_request_headers = { Content-Length = \"5\" }"),
+        "routes[0].set_request_headers.content-length",
+        "cannot set it",
+    );
+    assert_error(
+        &route("remove_request_headers = [\"Host\"]"),
+        "routes[0].remove_request_headers[0]",
+        "cannot remove it",
+    );
+    assert_error(&route("name = \"\""), "routes[0].name", "A-Z a-z 0-9");
+    // With several listeners, each route names its own.
+    assert_error(
+        "[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[listeners]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\n[[routes]]\ncluster = \"c\"\n",
+        "routes[0].listener",
+        "names its listener",
+    );
+}
+
+#[test]
+fn listeners_are_checked() {
+    let listener = |fields: &str| {
+        format!(
+            "[[listeners]]\nname = \"l\"\n{fields}\n[[routes]]\ncluster = \"c\"\n\
+             [[clusters]]\nname = \"c\"\nbackends = [ {{ name = \"b\", address = \"127.0.0.1:2\" }} ]\n"
+        )
+    };
+    assert_error(&listener(""), "listeners[0].address", "missing");
+    assert_error(
+        &listener("address = \"x\""),
+        "listeners[0].address",
+        "IP:port",
+    );
+    assert_error(
+        &listener("address = \"127.0.0.1:1\"\nprotocol = \"tcp\""),
+        "listeners[0].protocol",
+        "expected \"http\"",
+    );
+    assert_error(
+        "[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nbackends = [ { name = \"b\", address = \"127.0.0.1:2\" } ]\n",
+        "listeners",
+        "at least one [[listeners]]",
+    );
+}
+
+#[test]
+fn routes_that_never_match_and_unused_clusters_are_warnings() {
+    let text = format!(
+        "{FULL}\n[[routes]]\nname = \"again\"\nlistener = \"internal\"\ncluster = \"static\"\n\
+         [[clusters]]\nname = \"spare\"\nbackends = [ {{ name = \"x1\", address = \"127.0.0.1:9009\" }} ]\n"
+    );
+    let c = parse(&text, "t.toml", no_env()).expect("warnings do not refuse a file");
+    let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["routes[3]", "clusters[2]"], "{:?}", c.warnings);
+    assert!(c.warnings[0].message.contains("can never match"));
+    assert!(c.warnings[1].message.contains("no route uses"));
+    assert!(c.summary().contains("warning: t.toml: routes[3]"));
+}
+
+#[test]
+fn every_error_in_the_full_form_is_reported() {
+    // A type error, an unknown key, a bad value and a broken reference, in one file.
+    let text = FULL
+        .replacen("address = \"127.0.0.1:8081\"", "address = 8081", 1)
+        .replacen("methods = [\"GET\", \"POST\"]", "method = \"GET\"", 1)
+        .replacen("strategy = \"least-conn\"", "strategy = \"fastest\"", 1)
+        .replacen("cluster = \"static\"", "cluster = \"nope\"", 1);
+    let errors = errors_of(&text);
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "listeners[1].address",
+        "routes[0].method",
+        "clusters[0].strategy",
+        "routes[1].cluster",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    assert_eq!(errors.len(), 4, "one error per key: {errors:?}");
+}
+
+#[test]
+fn the_admin_api_needs_a_token_off_loopback() {
+    assert_error(
+        &format!("[admin]\nlisten = \"0.0.0.0:9900\"\n{ONE_BACKEND}"),
+        "admin.token",
+        "not a loopback address",
+    );
+    assert_error(
+        &format!("[admin]\nlisten = \"127.0.0.1:9900\"\ntoken = \"short\"\n{ONE_BACKEND}"),
+        "admin.token",
+        "at least 16",
+    );
+    let c = parse(
+        &format!("[admin]\nlisten = \"0.0.0.0:9900\"\ntoken = \"0123456789abcdef\"\nhosts = [\"lb.internal\"]\n{ONE_BACKEND}"),
+        "t.toml",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(c.admin.hosts, ["lb.internal"]);
+    // The environment can give the token.
+    let c = parse(
+        &format!("[admin]\nlisten = \"0.0.0.0:9900\"\n{ONE_BACKEND}"),
+        "t.toml",
+        env(&[("RINGLB_ADMIN_TOKEN", "from-the-environment")]),
+    )
+    .unwrap();
+    assert_eq!(c.admin.token.as_deref(), Some("from-the-environment"));
+    assert_error(
+        &format!("[admin]\nhosts = [\"a b\"]\n{ONE_BACKEND}"),
+        "admin.hosts[0]",
+        "host name",
+    );
+}

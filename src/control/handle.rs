@@ -160,10 +160,10 @@ pub struct ReloadOutcome {
     /// Settings that changed but only take effect after a restart
     /// (`server.shards`, `server.io`, `admin.listen`); the running values stay.
     pub restart_needed: Vec<String>,
-    /// Listeners added (and bound on every shard).
-    pub listeners_added: Vec<String>,
+    /// Listeners added (and bound on every shard), with the address bound.
+    pub listeners_added: Vec<(String, SocketAddr)>,
     /// Listeners removed (their connections finish within the grace period).
-    pub listeners_removed: Vec<String>,
+    pub listeners_removed: Vec<(String, SocketAddr)>,
     /// The new configuration's warnings.
     pub warnings: Vec<String>,
 }

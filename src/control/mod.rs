@@ -362,13 +362,13 @@ impl ControlThread {
             }
             outcome
                 .listeners_added
-                .push(format!("{} on {}", listener.name, listener.address));
+                .push((listener.name.clone(), listener.address));
         }
         for old in &running.listeners {
             if !config.listeners.iter().any(|l| same_listener(l, old)) {
                 outcome
                     .listeners_removed
-                    .push(format!("{} on {}", old.name, old.address));
+                    .push((old.name.clone(), old.address));
             }
         }
 
@@ -404,8 +404,8 @@ impl ControlThread {
             self.config.routes.len(),
             self.config.clusters.len()
         );
-        for l in &outcome.listeners_added {
-            log_info!("listener {l} added");
+        for (name, address) in &outcome.listeners_added {
+            log_info!("listener {name} on {address} added");
         }
         for w in &outcome.warnings {
             log_warn!("{w}");

@@ -552,7 +552,7 @@ pub fn metrics_text(report: &Report) -> String {
         &mut out,
         "ringlb_cluster_request_duration_seconds",
         "summary",
-        "Latency of requests routed to the cluster.",
+        "Latency of requests the cluster's backends answered.",
     );
     for c in &report.clusters {
         if let Some(latency) = &c.latency {

@@ -25,6 +25,16 @@ pub fn latency_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
 }
 
+/// The latency recorded since the last report, or `None` when nothing was: an
+/// idle shard then allocates no fresh histogram (each is about 140 KB) per report.
+fn take_recorded(latency: &RefCell<Histogram<u64>>) -> Option<Histogram<u64>> {
+    if latency.borrow().is_empty() {
+        None
+    } else {
+        Some(latency.replace(latency_histogram()))
+    }
+}
+
 /// Status codes are counted in an array indexed by `code - 100`.
 const STATUS_SLOTS: usize = 500;
 
@@ -202,7 +212,7 @@ impl ShardStats {
             shard,
             answer_to: 0,
             counters,
-            latency: self.latency.replace(latency_histogram()),
+            latency: take_recorded(&self.latency),
             backends: backends.iter().map(|b| b.stats.report(b)).collect(),
             clusters,
             routes,
@@ -223,45 +233,33 @@ fn status_slot(status: u16) -> Option<usize> {
 }
 
 /// What one shard counts about one cluster: the requests its routes sent there.
-#[derive(Debug)]
+/// Its latency is not recorded here: the control thread merges its backends'
+/// histograms, which costs the request path nothing more (and a shard no more
+/// histograms).
+#[derive(Debug, Default)]
 pub struct ClusterStats {
     /// Requests routed to it.
     requests: Cell<u64>,
     /// Of those, requests that failed (no response, or an error status from ringlb).
     failures: Cell<u64>,
-    /// Latency since the last report, in microseconds.
-    latency: RefCell<Histogram<u64>>,
-}
-
-impl Default for ClusterStats {
-    fn default() -> Self {
-        ClusterStats {
-            requests: Cell::new(0),
-            failures: Cell::new(0),
-            latency: RefCell::new(latency_histogram()),
-        }
-    }
 }
 
 impl ClusterStats {
     /// Records one finished request routed to this cluster.
-    pub fn record(&self, record: &RequestRecord, now: Instant) {
+    #[inline]
+    pub fn record(&self, record: &RequestRecord) {
         bump(&self.requests);
         if record.error.is_some() {
             bump(&self.failures);
         }
-        self.latency
-            .borrow_mut()
-            .saturating_record(record_micros(record, now));
     }
 
-    /// Its part of a report (the histogram starts over).
+    /// Its part of a report.
     pub fn report(&self, name: &str) -> ClusterReport {
         ClusterReport {
             name: name.to_string(),
             requests: self.requests.get(),
             failures: self.failures.get(),
-            latency: self.latency.replace(latency_histogram()),
         }
     }
 }
@@ -309,6 +307,8 @@ pub struct ShardGauges<'a> {
 pub struct BackendGauges<'a> {
     /// The backend's name, which the control thread merges shards' reports by.
     pub name: &'a str,
+    /// Its cluster's name.
+    pub cluster: &'a str,
     /// Its counters on this shard.
     pub stats: &'a BackendStats,
     /// Requests this shard has in flight to it.
@@ -376,6 +376,7 @@ impl BackendStats {
     fn report(&self, gauges: &BackendGauges<'_>) -> BackendReport {
         BackendReport {
             name: gauges.name.to_string(),
+            cluster: gauges.cluster.to_string(),
             counters: BackendCounters {
                 attempts: self.attempts.get(),
                 retries: self.retries.get(),
@@ -388,7 +389,7 @@ impl BackendStats {
                 active_requests: u64::from(gauges.in_flight),
                 pooled_idle_connections: gauges.idle as u64,
             },
-            latency: self.latency.replace(latency_histogram()),
+            latency: take_recorded(&self.latency),
         }
     }
 }
@@ -537,8 +538,8 @@ pub struct ShardReport {
     pub answer_to: u64,
     /// Absolute counters.
     pub counters: Counters,
-    /// Latency recorded since its previous report.
-    pub latency: Histogram<u64>,
+    /// Latency recorded since its previous report (`None`: no request).
+    pub latency: Option<Histogram<u64>>,
     /// Per backend: absolute counters and latency since the previous report.
     pub backends: Vec<BackendReport>,
     /// Per cluster: absolute counters and latency since the previous report.
@@ -555,16 +556,17 @@ pub struct ClusterReport {
     pub requests: u64,
     /// Of those, requests that failed.
     pub failures: u64,
-    /// Latency since the previous report.
-    pub latency: Histogram<u64>,
 }
 
 /// One backend's part of a `ShardReport`.
 #[derive(Debug, Clone)]
 pub struct BackendReport {
     pub name: String,
+    /// The cluster it belongs to (its latency is also the cluster's).
+    pub cluster: String,
     pub counters: BackendCounters,
-    pub latency: Histogram<u64>,
+    /// Latency since the previous report (`None`: no request).
+    pub latency: Option<Histogram<u64>>,
 }
 
 /// Latency figures in milliseconds.
@@ -712,7 +714,7 @@ pub struct Aggregate {
     pub backend_latency: HashMap<String, Latency>,
     /// The latest per-cluster (requests, failures) of each shard, by name.
     pub shard_clusters: Vec<HashMap<String, (u64, u64)>>,
-    /// Each cluster's latency, by name.
+    /// Each cluster's latency (its backends' merged), by name.
     pub cluster_latency: HashMap<String, Latency>,
     /// The latest per-route request counts of each shard, by name.
     pub shard_routes: Vec<HashMap<String, u64>>,
@@ -740,26 +742,30 @@ impl Aggregate {
             return;
         };
         *counters = report.counters;
-        self.latency.add(&report.latency, now);
-        self.shard_latency[report.shard].add(&report.latency, now);
+        if let Some(latency) = &report.latency {
+            self.latency.add(latency, now);
+            self.shard_latency[report.shard].add(latency, now);
+        }
         let backends = &mut self.shard_backends[report.shard];
         backends.clear();
         for b in report.backends {
             let started = self.started;
-            self.backend_latency
+            let latency = self
+                .backend_latency
                 .entry(b.name.clone())
-                .or_insert_with(|| Latency::new(started))
-                .add(&b.latency, now);
+                .or_insert_with(|| Latency::new(started));
+            if let Some(recorded) = &b.latency {
+                latency.add(recorded, now);
+                self.cluster_latency
+                    .entry(b.cluster.clone())
+                    .or_insert_with(|| Latency::new(started))
+                    .add(recorded, now);
+            }
             backends.insert(b.name, b.counters);
         }
         let clusters = &mut self.shard_clusters[report.shard];
         clusters.clear();
         for c in report.clusters {
-            let started = self.started;
-            self.cluster_latency
-                .entry(c.name.clone())
-                .or_insert_with(|| Latency::new(started))
-                .add(&c.latency, now);
             clusters.insert(c.name, (c.requests, c.failures));
         }
         self.shard_routes[report.shard] = report.routes.into_iter().collect();
@@ -866,20 +872,20 @@ mod tests {
                 requests,
                 ..Counters::default()
             },
-            latency: histogram(values),
+            latency: Some(histogram(values)),
             backends: vec![BackendReport {
                 name: "a".into(),
+                cluster: "c".into(),
                 counters: BackendCounters {
                     attempts: requests,
                     ..BackendCounters::default()
                 },
-                latency: histogram(values),
+                latency: Some(histogram(values)),
             }],
             clusters: vec![ClusterReport {
                 name: "c".into(),
                 requests,
                 failures: 1,
-                latency: histogram(values),
             }],
             routes: vec![("r".into(), requests)],
         };

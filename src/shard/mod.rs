@@ -504,11 +504,15 @@ impl Shard {
     /// control thread is far behind, and the next report carries fresh counters.
     fn send_report(&self, events: &Sender<ShardEvent>, answer_to: u64) {
         let clusters = self.clusters.borrow();
-        let backends: Vec<Rc<Backend>> = clusters.iter().flat_map(|c| c.backends()).collect();
+        let backends: Vec<(Rc<str>, Rc<Backend>)> = clusters
+            .iter()
+            .flat_map(|c| c.backends().into_iter().map(|b| (Rc::clone(&c.name), b)))
+            .collect();
         let gauges: Vec<BackendGauges<'_>> = backends
             .iter()
-            .map(|b| BackendGauges {
+            .map(|(cluster, b)| BackendGauges {
                 name: &b.name,
+                cluster,
                 stats: &b.stats,
                 in_flight: b.in_flight(),
                 idle: b.pool.idle_count(),

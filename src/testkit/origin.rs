@@ -55,6 +55,8 @@ struct OriginState {
     name: String,
     connections: AtomicU64,
     open: AtomicU64,
+    /// Requests whose head was read.
+    requests: AtomicU64,
     /// Added before every response (a uniformly slow backend).
     delay: Duration,
 }
@@ -77,6 +79,11 @@ impl OriginHandle {
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests received (whose head was read), over all connections.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
     }
 
     /// Connections open now.
@@ -125,6 +132,7 @@ pub fn spawn_with_delay(
         name: name.to_string(),
         connections: AtomicU64::new(0),
         open: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
         delay,
     });
     let thread_state = Arc::clone(&state);
@@ -150,6 +158,7 @@ pub fn run(address: SocketAddr, name: &str, driver: Driver, delay: Duration) -> 
         name: name.to_string(),
         connections: AtomicU64::new(0),
         open: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
         delay,
     });
     run_on(driver, serve(listener, state))
@@ -415,6 +424,7 @@ async fn respond(
     (received, hash): (u64, Fnv),
 ) -> bool {
     let name = state.name.as_str();
+    state.requests.fetch_add(1, Ordering::SeqCst);
     if !state.delay.is_zero() {
         monoio::time::sleep(state.delay).await;
     }

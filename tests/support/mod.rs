@@ -140,6 +140,10 @@ pub fn base_config(driver: Driver) -> Config {
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.server.shards = 1;
     config.server.io = io_mode(driver);
+    // Reloads apply the configuration's log level: keep tests quiet unless asked.
+    if std::env::var("RINGLB_TEST_LOG").as_deref() != Ok("debug") {
+        config.logging.level = ringlb::config::LogLevel::Warn;
+    }
     // Tests that count origin connections must not see health checks; the tests
     // of health checks turn them on.
     config.clusters[0].health_check.kind = ringlb::config::CheckType::None;
@@ -399,4 +403,87 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A listener on 127.0.0.1:0.
+pub fn listener(name: &str) -> ringlb::config::ListenerConfig {
+    ringlb::config::ListenerConfig {
+        name: name.into(),
+        address: "127.0.0.1:0".parse().unwrap(),
+        protocol: ringlb::config::ListenerProtocol::Http,
+    }
+}
+
+/// A route named `name` on `listener` to `cluster`, matching everything until
+/// its fields are set.
+pub fn route(name: &str, listener: &str, cluster: &str) -> ringlb::config::RouteConfig {
+    ringlb::config::RouteConfig::catch_all(name, listener, cluster)
+}
+
+/// A cluster of `backends` (name, address), without health checks or breakers.
+pub fn cluster(name: &str, backends: &[(&str, SocketAddr)]) -> ringlb::config::ClusterConfig {
+    let mut c = ringlb::config::ClusterConfig::new(name);
+    c.health_check.kind = ringlb::config::CheckType::None;
+    c.circuit_breaker.enabled = false;
+    c.backends = backends
+        .iter()
+        .map(|(name, address)| BackendConfig {
+            name: name.to_string(),
+            address: *address,
+            weight: 1,
+        })
+        .collect();
+    c
+}
+
+impl Harness {
+    /// Origins named `names` and a one-shard proxy whose listeners, routes and
+    /// clusters `build` sets, given the origins (in `names` order).
+    pub fn start_full(
+        driver: Driver,
+        names: &[&str],
+        build: impl FnOnce(&mut Config, &[OriginHandle]),
+    ) -> Harness {
+        ringlb::observe::logging::init(
+            ringlb::observe::logging::Level::Warn,
+            ringlb::observe::logging::Format::Text,
+        );
+        let origins: Vec<OriginHandle> = names.iter().map(|n| spawn_origin(driver, n)).collect();
+        let mut config = base_config(driver);
+        config.form = ringlb::config::Form::Full;
+        config.listeners.clear();
+        config.routes.clear();
+        config.clusters.clear();
+        build(&mut config, &origins);
+        let server = ringlb::start(config.clone()).expect("proxy starts");
+        let addr = server.local_addr();
+        Harness {
+            server: Some(server),
+            origins,
+            addr,
+            config,
+        }
+    }
+
+    /// The address listener `name` was bound to.
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        self.server()
+            .listener_addr(name)
+            .expect("a listener of that name")
+    }
+}
+
+/// Sends `GET path` with `Host: host` (and `extra` header lines) on a new
+/// connection and reads the reply.
+pub fn get_host(addr: SocketAddr, host: &str, path: &str, extra: &str) -> Reply {
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
+/// Which origin answered (its `X-Origin` header), or `-` when none did.
+pub fn served_by(reply: &Reply) -> String {
+    reply.header("x-origin").unwrap_or("-").to_string()
 }

@@ -321,7 +321,7 @@ async fn serve_active(
                 .stats
                 .record(&record, backend.as_ref().map(|b| &b.stats), now);
             if let Some(route) = &route {
-                route.cluster.stats.record(&record, now);
+                route.cluster.stats.record(&record);
             }
             if let Some(log) = shard.access_log.borrow().as_ref() {
                 let names = LogNames {
