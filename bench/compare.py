@@ -342,6 +342,10 @@ def main():
                     help="CPUs every proxy is pinned to (taskset list); one worker per CPU")
     ap.add_argument("--load-cores", default="0",
                     help="CPUs for wrk, oha and the origins (taskset list)")
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="another ringlb binary (an earlier build) to run as proxy "
+                         "'ringlb-baseline' in the same rounds, with the same configuration: "
+                         "before/after rows for one change")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the floors (HAProxy in mode tcp, a monoio byte relay)")
     args = ap.parse_args()
@@ -352,7 +356,7 @@ def main():
         sys.exit("--proxy-cores and --load-cores overlap: the proxy would compete with its load")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    for tool in ["wrk", "taskset"] + [p for p in args.proxies.split(",") if p != "ringlb"]:
+    for tool in ["wrk", "taskset"] + [p for p in args.proxies.split(",") if not p.startswith("ringlb")]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run scripts/setup-bench.sh")
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins", "--example", "relay"],
@@ -366,13 +370,19 @@ def main():
     for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"]:
         (work / d).mkdir()
     commands = configs(work, ringlb_bin, len(proxy_cpus))
+    if args.baseline:
+        commands["ringlb-baseline"] = [str(Path(args.baseline).resolve()), "run", "--config",
+                                       str(work / "ringlb.toml")]
     origins = [
         subprocess.Popen(["taskset", "-c", args.load_cores, str(ringlb_bin), "origin", "--listen",
                           f"127.0.0.1:{p}", "--name", f"o{i}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for i, p in enumerate(ORIGIN_PORTS)
     ]
-    results = {p: {} for p in args.proxies.split(",")}
+    names = args.proxies.split(",")
+    if args.baseline:
+        names.insert(names.index("ringlb") + 1 if "ringlb" in names else 0, "ringlb-baseline")
+    results = {p: {} for p in names}
     floor_results = {f: {} for f in floors}
     try:
         for p in ORIGIN_PORTS:
@@ -393,7 +403,7 @@ def main():
                         row.setdefault("cpu_us", []).append(cpu_us)
                         row.setdefault("sys_us", []).append(sys_us)
                         row.setdefault("errors", []).append(non2xx)
-                        print(f"round {rnd} {proxy:8} {name:28} {rps:10.0f} req/s {cpu_us:7.2f} µs/req"
+                        print(f"round {rnd} {proxy:15} {name:28} {rps:10.0f} req/s {cpu_us:7.2f} µs/req"
                               f" non-2xx {non2xx} {socket_errors}", file=sys.stderr)
                     head = results[proxy].setdefault("keep-alive, small", {})
                     latency = oha_latency(args.rate, args.duration)
@@ -436,6 +446,13 @@ def main():
         lines.append(f"| {proxy} | {med(r.get('p50', [])):.3f} | {med(r.get('p99', [])):.3f} | "
                      f"{med(r.get('p99.9', [])):.3f} | {med(r.get('peak_rss_kib', [])):.0f} | "
                      f"{med(r.get('idle_bytes_soon', [])):.0f} / {med(r.get('idle_bytes', [])):.0f} |")
+    before = results.get("ringlb-baseline", {})
+    if before and "ringlb" in results:
+        lines += ["", "ringlb / ringlb-baseline (the same configuration, interleaved):"]
+        for name in SCENARIOS:
+            now, then = results["ringlb"][name], before[name]
+            lines.append(f"- {name}: CPU per request {med(now['cpu_us']) / med(then['cpu_us']):.3f}x, "
+                         f"requests/s {med(now['rps']) / med(then['rps']):.3f}x")
     base = results.get("haproxy", {}).get("keep-alive, small")
     ours = results.get("ringlb", {}).get("keep-alive, small")
     if base and ours:

@@ -27,7 +27,7 @@ Usage:
 
 Signals: SIGTERM/SIGINT drain gracefully (a second one stops at once);
 SIGHUP re-reads the configuration file and applies all of it (listeners, routes,
-clusters, settings) but server.shards, server.io and admin.listen.
+clusters, settings, the admin listener) but server.shards and server.io.
 Environment: RINGLB_<SECTION>_<KEY> overrides one key, e.g. RINGLB_BALANCER_STRATEGY=least-conn.
 ";
 

@@ -248,6 +248,7 @@ pub fn start_with_file(mut config: Config, path: Option<PathBuf>) -> Result<Serv
         io_driver: driver.as_str(),
         admin: admin_server,
         admin_access,
+        handle: handle.clone(),
     });
     let thread = std::thread::Builder::new()
         .name("ringlb-control".into())

@@ -96,6 +96,12 @@ fn call(admin: SocketAddr, method: &str, path: &str, headers: &str, body: Option
     )
 }
 
+/// Every backend's name, as the control thread has them.
+fn backend_names(h: &Harness) -> Vec<String> {
+    let backends = h.server().handle().backends().unwrap();
+    backends.into_iter().map(|b| b.name).collect()
+}
+
 fn json(r: &Reply) -> serde_json::Value {
     serde_json::from_str(&r.text()).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
 }
@@ -195,29 +201,13 @@ fn the_runtime_api_adds_changes_and_removes_backends() {
         call(admin, "DELETE", "/backends/app3", "", None).status,
         404
     );
-    let names: Vec<String> = h
-        .server()
-        .handle()
-        .backends()
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    assert_eq!(names, ["app1"]);
+    assert_eq!(backend_names(&h), ["app1"]);
 
     // Changes last until the next reload, which re-applies the configuration.
     let r = call(admin, "POST", "/clusters/default/backends", "", Some(&new));
     assert_eq!(r.status, 201);
     h.set_backends(h.backend_table(1));
-    let names: Vec<String> = h
-        .server()
-        .handle()
-        .backends()
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    assert_eq!(names, ["app1"]);
+    assert_eq!(backend_names(&h), ["app1"]);
 }
 
 #[test]

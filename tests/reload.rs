@@ -378,3 +378,24 @@ fn post_reload_rereads_the_file() {
     server.handle().abort();
     server.wait();
 }
+
+#[test]
+fn a_reload_moves_the_admin_listener() {
+    let h = Harness::start(Driver::Epoll, 1, |_| {});
+    let old = h.server().admin_addr();
+    let new = closed_port();
+    let mut moved = h.config.clone();
+    moved.admin.listen = new;
+    let outcome = h.server().handle().reload(moved.clone()).unwrap();
+    assert!(outcome.restart_needed.is_empty(), "{outcome:?}");
+    assert_eq!(get(new, "/healthz").status, 200);
+    wait_until("the old admin address to refuse", || refused(old));
+    // Moving it onto an address in use is refused, and it stays where it is.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    moved.admin.listen = taken.local_addr().unwrap();
+    match h.server().handle().reload(moved) {
+        Err(ReloadError::Bind { listener, .. }) => assert_eq!(listener, "admin"),
+        other => panic!("expected Bind, got {other:?}"),
+    }
+    assert_eq!(get(new, "/healthz").status, 200);
+}

@@ -297,6 +297,7 @@ impl Balancer {
     }
 
     /// A weighted random eligible backend.
+    #[inline]
     fn weighted_random(
         &self,
         rng: &Cell<u64>,
@@ -326,6 +327,7 @@ impl Balancer {
     }
 
     /// A weighted random eligible backend other than `not`, if there is one.
+    #[inline]
     fn weighted_random_other(
         &self,
         rng: &Cell<u64>,

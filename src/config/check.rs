@@ -47,20 +47,6 @@ fn is_field_value(s: &str) -> bool {
     s.bytes().all(|c| c == b'\t' || (b' '..0x7f).contains(&c))
 }
 
-/// Fields a route may not set or remove: they frame the message or belong to one
-/// hop, and ringlb writes them itself.
-const FRAMING_FIELDS: [&str; 9] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-];
-
 /// A host name (`api.example.com`), or an IP address: what `host` may name.
 fn is_host(s: &str) -> bool {
     !s.is_empty()

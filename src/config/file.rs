@@ -562,22 +562,7 @@ fn required(errors: &mut Errors<'_>, key: &str, value: Option<String>, what: &st
 fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> ListenerConfig {
     let key = |field: &str| format!("listeners[{i}].{field}");
     let name = required(errors, &key("name"), l.name, "every listener needs a name");
-    let address = match l.address.as_deref() {
-        Some(text) => parsed(
-            errors,
-            &key("address"),
-            Some(text),
-            unset_address(),
-            parse_address,
-        ),
-        None => {
-            errors.push(
-                key("address"),
-                "missing (expected IP:port like 0.0.0.0:8080)",
-            );
-            unset_address()
-        }
-    };
+    let address = required_address(errors, &key("address"), l.address, "0.0.0.0:8080");
     let protocol = match l.protocol.as_deref() {
         None | Some("http") => ListenerProtocol::Http,
         Some(other) => {
@@ -592,6 +577,23 @@ fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> Liste
         name,
         address,
         protocol,
+    }
+}
+
+/// A required address: the value, or an error naming `key` (with an example) and a
+/// placeholder.
+fn required_address(
+    errors: &mut Errors<'_>,
+    key: &str,
+    value: Option<String>,
+    example: &str,
+) -> SocketAddr {
+    match value {
+        Some(text) => parsed(errors, key, Some(&text), unset_address(), parse_address),
+        None => {
+            errors.push(key, format!("missing (expected IP:port like {example})"));
+            unset_address()
+        }
     }
 }
 
@@ -860,22 +862,7 @@ fn cluster_from_parts(
         .map(|(j, b)| {
             let key = |field: &str| keys.backend(j, field);
             let name = required(errors, &key("name"), b.name, "every backend needs a name");
-            let address = match b.address.as_deref() {
-                Some(text) => parsed(
-                    errors,
-                    &key("address"),
-                    Some(text),
-                    unset_address(),
-                    parse_address,
-                ),
-                None => {
-                    errors.push(
-                        key("address"),
-                        "missing (expected IP:port like 127.0.0.1:9001)",
-                    );
-                    unset_address()
-                }
-            };
+            let address = required_address(errors, &key("address"), b.address, "127.0.0.1:9001");
             let weight = match b.weight {
                 None => 1,
                 Some(w) => u32::try_from(w).unwrap_or_else(|_| {

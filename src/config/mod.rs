@@ -148,6 +148,21 @@ impl Default for Config {
     }
 }
 
+/// Header fields that frame a message or belong to one hop: the HTTP/1 codec
+/// writes them itself (and never forwards them as they came), so a route may not
+/// set or remove them.
+pub const FRAMING_FIELDS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+    "expect",
+];
+
 /// The name of the short form's listener, route and cluster.
 pub const DEFAULT_NAME: &str = "default";
 

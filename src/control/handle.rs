@@ -158,7 +158,7 @@ impl ApiError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadOutcome {
     /// Settings that changed but only take effect after a restart
-    /// (`server.shards`, `server.io`, `admin.listen`); the running values stay.
+    /// (`server.shards`, `server.io`); the running values stay.
     pub restart_needed: Vec<String>,
     /// Listeners added (and bound on every shard), with the address bound.
     pub listeners_added: Vec<(String, SocketAddr)>,

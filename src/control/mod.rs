@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use crate::admin::{AdminAccess, AdminServer};
+use crate::admin::{self, AdminAccess, AdminServer};
 use crate::cluster::backend::Availability;
 use crate::config::{self, BackendConfig, Config, ListenerConfig};
 use crate::control::handle::{
     AdminState, ApiError, BackendStatus, BackendView, ClusterView, ControlMessage, ListenerView,
-    ReloadError, ReloadOutcome, Report, RouteView, ShutdownReport,
+    ReloadError, ReloadOutcome, Report, RouteView, ServerHandle, ShutdownReport,
 };
 use crate::control::health::CheckResult;
 use crate::control::members::{At, Membership};
@@ -121,6 +121,7 @@ pub(crate) struct ControlStart {
     pub(crate) io_driver: &'static str,
     pub(crate) admin: AdminServer,
     pub(crate) admin_access: Arc<std::sync::Mutex<AdminAccess>>,
+    pub(crate) handle: ServerHandle,
 }
 
 pub(crate) struct ControlThread {
@@ -148,6 +149,8 @@ pub(crate) struct ControlThread {
     admin: Option<AdminServer>,
     /// What the admin listener checks, updated by reloads.
     admin_access: Arc<std::sync::Mutex<AdminAccess>>,
+    /// For an admin listener a reload moves to another address.
+    handle: ServerHandle,
 }
 
 impl ControlThread {
@@ -168,6 +171,7 @@ impl ControlThread {
             io_driver: start.io_driver,
             admin: Some(start.admin),
             admin_access: start.admin_access,
+            handle: start.handle,
         }
     }
 
@@ -328,7 +332,6 @@ impl ControlThread {
                 config.server.shards != running.server.shards,
             ),
             ("server.io", config.server.io != running.server.io),
-            ("admin.listen", config.admin.listen != running.admin.listen),
         ] {
             if changed {
                 outcome.restart_needed.push(key.to_string());
@@ -336,8 +339,20 @@ impl ControlThread {
         }
         config.server.shards = running.server.shards;
         config.server.io = running.server.io;
-        config.admin.listen = running.admin.listen;
 
+        // A moved admin listener is bound first too, so that a bind error changes
+        // nothing.
+        let admin_listener = if config.admin.listen == running.admin.listen {
+            None
+        } else {
+            Some(
+                TcpListener::bind(config.admin.listen).map_err(|error| ReloadError::Bind {
+                    listener: "admin".into(),
+                    address: config.admin.listen,
+                    error: error.to_string(),
+                })?,
+            )
+        };
         let shard_count = self.shards.len();
         let mut sockets: Vec<Vec<(String, TcpListener)>> =
             (0..shard_count).map(|_| Vec::new()).collect();
@@ -392,6 +407,23 @@ impl ControlThread {
         if let Ok(mut access) = self.admin_access.lock() {
             access.token = config.admin.token.clone();
             access.hosts = config.admin.hosts.clone();
+        }
+        if let Some(listener) = admin_listener {
+            match admin::spawn(
+                listener,
+                self.handle.clone(),
+                Arc::clone(&self.admin_access),
+            ) {
+                Ok(server) => {
+                    log_info!("admin listener moved to {}", server.local_addr());
+                    if let Some(old) = self.admin.replace(server) {
+                        // Not here: the old one may be waiting for this very reload
+                        // to answer its `POST /reload`.
+                        std::thread::spawn(move || old.stop());
+                    }
+                }
+                Err(e) => log_error!("cannot start the admin listener: {e}"),
+            }
         }
         self.members.apply(&config, Instant::now());
         outcome.warnings = config.warnings.iter().map(ToString::to_string).collect();

@@ -61,6 +61,18 @@ struct OriginState {
     delay: Duration,
 }
 
+impl OriginState {
+    fn new(name: &str, delay: Duration) -> Arc<OriginState> {
+        Arc::new(OriginState {
+            name: name.to_string(),
+            connections: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            delay,
+        })
+    }
+}
+
 /// A running origin on its own thread.
 #[derive(Debug)]
 pub struct OriginHandle {
@@ -128,13 +140,7 @@ pub fn spawn_with_delay(
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let listener_fd = listener.as_raw_fd();
-    let state = Arc::new(OriginState {
-        name: name.to_string(),
-        connections: AtomicU64::new(0),
-        open: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-        delay,
-    });
+    let state = OriginState::new(name, delay);
     let thread_state = Arc::clone(&state);
     let thread = std::thread::Builder::new()
         .name(format!("origin-{name}"))
@@ -154,13 +160,7 @@ pub fn spawn_with_delay(
 pub fn run(address: SocketAddr, name: &str, driver: Driver, delay: Duration) -> io::Result<()> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
-    let state = Arc::new(OriginState {
-        name: name.to_string(),
-        connections: AtomicU64::new(0),
-        open: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-        delay,
-    });
+    let state = OriginState::new(name, delay);
     run_on(driver, serve(listener, state))
 }
 

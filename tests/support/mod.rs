@@ -32,6 +32,16 @@ macro_rules! both_drivers {
     };
 }
 
+/// Warnings only; RINGLB_TEST_LOG=debug shows the proxy's debug lines when a test
+/// fails.
+fn test_logging() {
+    let level = match std::env::var("RINGLB_TEST_LOG").as_deref() {
+        Ok("debug") => ringlb::observe::logging::Level::Debug,
+        _ => ringlb::observe::logging::Level::Warn,
+    };
+    ringlb::observe::logging::init(level, ringlb::observe::logging::Format::Text);
+}
+
 /// Origins and a proxy in front of them.
 pub struct Harness {
     pub server: Option<Server>,
@@ -45,12 +55,7 @@ impl Harness {
     /// `n` origins named app1..appN and a one-shard proxy on `driver`; `tune` edits
     /// the configuration before start.
     pub fn start(driver: Driver, n: usize, tune: impl FnOnce(&mut Config)) -> Harness {
-        // RINGLB_TEST_LOG=debug shows the proxy's debug lines when a test fails.
-        let level = match std::env::var("RINGLB_TEST_LOG").as_deref() {
-            Ok("debug") => ringlb::observe::logging::Level::Debug,
-            _ => ringlb::observe::logging::Level::Warn,
-        };
-        ringlb::observe::logging::init(level, ringlb::observe::logging::Format::Text);
+        test_logging();
         let origins: Vec<OriginHandle> = (1..=n)
             .map(|i| spawn_origin(driver, &format!("app{i}")))
             .collect();
@@ -63,6 +68,11 @@ impl Harness {
             });
         }
         tune(&mut config);
+        Harness::launch(config, origins)
+    }
+
+    /// Starts the proxy on `config` in front of `origins`.
+    fn launch(config: Config, origins: Vec<OriginHandle>) -> Harness {
         let server = ringlb::start(config.clone()).expect("proxy starts");
         let addr = server.local_addr();
         Harness {
@@ -444,10 +454,7 @@ impl Harness {
         names: &[&str],
         build: impl FnOnce(&mut Config, &[OriginHandle]),
     ) -> Harness {
-        ringlb::observe::logging::init(
-            ringlb::observe::logging::Level::Warn,
-            ringlb::observe::logging::Format::Text,
-        );
+        test_logging();
         let origins: Vec<OriginHandle> = names.iter().map(|n| spawn_origin(driver, n)).collect();
         let mut config = base_config(driver);
         config.form = ringlb::config::Form::Full;
@@ -455,14 +462,7 @@ impl Harness {
         config.routes.clear();
         config.clusters.clear();
         build(&mut config, &origins);
-        let server = ringlb::start(config.clone()).expect("proxy starts");
-        let addr = server.local_addr();
-        Harness {
-            server: Some(server),
-            origins,
-            addr,
-            config,
-        }
+        Harness::launch(config, origins)
     }
 
     /// The address listener `name` was bound to.

@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
 use super::{BodyKind, H1Error, Limits};
+use crate::config::FRAMING_FIELDS;
 
 /// Upper bound on `limits.max_headers`; the parser's field array lives on the stack.
 pub const MAX_HEADERS_CAP: usize = 512;
@@ -114,11 +115,16 @@ impl Span {
 /// The path of a request target, without its query: origin-form as it is,
 /// absolute-form after its authority, `*` as it is.
 fn path_of(target: &str) -> &str {
-    let after_authority = match target.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
-        None => target,
+    let after_authority = if target.starts_with('/') {
+        target
+    } else {
+        match target.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+            None => target,
+        }
     };
-    after_authority.split('?').next().unwrap_or(after_authority)
+    let end = after_authority.find('?').unwrap_or(after_authority.len());
+    &after_authority[..end]
 }
 
 /// What the proxy adds to the request head about the client connection.
@@ -162,18 +168,7 @@ pub struct Response {
 
 /// Header names the proxy never forwards as they are (hop-by-hop or re-framed).
 fn is_hop_by_hop(name: &str) -> bool {
-    const NAMES: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "transfer-encoding",
-        "content-length",
-        "expect",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+    FRAMING_FIELDS.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// The options named in `Connection` headers, borrowed from the input.
@@ -489,6 +484,7 @@ pub fn parse_request(
     write_field(out, b"X-Forwarded-Proto", forwarding.proto.as_bytes());
     // RFC 9112 §3.2.2: with an absolute-form target, its authority is the host.
     let forwarded_host = target_authority(target).map(str::as_bytes).or(host);
+    let routing_host = forwarded_host.map(|h| Span::within(buf, h));
     if let Some(host) = forwarded_host {
         write_field(out, b"X-Forwarded-Host", host);
     }
@@ -512,10 +508,7 @@ pub fn parse_request(
         missing_host: host.is_none(),
         head_len,
         method_token: Span::within(buf, method_token.as_bytes()),
-        host: target_authority(target)
-            .map(str::as_bytes)
-            .or(host)
-            .map(|h| Span::within(buf, h)),
+        host: routing_host,
         path: Span::within(buf, path_of(target).as_bytes()),
     }))
 }
@@ -605,6 +598,9 @@ fn is_framing_lookalike(name: &str) -> bool {
 
 /// The authority of an absolute-form target (`http://host:port/path` → `host:port`).
 fn target_authority(target: &str) -> Option<&str> {
+    if target.starts_with('/') {
+        return None;
+    }
     let rest = target.split_once("://")?.1;
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     Some(&rest[..end]).filter(|a| !a.is_empty())
