@@ -298,6 +298,18 @@ fn changes_a_web_page_could_send_are_refused() {
         drain(&format!("{host}Sec-Fetch-Site: cross-site\r\n"), None),
         403
     );
+    // A page at an IP address is another site too.
+    assert_eq!(
+        drain(&format!("{host}Origin: http://203.0.113.5\r\n"), None),
+        403
+    );
+    // A body with no type (a page's Blob).
+    let untyped = request(
+        admin,
+        format!("POST /backends/app1/drain HTTP/1.1\r\n{host}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}")
+            .as_bytes(),
+    );
+    assert_eq!(untyped.status, 415);
     // DNS rebinding: the page's own name in Host.
     assert_eq!(
         drain(&format!("Host: evil.example:{}\r\n", admin.port()), None),

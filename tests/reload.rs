@@ -399,3 +399,48 @@ fn a_reload_moves_the_admin_listener() {
     }
     assert_eq!(get(new, "/healthz").status, 200);
 }
+
+#[test]
+fn turning_checks_or_breakers_off_lets_a_backend_back_in() {
+    let dead = closed_port();
+    let h = Harness::start(Driver::Epoll, 1, |c| {
+        let cluster = &mut c.clusters[0];
+        cluster.health_check.kind = CheckType::Tcp;
+        cluster.health_check.interval = Duration::from_millis(50);
+        cluster.health_check.unhealthy_threshold = 1;
+        cluster.circuit_breaker.enabled = true;
+        cluster.circuit_breaker.failure_threshold = 1;
+        cluster.backends.push(ringlb::config::BackendConfig {
+            name: "dead".into(),
+            address: dead,
+            weight: 1,
+        });
+    });
+    let handle = h.server().handle();
+    let dead_status = || {
+        handle
+            .backends()
+            .unwrap()
+            .into_iter()
+            .find(|b| b.name == "dead")
+            .unwrap()
+    };
+    wait_until("dead to be down", || !dead_status().healthy);
+    // No check will ever pass again once checks are off: it must not stay down.
+    let mut unchecked = h.config.clone();
+    unchecked.clusters[0].health_check.kind = CheckType::None;
+    handle.reload(unchecked.clone()).unwrap();
+    assert!(dead_status().healthy);
+    // Its breaker opens on the next failed request...
+    wait_until("dead's breaker to open", || {
+        get(h.addr, "/");
+        dead_status().breaker == ringlb::control::breaker::BreakerState::Open
+    });
+    // ...and with breakers off, no outcome could ever close it: it is closed.
+    unchecked.clusters[0].circuit_breaker.enabled = false;
+    handle.reload(unchecked).unwrap();
+    assert_eq!(
+        dead_status().breaker,
+        ringlb::control::breaker::BreakerState::Closed
+    );
+}

@@ -95,6 +95,8 @@ pub struct ChangeRequest<'a> {
     pub fetch_site: Option<&'a [u8]>,
     /// `Content-Type`.
     pub content_type: Option<&'a [u8]>,
+    /// Whether the request has a body.
+    pub has_body: bool,
 }
 
 /// Refuses a change a web page could have made the operator's browser send:
@@ -120,14 +122,25 @@ pub fn check_change(
         ));
     }
     if let Some(origin) = request.origin {
+        // The page that sent it must be the admin listener's own: the same
+        // authority as the Host (any other page, even one at an IP address, is
+        // another site).
         let authority = std::str::from_utf8(origin)
             .ok()
             .and_then(|o| o.strip_prefix("http://").or(o.strip_prefix("https://")));
-        if !authority.is_some_and(|a| host_allowed(access, admin, a)) {
+        let same = authority
+            .zip(host)
+            .is_some_and(|(a, h)| a.eq_ignore_ascii_case(h));
+        if !same {
             return Err(Refusal::Forbidden(
                 "Origin names another site than the admin address",
             ));
         }
+    }
+    // A body must say it is JSON: a page may send other types (or none, from a
+    // Blob) without asking.
+    if request.has_body && request.content_type.is_none() {
+        return Err(Refusal::UnsupportedMediaType);
     }
     if let Some(content_type) = request.content_type {
         let media = content_type
@@ -288,6 +301,9 @@ mod tests {
             check_change(&a, admin, &from("http://127.0.0.1:9900")),
             Ok(())
         );
+        // An IP address is not the admin's own page unless it is the Host.
+        assert!(check_change(&a, admin, &from("http://203.0.113.5")).is_err());
+        assert!(check_change(&a, admin, &from("http://127.0.0.1:9901")).is_err());
         for site in ["cross-site", "same-site"] {
             let r = ChangeRequest {
                 fetch_site: Some(site.as_bytes()),
@@ -325,6 +341,15 @@ mod tests {
             );
         }
         assert_eq!(check_change(&a, admin, &typed("application/json")), Ok(()));
+        let untyped = ChangeRequest {
+            has_body: true,
+            ..change(ADMIN)
+        };
+        assert_eq!(
+            check_change(&a, admin, &untyped),
+            Err(Refusal::UnsupportedMediaType),
+            "a body without a type"
+        );
         assert_eq!(
             check_change(&a, admin, &typed("Application/JSON; charset=utf-8")),
             Ok(())

@@ -17,7 +17,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -34,7 +34,8 @@ use access::{authorize, check_change, ChangeRequest, Refusal};
 const MAX_HEAD: usize = 8 * 1024;
 /// Longest admin request body we read.
 const MAX_BODY: usize = 64 * 1024;
-/// How long an admin client may take to send its request.
+/// How long an admin client may take to send its whole request (one connection
+/// is served at a time, so a slow one must not hold the others for longer).
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A running admin listener.
@@ -84,7 +85,11 @@ pub fn spawn(
                 }
                 match stream {
                     Ok(stream) => {
-                        let access = access.lock().map(|a| a.clone()).unwrap_or_default();
+                        // A poisoned lock still holds the last token: never fail open.
+                        let access = match access.lock() {
+                            Ok(a) => a.clone(),
+                            Err(poisoned) => poisoned.into_inner().clone(),
+                        };
                         let context = Context {
                             server: &server,
                             access: &access,
@@ -171,9 +176,20 @@ impl Answer {
 fn read_request(stream: &mut TcpStream) -> Result<Option<AdminRequest>, Answer> {
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
-    let io_error = |_| Answer::error(400, "could not read the request");
+    let deadline = Instant::now() + READ_TIMEOUT;
+    // Each read may wait only what is left of the deadline.
+    let read = |stream: &mut TcpStream, into: &mut [u8]| -> Result<usize, Answer> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Answer::error(408, "the request took too long"));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .and_then(|()| stream.read(into))
+            .map_err(|_| Answer::error(400, "could not read the request"))
+    };
     let (request, head_len) = loop {
-        let n = stream.read(&mut buf[len..]).map_err(io_error)?;
+        let n = read(stream, &mut buf[len..])?;
         if n == 0 {
             return Ok(None);
         }
@@ -216,7 +232,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<AdminRequest>, Answer> 
     body.truncate(length);
     while body.len() < length {
         let mut chunk = vec![0u8; length - body.len()];
-        let n = stream.read(&mut chunk).map_err(io_error)?;
+        let n = read(stream, &mut chunk)?;
         if n == 0 {
             return Err(Answer::error(400, "body shorter than its Content-Length"));
         }
@@ -307,6 +323,7 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
             origin: request.header("origin"),
             fetch_site: request.header("sec-fetch-site"),
             content_type: request.header("content-type"),
+            has_body: !request.body.is_empty(),
         };
         if let Err(refusal) = check_change(context.access, context.address, &change) {
             return refused(refusal);
@@ -567,6 +584,7 @@ fn respond(stream: &mut TcpStream, answer: &Answer) -> io::Result<()> {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
         413 => "Content Too Large",

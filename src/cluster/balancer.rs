@@ -229,13 +229,18 @@ impl Balancer {
                 i
             }
             Selector::LeastConn { index } => {
-                let i = if tried.is_empty() {
-                    index.least()?
-                } else {
-                    // A retry: the least key among the backends not tried yet.
-                    (0..n)
+                // The root, unless this is a retry, or the root is not eligible
+                // after all: the index of a cluster a reload replaced stops being
+                // kept up to date, and a request that started before the reload
+                // may still pick from it. Then the least key among the eligible.
+                let root = index
+                    .least()
+                    .filter(|&i| tried.is_empty() && eligible(&self.backends[i]));
+                let i = match root {
+                    Some(i) => i,
+                    None => (0..n)
                         .filter(|&i| eligible(&self.backends[i]))
-                        .min_by_key(|&i| index.key(i))?
+                        .min_by_key(|&i| index.key(i))?,
                 };
                 // Behind its equals for the next pick.
                 index.touch(i);

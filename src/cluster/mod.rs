@@ -136,6 +136,27 @@ impl Cluster {
         }
     }
 
+    /// The cluster that replaces this one when a reload changes its settings: the
+    /// backends that stay (pools, in-flight counts, latency), its counters and its
+    /// retry budget carry over.
+    pub fn successor(
+        &self,
+        settings: ClusterSettings,
+        specs: &[BackendSpec],
+        shard: usize,
+    ) -> Self {
+        let next = Cluster::new(
+            &self.name,
+            settings,
+            specs,
+            &self.backends(),
+            Rc::clone(&self.stats),
+            shard,
+        );
+        next.retry_tokens.set(self.retry_tokens.get());
+        next
+    }
+
     /// Replaces the backend table, keeping the backends that stay. A table with the
     /// same backends keeps its strategy's state and only takes the new
     /// availabilities.
@@ -213,6 +234,9 @@ fn build_table(
                 .find(|b| b.id == spec.id && b.address == spec.address);
             let backend = match kept {
                 Some(b) => {
+                    // Leaves the least-conn index of the table it was in, if any
+                    // (the new table's strategy gives it a new leaf if it uses one).
+                    b.set_load_leaf(None);
                     if b.weight() != spec.weight {
                         b.set_weight(spec.weight);
                     }

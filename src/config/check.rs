@@ -177,7 +177,15 @@ impl Config {
         if self.listeners.is_empty() {
             errors.push("listeners", "at least one [[listeners]] entry is required");
         }
-        let same_socket = |a: SocketAddr, b: SocketAddr| a == b && a.port() != 0;
+        // The same port on the same address, or on all addresses and one of them:
+        // with SO_REUSEPORT both would bind, and one would take the other's
+        // connections.
+        let same_socket = |a: SocketAddr, b: SocketAddr| {
+            a.port() == b.port()
+                && a.port() != 0
+                && a.is_ipv4() == b.is_ipv4()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
         for (i, l) in self.listeners.iter().enumerate() {
             if !is_name(&l.name) {
                 errors.push(
@@ -279,6 +287,14 @@ impl Config {
                     errors.push(
                         format!("routes[{i}].methods[{m}]"),
                         format!("expected a method like GET, got {method:?}"),
+                    );
+                } else if method.bytes().any(|c| c.is_ascii_lowercase()) {
+                    errors.warn(
+                        format!("routes[{i}].methods[{m}]"),
+                        format!(
+                            "methods are case-sensitive: {method:?} matches only clients that send it so (did you mean {:?}?)",
+                            method.to_ascii_uppercase()
+                        ),
                     );
                 }
             }

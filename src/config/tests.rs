@@ -880,6 +880,12 @@ fn cross_references_are_checked() {
         "listeners[1].address",
         "already the address of listeners[0]",
     );
+    // All addresses and one of them, on the same port, overlap.
+    assert_error(
+        &full_with("address = \"127.0.0.1:8081\"", "address = \"0.0.0.0:8080\""),
+        "listeners[1].address",
+        "already the address of listeners[0]",
+    );
     assert_error(
         &full_with(
             "[[clusters]]\nname = \"static\"",
@@ -974,6 +980,9 @@ fn routes_are_checked() {
         "routes[0].methods[0]",
         "a method",
     );
+    let c = parse(&route("methods = [\"get\"]"), "t.toml", no_env()).unwrap();
+    assert_eq!(c.warnings[0].key, "routes[0].methods[0]");
+    assert!(c.warnings[0].message.contains("did you mean \"GET\""));
     assert_error(
         &route("headers = { \"bad name\" = \"x\" }"),
         "routes[0].headers.bad name",

@@ -261,6 +261,15 @@ impl Membership {
                     m.effective_weight = m.spec.weight;
                     if check_changed {
                         m._checker = members.spawn_checker(&m.spec, &self.results);
+                        if members.check.kind == CheckType::None {
+                            // Nothing will check it any more: it is up, as a new
+                            // backend would be.
+                            m.health = Health::new(true, now);
+                        }
+                    }
+                    if !c.circuit_breaker.enabled {
+                        // No outcome will be reported to move the breaker again.
+                        m.breaker = Breaker::default();
                     }
                     m
                 }

@@ -40,14 +40,15 @@ use crate::{log_error, log_info, log_warn};
 /// Sends a command, waiting a little for room: a shard empties its queue every
 /// 2 ms, so a full queue means the shard is stuck, and the command is dropped with
 /// an error rather than blocking the control thread.
-fn send_command(link: &ShardLink, command: ShardCommand) {
-    if link
+fn send_command(link: &ShardLink, command: ShardCommand) -> bool {
+    let sent = link
         .commands
         .send_timeout(command, Duration::from_millis(500))
-        .is_err()
-    {
+        .is_ok();
+    if !sent {
         log_error!("a shard's command queue stayed full; a command was dropped");
     }
+    sent
 }
 
 /// The control thread's end of one shard.
@@ -353,6 +354,7 @@ impl ControlThread {
                 })?,
             )
         };
+        let running_admin = running.admin.listen;
         let shard_count = self.shards.len();
         let mut sockets: Vec<Vec<(String, TcpListener)>> =
             (0..shard_count).map(|_| Vec::new()).collect();
@@ -422,13 +424,26 @@ impl ControlThread {
                         std::thread::spawn(move || old.stop());
                     }
                 }
-                Err(e) => log_error!("cannot start the admin listener: {e}"),
+                Err(e) => {
+                    log_error!("cannot start the admin listener: {e}; it stays where it was");
+                    outcome
+                        .warnings
+                        .push(format!("admin.listen: the admin listener could not start there ({e}); it stays on {running_admin}"));
+                    config.admin.listen = running_admin;
+                }
             }
         }
         self.members.apply(&config, Instant::now());
-        outcome.warnings = config.warnings.iter().map(ToString::to_string).collect();
+        outcome
+            .warnings
+            .extend(config.warnings.iter().map(ToString::to_string));
         self.config = config;
-        self.configure_shards(sockets);
+        let missed = self.configure_shards(sockets);
+        if missed > 0 {
+            outcome.warnings.push(format!(
+                "{missed} shard(s) did not take the new configuration (their command queue stayed full)"
+            ));
+        }
 
         log_info!(
             "configuration reloaded: {} listener(s), {} route(s), {} cluster(s)",
@@ -450,8 +465,8 @@ impl ControlThread {
 
     /// Sends every shard the current plan (with its sockets for new listeners),
     /// then hands out half-open breakers' probes again: a plan's availability keeps
-    /// them out everywhere.
-    fn configure_shards(&mut self, sockets: Vec<Vec<(String, TcpListener)>>) {
+    /// them out everywhere. Returns how many shards could not be sent it.
+    fn configure_shards(&mut self, sockets: Vec<Vec<(String, TcpListener)>>) -> usize {
         let writer = self
             .access_log
             .as_ref()
@@ -464,18 +479,22 @@ impl ControlThread {
             writer,
         ));
         let mut sockets = sockets.into_iter();
+        let mut missed = 0;
         for link in &self.shards {
             let command = ShardCommand::Configure {
                 plan: Arc::clone(&plan),
                 sockets: sockets.next().unwrap_or_default(),
             };
-            send_command(link, command);
+            if !send_command(link, command) {
+                missed += 1;
+            }
         }
         for at in self.members.all() {
             if self.members.member(at).probing() {
                 self.publish(at);
             }
         }
+        missed
     }
 
     /// Sends every backend whose effective weight changed (slow start) to shards.

@@ -253,12 +253,15 @@ impl Shard {
                         old.set_backends(&c.backends);
                         Rc::clone(old)
                     }
-                    _ => Rc::new(Cluster::new(
+                    Some(old) => {
+                        Rc::new(old.successor(c.settings.clone(), &c.backends, self.index))
+                    }
+                    None => Rc::new(Cluster::new(
                         &c.name,
                         c.settings.clone(),
                         &c.backends,
-                        &old.map(|o| o.backends()).unwrap_or_default(),
-                        old.map(|o| Rc::clone(&o.stats)).unwrap_or_default(),
+                        &[],
+                        Rc::default(),
                         self.index,
                     )),
                 }
