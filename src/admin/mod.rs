@@ -141,7 +141,7 @@ struct Answer {
     status: u16,
     content_type: &'static str,
     body: String,
-    extra: &'static str,
+    extra: String,
 }
 
 impl Answer {
@@ -150,7 +150,7 @@ impl Answer {
             status,
             content_type: "application/json",
             body,
-            extra: "",
+            extra: String::new(),
         }
     }
 
@@ -159,7 +159,7 @@ impl Answer {
             status,
             content_type: "text/plain",
             body: body.to_string(),
-            extra: "",
+            extra: String::new(),
         }
     }
 
@@ -309,12 +309,7 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
     }
     if !endpoint.allows(method) {
         let mut answer = Answer::error(405, "method not allowed");
-        answer.extra = match endpoint.allow() {
-            "GET, HEAD" => "Allow: GET, HEAD\r\n",
-            "GET, PUT, DELETE" => "Allow: GET, PUT, DELETE\r\n",
-            "POST" => "Allow: POST\r\n",
-            _ => "Allow: GET\r\n",
-        };
+        answer.extra = format!("Allow: {}\r\n", endpoint.allow());
         return answer;
     }
     if matches!(method, "POST" | "PUT" | "DELETE") {
@@ -348,7 +343,7 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
                 body: exposition::metrics_text(&report),
-                extra: "",
+                extra: String::new(),
             },
             None => unavailable(),
         },
@@ -394,7 +389,7 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
 fn refused(refusal: Refusal) -> Answer {
     let mut answer = Answer::error(refusal.status(), refusal.reason());
     if refusal == Refusal::Unauthorized {
-        answer.extra = "WWW-Authenticate: Bearer realm=\"ringlb admin\"\r\n";
+        answer.extra = "WWW-Authenticate: Bearer realm=\"ringlb admin\"\r\n".into();
     }
     answer
 }

@@ -149,7 +149,7 @@ impl Members {
     }
 
     /// The weight member `index` should be selected by `now`.
-    pub(crate) fn weight_now(&self, index: usize, now: Instant) -> u32 {
+    fn weight_now(&self, index: usize, now: Instant) -> u32 {
         let m = &self.list[index];
         let per_mille = m.health.weight_per_mille(now, self.check.slow_start);
         (u64::from(m.spec.weight) * u64::from(per_mille) / 1000).max(1) as u32
@@ -451,13 +451,35 @@ impl Membership {
     }
 
     /// Moves open breakers whose time is up to half-open; returns those members.
+    /// Runs after every event the control thread handles: allocates only when a
+    /// breaker moved.
     pub(crate) fn poll_breakers(&mut self, now: Instant) -> Vec<At> {
         let mut changed = Vec::new();
-        for at in self.all() {
-            let members = &mut self.clusters[at.0];
-            if let Some(state) = members.list[at.1].breaker.poll(now, &members.breaker) {
-                self.log_breaker(at, state);
-                changed.push(at);
+        for c in 0..self.clusters.len() {
+            for i in 0..self.clusters[c].list.len() {
+                let members = &mut self.clusters[c];
+                if let Some(state) = members.list[i].breaker.poll(now, &members.breaker) {
+                    self.log_breaker((c, i), state);
+                    changed.push((c, i));
+                }
+            }
+        }
+        changed
+    }
+
+    /// Takes every member's weight for `now` (slow start); returns the ones that
+    /// changed, with their new weight. Runs after every event the control thread
+    /// handles: allocates only when a weight moved.
+    pub(crate) fn update_weights(&mut self, now: Instant) -> Vec<(BackendId, u32)> {
+        let mut changed = Vec::new();
+        for members in &mut self.clusters {
+            for i in 0..members.list.len() {
+                let weight = members.weight_now(i, now);
+                let member = &mut members.list[i];
+                if weight != member.effective_weight {
+                    member.effective_weight = weight;
+                    changed.push((member.spec.id, weight));
+                }
             }
         }
         changed

@@ -499,15 +499,8 @@ impl ControlThread {
 
     /// Sends every backend whose effective weight changed (slow start) to shards.
     fn publish_weights(&mut self) {
-        let now = Instant::now();
-        for at in self.members.all() {
-            let weight = self.members.clusters[at.0].weight_now(at.1, now);
-            let member = &mut self.members.clusters[at.0].list[at.1];
-            if weight != member.effective_weight {
-                member.effective_weight = weight;
-                let id = member.spec.id;
-                self.broadcast(|| ShardCommand::SetWeight { id, weight });
-            }
+        for (id, weight) in self.members.update_weights(Instant::now()) {
+            self.broadcast(|| ShardCommand::SetWeight { id, weight });
         }
     }
 

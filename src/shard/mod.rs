@@ -225,11 +225,6 @@ impl Shard {
         Rc::clone(&self.settings.borrow())
     }
 
-    /// The clusters now.
-    pub fn clusters(&self) -> Vec<Rc<Cluster>> {
-        self.clusters.borrow().clone()
-    }
-
     /// Applies a configuration: settings, clusters (keeping the backends, pools and
     /// counters of what stays), listeners and their routes. Listeners new to this
     /// shard come with their bound socket in `sockets`; listeners no longer in the
