@@ -303,6 +303,7 @@ fn a_bad_configuration_or_an_address_in_use_is_refused_whole() {
         name: "clash".into(),
         address: taken.local_addr().unwrap(),
         protocol: ringlb::config::ListenerProtocol::Http,
+        cluster: None,
     });
     clash.routes.push(route("clash", "clash", "default"));
     clash.clusters[0].backends.truncate(1);

@@ -107,7 +107,10 @@ fn metrics_are_valid_prometheus_text_and_agree_with_stats() {
             announced.insert(rest.split(' ').next().unwrap().to_string());
         } else if !line.starts_with('#') {
             let name = line.split(['{', ' ']).next().unwrap();
-            let family = name.trim_end_matches("_sum").trim_end_matches("_count");
+            let family = name
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count")
+                .trim_end_matches("_bucket");
             assert!(
                 announced.contains(family) || announced.contains(name),
                 "{line}"

@@ -129,6 +129,7 @@ impl Config {
             ("timeouts.idle", t.idle),
             ("timeouts.backend_response", t.backend_response),
             ("timeouts.shutdown_grace", t.shutdown_grace),
+            ("timeouts.tunnel_idle", t.tunnel_idle),
         ] {
             check_duration(errors, key, d);
         }
@@ -214,6 +215,16 @@ impl Config {
                     format!("must differ from the address of listener {}", l.name),
                 );
             }
+            if l.protocol == ListenerProtocol::Tcp {
+                self.check_tcp_listener(i, l, errors);
+                continue;
+            }
+            if l.cluster.is_some() {
+                errors.push(
+                    self.listener_key(i, "cluster"),
+                    "only tcp listeners name a cluster; an http listener's [[routes]] choose one",
+                );
+            }
             if !l.name.is_empty() && !self.routes.iter().any(|r| r.listener == l.name) {
                 errors.push(
                     self.listener_key(i, "name"),
@@ -223,6 +234,53 @@ impl Config {
                     ),
                 );
             }
+        }
+    }
+
+    /// A `tcp` listener: one existing cluster, no routes, and a balancer that needs
+    /// nothing from HTTP.
+    fn check_tcp_listener(&self, i: usize, l: &ListenerConfig, errors: &mut Errors<'_>) {
+        let key = |field: &str| self.listener_key(i, field);
+        if let Some(r) = self.routes.iter().find(|r| r.listener == l.name) {
+            errors.push(
+                key("protocol"),
+                format!(
+                    "a tcp listener has no routes, but route {:?} names it: give the listener a cluster instead",
+                    r.name
+                ),
+            );
+        }
+        let Some(name) = &l.cluster else {
+            errors.push(
+                key("cluster"),
+                "missing (a tcp listener relays every connection to one cluster)",
+            );
+            return;
+        };
+        let Some(cluster) = self.cluster(name) else {
+            errors.push(key("cluster"), format!("no cluster is named {name:?}"));
+            return;
+        };
+        let needs_http = match (&cluster.balancer.strategy, &cluster.balancer.hash_key) {
+            (Strategy::LeastResponse, _) => {
+                Some("strategy \"least-response\" times HTTP responses")
+            }
+            (Strategy::ConsistentHash, HashKey::ClientIp) => None,
+            (Strategy::ConsistentHash, _) => {
+                Some("a hash_key other than \"client-ip\" reads the HTTP request")
+            }
+            _ => None,
+        };
+        let problem = match needs_http {
+            Some(why) => Some(why),
+            None if cluster.balancer.sticky.is_some() => Some("sticky sessions use an HTTP cookie"),
+            None => None,
+        };
+        if let Some(why) = problem {
+            errors.push(
+                key("cluster"),
+                format!("cluster {name:?} cannot serve a tcp listener: {why}"),
+            );
         }
     }
 
@@ -342,10 +400,17 @@ impl Config {
             }
         }
         for (i, c) in self.clusters.iter().enumerate() {
-            if !c.name.is_empty() && !self.routes.iter().any(|r| r.cluster == c.name) {
+            let by_listener = self
+                .listeners
+                .iter()
+                .any(|l| l.cluster.as_deref() == Some(&*c.name));
+            if !c.name.is_empty()
+                && !by_listener
+                && !self.routes.iter().any(|r| r.cluster == c.name)
+            {
                 errors.warn(
                     format!("clusters[{i}]"),
-                    format!("no route uses cluster {:?}", c.name),
+                    format!("no route or tcp listener uses cluster {:?}", c.name),
                 );
             }
         }
@@ -537,7 +602,7 @@ impl Config {
         let mut out = format!(
             "admin             {}{}\nshards            {shards}\nio                {io}\n\
              max_connections   {}\n\
-             timeouts          connect {:?}, header_read {:?}, idle {:?}, backend_response {:?}, shutdown_grace {:?}\n\
+             timeouts          connect {:?}, header_read {:?}, idle {:?}, backend_response {:?}, shutdown_grace {:?}, tunnel_idle {:?}\n\
              limits            max_header_bytes {}, max_headers {}, max_body_bytes {}\n",
             self.admin.listen,
             if self.admin.token.is_some() {
@@ -551,6 +616,7 @@ impl Config {
             t.idle,
             t.backend_response,
             t.shutdown_grace,
+            t.tunnel_idle,
             self.limits.max_header_bytes,
             self.limits.max_headers,
             self.limits
@@ -560,10 +626,13 @@ impl Config {
         out.push_str(&format!("listeners         {}\n", self.listeners.len()));
         for l in &self.listeners {
             out.push_str(&format!(
-                "  {:<16}{}  {}\n",
+                "  {:<16}{}  {}{}\n",
                 l.name,
                 l.address,
-                l.protocol.as_str()
+                l.protocol.as_str(),
+                l.cluster
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" -> {c}"))
             ));
         }
         out.push_str(&format!("routes            {}\n", self.routes.len()));

@@ -45,6 +45,7 @@ pub(super) const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
             ("idle", Kind::Text),
             ("backend_response", Kind::Text),
             ("shutdown_grace", Kind::Text),
+            ("tunnel_idle", Kind::Text),
         ],
     ),
     (

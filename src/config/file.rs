@@ -71,6 +71,7 @@ struct FileTimeouts {
     idle: Option<String>,
     backend_response: Option<String>,
     shutdown_grace: Option<String>,
+    tunnel_idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +164,7 @@ struct FileListener {
     name: Option<String>,
     address: Option<String>,
     protocol: Option<String>,
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -446,6 +448,12 @@ pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Config {
             t.shutdown_grace.as_deref(),
             d.shutdown_grace,
         ),
+        tunnel_idle: duration(
+            errors,
+            "timeouts.tunnel_idle",
+            t.tunnel_idle.as_deref(),
+            d.tunnel_idle,
+        ),
     };
     let limits = Limits {
         max_header_bytes: to_usize(
@@ -565,10 +573,11 @@ fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> Liste
     let address = required_address(errors, &key("address"), l.address, "0.0.0.0:8080");
     let protocol = match l.protocol.as_deref() {
         None | Some("http") => ListenerProtocol::Http,
+        Some("tcp") => ListenerProtocol::Tcp,
         Some(other) => {
             errors.push(
                 key("protocol"),
-                format!("expected \"http\", got {other:?} (tcp and tls listeners are not supported yet)"),
+                format!("expected \"http\" or \"tcp\", got {other:?} (tls listeners are not supported yet)"),
             );
             ListenerProtocol::Http
         }
@@ -577,6 +586,7 @@ fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> Liste
         name,
         address,
         protocol,
+        cluster: l.cluster,
     }
 }
 

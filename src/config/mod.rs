@@ -135,6 +135,7 @@ impl Default for Config {
                 name: DEFAULT_NAME.into(),
                 address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
                 protocol: ListenerProtocol::Http,
+                cluster: None,
             }],
             routes: vec![RouteConfig::catch_all(
                 DEFAULT_NAME,
@@ -182,6 +183,9 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// What is spoken on it.
     pub protocol: ListenerProtocol,
+    /// `tcp` listeners: the cluster every connection goes to (HTTP listeners use
+    /// `[[routes]]` instead).
+    pub cluster: Option<String>,
 }
 
 /// `listeners[].protocol`.
@@ -189,6 +193,8 @@ pub struct ListenerConfig {
 pub enum ListenerProtocol {
     /// HTTP/1.1, routed by `[[routes]]`.
     Http,
+    /// Plain TCP: each connection is relayed to a backend of one cluster.
+    Tcp,
 }
 
 impl ListenerProtocol {
@@ -196,6 +202,7 @@ impl ListenerProtocol {
     pub fn as_str(&self) -> &'static str {
         match self {
             ListenerProtocol::Http => "http",
+            ListenerProtocol::Tcp => "tcp",
         }
     }
 }
@@ -378,6 +385,9 @@ pub struct Timeouts {
     pub backend_response: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// A tunnel (TCP connection or upgraded WebSocket) with no byte in either
+    /// direction for this long is closed.
+    pub tunnel_idle: Duration,
 }
 
 /// `[limits]`: what a client may make us buffer, used as they are by the parser.
@@ -675,6 +685,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             backend_response: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(15),
+            tunnel_idle: Duration::from_secs(3600),
         }
     }
 }

@@ -1027,9 +1027,9 @@ fn listeners_are_checked() {
         "IP:port",
     );
     assert_error(
-        &listener("address = \"127.0.0.1:1\"\nprotocol = \"tcp\""),
+        &listener("address = \"127.0.0.1:1\"\nprotocol = \"udp\""),
         "listeners[0].protocol",
-        "expected \"http\"",
+        "expected \"http\" or \"tcp\"",
     );
     assert_error(
         "[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nbackends = [ { name = \"b\", address = \"127.0.0.1:2\" } ]\n",
@@ -1048,7 +1048,9 @@ fn routes_that_never_match_and_unused_clusters_are_warnings() {
     let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(keys, ["routes[3]", "clusters[2]"], "{:?}", c.warnings);
     assert!(c.warnings[0].message.contains("can never match"));
-    assert!(c.warnings[1].message.contains("no route uses"));
+    assert!(c.warnings[1]
+        .message
+        .contains("no route or tcp listener uses"));
     assert!(c.summary().contains("warning: t.toml: routes[3]"));
 }
 
@@ -1104,5 +1106,82 @@ fn the_admin_api_needs_a_token_off_loopback() {
         &format!("[admin]\nhosts = [\"a b\"]\n{ONE_BACKEND}"),
         "admin.hosts[0]",
         "host name",
+    );
+}
+
+/// A file with a TCP listener `pg` on cluster `db`, and `extra` appended to the
+/// cluster.
+fn tcp_file(listener_extra: &str, cluster_extra: &str) -> String {
+    format!(
+        "[[listeners]]\nname = \"pg\"\naddress = \"127.0.0.1:5432\"\nprotocol = \"tcp\"\n{listener_extra}\n\
+         [[clusters]]\nname = \"db\"\n{cluster_extra}\nbackends = [ {{ name = \"db1\", address = \"127.0.0.1:5433\" }} ]\n"
+    )
+}
+
+#[test]
+fn tcp_listeners_name_one_cluster_and_have_no_routes() {
+    let c = parse(&tcp_file("cluster = \"db\"", ""), "t.toml", no_env()).expect("valid");
+    assert_eq!(c.listeners[0].protocol, ListenerProtocol::Tcp);
+    assert_eq!(c.listeners[0].cluster.as_deref(), Some("db"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(c.summary().contains("tcp -> db"), "{}", c.summary());
+    assert_error(&tcp_file("", ""), "listeners[0].cluster", "missing");
+    assert_error(
+        &tcp_file("cluster = \"nope\"", ""),
+        "listeners[0].cluster",
+        "no cluster is named \"nope\"",
+    );
+    let with_route = format!(
+        "{}[[routes]]\nlistener = \"pg\"\ncluster = \"db\"\n",
+        tcp_file("cluster = \"db\"", "")
+    );
+    assert_error(&with_route, "listeners[0].protocol", "has no routes");
+    // An HTTP listener chooses clusters by its routes.
+    assert_error(
+        &full_with("name = \"web\"", "name = \"web\"\ncluster = \"api\""),
+        "listeners[0].cluster",
+        "only tcp listeners",
+    );
+}
+
+#[test]
+fn a_tcp_cluster_cannot_need_http() {
+    for (cluster, why) in [
+        ("strategy = \"least-response\"", "times HTTP responses"),
+        (
+            "strategy = \"consistent-hash\"\nhash_key = \"header:x-user\"",
+            "reads the HTTP request",
+        ),
+        (
+            "sticky = { cookie = \"lb\", secret = \"0123456789abcdef0123\" }",
+            "HTTP cookie",
+        ),
+    ] {
+        assert_error(
+            &tcp_file("cluster = \"db\"", cluster),
+            "listeners[0].cluster",
+            why,
+        );
+    }
+    let hashed = tcp_file(
+        "cluster = \"db\"",
+        "strategy = \"consistent-hash\"\nhash_key = \"client-ip\"",
+    );
+    parse(&hashed, "t.toml", no_env()).expect("client-ip hashing needs no HTTP");
+}
+
+#[test]
+fn tunnel_idle_is_a_timeout() {
+    let text = format!("[timeouts]\ntunnel_idle = \"90s\"\n{ONE_BACKEND}");
+    let c = parse(&text, "t.toml", no_env()).expect("valid");
+    assert_eq!(c.timeouts.tunnel_idle, Duration::from_secs(90));
+    assert_eq!(
+        Config::default().timeouts.tunnel_idle,
+        Duration::from_secs(3600)
+    );
+    assert_error(
+        &format!("[timeouts]\ntunnel_idle = \"0s\"\n{ONE_BACKEND}"),
+        "timeouts.tunnel_idle",
+        "",
     );
 }

@@ -88,6 +88,8 @@ pub(crate) fn shard_plan(
             .map(|l| ListenerPlan {
                 name: l.name.clone(),
                 address: l.address,
+                protocol: l.protocol,
+                cluster: l.cluster.clone(),
                 routes: config
                     .routes
                     .iter()

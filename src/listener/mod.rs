@@ -15,8 +15,9 @@ use std::time::Duration;
 use monoio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::config::ListenerProtocol;
 use crate::observe::stats::ShardStats;
-use crate::proxy::http1;
+use crate::proxy::{http1, tcp};
 use crate::shard::{Shard, ShardListener};
 use crate::{log_debug, log_warn};
 
@@ -81,13 +82,15 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<ShardListener>, socket: 
                 // TCP_NODELAY is inherited from the listening socket (set in
                 // `bind_reuseport`), so no system call per accepted connection.
                 let guard = shard.connection_opened(stream.as_raw_fd(), &listener);
-                monoio::spawn(http1::serve(
-                    Rc::clone(&shard),
-                    Rc::clone(&listener),
-                    guard,
-                    stream,
-                    peer,
-                ));
+                let (shard, listener) = (Rc::clone(&shard), Rc::clone(&listener));
+                match listener.protocol {
+                    ListenerProtocol::Http => {
+                        monoio::spawn(http1::serve(shard, listener, guard, stream, peer))
+                    }
+                    ListenerProtocol::Tcp => {
+                        monoio::spawn(tcp::serve(shard, listener, guard, stream, peer))
+                    }
+                };
             }
             Err(e) => {
                 if stopped(&shard) {

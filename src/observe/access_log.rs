@@ -19,6 +19,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::observe::logging::{self, escape_json};
 use crate::observe::stats::RequestRecord;
+use crate::observe::tunnels::TunnelRecord;
 
 /// A shard flushes its buffer once it holds this much.
 const FLUSH_BYTES: usize = 32 * 1024;
@@ -130,6 +131,65 @@ impl AccessLog {
                     record.attempts,
                     record.bytes_in,
                     record.bytes_out,
+                    names.listener,
+                    names.route.unwrap_or("-"),
+                    names.cluster.unwrap_or("-"),
+                );
+            }
+        }
+        if self.buffer.borrow().len() >= FLUSH_BYTES {
+            self.flush(now);
+        }
+    }
+
+    /// Appends the line for one finished tunnel (a TCP listener's connection, or
+    /// an upgraded one): client, backend, bytes each way, duration, and how it
+    /// ended.
+    pub fn write_tunnel(
+        &self,
+        client: SocketAddr,
+        record: &TunnelRecord,
+        names: &LogNames<'_>,
+        now: Instant,
+    ) {
+        let duration_ms = now.saturating_duration_since(record.started).as_secs_f64() * 1000.0;
+        let end = record.error.unwrap_or(record.end.as_str());
+        {
+            let mut out = self.buffer.borrow_mut();
+            if self.json {
+                out.push_str("{\"timestamp\":\"");
+                logging::write_now(&mut out);
+                let _ = write!(out, "\",\"client\":\"{client}\",\"tunnel\":\"{end}\"");
+                for (key, value) in [
+                    ("backend", names.backend),
+                    ("listener", Some(names.listener)),
+                    ("route", names.route),
+                    ("cluster", names.cluster),
+                ] {
+                    let _ = write!(out, ",\"{key}\":");
+                    match value {
+                        Some(name) => {
+                            out.push('"');
+                            escape_json(name, &mut out);
+                            out.push('"');
+                        }
+                        None => out.push_str("null"),
+                    }
+                }
+                let _ = writeln!(
+                    out,
+                    ",\"attempts\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{duration_ms:.3}}}",
+                    record.attempts, record.bytes_up, record.bytes_down
+                );
+            } else {
+                logging::write_now(&mut out);
+                let _ = writeln!(
+                    out,
+                    " {client} tunnel {end} {} attempts={} in={} out={} duration_ms={duration_ms:.3} listener={} route={} cluster={}",
+                    names.backend.unwrap_or("-"),
+                    record.attempts,
+                    record.bytes_up,
+                    record.bytes_down,
                     names.listener,
                     names.route.unwrap_or("-"),
                     names.cluster.unwrap_or("-"),

@@ -10,6 +10,7 @@ use crate::control::breaker::BreakerState;
 use crate::control::handle::{BackendView, ClusterView, Report};
 use crate::observe::logging::escape_json;
 use crate::observe::stats::{LatencySummary, ERROR_KINDS};
+use crate::observe::tunnels::{TunnelCounters, TunnelTotals, DURATION_BUCKETS, TUNNEL_ENDS};
 
 /// `/stats`: one JSON object.
 pub fn stats_json(report: &Report) -> String {
@@ -67,6 +68,8 @@ pub fn stats_json(report: &Report) -> String {
     );
     out.push_str("\"latency\":");
     latency_json(&mut out, Some(report.latency));
+    out.push_str(",\"tunnels\":");
+    tunnel_totals_json(&mut out, &t.tunnels);
     out.push_str(",\"listeners\":[");
     for (i, l) in report.listeners.iter().enumerate() {
         if i > 0 {
@@ -161,6 +164,46 @@ fn latency_json(out: &mut String, latency: Option<(LatencySummary, LatencySummar
     }
 }
 
+/// `{"opened":..,"active":..,"bytes_up":..,"bytes_down":..}`.
+fn tunnel_counts_json(out: &mut String, t: &TunnelCounters) {
+    let _ = write!(
+        out,
+        "{{\"opened\":{},\"active\":{},\"bytes_up\":{},\"bytes_down\":{}",
+        t.opened, t.active, t.bytes_up, t.bytes_down
+    );
+}
+
+/// The shard-wide tunnel figures: counts, upgrades, endings, durations.
+fn tunnel_totals_json(out: &mut String, t: &TunnelTotals) {
+    tunnel_counts_json(out, &t.counts);
+    let _ = write!(out, ",\"upgraded\":{},\"ends\":{{", t.upgraded);
+    for (i, (name, n)) in TUNNEL_ENDS.iter().zip(t.ends).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{name}\":{n}");
+    }
+    out.push_str("},\"duration_buckets\":{");
+    for (i, n) in t.durations.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match DURATION_BUCKETS.get(i) {
+            Some(bound) => {
+                let _ = write!(out, "\"{bound}\":{n}");
+            }
+            None => {
+                let _ = write!(out, "\"+Inf\":{n}");
+            }
+        }
+    }
+    let _ = write!(
+        out,
+        "}},\"duration_sum_seconds\":{}}}",
+        t.duration_sum_micros as f64 / 1e6
+    );
+}
+
 fn backend_json(out: &mut String, b: &BackendView) {
     let s = &b.status;
     let c = &b.counters;
@@ -192,7 +235,9 @@ fn backend_json(out: &mut String, b: &BackendView) {
         errors_json(&c.errors),
     );
     latency_json(out, b.latency);
-    out.push('}');
+    out.push_str(",\"tunnels\":");
+    tunnel_counts_json(out, &c.tunnels);
+    out.push_str("}}");
 }
 
 /// Escapes a Prometheus label value.
@@ -498,6 +543,8 @@ pub fn metrics_text(report: &Report) -> String {
         }
     }
 
+    tunnel_metrics(&mut out, &t.tunnels, report, &names);
+
     family(
         &mut out,
         "ringlb_listener_info",
@@ -566,4 +613,117 @@ pub fn metrics_text(report: &Report) -> String {
         }
     }
     out
+}
+
+/// The tunnel families: shard-wide counts, endings and durations, and per backend.
+fn tunnel_metrics(out: &mut String, t: &TunnelTotals, report: &Report, names: &[String]) {
+    scalar(
+        out,
+        "ringlb_tunnels_total",
+        "counter",
+        "Tunnels opened (TCP listeners' connections and upgraded ones).",
+        t.counts.opened,
+    );
+    scalar(
+        out,
+        "ringlb_tunnels_active",
+        "gauge",
+        "Tunnels open now.",
+        t.counts.active,
+    );
+    scalar(
+        out,
+        "ringlb_tunnels_upgraded_total",
+        "counter",
+        "HTTP connections upgraded to a tunnel (WebSocket).",
+        t.upgraded,
+    );
+    family(
+        out,
+        "ringlb_tunnel_bytes_total",
+        "counter",
+        "Bytes relayed by tunnels: up is client to backend, down is backend to client.",
+    );
+    let _ = writeln!(
+        out,
+        "ringlb_tunnel_bytes_total{{direction=\"up\"}} {}",
+        t.counts.bytes_up
+    );
+    let _ = writeln!(
+        out,
+        "ringlb_tunnel_bytes_total{{direction=\"down\"}} {}",
+        t.counts.bytes_down
+    );
+    family(
+        out,
+        "ringlb_tunnel_ends_total",
+        "counter",
+        "Finished tunnels by how they ended (failed: no backend could be reached).",
+    );
+    for (name, n) in TUNNEL_ENDS.iter().zip(t.ends) {
+        let _ = writeln!(out, "ringlb_tunnel_ends_total{{end=\"{name}\"}} {n}");
+    }
+    family(
+        out,
+        "ringlb_tunnel_duration_seconds",
+        "histogram",
+        "How long tunnels were open.",
+    );
+    let mut cumulative = 0;
+    for (i, n) in t.durations.iter().enumerate() {
+        cumulative += n;
+        match DURATION_BUCKETS.get(i) {
+            Some(bound) => {
+                let _ = writeln!(
+                    out,
+                    "ringlb_tunnel_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "ringlb_tunnel_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "ringlb_tunnel_duration_seconds_sum {}",
+        t.duration_sum_micros as f64 / 1e6
+    );
+    let _ = writeln!(out, "ringlb_tunnel_duration_seconds_count {cumulative}");
+    type Counter = fn(&TunnelCounters) -> u64;
+    let per_backend: [(&str, &str, &str, Counter); 4] = [
+        (
+            "ringlb_backend_tunnels_total",
+            "counter",
+            "Tunnels opened to the backend.",
+            |t| t.opened,
+        ),
+        (
+            "ringlb_backend_tunnels_active",
+            "gauge",
+            "Tunnels open to the backend now.",
+            |t| t.active,
+        ),
+        (
+            "ringlb_backend_tunnel_bytes_up_total",
+            "counter",
+            "Bytes relayed from clients to the backend by tunnels.",
+            |t| t.bytes_up,
+        ),
+        (
+            "ringlb_backend_tunnel_bytes_down_total",
+            "counter",
+            "Bytes relayed from the backend to clients by tunnels.",
+            |t| t.bytes_down,
+        ),
+    ];
+    for (name, kind, help, value) in per_backend {
+        family(out, name, kind, help);
+        for (b, label) in report.backends.iter().zip(names) {
+            let _ = writeln!(out, "{name}{{{label}}} {}", value(&b.counters.tunnels));
+        }
+    }
 }

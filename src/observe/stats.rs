@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::tunnels::{ShardTunnelStats, TunnelCounters, TunnelRecord, TunnelStats, TunnelTotals};
+
 /// Latency range recorded: 1 µs to 60 s, three significant digits.
 const LATENCY_LOW_US: u64 = 1;
 const LATENCY_HIGH_US: u64 = 60_000_000;
@@ -121,6 +123,8 @@ pub struct ShardStats {
     bytes_out: Cell<u64>,
     /// Latency of requests since the last report, in microseconds.
     latency: RefCell<Histogram<u64>>,
+    /// Tunnels: TCP listeners' connections and upgraded ones.
+    pub tunnels: ShardTunnelStats,
 }
 
 impl Default for ShardStats {
@@ -142,6 +146,7 @@ impl Default for ShardStats {
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
             latency: RefCell::new(latency_histogram()),
+            tunnels: ShardTunnelStats::default(),
         }
     }
 }
@@ -172,6 +177,26 @@ impl ShardStats {
         self.latency.borrow_mut().saturating_record(micros);
         if let Some(backend) = backend {
             backend.record(record, micros);
+        }
+    }
+
+    /// Records one finished tunnel: its ending and duration, and a failure to
+    /// connect by kind, for the shard and for the backend it went to (if any).
+    pub fn record_tunnel(
+        &self,
+        record: &TunnelRecord,
+        backend: Option<&BackendStats>,
+        now: Instant,
+    ) {
+        self.tunnels.record(record, now);
+        if let Some(i) = record
+            .error
+            .and_then(|kind| ERROR_KINDS.iter().position(|k| *k == kind))
+        {
+            bump(&self.errors[i]);
+            if let Some(backend) = backend {
+                bump(&backend.errors[i]);
+            }
         }
     }
 
@@ -207,6 +232,7 @@ impl ShardStats {
             active_upstream_requests: backends.iter().map(|b| u64::from(b.in_flight)).sum(),
             pooled_idle_connections: backends.iter().map(|b| b.idle as u64).sum(),
             access_log_dropped,
+            tunnels: self.tunnels.totals(),
         };
         ShardReport {
             shard,
@@ -338,6 +364,8 @@ pub struct BackendStats {
     bytes_out: Cell<u64>,
     /// Latency since the last report, in microseconds.
     latency: RefCell<Histogram<u64>>,
+    /// Tunnels to it.
+    pub tunnels: TunnelStats,
 }
 
 impl Default for BackendStats {
@@ -352,6 +380,7 @@ impl Default for BackendStats {
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
             latency: RefCell::new(latency_histogram()),
+            tunnels: TunnelStats::default(),
         }
     }
 }
@@ -388,6 +417,7 @@ impl BackendStats {
                 bytes_out: self.bytes_out.get(),
                 active_requests: u64::from(gauges.in_flight),
                 pooled_idle_connections: gauges.idle as u64,
+                tunnels: self.tunnels.counters(),
             },
             latency: take_recorded(&self.latency),
         }
@@ -421,6 +451,8 @@ pub struct Counters {
     pub pooled_idle_connections: u64,
     /// Access log chunks dropped because the writer fell behind.
     pub access_log_dropped: u64,
+    /// Tunnels: TCP listeners' connections and upgraded ones.
+    pub tunnels: TunnelTotals,
 }
 
 impl Counters {
@@ -448,6 +480,7 @@ impl Counters {
         self.active_upstream_requests += o.active_upstream_requests;
         self.pooled_idle_connections += o.pooled_idle_connections;
         self.access_log_dropped += o.access_log_dropped;
+        self.tunnels.merge(&o.tunnels);
     }
 
     /// Responses by status code, only the codes seen.
@@ -504,6 +537,8 @@ pub struct BackendCounters {
     pub active_requests: u64,
     /// Idle pooled connections to it now.
     pub pooled_idle_connections: u64,
+    /// Tunnels to it.
+    pub tunnels: TunnelCounters,
 }
 
 impl BackendCounters {
@@ -521,6 +556,7 @@ impl BackendCounters {
         self.bytes_out += o.bytes_out;
         self.active_requests += o.active_requests;
         self.pooled_idle_connections += o.pooled_idle_connections;
+        self.tunnels.merge(&o.tunnels);
     }
 
     /// Responses by status code, only the codes seen.

@@ -8,12 +8,13 @@
 use std::os::fd::RawFd;
 use std::time::Instant;
 
+use crate::observe::tunnels::TunnelEnd;
 use crate::sys;
 
+/// File descriptors of this shard's client connections, and which of them wait
 /// for their next request, so that a drain can wake the idle ones and the end of
 /// the grace period can cut the rest. (A dropped monoio runtime does not close the
 /// sockets of tasks still parked in it.)
-/// File descriptors of this shard's client connections, and which of them wait
 #[derive(Debug, Default)]
 pub struct ClientFds {
     /// One per open connection; `None` marks a free slot.
@@ -40,11 +41,32 @@ pub(super) enum ClientState {
     Idle,
     /// Idle and parked, with no timer of its own, until this idle deadline.
     Parked { until: Instant },
+    /// Relaying bytes to and from `upstream` (a tunnel), until this idle deadline
+    /// unless a byte moves. Ending it shuts down both sockets, and says why in
+    /// `ended`, which the tunnel reads when it has wound down.
+    Tunnel {
+        upstream: RawFd,
+        until: Instant,
+        ended: Option<TunnelEnd>,
+    },
 }
 
 impl ClientSlot {
+    /// Waiting for a next request: a drain may close it now.
     pub(super) fn idle(&self) -> bool {
-        self.state != ClientState::Busy
+        matches!(self.state, ClientState::Idle | ClientState::Parked { .. })
+    }
+
+    /// Idle past its deadline (parked, or a tunnel with no traffic).
+    pub(super) fn expired(&self, now: Instant) -> bool {
+        match self.state {
+            ClientState::Parked { until }
+            | ClientState::Tunnel {
+                until, ended: None, ..
+            } => until <= now,
+            ClientState::Tunnel { .. } => false,
+            ClientState::Busy | ClientState::Idle => false,
+        }
     }
 }
 
@@ -81,6 +103,32 @@ impl ClientFds {
         }
     }
 
+    /// Moves a tunnel's idle deadline, unless the shard has already ended it.
+    pub(super) fn set_tunnel(&mut self, token: usize, upstream: RawFd, until: Instant) {
+        if let Some(Some(slot)) = self.slots.get_mut(token) {
+            let ended = match slot.state {
+                ClientState::Tunnel { ended, .. } => ended,
+                _ => None,
+            };
+            slot.state = ClientState::Tunnel {
+                upstream,
+                until,
+                ended,
+            };
+        }
+    }
+
+    /// Why the shard ended this tunnel, if it did.
+    pub(super) fn tunnel_ended(&self, token: usize) -> Option<TunnelEnd> {
+        match self.slots.get(token) {
+            Some(Some(ClientSlot {
+                state: ClientState::Tunnel { ended, .. },
+                ..
+            })) => *ended,
+            _ => None,
+        }
+    }
+
     /// Connections parked now.
     pub(super) fn parked(&self) -> usize {
         self.slots
@@ -90,14 +138,25 @@ impl ClientFds {
             .count()
     }
 
-    /// Shuts down the connections `pick` chooses: their pending reads (or
-    /// readiness waits) return, and their tasks end and close them.
-    pub(super) fn shutdown(&self, pick: impl Fn(&ClientSlot) -> bool) {
-        for slot in self.slots.iter().flatten() {
+    /// Shuts down the connections `pick` chooses (a tunnel's upstream socket too):
+    /// their pending reads (or readiness waits) return, and their tasks end and
+    /// close them.
+    /// A tunnel among them is marked as ended for `why`.
+    pub(super) fn shutdown(&mut self, pick: impl Fn(&ClientSlot) -> bool, why: TunnelEnd) {
+        for slot in self.slots.iter_mut().flatten() {
             if pick(slot) {
                 // Registered descriptors belong to live connection tasks, which
                 // unregister before their socket closes.
                 let _ = sys::shutdown(slot.fd, sys::Shutdown::Both);
+                if let ClientState::Tunnel {
+                    upstream, ended, ..
+                } = &mut slot.state
+                {
+                    // The tunnel's task owns its upstream socket too, and
+                    // forgets it here before closing either.
+                    let _ = sys::shutdown(*upstream, sys::Shutdown::Both);
+                    ended.get_or_insert(why);
+                }
             }
         }
     }

@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 
 use crate::cluster::backend::{Availability, BackendId};
 use crate::cluster::{BackendSpec, ClusterSettings};
-use crate::config::RouteConfig;
+use crate::config::{ListenerProtocol, RouteConfig};
 use crate::observe::stats::ShardReport;
 use crate::shard::ShardSettings;
 
@@ -46,8 +46,12 @@ pub struct ListenerPlan {
     pub name: String,
     /// Where it listens.
     pub address: SocketAddr,
-    /// Its routes, in file order.
+    /// What is spoken on it.
+    pub protocol: ListenerProtocol,
+    /// Its routes, in file order (HTTP listeners).
     pub routes: Vec<RouteConfig>,
+    /// The cluster its connections are relayed to (TCP listeners).
+    pub cluster: Option<String>,
 }
 
 /// What the control thread tells a shard.

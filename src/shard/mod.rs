@@ -30,10 +30,11 @@ use crossbeam_channel::Sender;
 
 use crate::cluster::backend::{Availability, Backend, BackendId};
 use crate::cluster::Cluster;
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, ListenerProtocol};
 use crate::observe::access_log::AccessLog;
 use crate::observe::logging;
 use crate::observe::stats::{BackendGauges, RouteStats, ShardGauges, ShardStats};
+use crate::observe::tunnels::TunnelEnd;
 use crate::route::{self, RequestView, Route, RouteTable};
 use crate::sys;
 use crate::{log_info, log_warn};
@@ -57,6 +58,8 @@ pub struct ShardSettings {
     pub idle_timeout: Duration,
     /// `timeouts.shutdown_grace`.
     pub shutdown_grace: Duration,
+    /// `timeouts.tunnel_idle`.
+    pub tunnel_idle: Duration,
     /// This shard's share of `server.max_connections`.
     pub max_connections: usize,
 }
@@ -69,6 +72,7 @@ impl ShardSettings {
             header_read_timeout: config.timeouts.header_read,
             idle_timeout: config.timeouts.idle,
             shutdown_grace: config.timeouts.shutdown_grace,
+            tunnel_idle: config.timeouts.tunnel_idle,
             max_connections: config.server.max_connections.div_ceil(shards.max(1)),
         }
     }
@@ -83,13 +87,25 @@ pub struct ShardListener {
     pub name: Rc<str>,
     /// Where it listens.
     pub address: SocketAddr,
-    /// Its routes, replaced whole by a reload.
-    routes: RefCell<Rc<RouteTable>>,
+    /// What is spoken on it.
+    pub protocol: ListenerProtocol,
+    /// Its routes, or its cluster, replaced whole by a reload.
+    serves: RefCell<Serves>,
     /// The socket, shut down to end the accept loop; -1 once it has ended.
     fd: Cell<RawFd>,
     /// Removed by a reload: it accepts nothing more, and its connections close
     /// after their current request.
     closing: Cell<bool>,
+}
+
+/// What a listener's connections are served by.
+#[derive(Debug, Clone)]
+pub enum Serves {
+    /// HTTP/1.1, routed by these routes.
+    Http(Rc<RouteTable>),
+    /// Relayed to a backend of this cluster (`None`: the cluster is missing, which
+    /// validation prevents; its connections are closed).
+    Tcp(Option<Rc<Cluster>>),
 }
 
 impl ShardListener {
@@ -99,8 +115,16 @@ impl ShardListener {
         &self,
         request: &RequestView<'a, F>,
     ) -> Option<Rc<Route>> {
-        let routes = self.routes.borrow();
-        routes.route(request).map(|(_, route)| Rc::clone(route))
+        match &*self.serves.borrow() {
+            Serves::Http(routes) => routes.route(request).map(|(_, route)| Rc::clone(route)),
+            Serves::Tcp(_) => None,
+        }
+    }
+
+    /// What its connections are served by now.
+    #[inline]
+    pub fn serves(&self) -> Serves {
+        self.serves.borrow().clone()
     }
 
     /// Whether a reload removed it.
@@ -289,12 +313,21 @@ impl Shard {
         let old_listeners = self.listeners.replace(Vec::new());
         let mut listeners = Vec::with_capacity(plan.listeners.len());
         for l in &plan.listeners {
-            let table = Rc::new(self.route_table(&l.routes));
+            let serves = match l.protocol {
+                ListenerProtocol::Http => Serves::Http(Rc::new(self.route_table(&l.routes))),
+                ListenerProtocol::Tcp => Serves::Tcp(l.cluster.as_ref().and_then(|name| {
+                    self.clusters
+                        .borrow()
+                        .iter()
+                        .find(|c| *c.name == **name)
+                        .cloned()
+                })),
+            };
             let kept = old_listeners
                 .iter()
-                .find(|o| *o.name == *l.name && o.address == l.address);
+                .find(|o| *o.name == *l.name && o.address == l.address && o.protocol == l.protocol);
             if let Some(kept) = kept {
-                *kept.routes.borrow_mut() = table;
+                *kept.serves.borrow_mut() = serves;
                 listeners.push(Rc::clone(kept));
                 continue;
             }
@@ -318,7 +351,8 @@ impl Shard {
                         id,
                         name: l.name.as_str().into(),
                         address: l.address,
-                        routes: RefCell::new(table),
+                        protocol: l.protocol,
+                        serves: RefCell::new(serves),
                         fd: Cell::new(socket.as_raw_fd()),
                         closing: Cell::new(false),
                     });
@@ -341,8 +375,8 @@ impl Shard {
                 old.stop_accepting();
                 let id = old.id;
                 self.clients
-                    .borrow()
-                    .shutdown(|slot| slot.listener == id && slot.idle());
+                    .borrow_mut()
+                    .shutdown(|slot| slot.listener == id && slot.idle(), TunnelEnd::Cut);
                 applied.closed.push(old);
             }
         }
@@ -384,7 +418,9 @@ impl Shard {
     /// Cuts the connections a removed listener still has (its grace period is over).
     pub fn cut_listener(&self, listener: &ShardListener) {
         let id = listener.id;
-        self.clients.borrow().shutdown(|slot| slot.listener == id);
+        self.clients
+            .borrow_mut()
+            .shutdown(|slot| slot.listener == id, TunnelEnd::Cut);
     }
 
     /// Applies the control thread's decision about one backend.
@@ -469,11 +505,25 @@ impl Shard {
         self.clients.borrow_mut().set_state(guard.token, state);
     }
 
-    /// Ends parked connections whose idle deadline has passed.
+    /// Marks a client connection as a tunnel to `upstream`, idle-closed at `until`
+    /// unless marked again (each relayed read moves the deadline).
+    #[inline]
+    pub fn set_tunnel(&self, guard: &ConnectionGuard, upstream: RawFd, until: Instant) {
+        self.clients
+            .borrow_mut()
+            .set_tunnel(guard.token, upstream, until);
+    }
+
+    /// Why the shard ended a tunnel (idle timeout, or cut), if it did.
+    pub fn tunnel_ended(&self, guard: &ConnectionGuard) -> Option<TunnelEnd> {
+        self.clients.borrow().tunnel_ended(guard.token)
+    }
+
+    /// Ends parked connections and tunnels whose idle deadline has passed.
     fn sweep_parked(&self, now: Instant) {
         self.clients
-            .borrow()
-            .shutdown(|slot| matches!(slot.state, ClientState::Parked { until } if until <= now));
+            .borrow_mut()
+            .shutdown(|slot| slot.expired(now), TunnelEnd::IdleTimeout);
     }
 
     /// Counts an open client connection of `listener` (and tracks its descriptor)
@@ -494,7 +544,7 @@ impl Shard {
 
     /// Cuts every open client connection (end of the grace period, or abort).
     fn cut_connections(&self) {
-        self.clients.borrow().shutdown(|_| true);
+        self.clients.borrow_mut().shutdown(|_| true, TunnelEnd::Cut);
     }
 
     /// Sends counters and the latency recorded since the last report. If the
@@ -553,7 +603,9 @@ impl Shard {
         for listener in self.listeners.borrow().iter() {
             listener.stop_accepting();
         }
-        self.clients.borrow().shutdown(ClientSlot::idle);
+        self.clients
+            .borrow_mut()
+            .shutdown(ClientSlot::idle, TunnelEnd::Cut);
         for cluster in self.clusters.borrow().iter() {
             for backend in cluster.backends() {
                 backend.pool.clear();

@@ -88,20 +88,21 @@ async fn shard_main(start: ShardStart) {
     while shard.active_connections() > 0 && !aborted.get() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
-    // A last report and access log flush, so that what this shard served is not lost.
-    shard.send_report(&events, 0);
-    if let Some(log) = shard.access_log.borrow().as_ref() {
-        log.flush(Instant::now());
-    }
     let unfinished = shard.active_connections();
     if unfinished > 0 {
         // Cut what is left, and give the tasks a moment to close their sockets
-        // (upstream ones included) before the runtime goes away.
+        // (upstream ones included) and count themselves before the runtime goes
+        // away.
         shard.cut_connections();
         let cut_deadline = Instant::now() + Duration::from_millis(200);
         while shard.active_connections() > 0 && Instant::now() < cut_deadline {
             monoio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+    // A last report and access log flush, so that what this shard served is not lost.
+    shard.send_report(&events, 0);
+    if let Some(log) = shard.access_log.borrow().as_ref() {
+        log.flush(Instant::now());
     }
     let _ = events.send(ShardEvent::Stopped {
         shard: index,

@@ -421,7 +421,122 @@ pub fn listener(name: &str) -> ringlb::config::ListenerConfig {
         name: name.into(),
         address: "127.0.0.1:0".parse().unwrap(),
         protocol: ringlb::config::ListenerProtocol::Http,
+        cluster: None,
     }
+}
+
+/// A TCP listener on 127.0.0.1:0 relaying to `cluster`.
+pub fn tcp_listener(name: &str, cluster: &str) -> ringlb::config::ListenerConfig {
+    ringlb::config::ListenerConfig {
+        name: name.into(),
+        address: "127.0.0.1:0".parse().unwrap(),
+        protocol: ringlb::config::ListenerProtocol::Tcp,
+        cluster: Some(cluster.into()),
+    }
+}
+
+/// How a `TcpOrigin` connection ended, seen from the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginEnd {
+    /// The client sent FIN (and the origin answered `bye N`).
+    Fin,
+    /// The connection was reset or failed.
+    Reset,
+}
+
+/// A plain TCP backend, one thread per connection. Each connection: it writes
+/// `NAME\n`, then echoes what it reads; a read of `reset\n` makes it reset the
+/// connection; on the client's FIN it writes `bye N\n` (N bytes read in all)
+/// and closes. It records how each connection ended.
+pub struct TcpOrigin {
+    pub addr: SocketAddr,
+    pub name: String,
+    ends: std::sync::Arc<std::sync::Mutex<Vec<OriginEnd>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TcpOrigin {
+    pub fn start(name: &str) -> TcpOrigin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ends = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (e, a, n) = (ends.clone(), accepted.clone(), name.to_string());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (e, n) = (e.clone(), n.clone());
+                std::thread::spawn(move || {
+                    let end = tcp_origin_connection(stream, &n);
+                    e.lock().unwrap().push(end);
+                });
+            }
+        });
+        TcpOrigin {
+            addr,
+            name: name.into(),
+            ends,
+            accepted,
+        }
+    }
+
+    /// How its connections ended so far.
+    pub fn ends(&self) -> Vec<OriginEnd> {
+        self.ends.lock().unwrap().clone()
+    }
+
+    /// Connections it accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn tcp_origin_connection(mut stream: TcpStream, name: &str) -> OriginEnd {
+    stream.set_read_timeout(Some(WAIT * 4)).unwrap();
+    if stream.write_all(format!("{name}\n").as_bytes()).is_err() {
+        return OriginEnd::Reset;
+    }
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                let _ = stream.write_all(format!("bye {total}\n").as_bytes());
+                return OriginEnd::Fin;
+            }
+            Ok(n) => {
+                total += n;
+                if &buf[..n] == b"reset\n" {
+                    socket2::SockRef::from(&stream)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                    return OriginEnd::Reset;
+                }
+                if stream.write_all(&buf[..n]).is_err() {
+                    return OriginEnd::Reset;
+                }
+            }
+            Err(_) => return OriginEnd::Reset,
+        }
+    }
+}
+
+/// Reads one `\n`-terminated line (without it), byte by byte.
+pub fn read_text_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match s.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) => line.push(byte[0]),
+            other => panic!(
+                "reading a line: {other:?} after {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+    }
+    String::from_utf8(line).unwrap()
 }
 
 /// A route named `name` on `listener` to `cluster`, matching everything until

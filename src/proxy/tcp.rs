@@ -1,0 +1,175 @@
+//! `proxy::tcp`: one connection of a TCP listener, from backend choice to close.
+//!
+//! Owns picking a backend of the listener's cluster (by its strategy; consistent
+//! hashing by client address), connecting within `timeouts.connect`, trying other
+//! backends up to `retry.max_retries` when connecting fails (nothing was sent, so
+//! it is always safe), then handing both sockets to the relay. Counts and logs the
+//! tunnel when it ends. Knows nothing of HTTP.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+use crate::cluster::backend::{Backend, BackendId, InFlight};
+use crate::cluster::balancer::{hash_ip, RequestContext};
+use crate::cluster::Cluster;
+use crate::config::Strategy;
+use crate::log_debug;
+use crate::observe::access_log::LogNames;
+use crate::observe::stats::ShardStats;
+use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
+use crate::proxy::error::ProxyError;
+use crate::proxy::tunnel::{relay, Relayed};
+use crate::shard::{ConnectionGuard, Serves, Shard, ShardListener};
+use crate::upstream;
+
+/// Most backends one connection may try (the first, plus `retry.max_retries` ≤ 7).
+const MAX_TRIED: usize = 8;
+
+/// Serves one client connection of a TCP listener until its tunnel ends.
+pub async fn serve(
+    shard: Rc<Shard>,
+    listener: Rc<ShardListener>,
+    guard: ConnectionGuard,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let started = Instant::now();
+    let Serves::Tcp(Some(cluster)) = listener.serves() else {
+        // A reload changed the listener under this connection: nothing to serve.
+        return;
+    };
+    let mut record = TunnelRecord {
+        started,
+        attempts: 0,
+        bytes_up: 0,
+        bytes_down: 0,
+        error: None,
+        end: TunnelEnd::Failed,
+    };
+    let connected = connect(&shard, &cluster, peer, &mut record).await;
+    let backend = match connected {
+        Ok((upstream, in_flight)) => {
+            let backend = Rc::clone(in_flight.backend());
+            let stats = &backend.stats.tunnels;
+            stats.open();
+            shard.stats.tunnels.counts.open();
+            let idle = shard.settings().tunnel_idle;
+            let Relayed { up, down, end } = relay(
+                &shard,
+                &guard,
+                stream,
+                upstream,
+                Vec::new(),
+                Vec::new(),
+                idle,
+                stats,
+            )
+            .await;
+            stats.close();
+            shard.stats.tunnels.counts.close();
+            drop(in_flight);
+            record.bytes_up = up;
+            record.bytes_down = down;
+            record.end = end;
+            Some(backend)
+        }
+        Err((error, backend)) => {
+            log_debug!(
+                "shard {}: tcp client {peer} on {}: {error}",
+                shard.index,
+                listener.name
+            );
+            record.error = Some(error.kind());
+            match error.side() {
+                crate::proxy::error::Side::Upstream => {
+                    ShardStats::bump(&shard.stats.upstream_errors)
+                }
+                _ => ShardStats::bump(&shard.stats.internal_errors),
+            }
+            backend
+        }
+    };
+    let now = Instant::now();
+    shard
+        .stats
+        .record_tunnel(&record, backend.as_ref().map(|b| &b.stats), now);
+    if let Some(log) = shard.access_log.borrow().as_ref() {
+        let names = LogNames {
+            listener: &listener.name,
+            route: None,
+            cluster: Some(&cluster.name),
+            backend: backend.as_ref().map(|b| &*b.name),
+        };
+        log.write_tunnel(peer, &record, &names, now);
+    }
+}
+
+/// Connects to a backend of `cluster`, trying others when connecting fails. On
+/// failure, the error and the last backend tried.
+async fn connect(
+    shard: &Shard,
+    cluster: &Cluster,
+    peer: SocketAddr,
+    record: &mut TunnelRecord,
+) -> Result<(TcpStream, InFlight), (ProxyError, Option<Rc<Backend>>)> {
+    let settings = &cluster.settings;
+    let context = RequestContext {
+        client_ip: peer.ip(),
+        key_hash: if settings.balancer.strategy == Strategy::ConsistentHash {
+            hash_ip(peer.ip())
+        } else {
+            0
+        },
+        now: record.started,
+    };
+    let mut tried = [0 as BackendId; MAX_TRIED];
+    let mut tried_len = 0;
+    let mut last: Option<(ProxyError, Rc<Backend>)> = None;
+    loop {
+        let selected = cluster
+            .balancer
+            .borrow()
+            .select(&context, &tried[..tried_len]);
+        let Some(backend) = selected else {
+            return Err(match last {
+                Some((error, backend)) => (error, Some(backend)),
+                None => (ProxyError::NoBackend, None),
+            });
+        };
+        backend.note_selected();
+        ShardStats::bump(&backend.stats.attempts);
+        if tried_len > 0 {
+            ShardStats::bump(&backend.stats.retries);
+            ShardStats::bump(&shard.stats.upstream_retries);
+        }
+        record.attempts += 1;
+        // Counted from the first connect, so least-conn sees connections opening.
+        let in_flight = InFlight::start(&backend);
+        match upstream::connect(backend.address, settings.connect_timeout).await {
+            Ok(stream) => {
+                ShardStats::bump(&shard.stats.upstream_connects);
+                shard.report_outcome(cluster, &backend, true);
+                return Ok((stream, in_flight));
+            }
+            Err(error) => {
+                drop(in_flight);
+                ShardStats::bump(&backend.stats.failures);
+                shard.report_outcome(cluster, &backend, false);
+                log_debug!(
+                    "shard {}: tcp connect to {} failed ({error})",
+                    shard.index,
+                    backend.name
+                );
+                tried[tried_len] = backend.id;
+                tried_len += 1;
+                if tried_len > settings.max_retries as usize || tried_len == MAX_TRIED {
+                    return Err((error, Some(backend)));
+                }
+                last = Some((error, backend));
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! `proxy::tunnel`: relaying bytes both ways between a client and a backend.
+//!
+//! Owns the relay every tunnel uses (TCP listeners' connections, upgraded
+//! WebSocket connections): two pumps on the shard's runtime, one per direction,
+//! through owned buffers borrowed from the shard. A FIN is passed on as a
+//! half-close and the other direction keeps going; a reset or error on one side
+//! resets the other (`SO_LINGER` 0). A pump with nothing to read for `PARK_AFTER`
+//! gives its buffer back and waits on a one-byte read, so an idle tunnel holds no
+//! buffers. The idle timeout is the shard's sweep, which shuts both sockets down
+//! when no byte has moved for `timeouts.tunnel_idle`: no timer per tunnel. Does not
+//! pick backends or connect: its callers do.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller,
+    OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
+use monoio::net::TcpStream;
+
+use crate::observe::tunnels::{TunnelEnd, TunnelStats};
+use crate::shard::{ConnectionGuard, Shard};
+use crate::sys;
+
+/// Read size of a pump while bytes flow.
+const TUNNEL_BUFFER: usize = 64 * 1024;
+/// A pump with nothing to read for this long gives its buffer back.
+const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// Which way a pump copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Client to backend.
+    Up,
+    /// Backend to client.
+    Down,
+}
+
+/// Why a pump stopped early.
+#[derive(Debug, Clone, Copy)]
+enum PumpError {
+    /// Reading from or writing to the client failed (reset, or gone).
+    Client,
+    /// Reading from or writing to the backend failed.
+    Backend,
+}
+
+/// What a relay moved, and how it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Relayed {
+    /// Bytes from the client to the backend.
+    pub up: u64,
+    /// Bytes from the backend to the client.
+    pub down: u64,
+    /// How it ended.
+    pub end: TunnelEnd,
+}
+
+/// The tunnel's shared view for both pumps: counters and the idle deadline.
+struct Meter<'a> {
+    shard: &'a Shard,
+    guard: &'a ConnectionGuard,
+    upstream_fd: i32,
+    idle: Duration,
+    shard_stats: &'a TunnelStats,
+    backend_stats: &'a TunnelStats,
+    up: std::cell::Cell<u64>,
+    down: std::cell::Cell<u64>,
+}
+
+impl Meter<'_> {
+    /// Counts `n` bytes relayed one way and moves the idle deadline.
+    fn moved(&self, way: Way, n: usize) {
+        let n = n as u64;
+        let up = way == Way::Up;
+        let total = if up { &self.up } else { &self.down };
+        total.set(total.get() + n);
+        self.shard_stats.relayed(up, n);
+        self.backend_stats.relayed(up, n);
+        self.shard
+            .set_tunnel(self.guard, self.upstream_fd, Instant::now() + self.idle);
+    }
+}
+
+/// Relays between `client` and `upstream` until both directions have ended, or
+/// one side fails (then the other is reset), or no byte moves for `idle`.
+/// `to_backend` and `to_client` are bytes already read from one side that the
+/// other must get first (a request's pipelined bytes, a response's first frames).
+#[allow(clippy::too_many_arguments)]
+pub async fn relay(
+    shard: &Shard,
+    guard: &ConnectionGuard,
+    client: TcpStream,
+    upstream: TcpStream,
+    to_backend: Vec<u8>,
+    to_client: Vec<u8>,
+    idle: Duration,
+    backend_stats: &TunnelStats,
+) -> Relayed {
+    let client_fd = client.as_raw_fd();
+    let upstream_fd = upstream.as_raw_fd();
+    let meter = Meter {
+        shard,
+        guard,
+        upstream_fd,
+        idle,
+        shard_stats: &shard.stats.tunnels.counts,
+        backend_stats,
+        up: std::cell::Cell::new(0),
+        down: std::cell::Cell::new(0),
+    };
+    shard.set_tunnel(guard, upstream_fd, Instant::now() + idle);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let failed = {
+        let up = pin!(pump(
+            shard,
+            &meter,
+            Way::Up,
+            to_backend,
+            &mut client_read,
+            &mut upstream_write
+        ));
+        let down = pin!(pump(
+            shard,
+            &meter,
+            Way::Down,
+            to_client,
+            &mut upstream_read,
+            &mut client_write
+        ));
+        both_or_first_error(up, down).await
+    };
+    let end = match failed {
+        // The side that failed was reset or is gone: reset the other as well.
+        Some(PumpError::Client) => {
+            let _ = sys::set_linger_zero(upstream_fd);
+            TunnelEnd::ClientReset
+        }
+        Some(PumpError::Backend) => {
+            let _ = sys::set_linger_zero(client_fd);
+            TunnelEnd::BackendReset
+        }
+        None => TunnelEnd::Closed,
+    };
+    // When the shard ended it (idle, or cut), that is why, whatever the pumps saw
+    // as the sockets went down.
+    let end = shard.tunnel_ended(guard).unwrap_or(end);
+    // Forget the upstream descriptor before the sockets close.
+    shard.set_idle(guard, false);
+    // Put the halves together again: a write half dropped alone would shut down
+    // writing, which sends a FIN ahead of the reset. Both sockets close here.
+    let halves = [
+        client_read.reunite(client_write),
+        upstream_read.reunite(upstream_write),
+    ];
+    drop(halves);
+    Relayed {
+        up: meter.up.get(),
+        down: meter.down.get(),
+        end,
+    }
+}
+
+/// Waits for both pumps to end, or for the first to fail (the other is dropped:
+/// its pending operation is cancelled, and the tunnel is being reset anyway).
+async fn both_or_first_error<U, D>(
+    mut up: std::pin::Pin<&mut U>,
+    mut down: std::pin::Pin<&mut D>,
+) -> Option<PumpError>
+where
+    U: Future<Output = Result<(), PumpError>>,
+    D: Future<Output = Result<(), PumpError>>,
+{
+    let mut up_done = false;
+    let mut down_done = false;
+    poll_fn(|cx| {
+        if !up_done {
+            if let Poll::Ready(result) = up.as_mut().poll(cx) {
+                if let Err(e) = result {
+                    return Poll::Ready(Some(e));
+                }
+                up_done = true;
+            }
+        }
+        if !down_done {
+            if let Poll::Ready(result) = down.as_mut().poll(cx) {
+                if let Err(e) = result {
+                    return Poll::Ready(Some(e));
+                }
+                down_done = true;
+            }
+        }
+        if up_done && down_done {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Copies one way until the source sends FIN (then half-closes the destination)
+/// or either side fails.
+async fn pump(
+    shard: &Shard,
+    meter: &Meter<'_>,
+    way: Way,
+    first: Vec<u8>,
+    from: &mut OwnedReadHalf<TcpStream>,
+    to: &mut OwnedWriteHalf<TcpStream>,
+) -> Result<(), PumpError> {
+    let (read_failed, write_failed) = match way {
+        Way::Up => (PumpError::Client, PumpError::Backend),
+        Way::Down => (PumpError::Backend, PumpError::Client),
+    };
+    if !first.is_empty() {
+        let n = first.len();
+        let (result, _) = to.write_all(first).await;
+        result.map_err(|_| write_failed)?;
+        meter.moved(way, n);
+    }
+    let mut canceller = Canceller::new();
+    let mut buf = Loan::new(shard);
+    loop {
+        let read = read_hot(from, &mut buf.0, &mut canceller).await;
+        let n = match read {
+            Hot::Read(Ok(0)) => break,
+            Hot::Read(Ok(n)) => n,
+            Hot::Read(Err(_)) => return Err(read_failed),
+            Hot::Idle => {
+                // Nothing for a while: hold no buffer until a byte arrives.
+                buf.give_back();
+                let (result, byte) = from.read(Vec::<u8>::with_capacity(1)).await;
+                match result {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(_) => return Err(read_failed),
+                }
+                buf.take();
+                buf.0.extend_from_slice(&byte);
+                buf.0.len()
+            }
+        };
+        meter.moved(way, n);
+        let (result, written) = to.write_all(mem::take(&mut buf.0)).await;
+        buf.0 = written;
+        buf.0.clear();
+        result.map_err(|_| write_failed)?;
+    }
+    // FIN from the source: pass it on, and let the other way run to its end. (It
+    // fails only when the destination is gone, which its own pump reports.)
+    let _ = to.shutdown().await;
+    Ok(())
+}
+
+/// What a read on a hot pump came to.
+enum Hot {
+    /// Bytes, EOF or an error.
+    Read(io::Result<usize>),
+    /// Nothing for `PARK_AFTER`; the read was cancelled.
+    Idle,
+}
+
+/// Reads into `buf`'s spare room; cancels the read (and takes its result, in case
+/// bytes won the race) after `PARK_AFTER` with nothing.
+async fn read_hot(
+    from: &mut OwnedReadHalf<TcpStream>,
+    buf: &mut Vec<u8>,
+    canceller: &mut Canceller,
+) -> Hot {
+    buf.clear();
+    let (result, slice) = {
+        let read = from.cancelable_read(mem::take(buf).slice_mut(0..), canceller.handle());
+        let mut read = pin!(read);
+        monoio::select! {
+            done = &mut read => done,
+            _ = monoio::time::sleep(PARK_AFTER) => {
+                *canceller = mem::take(canceller).cancel();
+                read.await
+            }
+        }
+    };
+    *buf = slice.into_inner();
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Hot::Idle,
+        other => Hot::Read(other),
+    }
+}
+
+/// A pump's buffer, lent by the shard and returned however the pump ends.
+struct Loan<'s>(Vec<u8>, &'s Shard);
+
+impl<'s> Loan<'s> {
+    fn new(shard: &'s Shard) -> Self {
+        let mut loan = Loan(Vec::new(), shard);
+        loan.take();
+        loan
+    }
+
+    fn take(&mut self) {
+        let mut buffer = self.1.take_buffer(TUNNEL_BUFFER);
+        buffer.reserve(TUNNEL_BUFFER);
+        self.0 = buffer;
+    }
+
+    fn give_back(&mut self) {
+        self.1.give_buffer(mem::take(&mut self.0));
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
