@@ -20,8 +20,8 @@ use crate::log_debug;
 use crate::observe::access_log::LogNames;
 use crate::observe::stats::ShardStats;
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
-use crate::proxy::error::ProxyError;
-use crate::proxy::tunnel::{relay, Relayed};
+use crate::proxy::error::{ProxyError, Side};
+use crate::proxy::tunnel::{self, Ends};
 use crate::shard::{ConnectionGuard, Serves, Shard, ShardListener};
 use crate::upstream;
 
@@ -49,32 +49,16 @@ pub async fn serve(
         error: None,
         end: TunnelEnd::Failed,
     };
-    let connected = connect(&shard, &cluster, peer, &mut record).await;
-    let backend = match connected {
+    let backend = match connect(&shard, &cluster, peer, &mut record).await {
         Ok((upstream, in_flight)) => {
-            let backend = Rc::clone(in_flight.backend());
-            let stats = &backend.stats.tunnels;
-            stats.open();
-            shard.stats.tunnels.counts.open();
-            let idle = shard.settings().tunnel_idle;
-            let Relayed { up, down, end } = relay(
-                &shard,
-                &guard,
-                stream,
+            let ends = Ends {
+                client: stream,
                 upstream,
-                Vec::new(),
-                Vec::new(),
-                idle,
-                stats,
-            )
-            .await;
-            stats.close();
-            shard.stats.tunnels.counts.close();
-            drop(in_flight);
-            record.bytes_up = up;
-            record.bytes_down = down;
-            record.end = end;
-            Some(backend)
+                to_backend: Vec::new(),
+                to_client: Vec::new(),
+            };
+            tunnel::run(&shard, &guard, ends, in_flight.backend(), &mut record).await;
+            Some(Rc::clone(in_flight.backend()))
         }
         Err((error, backend)) => {
             log_debug!(
@@ -84,27 +68,19 @@ pub async fn serve(
             );
             record.error = Some(error.kind());
             match error.side() {
-                crate::proxy::error::Side::Upstream => {
-                    ShardStats::bump(&shard.stats.upstream_errors)
-                }
+                Side::Upstream => ShardStats::bump(&shard.stats.upstream_errors),
                 _ => ShardStats::bump(&shard.stats.internal_errors),
             }
             backend
         }
     };
-    let now = Instant::now();
-    shard
-        .stats
-        .record_tunnel(&record, backend.as_ref().map(|b| &b.stats), now);
-    if let Some(log) = shard.access_log.borrow().as_ref() {
-        let names = LogNames {
-            listener: &listener.name,
-            route: None,
-            cluster: Some(&cluster.name),
-            backend: backend.as_ref().map(|b| &*b.name),
-        };
-        log.write_tunnel(peer, &record, &names, now);
-    }
+    let names = LogNames {
+        listener: &listener.name,
+        route: None,
+        cluster: Some(&cluster.name),
+        backend: backend.as_ref().map(|b| &*b.name),
+    };
+    tunnel::finish(&shard, peer, &record, backend.as_deref(), &names);
 }
 
 /// Connects to a backend of `cluster`, trying others when connecting fails. On

@@ -7,12 +7,14 @@
 //! resets the other (`SO_LINGER` 0). A pump with nothing to read for `PARK_AFTER`
 //! gives its buffer back and waits on a one-byte read, so an idle tunnel holds no
 //! buffers. The idle timeout is the shard's sweep, which shuts both sockets down
-//! when no byte has moved for `timeouts.tunnel_idle`: no timer per tunnel. Does not
-//! pick backends or connect: its callers do.
+//! when no byte has moved for `timeouts.tunnel_idle`: no timer per tunnel. Also
+//! counts and logs tunnels ([`run`], [`finish`]). Does not pick backends or
+//! connect: its callers do.
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::mem;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::task::Poll;
@@ -25,7 +27,9 @@ use monoio::io::{
 };
 use monoio::net::TcpStream;
 
-use crate::observe::tunnels::{TunnelEnd, TunnelStats};
+use crate::cluster::backend::Backend;
+use crate::observe::access_log::LogNames;
+use crate::observe::tunnels::{TunnelEnd, TunnelRecord, TunnelStats};
 use crate::shard::{ConnectionGuard, Shard};
 use crate::sys;
 
@@ -54,7 +58,7 @@ enum PumpError {
 
 /// What a relay moved, and how it ended.
 #[derive(Debug, Clone, Copy)]
-pub struct Relayed {
+struct Relayed {
     /// Bytes from the client to the backend.
     pub up: u64,
     /// Bytes from the backend to the client.
@@ -89,21 +93,68 @@ impl Meter<'_> {
     }
 }
 
-/// Relays between `client` and `upstream` until both directions have ended, or
-/// one side fails (then the other is reset), or no byte moves for `idle`.
-/// `to_backend` and `to_client` are bytes already read from one side that the
-/// other must get first (a request's pipelined bytes, a response's first frames).
-#[allow(clippy::too_many_arguments)]
-pub async fn relay(
+/// The two sockets of a tunnel, and bytes already read from one side that the
+/// other must get first (a client's bytes sent after its upgrade request, the
+/// first frames that came with the backend's 101).
+pub struct Ends {
+    pub client: TcpStream,
+    pub upstream: TcpStream,
+    pub to_backend: Vec<u8>,
+    pub to_client: Vec<u8>,
+}
+
+/// Runs a tunnel to `backend` to its end, counted as open (for the shard and the
+/// backend) meanwhile; fills in `record`'s bytes and ending.
+pub async fn run(
     shard: &Shard,
     guard: &ConnectionGuard,
-    client: TcpStream,
-    upstream: TcpStream,
-    to_backend: Vec<u8>,
-    to_client: Vec<u8>,
-    idle: Duration,
+    ends: Ends,
+    backend: &Backend,
+    record: &mut TunnelRecord,
+) {
+    let stats = &backend.stats.tunnels;
+    stats.open();
+    shard.stats.tunnels.counts.open();
+    let Relayed { up, down, end } = relay(shard, guard, ends, stats).await;
+    stats.close();
+    shard.stats.tunnels.counts.close();
+    record.bytes_up = up;
+    record.bytes_down = down;
+    record.end = end;
+}
+
+/// Counts a finished tunnel (opened or not) and writes its access-log line.
+pub fn finish(
+    shard: &Shard,
+    client: SocketAddr,
+    record: &TunnelRecord,
+    backend: Option<&Backend>,
+    names: &LogNames<'_>,
+) {
+    let now = Instant::now();
+    shard
+        .stats
+        .record_tunnel(record, backend.map(|b| &b.stats), now);
+    if let Some(log) = shard.access_log.borrow().as_ref() {
+        log.write_tunnel(client, record, names, now);
+    }
+}
+
+/// Relays between the two ends until both directions have ended, or one side
+/// fails (then the other is reset), or no byte moves for `timeouts.tunnel_idle`.
+async fn relay(
+    shard: &Shard,
+    guard: &ConnectionGuard,
+    ends: Ends,
     backend_stats: &TunnelStats,
 ) -> Relayed {
+    let Ends {
+        client,
+        upstream,
+        to_backend,
+        to_client,
+    } = ends;
+    let idle = shard.settings().tunnel_idle;
     let client_fd = client.as_raw_fd();
     let upstream_fd = upstream.as_raw_fd();
     let meter = Meter {

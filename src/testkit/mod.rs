@@ -1,6 +1,7 @@
 //! `testkit`: tooling outside the data path.
 //!
 //! Owns the origin server that the demo, the tests and the benchmarks put behind
-//! the proxy ([`origin`]). Nothing on the proxy's request path uses it.
+//! the proxy ([`origin`]), and its WebSocket echo ([`websocket`]). Nothing on the proxy's request path uses it.
 
 pub mod origin;
+pub mod websocket;

@@ -24,6 +24,8 @@ use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, Forwarding
 use crate::shard::{run_on, Driver};
 use crate::sys;
 
+use super::websocket;
+
 /// What the origin answers, for `ringlb origin --help` and the README.
 pub const ROUTES: &str = "\
   /                 200, body: the origin's name
@@ -42,7 +44,9 @@ pub const ROUTES: &str = "\
   /reset            closes the connection without answering
   /fail-reused      closes without answering on a connection that already served
   /bad/cl-te        a response with Content-Length and Transfer-Encoding
-  /bad/garbage      bytes that are not HTTP";
+  /bad/garbage      bytes that are not HTTP
+  /bad/switch       a 101 Switching Protocols whatever was asked
+  /ws               a WebSocket echo (on an upgrade request; else 200)";
 
 /// Largest body `/echo` holds.
 const MAX_ECHO: usize = 16 * 1024 * 1024;
@@ -254,6 +258,24 @@ async fn connection(mut stream: TcpStream, state: Arc<OriginState>) {
         let target = head_target(&head);
         let path = target.split('?').next().unwrap_or("/").to_string();
         if path == "/fail-reused" && served > 0 {
+            return;
+        }
+        if path == "/ws" && request.upgrade {
+            state.requests.fetch_add(1, Ordering::SeqCst);
+            let key = h1::header_value(&head, "sec-websocket-key").unwrap_or(b"");
+            let accept = websocket::accept_response(key, &state.name);
+            if send(&mut stream, accept).await.is_ok() {
+                let _ = websocket::echo(&mut stream, std::mem::take(&mut buf)).await;
+            }
+            return;
+        }
+        if path == "/bad/switch" {
+            // A protocol switch nobody asked for.
+            let _ = send(
+                &mut stream,
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec(),
+            )
+            .await;
             return;
         }
 

@@ -83,6 +83,10 @@ pub struct Request {
     pub host: Option<Span>,
     /// The target's path, without its query (`*` for `OPTIONS *`).
     pub path: Span,
+    /// A WebSocket upgrade (RFC 6455 §4.1): an HTTP/1.1 `GET` with no body,
+    /// `Connection: upgrade` and `Upgrade: websocket`. Its head goes upstream
+    /// with those two fields kept; any other `Upgrade` (h2c included) is removed.
+    pub upgrade: bool,
 }
 
 /// Where some bytes are in the head a `Request` was parsed from.
@@ -145,6 +149,8 @@ pub struct ClientSide {
     pub http10: bool,
     /// The client connection may stay open after this response.
     pub keep_alive: bool,
+    /// The request asked for a WebSocket upgrade: a 101 may answer it.
+    pub upgrade: bool,
 }
 
 /// What the proxy needs to know about a parsed response.
@@ -162,6 +168,9 @@ pub struct Response {
     pub client_keep_alive: bool,
     /// A 1xx interim response: forward it (to HTTP/1.1 clients) and read the next head.
     pub interim: bool,
+    /// A `101 Switching Protocols` to WebSocket that the request asked for: after
+    /// its head, the connection is a tunnel.
+    pub upgraded: bool,
     /// Length of the head in the input, including the blank line.
     pub head_len: usize,
 }
@@ -453,6 +462,14 @@ pub fn parse_request(
     } else {
         !framing.connection.close
     };
+    let upgrade = method == Method::Get
+        && !http10
+        && body == BodyKind::None
+        && !framing.transfer_encoding
+        && framing.connection.lists("upgrade")
+        && headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("upgrade") && lists_token(h.value, "websocket"));
 
     out.clear();
     out.extend_from_slice(method_token.as_bytes());
@@ -497,6 +514,9 @@ pub fn parse_request(
             }
         }
     }
+    if upgrade {
+        out.extend_from_slice(UPGRADE_FIELDS);
+    }
     out.extend_from_slice(b"\r\n");
 
     Ok(Some(Request {
@@ -510,7 +530,20 @@ pub fn parse_request(
         method_token: Span::within(buf, method_token.as_bytes()),
         host: routing_host,
         path: Span::within(buf, path_of(target).as_bytes()),
+        upgrade,
     }))
+}
+
+/// The hop-by-hop fields a WebSocket upgrade keeps, in requests and in the 101.
+const UPGRADE_FIELDS: &[u8] = b"Connection: upgrade\r\nUpgrade: websocket\r\n";
+
+/// Whether a comma-separated field value lists `token` (case-insensitively).
+fn lists_token(value: &[u8], token: &str) -> bool {
+    value.split(|&b| b == b',').any(|t| {
+        let t = t.trim_ascii();
+        // `websocket/13`-style versions are not used by RFC 6455 clients.
+        t.eq_ignore_ascii_case(token.as_bytes())
+    })
 }
 
 /// A header field to write: lower-case name and value.
@@ -804,12 +837,44 @@ pub fn parse_response(
     if !(100..=599).contains(&code) {
         return Err(H1Error::Malformed("invalid status"));
     }
-    if code == 101 {
-        return Err(H1Error::Malformed("unrequested protocol switch"));
-    }
     let headers = &*res.headers;
     for header in headers {
         check_value(header.value)?;
+    }
+    if code == 101 {
+        let connection = read_framing_with(headers, false)?.connection;
+        let to_websocket = connection.lists("upgrade")
+            && headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("upgrade") && lists_token(h.value, "websocket")
+            });
+        if !client.upgrade {
+            return Err(H1Error::Malformed("unrequested protocol switch"));
+        }
+        if !to_websocket || minor != 1 {
+            return Err(H1Error::Malformed("101 without Upgrade: websocket"));
+        }
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 101 ");
+        out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for header in headers {
+            if is_hop_by_hop(header.name) || connection.lists(header.name) {
+                continue;
+            }
+            write_field(out, header.name.as_bytes(), header.value);
+        }
+        out.extend_from_slice(UPGRADE_FIELDS);
+        out.extend_from_slice(b"\r\n");
+        return Ok(Some(Response {
+            status: 101,
+            upstream_body: BodyKind::None,
+            client_body: BodyKind::None,
+            upstream_reusable: false,
+            client_keep_alive: false,
+            interim: false,
+            upgraded: true,
+            head_len,
+        }));
     }
     let interim = code < 200;
     let no_body = interim || code == 204 || code == 304 || client.method == Method::Head;
@@ -872,6 +937,7 @@ pub fn parse_response(
         upstream_reusable,
         client_keep_alive,
         interim,
+        upgraded: false,
         head_len,
     }))
 }
@@ -938,6 +1004,94 @@ mod tests {
             "GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n\
              Accept: */*\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\r\n"
         );
+    }
+
+    const WS: &[u8] = b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\
+        Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn a_websocket_upgrade_keeps_its_upgrade_fields() {
+        let r = req(WS).unwrap().unwrap();
+        assert!(r.upgrade);
+        assert_eq!(
+            rewritten(WS),
+            "GET /chat HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        );
+        // Lists and case do not matter.
+        let listed =
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: UPGRADE\r\nUpgrade: foo, WebSocket\r\n\r\n";
+        assert!(req(listed).unwrap().unwrap().upgrade);
+    }
+
+    #[test]
+    fn anything_else_that_asks_for_an_upgrade_is_an_ordinary_request() {
+        let ordinary: [&[u8]; 6] = [
+            // h2c, a known smuggling vector: stripped.
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+            // Not GET.
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n",
+            // A body.
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\nhi",
+            // HTTP/1.0.
+            b"GET / HTTP/1.0\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            // No Connection: upgrade.
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            // No Upgrade field.
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n",
+        ];
+        for raw in ordinary {
+            let r = req(raw).unwrap().unwrap();
+            assert!(!r.upgrade, "{}", String::from_utf8_lossy(raw));
+            let out = rewritten(raw).to_ascii_lowercase();
+            assert!(!out.contains("upgrade"), "{out}");
+            assert!(!out.contains("http2-settings"), "{out}");
+        }
+    }
+
+    #[test]
+    fn a_101_is_valid_only_for_a_websocket_upgrade() {
+        let asked = ClientSide {
+            method: Method::Get,
+            http10: false,
+            keep_alive: true,
+            upgrade: true,
+        };
+        let not_asked = ClientSide {
+            upgrade: false,
+            ..asked
+        };
+        let accept =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nKeep-Alive: 5\r\n\r\n\x81\x02hi";
+        let mut out = Vec::new();
+        let r = parse_response(accept, &Limits::default(), &asked, &mut out)
+            .unwrap()
+            .unwrap();
+        assert!(r.upgraded && !r.upstream_reusable && !r.interim);
+        assert_eq!(r.status, 101);
+        assert_eq!(
+            r.head_len,
+            accept.len() - 4,
+            "the frame after the head is not part of it"
+        );
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        );
+        assert!(parse_response(accept, &Limits::default(), &not_asked, &mut out).is_err());
+        let elsewhere =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+        assert!(parse_response(elsewhere, &Limits::default(), &asked, &mut out).is_err());
+        // Any other answer is an ordinary response.
+        let refused = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+        let r = parse_response(refused, &Limits::default(), &asked, &mut out)
+            .unwrap()
+            .unwrap();
+        assert!(!r.upgraded && r.upstream_reusable && r.client_keep_alive);
     }
 
     #[test]
@@ -1111,6 +1265,7 @@ mod tests {
         method: Method::Get,
         http10: false,
         keep_alive: true,
+        upgrade: false,
     };
 
     #[test]
@@ -1144,6 +1299,7 @@ mod tests {
             method: Method::Get,
             http10: true,
             keep_alive: true,
+            upgrade: false,
         };
         let (r, out) = res(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", c);
         assert_eq!(r.client_body, BodyKind::CloseDelimited);
@@ -1236,6 +1392,7 @@ mod tests {
                     method,
                     http10: next() % 2 == 0,
                     keep_alive: true,
+                    upgrade: next() % 2 == 0,
                 };
                 if let Ok(Some(r)) = parse_response(&input, &limits, &side, &mut out) {
                     assert!(r.head_len <= input.len());

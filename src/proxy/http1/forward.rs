@@ -25,7 +25,7 @@ use crate::upstream;
 
 use super::body::{read_client_body, send_body};
 use super::response::{read_response, send_response, ResponseError};
-use super::socket::{write_client, write_range};
+use super::socket::{write_all_client, write_client, write_range};
 use super::{Downstream, Failure, Scratch, RESPONSE_BUFFER};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -33,9 +33,27 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Most backends one request may try (the first, plus `retry.max_retries` ≤ 7).
 const MAX_TRIED: usize = 8;
 
+/// How a proxied request left the client connection.
+pub(super) enum Done {
+    /// The response went out; `keep_alive` tells whether the connection can carry
+    /// another request.
+    Next { keep_alive: bool },
+    /// The backend switched protocols (WebSocket): the connection is a tunnel now.
+    Upgraded(Upgraded),
+}
+
+/// A WebSocket connection the backend accepted, ready to become a tunnel.
+pub(super) struct Upgraded {
+    /// The upstream connection (never pooled again).
+    pub(super) upstream: TcpStream,
+    /// Counts the tunnel as in flight to its backend (least-conn) while it lives.
+    pub(super) in_flight: InFlight,
+    /// Bytes the backend sent after its 101 head, for the client first.
+    pub(super) to_client: Vec<u8>,
+}
+
 /// Proxies one request. `head` holds the rewritten request head; `scratch` is a
 /// reusable buffer (the bytes of each attempt, then the response head).
-/// `Ok(keep_alive)` tells whether the client connection can carry another request.
 ///
 /// An attempt that fails before any response byte reached the client is tried
 /// again when the method is idempotent and ringlb holds the whole body: once on a
@@ -49,7 +67,7 @@ pub(super) async fn proxy_request(
     scratch: &mut Scratch,
     record: &mut RequestRecord,
     chosen: &mut Option<Rc<Backend>>,
-) -> Result<bool, Failure> {
+) -> Result<Done, Failure> {
     let Scratch { head, work, .. } = scratch;
     let (head, scratch) = (&head[..], work);
     let shard_settings = shard.settings();
@@ -147,7 +165,7 @@ pub(super) async fn proxy_request(
             fresh_only,
         };
         let failed = match attempt(client, &outbound, pick, scratch, &mut upbuf, record).await {
-            Ok(keep_alive) => return Ok(keep_alive),
+            Ok(done) => return Ok(done),
             Err(failed) => failed,
         };
         let AttemptFailure {
@@ -277,8 +295,7 @@ struct AttemptFailure {
     reused: bool,
 }
 
-/// One attempt: one backend, one upstream connection. `Ok(keep_alive)` as for
-/// `proxy_request`.
+/// One attempt: one backend, one upstream connection.
 async fn attempt(
     client: &mut Downstream,
     outbound: &Outbound<'_>,
@@ -286,7 +303,7 @@ async fn attempt(
     scratch: &mut Vec<u8>,
     upbuf: &mut Vec<u8>,
     record: &mut RequestRecord,
-) -> Result<bool, AttemptFailure> {
+) -> Result<Done, AttemptFailure> {
     let Outbound {
         shard,
         cluster,
@@ -362,6 +379,7 @@ async fn attempt(
         method: request.method,
         http10: request.http10,
         keep_alive: request.keep_alive,
+        upgrade: request.upgrade,
     };
     upbuf.clear();
     let response = read_response(
@@ -401,6 +419,21 @@ async fn attempt(
         !(settings.count_5xx && response.status >= 500),
     );
     record.status = response.status;
+    if response.upgraded {
+        write_all_client(client, scratch)
+            .await
+            .map_err(|error| AttemptFailure {
+                error,
+                before_response: false,
+                reused,
+            })?;
+        let to_client = upbuf[response.head_len..].to_vec();
+        return Ok(Done::Upgraded(Upgraded {
+            upstream,
+            in_flight,
+            to_client,
+        }));
+    }
     if let (Some(sticky), Some(token)) = (&settings.balancer.sticky, backend.sticky_token()) {
         if sticky_cookie != Some(&*token) {
             // The head ends with the blank line: add the field before it.
@@ -424,7 +457,9 @@ async fn attempt(
     if upstream_clean && response.upstream_reusable && !shard.draining() && backend.is_available() {
         backend.pool.checkin(upstream, Instant::now());
     }
-    Ok(response.client_keep_alive)
+    Ok(Done::Next {
+        keep_alive: response.client_keep_alive,
+    })
 }
 
 /// A pooled connection to `backend`, or a new one.

@@ -26,12 +26,14 @@ use crate::cluster::backend::Backend;
 use crate::log_debug;
 use crate::observe::access_log::LogNames;
 use crate::observe::stats::{RequestRecord, ShardStats};
+use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
 use crate::protocol::h1::{self, Forwarding, Request};
 use crate::proxy::error::{error_response, ProxyError, Side};
-use crate::route::RequestView;
+use crate::proxy::tunnel::{self, Ends};
+use crate::route::{RequestView, Route};
 use crate::shard::{ConnectionGuard, Shard, ShardListener};
 
-use forward::proxy_request;
+use forward::{proxy_request, Done, Upgraded};
 use socket::{linger_close, read_more, spare_room, write_static};
 
 /// Initial capacity of a client connection's read buffer.
@@ -180,6 +182,10 @@ pub async fn serve(
         {
             Active::Parked { wait } => wait,
             Active::Ended => return,
+            Active::Upgraded(upgrade) => {
+                tunnel_upgraded(&shard, &guard, client, *upgrade).await;
+                return;
+            }
         };
         client.buf = Vec::new();
         scratch.release();
@@ -196,12 +202,69 @@ pub async fn serve(
     }
 }
 
+/// Relays an upgraded connection to its end: bytes the client sent after its
+/// request go first, then both ways, as for a TCP listener's connection.
+async fn tunnel_upgraded(
+    shard: &Shard,
+    guard: &ConnectionGuard,
+    client: Downstream,
+    upgrade: Upgrade,
+) {
+    let Downstream {
+        stream,
+        peer,
+        listener,
+        buf,
+        pos,
+        ..
+    } = client;
+    let Upgrade { upgraded, route } = upgrade;
+    let Upgraded {
+        upstream,
+        in_flight,
+        to_client,
+    } = upgraded;
+    ShardStats::bump(&shard.stats.tunnels.upgraded);
+    let mut record = TunnelRecord {
+        started: Instant::now(),
+        attempts: 1,
+        bytes_up: 0,
+        bytes_down: 0,
+        error: None,
+        end: TunnelEnd::Closed,
+    };
+    let ends = Ends {
+        client: stream,
+        upstream,
+        to_backend: buf[pos..].to_vec(),
+        to_client,
+    };
+    drop(buf);
+    let backend = in_flight.backend();
+    tunnel::run(shard, guard, ends, backend, &mut record).await;
+    let names = LogNames {
+        listener: &listener.name,
+        route: Some(&route.name),
+        cluster: Some(&route.cluster.name),
+        backend: Some(&backend.name),
+    };
+    tunnel::finish(shard, peer, &record, Some(backend), &names);
+}
+
 /// How an active phase of a connection ended.
 enum Active {
     /// Idle for `PARK_AFTER`: park, and give up after `wait` more.
     Parked { wait: Duration },
     /// The connection is done (closed, failed, timed out, or draining).
     Ended,
+    /// The backend accepted a WebSocket upgrade: the connection is a tunnel now.
+    Upgraded(Box<Upgrade>),
+}
+
+/// An accepted upgrade, and the route that chose its backend.
+struct Upgrade {
+    upgraded: Upgraded,
+    route: Rc<Route>,
 }
 
 /// Reads and proxies requests until the connection parks or ends.
@@ -334,13 +397,19 @@ async fn serve_active(
             }
         }
         match result {
-            Ok(true) => {
+            Ok(Done::Upgraded(upgraded)) => {
+                if let Some(route) = route {
+                    return Active::Upgraded(Box::new(Upgrade { upgraded, route }));
+                }
+                return Active::Ended;
+            }
+            Ok(Done::Next { keep_alive: true }) => {
                 if client.buf.capacity() > CLIENT_BUFFER_KEEP && client.unconsumed() == 0 {
                     client.buf = Vec::with_capacity(CLIENT_BUFFER);
                     client.pos = 0;
                 }
             }
-            Ok(false) => {
+            Ok(Done::Next { keep_alive: false }) => {
                 linger_close(&mut client.stream).await;
                 return Active::Ended;
             }
