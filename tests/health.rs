@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringlb::config::{CheckType, Config};
-use ringlb::control::health::{probe, CheckFailure, CheckKind};
+use ringlb::control::health::{probe, CheckFailure, CheckKind, Probe};
 use ringlb::shard::Driver;
 use support::*;
 
@@ -44,6 +44,14 @@ fn kill_and_wait_down(h: &mut Harness, index: usize, name: &str) -> std::net::So
     address
 }
 
+/// A check without a PROXY header.
+fn plain(kind: CheckKind) -> Probe {
+    Probe {
+        kind,
+        send_proxy: None,
+    }
+}
+
 fn http_check() -> CheckKind {
     CheckKind::Http {
         path: "/health".into(),
@@ -54,13 +62,13 @@ fn http_check() -> CheckKind {
 #[test]
 fn probes_report_what_went_wrong() {
     let origin = spawn_origin(Driver::Epoll, "o");
-    assert_eq!(probe(origin.addr(), &http_check(), TIMEOUT), Ok(()));
+    assert_eq!(probe(origin.addr(), &plain(http_check()), TIMEOUT), Ok(()));
     let server_error = CheckKind::Http {
         path: "/status/500".into(),
         expect: 200..=399,
     };
     assert_eq!(
-        probe(origin.addr(), &server_error, TIMEOUT),
+        probe(origin.addr(), &plain(server_error), TIMEOUT),
         Err(CheckFailure::Status(500))
     );
     let hang = CheckKind::Http {
@@ -68,14 +76,17 @@ fn probes_report_what_went_wrong() {
         expect: 200..=399,
     };
     assert_eq!(
-        probe(origin.addr(), &hang, TIMEOUT),
+        probe(origin.addr(), &plain(hang), TIMEOUT),
         Err(CheckFailure::Timeout)
     );
     assert!(matches!(
-        probe(closed_port(), &CheckKind::Tcp, TIMEOUT),
+        probe(closed_port(), &plain(CheckKind::Tcp), TIMEOUT),
         Err(CheckFailure::Connect(_))
     ));
-    assert_eq!(probe(origin.addr(), &CheckKind::Tcp, TIMEOUT), Ok(()));
+    assert_eq!(
+        probe(origin.addr(), &plain(CheckKind::Tcp), TIMEOUT),
+        Ok(())
+    );
 }
 
 both_drivers! {

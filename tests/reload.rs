@@ -304,6 +304,8 @@ fn a_bad_configuration_or_an_address_in_use_is_refused_whole() {
         address: taken.local_addr().unwrap(),
         protocol: ringlb::config::ListenerProtocol::Http,
         cluster: None,
+        accept_proxy: false,
+        proxy_trusted: Vec::new(),
     });
     clash.routes.push(route("clash", "clash", "default"));
     clash.clusters[0].backends.truncate(1);

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::config::{BalancerConfig, ClusterConfig, Timeouts};
+use crate::config::{BalancerConfig, ClusterConfig, ProxyVersion, Timeouts};
 use crate::observe::stats::ClusterStats;
 use backend::{Availability, Backend, BackendId};
 use balancer::Balancer;
@@ -65,6 +65,8 @@ pub struct ClusterSettings {
     pub max_idle_per_backend: usize,
     /// `upstream.idle_timeout`.
     pub upstream_idle_timeout: Duration,
+    /// `upstream.send_proxy`.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 impl ClusterSettings {
@@ -89,6 +91,7 @@ impl ClusterSettings {
             count_5xx: config.circuit_breaker.count_5xx,
             max_idle_per_backend: config.upstream.max_idle_per_backend,
             upstream_idle_timeout: config.upstream.idle_timeout,
+            send_proxy: config.upstream.send_proxy,
         }
     }
 }

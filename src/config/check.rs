@@ -215,6 +215,18 @@ impl Config {
                     format!("must differ from the address of listener {}", l.name),
                 );
             }
+            if l.accept_proxy && l.proxy_trusted.is_empty() {
+                errors.push(
+                    self.listener_key(i, "proxy_trusted"),
+                    "accept_proxy needs the addresses of the load balancers in front, like [\"10.0.0.0/8\"]",
+                );
+            }
+            if !l.accept_proxy && !l.proxy_trusted.is_empty() {
+                errors.warn(
+                    self.listener_key(i, "proxy_trusted"),
+                    "has no effect without accept_proxy = true",
+                );
+            }
             if l.protocol == ListenerProtocol::Tcp {
                 self.check_tcp_listener(i, l, errors);
                 continue;
@@ -494,6 +506,12 @@ impl Config {
                 "must not contain spaces or control characters",
             );
         }
+        if hc.send_proxy && c.upstream.send_proxy.is_none() {
+            errors.push(
+                keys.of("health_check", "send_proxy"),
+                "needs upstream.send_proxy (the version to send)",
+            );
+        }
         let cb = &c.circuit_breaker;
         if !(1..=1000).contains(&cb.failure_threshold) {
             errors.push(
@@ -626,13 +644,25 @@ impl Config {
         out.push_str(&format!("listeners         {}\n", self.listeners.len()));
         for l in &self.listeners {
             out.push_str(&format!(
-                "  {:<16}{}  {}{}\n",
+                "  {:<16}{}  {}{}{}\n",
                 l.name,
                 l.address,
                 l.protocol.as_str(),
                 l.cluster
                     .as_ref()
-                    .map_or(String::new(), |c| format!(" -> {c}"))
+                    .map_or(String::new(), |c| format!(" -> {c}")),
+                if l.accept_proxy {
+                    format!(
+                        " (PROXY header from {})",
+                        l.proxy_trusted
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else {
+                    String::new()
+                }
             ));
         }
         out.push_str(&format!("routes            {}\n", self.routes.len()));
@@ -667,10 +697,15 @@ impl Config {
         out.push_str(&format!("clusters          {}\n", self.clusters.len()));
         for c in &self.clusters {
             out.push_str(&format!(
-                "  {:<16}{}, {} backend(s)\n",
+                "  {:<16}{}, {} backend(s){}\n",
                 c.name,
                 c.balancer.strategy.as_str(),
-                c.backends.len()
+                c.backends.len(),
+                match c.upstream.send_proxy {
+                    Some(ProxyVersion::V1) => ", sends PROXY v1",
+                    Some(ProxyVersion::V2) => ", sends PROXY v2",
+                    None => "",
+                }
             ));
             for b in &c.backends {
                 out.push_str(&format!(

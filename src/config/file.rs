@@ -87,6 +87,7 @@ struct FileLimits {
 struct FileUpstream {
     max_idle_per_backend: Option<u64>,
     idle_timeout: Option<String>,
+    send_proxy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +131,7 @@ struct FileHealthCheck {
     healthy_threshold: Option<u64>,
     start: Option<String>,
     slow_start: Option<String>,
+    send_proxy: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +167,8 @@ struct FileListener {
     address: Option<String>,
     protocol: Option<String>,
     cluster: Option<String>,
+    accept_proxy: Option<bool>,
+    proxy_trusted: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -582,11 +586,24 @@ fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> Liste
             ListenerProtocol::Http
         }
     };
+    let proxy_trusted = l
+        .proxy_trusted
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(n, text)| {
+            Cidr::parse(text)
+                .map_err(|e| errors.push(format!("listeners[{i}].proxy_trusted[{n}]"), e))
+                .ok()
+        })
+        .collect();
     ListenerConfig {
         name,
         address,
         protocol,
         cluster: l.cluster,
+        accept_proxy: l.accept_proxy.unwrap_or(false),
+        proxy_trusted,
     }
 }
 
@@ -822,6 +839,7 @@ fn cluster_from_parts(
                 Duration::from_secs(1),
             )
         }),
+        send_proxy: h.send_proxy.unwrap_or(false),
     };
     let rd = RetryConfig::default();
     let retry = RetryConfig {
@@ -851,6 +869,15 @@ fn cluster_from_parts(
             u.idle_timeout.as_deref(),
             ud.idle_timeout,
         ),
+        send_proxy: u.send_proxy.as_deref().map(|text| {
+            choice(
+                errors,
+                &keys.of("upstream", "send_proxy"),
+                Some(text),
+                ProxyVersion::V1,
+                &[("v1", ProxyVersion::V1), ("v2", ProxyVersion::V2)],
+            )
+        }),
     };
     let optional = |errors: &mut Errors<'_>, field: &str, value: Option<&str>| {
         value.map(|text| {

@@ -131,12 +131,11 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             logging: LoggingConfig::default(),
-            listeners: vec![ListenerConfig {
-                name: DEFAULT_NAME.into(),
-                address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
-                protocol: ListenerProtocol::Http,
-                cluster: None,
-            }],
+            listeners: vec![ListenerConfig::new(
+                DEFAULT_NAME,
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
+                ListenerProtocol::Http,
+            )],
             routes: vec![RouteConfig::catch_all(
                 DEFAULT_NAME,
                 DEFAULT_NAME,
@@ -186,6 +185,103 @@ pub struct ListenerConfig {
     /// `tcp` listeners: the cluster every connection goes to (HTTP listeners use
     /// `[[routes]]` instead).
     pub cluster: Option<String>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a
+    /// load balancer in front, whose client address replaces the peer's.
+    pub accept_proxy: bool,
+    /// With `accept_proxy`: the peers allowed to send one (anyone else is closed).
+    pub proxy_trusted: Vec<Cidr>,
+}
+
+impl ListenerConfig {
+    /// A listener with no cluster and no PROXY protocol.
+    pub fn new(name: &str, address: SocketAddr, protocol: ListenerProtocol) -> Self {
+        ListenerConfig {
+            name: name.into(),
+            address,
+            protocol,
+            cluster: None,
+            accept_proxy: false,
+            proxy_trusted: Vec::new(),
+        }
+    }
+}
+
+/// An IP network, `10.0.0.0/8` or `2001:db8::/32` (a bare address is `/32` or
+/// `/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network's address, host bits cleared.
+    pub network: IpAddr,
+    /// Its prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDR/LEN` or `ADDR`.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address
+            .parse()
+            .map_err(|_| format!("expected an address like 10.0.0.0/8, got {text:?}"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max && (p == "0" || !p.starts_with('0')) => n,
+                _ => {
+                    return Err(format!(
+                        "expected a prefix length of 0 to {max}, got {text:?}"
+                    ))
+                }
+            },
+        };
+        let cidr = Cidr { network, prefix };
+        Ok(Cidr {
+            network: cidr.masked(network),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.network.is_ipv4() && self.masked(ip) == self.network
+    }
+
+    fn masked(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// `upstream.send_proxy`: the PROXY protocol version written to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// `listeners[].protocol`.
@@ -418,6 +514,9 @@ pub struct UpstreamConfig {
     pub max_idle_per_backend: usize,
     /// How long an idle upstream connection is kept.
     pub idle_timeout: Duration,
+    /// Start every upstream connection with a PROXY protocol header naming the
+    /// client; such a connection belongs to its client and is never pooled.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 /// `[balancer]`.
@@ -554,6 +653,8 @@ pub struct HealthCheckConfig {
     /// Ramp a backend that comes back up from 10% to 100% of its weight over this
     /// long (weighted strategies); `None` is off.
     pub slow_start: Option<Duration>,
+    /// Checks start with a PROXY protocol header too (with `upstream.send_proxy`).
+    pub send_proxy: bool,
 }
 
 /// `[retry]`: sending a failed request to another backend.
@@ -625,6 +726,7 @@ impl Default for HealthCheckConfig {
             healthy_threshold: 2,
             start_up: true,
             slow_start: None,
+            send_proxy: false,
         }
     }
 }
@@ -695,6 +797,7 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             max_idle_per_backend: 64,
             idle_timeout: Duration::from_secs(30),
+            send_proxy: None,
         }
     }
 }

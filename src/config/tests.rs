@@ -1185,3 +1185,98 @@ fn tunnel_idle_is_a_timeout() {
         "",
     );
 }
+
+#[test]
+fn proxy_protocol_settings() {
+    let listener = |extra: &str| {
+        format!(
+            "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:8080\"\n{extra}\n\
+             [[routes]]\ncluster = \"api\"\n\
+             [[clusters]]\nname = \"api\"\nupstream = {{ send_proxy = \"v2\" }}\n\
+             health_check = {{ kind = \"tcp\", send_proxy = true }}\n\
+             backends = [ {{ name = \"a1\", address = \"127.0.0.1:9001\" }} ]\n"
+        )
+    };
+    let c = parse(
+        &listener("accept_proxy = true\nproxy_trusted = [\"10.0.0.0/8\", \"2001:db8::1\"]"),
+        "t.toml",
+        no_env(),
+    )
+    .expect("valid");
+    let l = &c.listeners[0];
+    assert!(l.accept_proxy);
+    assert_eq!(
+        l.proxy_trusted,
+        [
+            Cidr::parse("10.0.0.0/8").unwrap(),
+            Cidr::parse("2001:db8::1/128").unwrap()
+        ]
+    );
+    assert_eq!(c.clusters[0].upstream.send_proxy, Some(ProxyVersion::V2));
+    assert!(c.clusters[0].health_check.send_proxy);
+    assert_error(
+        &listener("accept_proxy = true"),
+        "listeners[0].proxy_trusted",
+        "accept_proxy needs",
+    );
+    assert_error(
+        &listener("accept_proxy = true\nproxy_trusted = [\"10.0.0.0/33\"]"),
+        "listeners[0].proxy_trusted[0]",
+        "prefix length of 0 to 32",
+    );
+    assert_error(
+        &listener("accept_proxy = true\nproxy_trusted = [\"ten\"]"),
+        "listeners[0].proxy_trusted[0]",
+        "expected an address",
+    );
+    let unused = parse(
+        &listener("proxy_trusted = [\"10.0.0.0/8\"]"),
+        "t.toml",
+        no_env(),
+    )
+    .expect("a warning only");
+    assert!(unused.warnings[0].message.contains("without accept_proxy"));
+    assert_error(
+        &full_with(
+            "name = \"api\"\n",
+            "name = \"api\"\nupstream = { send_proxy = \"v3\" }\n",
+        ),
+        "clusters[0].upstream.send_proxy",
+        "expected one of v1, v2",
+    );
+    assert_error(
+        &full_with(
+            "strategy = \"consistent-hash\"\n",
+            "strategy = \"consistent-hash\"\nhealth_check = { kind = \"tcp\", send_proxy = true }\n",
+        ),
+        "clusters[1].health_check.send_proxy",
+        "needs upstream.send_proxy",
+    );
+}
+
+#[test]
+fn networks_contain_their_addresses() {
+    let net = Cidr::parse("10.1.0.0/16").unwrap();
+    assert!(net.contains("10.1.200.3".parse().unwrap()));
+    assert!(!net.contains("10.2.0.1".parse().unwrap()));
+    // An IPv4 client seen through a dual-stack socket.
+    assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+    assert!(!net.contains("2001:db8::1".parse().unwrap()));
+    // Host bits are cleared; /0 holds everything of its family.
+    assert_eq!(Cidr::parse("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+    assert!(Cidr::parse("0.0.0.0/0")
+        .unwrap()
+        .contains("192.0.2.1".parse().unwrap()));
+    let v6 = Cidr::parse("2001:db8::/32").unwrap();
+    assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+    assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+    for bad in [
+        "10.0.0.0/",
+        "10.0.0.0/08",
+        "10.0.0.0/-1",
+        "::/129",
+        "10.0.0/8",
+    ] {
+        assert!(Cidr::parse(bad).is_err(), "{bad}");
+    }
+}

@@ -11,6 +11,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
+use crate::config::ProxyVersion;
+use crate::protocol::proxy_header;
+
 /// How a backend is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckKind {
@@ -23,6 +26,15 @@ pub enum CheckKind {
     },
     /// Up when a TCP connection can be made.
     Tcp,
+}
+
+/// A check, and whether its connection starts with a PROXY header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// What is checked.
+    pub kind: CheckKind,
+    /// `health_check.send_proxy`: the version of `upstream.send_proxy`.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 /// Why a check failed, for the log line.
@@ -44,7 +56,7 @@ pub enum CheckFailure {
 
 /// Runs one check against `address`, bounded by `timeout` overall. Blocking: the
 /// health checker runs each backend's checks on a thread of its own.
-pub fn probe(address: SocketAddr, kind: &CheckKind, timeout: Duration) -> Result<(), CheckFailure> {
+pub fn probe(address: SocketAddr, probe: &Probe, timeout: Duration) -> Result<(), CheckFailure> {
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| {
         if e.kind() == std::io::ErrorKind::TimedOut {
@@ -53,9 +65,6 @@ pub fn probe(address: SocketAddr, kind: &CheckKind, timeout: Duration) -> Result
             CheckFailure::Connect(e.kind().to_string())
         }
     })?;
-    let CheckKind::Http { path, expect } = kind else {
-        return Ok(());
-    };
     let remaining = || {
         deadline
             .checked_duration_since(Instant::now())
@@ -69,10 +78,25 @@ pub fn probe(address: SocketAddr, kind: &CheckKind, timeout: Duration) -> Result
     stream
         .set_write_timeout(Some(remaining()?))
         .map_err(io_error)?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: ringlb-health\r\nConnection: close\r\n\r\n"
+    let mut request = Vec::new();
+    if let Some(version) = probe.send_proxy {
+        // The check's own connection, as a backend behind send_proxy expects.
+        let local = stream.local_addr().map_err(io_error)?;
+        proxy_header::write(&mut request, version, local, address);
+    }
+    let CheckKind::Http { path, expect } = &probe.kind else {
+        if !request.is_empty() {
+            stream.write_all(&request).map_err(io_error)?;
+        }
+        return Ok(());
+    };
+    request.extend_from_slice(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: ringlb-health\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     );
-    stream.write_all(request.as_bytes()).map_err(io_error)?;
+    stream.write_all(&request).map_err(io_error)?;
     let mut buf = [0u8; 1024];
     let mut len = 0;
     loop {
@@ -277,7 +301,7 @@ pub fn spawn_checker(
     id: crate::cluster::backend::BackendId,
     name: &str,
     address: SocketAddr,
-    kind: CheckKind,
+    probe: Probe,
     interval: Duration,
     timeout: Duration,
     results: crossbeam_channel::Sender<CheckResult>,
@@ -287,7 +311,7 @@ pub fn spawn_checker(
         .name(format!("ringlb-health-{name}"))
         .stack_size(128 * 1024)
         .spawn(move || loop {
-            let outcome = probe(address, &kind, timeout);
+            let outcome = self::probe(address, &probe, timeout);
             if results
                 .send(CheckResult {
                     id,

@@ -18,7 +18,7 @@ use crate::cluster::{sticky, BackendSpec, ClusterSettings};
 use crate::config::{BackendConfig, CheckType, ClusterConfig, Config, HealthCheckConfig};
 use crate::control::breaker::{Breaker, BreakerSettings, BreakerState};
 use crate::control::handle::{AdminState, ApiError, BackendStatus, ClusterStatus};
-use crate::control::health::{self, CheckKind, CheckResult, Checker, Health, Transition};
+use crate::control::health::{self, CheckKind, CheckResult, Checker, Health, Probe, Transition};
 use crate::shard::ClusterPlan;
 use crate::{log_error, log_info, log_warn};
 
@@ -116,11 +116,15 @@ impl Members {
                 expect: self.check.expect_status.clone(),
             },
         };
+        let probe = Probe {
+            kind,
+            send_proxy: self.settings.send_proxy.filter(|_| self.check.send_proxy),
+        };
         match health::spawn_checker(
             spec.id,
             &spec.name,
             spec.address,
-            kind,
+            probe,
             self.check.interval,
             self.check.timeout,
             results.clone(),
@@ -232,7 +236,9 @@ impl Membership {
                 .entry(c.name.clone())
                 .or_insert_with(sticky::random_key),
         });
-        let check_changed = previous.as_ref().is_some_and(|p| p.check != c.health_check);
+        let check_changed = previous.as_ref().is_some_and(|p| {
+            p.check != c.health_check || p.settings.send_proxy != c.upstream.send_proxy
+        });
         let mut old_list = previous.map(|p| p.list).unwrap_or_default();
         let mut members = Members {
             name: c.name.clone(),

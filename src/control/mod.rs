@@ -90,6 +90,7 @@ pub(crate) fn shard_plan(
                 address: l.address,
                 protocol: l.protocol,
                 cluster: l.cluster.clone(),
+                proxy_trusted: l.accept_proxy.then(|| l.proxy_trusted.clone()),
                 routes: config
                     .routes
                     .iter()

@@ -17,8 +17,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::ListenerProtocol;
 use crate::observe::stats::ShardStats;
+use crate::proxy::proxied::{self, Accepted};
 use crate::proxy::{http1, tcp};
-use crate::shard::{Shard, ShardListener};
+use crate::shard::{ConnectionGuard, Shard, ShardListener};
 use crate::{log_debug, log_warn};
 
 /// Listen backlog for every shard's listener.
@@ -83,14 +84,17 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<ShardListener>, socket: 
                 // `bind_reuseport`), so no system call per accepted connection.
                 let guard = shard.connection_opened(stream.as_raw_fd(), &listener);
                 let (shard, listener) = (Rc::clone(&shard), Rc::clone(&listener));
-                match listener.protocol {
-                    ListenerProtocol::Http => {
-                        monoio::spawn(http1::serve(shard, listener, guard, stream, peer))
+                match listener.proxy_trusted() {
+                    None => serve(shard, listener, guard, Accepted::direct(stream, peer)),
+                    Some(trusted) => {
+                        monoio::spawn(async move {
+                            let read = proxied::read_header(&shard, &trusted, stream, peer);
+                            if let Some(accepted) = read.await {
+                                serve(shard, listener, guard, accepted);
+                            }
+                        });
                     }
-                    ListenerProtocol::Tcp => {
-                        monoio::spawn(tcp::serve(shard, listener, guard, stream, peer))
-                    }
-                };
+                }
             }
             Err(e) => {
                 if stopped(&shard) {
@@ -107,6 +111,19 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<ShardListener>, socket: 
         }
     }
     listener.accept_ended();
+}
+
+/// Serves a connection on a task of its own, by its listener's protocol.
+fn serve(
+    shard: Rc<Shard>,
+    listener: Rc<ShardListener>,
+    guard: ConnectionGuard,
+    accepted: Accepted,
+) {
+    match listener.protocol {
+        ListenerProtocol::Http => monoio::spawn(http1::serve(shard, listener, guard, accepted)),
+        ListenerProtocol::Tcp => monoio::spawn(tcp::serve(shard, listener, guard, accepted)),
+    };
 }
 
 #[cfg(test)]

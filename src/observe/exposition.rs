@@ -35,11 +35,13 @@ pub fn stats_json(report: &Report) -> String {
     let [c1, c2, c3, c4, c5] = t.responses_by_class();
     let _ = write!(
         out,
-        "\"totals\":{{\"connections_accepted\":{},\"connections_refused\":{},\"active_connections\":{},\
+        "\"totals\":{{\"connections_accepted\":{},\"connections_refused\":{},\"proxy_untrusted\":{},\"proxy_invalid\":{},\"active_connections\":{},\
          \"parked_connections\":{},\"requests\":{},\"responses\":{{\"1xx\":{c1},\"2xx\":{c2},\"3xx\":{c3},\"4xx\":{c4},\"5xx\":{c5}}},\
          \"status_codes\":{},\"errors\":{},",
         t.connections_accepted,
         t.connections_refused,
+        t.proxy_untrusted,
+        t.proxy_invalid,
         t.active_connections,
         t.parked_connections,
         t.requests,
@@ -355,6 +357,22 @@ pub fn metrics_text(report: &Report) -> String {
         "counter",
         "Client connections closed at once because max_connections was reached.",
         t.connections_refused,
+    );
+    family(
+        &mut out,
+        "ringlb_proxy_header_rejected_total",
+        "counter",
+        "Connections closed on an accept_proxy listener: a peer not in proxy_trusted, or a malformed or late PROXY header.",
+    );
+    let _ = writeln!(
+        out,
+        "ringlb_proxy_header_rejected_total{{reason=\"untrusted\"}} {}",
+        t.proxy_untrusted
+    );
+    let _ = writeln!(
+        out,
+        "ringlb_proxy_header_rejected_total{{reason=\"invalid\"}} {}",
+        t.proxy_invalid
     );
     scalar(
         &mut out,

@@ -95,6 +95,11 @@ pub struct ShardStats {
     pub connections_accepted: Cell<u64>,
     /// Client connections closed at once because `server.max_connections` was reached.
     pub connections_refused: Cell<u64>,
+    /// Connections closed because `accept_proxy` is on and the peer is not in
+    /// `proxy_trusted`.
+    pub proxy_untrusted: Cell<u64>,
+    /// Connections closed because their PROXY header was malformed or late.
+    pub proxy_invalid: Cell<u64>,
     /// Requests whose head was read.
     pub requests: Cell<u64>,
     /// Upstream connections opened.
@@ -132,6 +137,8 @@ impl Default for ShardStats {
         ShardStats {
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
+            proxy_untrusted: Cell::new(0),
+            proxy_invalid: Cell::new(0),
             requests: Cell::new(0),
             upstream_connects: Cell::new(0),
             upstream_reuses: Cell::new(0),
@@ -214,6 +221,8 @@ impl ShardStats {
         let counters = Counters {
             connections_accepted: self.connections_accepted.get(),
             connections_refused: self.connections_refused.get(),
+            proxy_untrusted: self.proxy_untrusted.get(),
+            proxy_invalid: self.proxy_invalid.get(),
             active_connections: active_connections as u64,
             parked_connections: parked_connections as u64,
             requests: self.requests.get(),
@@ -429,6 +438,10 @@ impl BackendStats {
 pub struct Counters {
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    /// Connections closed for a PROXY header from a peer not in `proxy_trusted`.
+    pub proxy_untrusted: u64,
+    /// Connections closed for a malformed or late PROXY header.
+    pub proxy_invalid: u64,
     pub active_connections: u64,
     /// Idle client connections holding no buffers (a gauge).
     pub parked_connections: u64,
@@ -460,6 +473,8 @@ impl Counters {
     pub fn merge(&mut self, o: &Counters) {
         self.connections_accepted += o.connections_accepted;
         self.connections_refused += o.connections_refused;
+        self.proxy_untrusted += o.proxy_untrusted;
+        self.proxy_invalid += o.proxy_invalid;
         self.active_connections += o.active_connections;
         self.parked_connections += o.parked_connections;
         self.requests += o.requests;

@@ -126,6 +126,19 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(ProxiedAddr, usize)>, ProxyHeaderEr
     }
 }
 
+/// Writes the header `version` asks for (appended to `out`).
+pub fn write(
+    out: &mut Vec<u8>,
+    version: crate::config::ProxyVersion,
+    source: SocketAddr,
+    destination: SocketAddr,
+) {
+    match version {
+        crate::config::ProxyVersion::V1 => write_v1(out, source, destination),
+        crate::config::ProxyVersion::V2 => write_v2(out, source, destination),
+    }
+}
+
 /// Writes a v1 header for a TCP connection from `source` to `destination`, appending to
 /// `out`.
 ///

@@ -20,7 +20,9 @@ use crate::log_debug;
 use crate::observe::access_log::LogNames;
 use crate::observe::stats::ShardStats;
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
+use crate::protocol::proxy_header;
 use crate::proxy::error::{ProxyError, Side};
+use crate::proxy::proxied::Accepted;
 use crate::proxy::tunnel::{self, Ends};
 use crate::shard::{ConnectionGuard, Serves, Shard, ShardListener};
 use crate::upstream;
@@ -33,9 +35,14 @@ pub async fn serve(
     shard: Rc<Shard>,
     listener: Rc<ShardListener>,
     guard: ConnectionGuard,
-    stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
 ) {
+    let Accepted {
+        stream,
+        client: peer,
+        destination,
+        early,
+    } = accepted;
     let started = Instant::now();
     let Serves::Tcp(Some(cluster)) = listener.serves() else {
         // A reload changed the listener under this connection: nothing to serve.
@@ -51,10 +58,18 @@ pub async fn serve(
     };
     let backend = match connect(&shard, &cluster, peer, &mut record).await {
         Ok((upstream, in_flight)) => {
+            let mut to_backend = Vec::new();
+            if let Some(version) = cluster.settings.send_proxy {
+                let destination = destination
+                    .or_else(|| stream.local_addr().ok())
+                    .unwrap_or(listener.address);
+                proxy_header::write(&mut to_backend, version, peer, destination);
+            }
+            to_backend.extend_from_slice(&early);
             let ends = Ends {
                 client: stream,
                 upstream,
-                to_backend: Vec::new(),
+                to_backend,
                 to_client: Vec::new(),
             };
             tunnel::run(&shard, &guard, ends, in_flight.backend(), &mut record).await;

@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 
 use crate::cluster::backend::{Availability, BackendId};
 use crate::cluster::{BackendSpec, ClusterSettings};
-use crate::config::{ListenerProtocol, RouteConfig};
+use crate::config::{Cidr, ListenerProtocol, RouteConfig};
 use crate::observe::stats::ShardReport;
 use crate::shard::ShardSettings;
 
@@ -52,6 +52,8 @@ pub struct ListenerPlan {
     pub routes: Vec<RouteConfig>,
     /// The cluster its connections are relayed to (TCP listeners).
     pub cluster: Option<String>,
+    /// With `accept_proxy`: who may send a PROXY header (`None`: nobody sends one).
+    pub proxy_trusted: Option<Vec<Cidr>>,
 }
 
 /// What the control thread tells a shard.

@@ -30,7 +30,7 @@ use crossbeam_channel::Sender;
 
 use crate::cluster::backend::{Availability, Backend, BackendId};
 use crate::cluster::Cluster;
-use crate::config::{Config, Limits, ListenerProtocol};
+use crate::config::{Cidr, Config, Limits, ListenerProtocol};
 use crate::observe::access_log::AccessLog;
 use crate::observe::logging;
 use crate::observe::stats::{BackendGauges, RouteStats, ShardGauges, ShardStats};
@@ -91,6 +91,8 @@ pub struct ShardListener {
     pub protocol: ListenerProtocol,
     /// Its routes, or its cluster, replaced whole by a reload.
     serves: RefCell<Serves>,
+    /// With `accept_proxy`: who may send a PROXY header (replaced by a reload).
+    proxy_trusted: RefCell<Option<Rc<[Cidr]>>>,
     /// The socket, shut down to end the accept loop; -1 once it has ended.
     fd: Cell<RawFd>,
     /// Removed by a reload: it accepts nothing more, and its connections close
@@ -125,6 +127,12 @@ impl ShardListener {
     #[inline]
     pub fn serves(&self) -> Serves {
         self.serves.borrow().clone()
+    }
+
+    /// With `accept_proxy`: the networks allowed to send a PROXY header.
+    #[inline]
+    pub fn proxy_trusted(&self) -> Option<Rc<[Cidr]>> {
+        self.proxy_trusted.borrow().clone()
     }
 
     /// Whether a reload removed it.
@@ -326,8 +334,10 @@ impl Shard {
             let kept = old_listeners
                 .iter()
                 .find(|o| *o.name == *l.name && o.address == l.address && o.protocol == l.protocol);
+            let proxy_trusted = l.proxy_trusted.as_deref().map(Rc::from);
             if let Some(kept) = kept {
                 *kept.serves.borrow_mut() = serves;
+                *kept.proxy_trusted.borrow_mut() = proxy_trusted;
                 listeners.push(Rc::clone(kept));
                 continue;
             }
@@ -353,6 +363,7 @@ impl Shard {
                         address: l.address,
                         protocol: l.protocol,
                         serves: RefCell::new(serves),
+                        proxy_trusted: RefCell::new(proxy_trusted),
                         fd: Cell::new(socket.as_raw_fd()),
                         closing: Cell::new(false),
                     });

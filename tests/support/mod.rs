@@ -422,6 +422,8 @@ pub fn listener(name: &str) -> ringlb::config::ListenerConfig {
         address: "127.0.0.1:0".parse().unwrap(),
         protocol: ringlb::config::ListenerProtocol::Http,
         cluster: None,
+        accept_proxy: false,
+        proxy_trusted: Vec::new(),
     }
 }
 
@@ -432,6 +434,8 @@ pub fn tcp_listener(name: &str, cluster: &str) -> ringlb::config::ListenerConfig
         address: "127.0.0.1:0".parse().unwrap(),
         protocol: ringlb::config::ListenerProtocol::Tcp,
         cluster: Some(cluster.into()),
+        accept_proxy: false,
+        proxy_trusted: Vec::new(),
     }
 }
 

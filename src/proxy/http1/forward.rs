@@ -19,6 +19,7 @@ use crate::config::{BalancerConfig, HashKey, Strategy};
 use crate::log_debug;
 use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::protocol::h1::{self, BodyKind, ChunkedDecoder, ClientSide, Request};
+use crate::protocol::proxy_header;
 use crate::proxy::error::{ProxyError, Side};
 use crate::shard::{Shard, ShardSettings};
 use crate::upstream;
@@ -326,12 +327,22 @@ async fn attempt(
         }
     };
     let in_flight = InFlight::start(backend);
-    let (mut upstream, reused) = checkout(shard, settings, backend, fresh_only)
+    // A connection that carried a client's PROXY header is that client's: never
+    // taken from the pool, nor given back to it.
+    let private = settings.send_proxy.is_some();
+    let (mut upstream, reused) = checkout(shard, settings, backend, fresh_only || private)
         .await
         .map_err(before(false))?;
 
     // Send the head (and a held body) in one write.
     scratch.clear();
+    if let Some(version) = settings.send_proxy {
+        let destination = client
+            .destination
+            .or_else(|| client.stream.local_addr().ok())
+            .unwrap_or(client.listener.address);
+        proxy_header::write(scratch, version, client.peer, destination);
+    }
     if request.missing_host {
         scratch.extend_from_slice(&head[..head.len() - 2]);
         let _ = write!(scratch, "Host: {}\r\n\r\n", backend.address);
@@ -454,7 +465,12 @@ async fn attempt(
             reused,
         })?;
     let backend = in_flight.backend();
-    if upstream_clean && response.upstream_reusable && !shard.draining() && backend.is_available() {
+    if upstream_clean
+        && response.upstream_reusable
+        && !private
+        && !shard.draining()
+        && backend.is_available()
+    {
         backend.pool.checkin(upstream, Instant::now());
     }
     Ok(Done::Next {

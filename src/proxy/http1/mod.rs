@@ -29,6 +29,7 @@ use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
 use crate::protocol::h1::{self, Forwarding, Request};
 use crate::proxy::error::{error_response, ProxyError, Side};
+use crate::proxy::proxied::Accepted;
 use crate::proxy::tunnel::{self, Ends};
 use crate::route::{RequestView, Route};
 use crate::shard::{ConnectionGuard, Shard, ShardListener};
@@ -57,8 +58,11 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 pub(super) struct Downstream {
     /// The socket.
     stream: TcpStream,
-    /// The client's address.
+    /// The client's address (from the PROXY header, when the listener takes one).
     peer: SocketAddr,
+    /// The address the client connected to, when a PROXY header named it (else
+    /// the socket's own, asked for only when a backend is sent a PROXY header).
+    destination: Option<SocketAddr>,
     /// The listener it came in on (its routes; whether a reload removed it).
     listener: Rc<ShardListener>,
     /// Bytes read; `buf[pos..]` are not consumed yet (pipelined requests included).
@@ -155,14 +159,21 @@ pub async fn serve(
     shard: Rc<Shard>,
     listener: Rc<ShardListener>,
     guard: ConnectionGuard,
-    stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
 ) {
+    let Accepted {
+        stream,
+        client: peer,
+        destination,
+        mut early,
+    } = accepted;
+    early.reserve(CLIENT_BUFFER);
     let mut client = Downstream {
         stream,
         peer,
+        destination,
         listener,
-        buf: Vec::with_capacity(CLIENT_BUFFER),
+        buf: early,
         pos: 0,
         write_timeout: shard.settings().idle_timeout,
         read_total: 0,
