@@ -20,6 +20,10 @@ check-config file="config/ringlb.toml":
 bench:
     python3 bench/compare.py
 
+# TCP listeners and WebSocket, side by side with HAProxy and nginx (tcp/stream modes).
+bench-tunnels:
+    python3 bench/tunnels.py
+
 # What per-request statistics cost: stats on vs compiled out, side by side (needs wrk).
 bench-stats:
     bench/stats-cost.sh
