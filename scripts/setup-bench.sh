@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the benchmarks need on a fresh Debian machine: wrk, HAProxy and
-# nginx (Debian packages), curl and python3, and oha and just (crates.io, since
+# nginx with its stream module (Debian packages), curl and python3, and oha and just (crates.io, since
 # Debian 12 does not package them). Safe to run again.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -10,6 +10,8 @@ missing=()
 for tool in wrk haproxy nginx curl python3; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# nginx's stream module (TCP proxying, for bench/tunnels.py) is a package of its own.
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq "${missing[@]}"

@@ -38,6 +38,15 @@ fn ended(h: &Harness, end: TunnelEnd) -> u64 {
     tunnels(h).ends[end as usize]
 }
 
+/// Returns once every shard has applied what the control thread decided so far:
+/// a statistics request goes down the same command channel, after it.
+fn applied(h: &Harness) {
+    h.server()
+        .handle()
+        .report(None, WAIT)
+        .expect("every shard answers");
+}
+
 /// Connects to the TCP listener and reads the origin's greeting (its name).
 fn open(addr: SocketAddr) -> (TcpStream, String) {
     let mut s = connect(addr);
@@ -183,6 +192,52 @@ both_drivers! {
         let counters = h.server().handle().backend_counters().unwrap();
         assert!(counters["db1"].failures >= 1, "{:?}", counters["db1"]);
         assert_eq!(counters["db2"].tunnels.opened, 4);
+    }
+
+    fn connect_failures_open_the_breaker_and_health_checks_take_a_backend_down(driver) {
+        let live = TcpOrigin::start("db2");
+        let h = Harness::start_full(driver, &[], |c, _| {
+            c.listeners.push(tcp_listener("pg", "db"));
+            c.clusters.push(cluster("db", &[("db1", closed_port()), ("db2", live.addr)]));
+            let db = &mut c.clusters[0];
+            db.retry.max_retries = 1;
+            db.circuit_breaker.enabled = true;
+            db.circuit_breaker.failure_threshold = 2;
+            db.circuit_breaker.open_for = Duration::from_secs(600);
+        });
+        let addr = h.listener_addr("pg");
+        // Round-robin sends every other connection to db1 first; each fails over.
+        let mut opened = 0;
+        while h.backend("db1").breaker != ringlb::control::breaker::BreakerState::Open {
+            let (_s, name) = open(addr);
+            assert_eq!(name, "db2");
+            opened += 1;
+            assert!(opened < 100, "the breaker never opened");
+        }
+        applied(&h);
+        let failures = h.server().handle().backend_counters().unwrap()["db1"].failures;
+        for _ in 0..6 {
+            assert_eq!(open(addr).1, "db2");
+        }
+        let after = h.server().handle().backend_counters().unwrap()["db1"].failures;
+        assert_eq!(after, failures, "an open breaker keeps connections off db1");
+
+        // Health checks (TCP) take a dead backend down the same way.
+        let checked = Harness::start_full(driver, &[], |c, _| {
+            c.listeners.push(tcp_listener("pg", "db"));
+            c.clusters.push(cluster("db", &[("db1", closed_port()), ("db2", live.addr)]));
+            let db = &mut c.clusters[0];
+            db.health_check.kind = ringlb::config::CheckType::Tcp;
+            db.health_check.interval = Duration::from_millis(50);
+            db.health_check.unhealthy_threshold = 1;
+        });
+        wait_until("db1 to be down", || !checked.backend("db1").healthy);
+        applied(&checked);
+        let addr = checked.listener_addr("pg");
+        for _ in 0..4 {
+            assert_eq!(open(addr).1, "db2");
+        }
+        assert_eq!(checked.server().handle().backend_counters().unwrap()["db1"].attempts, 0);
     }
 
     fn no_reachable_backend_closes_the_client(driver) {

@@ -284,3 +284,58 @@ fn write_loop(rx: &Receiver<Vec<u8>>, stop: &AtomicBool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::tunnels::TunnelEnd;
+
+    #[test]
+    fn a_tunnel_line_names_its_ending_bytes_and_places() {
+        let (tx, rx) = bounded(4);
+        let log = AccessLog {
+            json: false,
+            ..AccessLog::new(tx)
+        };
+        let started = Instant::now();
+        let record = TunnelRecord {
+            started,
+            attempts: 2,
+            bytes_up: 10,
+            bytes_down: 2048,
+            error: None,
+            end: TunnelEnd::BackendReset,
+        };
+        let names = LogNames {
+            listener: "pg",
+            route: None,
+            cluster: Some("db"),
+            backend: Some("db2"),
+        };
+        let client = "192.0.2.7:5000".parse().unwrap();
+        log.write_tunnel(
+            client,
+            &record,
+            &names,
+            started + Duration::from_millis(1500),
+        );
+        let failed = TunnelRecord {
+            error: Some("connect"),
+            end: TunnelEnd::Failed,
+            ..record
+        };
+        log.write_tunnel(client, &failed, &names, started);
+        log.flush(started);
+        let text = String::from_utf8(rx.try_recv().unwrap()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with(
+                " 192.0.2.7:5000 tunnel backend_reset db2 attempts=2 in=10 out=2048 \
+                 duration_ms=1500.000 listener=pg route=- cluster=db"
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains(" tunnel connect db2 "), "{}", lines[1]);
+    }
+}
