@@ -201,6 +201,9 @@ both_drivers! {
             let headers = backend.headers();
             assert_eq!(headers.len(), 1);
             assert_eq!(headers[0].1, expected, "{version:?}: the header the backend read");
+            // The header ringlb wrote is not counted as the client's bytes.
+            let t = h.stats().tunnels.counts;
+            assert_eq!((t.bytes_up, t.bytes_down), (5, 5));
         }
     }
 

@@ -177,6 +177,19 @@ both_drivers! {
         assert_eq!(n3, n1, "the third goes where no tunnel is open");
     }
 
+    fn consistent_hashing_by_client_address_keeps_a_client_on_one_backend(driver) {
+        let origins: Vec<TcpOrigin> = (1..=3).map(|i| TcpOrigin::start(&format!("db{i}"))).collect();
+        let refs: Vec<&TcpOrigin> = origins.iter().collect();
+        let h = start(driver, &refs, |c| {
+            c.clusters[1].balancer.strategy = Strategy::ConsistentHash;
+        });
+        let addr = h.listener_addr("pg");
+        let first = open(addr).1;
+        for _ in 0..8 {
+            assert_eq!(open(addr).1, first, "one client address, one backend");
+        }
+    }
+
     fn a_failed_connect_tries_the_next_backend(driver) {
         let origin = TcpOrigin::start("db2");
         let h = Harness::start_full(driver, &[], |c, _| {

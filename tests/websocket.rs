@@ -119,6 +119,35 @@ both_drivers! {
         s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         assert_eq!(read_reply(&mut s, &mut pending, false).status, 200);
         assert_eq!(tunnels(&h).upgraded, 0);
+        // A connection that carried an upgrade request never goes back to the pool,
+        // whatever the answer: another client's request gets one of its own.
+        let origin = &h.origins[0];
+        let before = origin.connections();
+        s.write_all(&HANDSHAKE.to_vec().replace_path("/status/403")).unwrap();
+        assert_eq!(read_reply(&mut s, &mut pending, false).status, 403);
+        assert_eq!(get(h.addr, "/").status, 200);
+        assert_eq!(origin.connections(), before + 1, "the plain request used a fresh connection");
+    }
+
+    fn the_101_carries_the_sticky_cookie(driver) {
+        let h = Harness::start(driver, 2, |c| {
+            c.clusters[0].balancer.sticky = Some(ringlb::config::StickyConfig {
+                cookie: "lb".into(),
+                ttl: Duration::from_secs(60),
+                secret: None,
+            });
+        });
+        let reply = request(h.addr, HANDSHAKE);
+        assert_eq!(reply.status, 101);
+        let cookie = reply.header("set-cookie").expect("a sticky cookie");
+        assert!(cookie.starts_with("lb="), "{cookie}");
+        // Later requests with it reach the backend that took the WebSocket.
+        let token = cookie.split(';').next().unwrap();
+        let origin = reply.header("x-origin").unwrap().to_string();
+        for _ in 0..4 {
+            let r = get_host(h.addr, "t", "/", &format!("Cookie: {token}\r\n"));
+            assert_eq!(served_by(&r), origin);
+        }
     }
 
     fn h2c_upgrades_are_stripped(driver) {
@@ -153,6 +182,20 @@ both_drivers! {
         wait_until("the idle timeout to be counted", || {
             tunnels(&h).ends[TunnelEnd::IdleTimeout as usize] == 1
         });
+    }
+
+    fn shutdown_gives_a_websocket_the_grace_period_then_cuts_it(driver) {
+        let mut h = Harness::start(driver, 1, |c| {
+            c.timeouts.shutdown_grace = Duration::from_secs(2);
+        });
+        let mut ws = open(h.addr);
+        let server = h.server.take().unwrap();
+        server.handle().shutdown();
+        wait_until("the listener to close", || TcpStream::connect(h.addr).is_err());
+        ws.send(Message::text("during the grace")).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text("during the grace"));
+        assert!(ws.read().is_err(), "cut at the end of the grace period");
+        assert_eq!(server.wait().unfinished_connections, 1);
     }
 
     fn a_websocket_outlives_a_reload_of_its_listener(driver) {

@@ -1,7 +1,8 @@
 //! `health`: whether a backend is up, decided from active check results.
 //!
 //! Owns the rise/fall state machine (HAProxy-style consecutive thresholds) and
-//! the probe itself (`probe`: a TCP connect, or `GET path` with a status range).
+//! the probe itself (`probe`: a TCP connect, or `GET path` with a status range,
+//! either after a PROXY header when `health_check.send_proxy` asks).
 //! The state machine is sans-io and takes `now`, so its tests never sleep. Called
 //! by the control thread (decisions) and the health checker thread (probes);
 //! never on the request path.

@@ -3,7 +3,8 @@
 //! Owns binding a listener address once per shard (`SO_REUSEPORT`, so the kernel
 //! spreads connections over the shards) and the accept loop of each listener on
 //! each shard, which counts, refuses over `server.max_connections`, and hands each
-//! connection to the proxy task for the listener's protocol. Runs on the shard's
+//! connection to the proxy task for the listener's protocol (after reading its
+//! PROXY header on an `accept_proxy` listener). Runs on the shard's
 //! thread; never blocks it.
 
 use std::io;

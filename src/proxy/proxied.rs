@@ -87,8 +87,9 @@ pub async fn read_header(
             Err(e) => {
                 ShardStats::bump(&shard.stats.proxy_invalid);
                 log_debug!(
-                    "shard {}: {peer}: bad PROXY header ({e}): closed",
-                    shard.index
+                    "shard {}: {peer}: bad PROXY header ({}: {e}): closed",
+                    shard.index,
+                    e.kind()
                 );
                 return None;
             }
@@ -118,4 +119,16 @@ pub async fn read_header(
             }
         }
     }
+}
+
+/// The address a client connected to, for a PROXY header sent on: the one a
+/// received header named, else the socket's own, else the listener's.
+pub fn destination(
+    stream: &TcpStream,
+    named: Option<SocketAddr>,
+    listener: SocketAddr,
+) -> SocketAddr {
+    named
+        .or_else(|| stream.local_addr().ok())
+        .unwrap_or(listener)
 }

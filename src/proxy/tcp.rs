@@ -22,13 +22,11 @@ use crate::observe::stats::ShardStats;
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
 use crate::protocol::proxy_header;
 use crate::proxy::error::{ProxyError, Side};
-use crate::proxy::proxied::Accepted;
+use crate::proxy::proxied::{self, Accepted};
 use crate::proxy::tunnel::{self, Ends};
+use crate::proxy::MAX_TRIED;
 use crate::shard::{ConnectionGuard, Serves, Shard, ShardListener};
 use crate::upstream;
-
-/// Most backends one connection may try (the first, plus `retry.max_retries` ≤ 7).
-const MAX_TRIED: usize = 8;
 
 /// Serves one client connection of a TCP listener until its tunnel ends.
 pub async fn serve(
@@ -58,18 +56,16 @@ pub async fn serve(
     };
     let backend = match connect(&shard, &cluster, peer, &mut record).await {
         Ok((upstream, in_flight)) => {
-            let mut to_backend = Vec::new();
+            let mut header = Vec::new();
             if let Some(version) = cluster.settings.send_proxy {
-                let destination = destination
-                    .or_else(|| stream.local_addr().ok())
-                    .unwrap_or(listener.address);
-                proxy_header::write(&mut to_backend, version, peer, destination);
+                let destination = proxied::destination(&stream, destination, listener.address);
+                proxy_header::write(&mut header, version, peer, destination);
             }
-            to_backend.extend_from_slice(&early);
             let ends = Ends {
                 client: stream,
                 upstream,
-                to_backend,
+                header,
+                to_backend: early,
                 to_client: Vec::new(),
             };
             tunnel::run(&shard, &guard, ends, in_flight.backend(), &mut record).await;

@@ -2,14 +2,14 @@
 //!
 //! Owns the relay every tunnel uses (TCP listeners' connections, upgraded
 //! WebSocket connections): two pumps on the shard's runtime, one per direction,
-//! through owned buffers borrowed from the shard. A FIN is passed on as a
-//! half-close and the other direction keeps going; a reset or error on one side
-//! resets the other (`SO_LINGER` 0). A pump with nothing to read for `PARK_AFTER`
-//! gives its buffer back and waits on a one-byte read, so an idle tunnel holds no
-//! buffers. The idle timeout is the shard's sweep, which shuts both sockets down
-//! when no byte has moved for `timeouts.tunnel_idle`: no timer per tunnel. Also
-//! counts and logs tunnels ([`run`], [`finish`]). Does not pick backends or
-//! connect: its callers do.
+//! through owned buffers. A FIN is passed on as a half-close and the other
+//! direction keeps going; a reset or error on one side resets the other
+//! (`SO_LINGER` 0). A pump with nothing to read for `PARK_AFTER` drops its buffer
+//! and waits on a one-byte read, so an idle tunnel holds no buffers. Bytes are
+//! counted once delivered. The idle timeout is the shard's sweep, which shuts both
+//! sockets down when no byte has moved for `timeouts.tunnel_idle`: no timer per
+//! tunnel. Also counts and logs tunnels ([`run`], [`finish`]). Does not pick
+//! backends or connect: its callers do.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -30,13 +30,12 @@ use monoio::net::TcpStream;
 use crate::cluster::backend::Backend;
 use crate::observe::access_log::LogNames;
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord, TunnelStats};
+use crate::proxy::PARK_AFTER;
 use crate::shard::{ConnectionGuard, Shard};
 use crate::sys;
 
 /// Read size of a pump while bytes flow.
 const TUNNEL_BUFFER: usize = 64 * 1024;
-/// A pump with nothing to read for this long gives its buffer back.
-const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// Which way a pump copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,26 +79,35 @@ struct Meter<'a> {
 }
 
 impl Meter<'_> {
-    /// Counts `n` bytes relayed one way and moves the idle deadline.
-    fn moved(&self, way: Way, n: usize) {
+    /// A byte moved: the idle deadline starts again.
+    fn active(&self) {
+        self.shard
+            .set_tunnel(self.guard, self.upstream_fd, Instant::now() + self.idle);
+    }
+
+    /// Counts `n` bytes delivered one way.
+    fn delivered(&self, way: Way, n: usize) {
         let n = n as u64;
         let up = way == Way::Up;
         let total = if up { &self.up } else { &self.down };
         total.set(total.get() + n);
         self.shard_stats.relayed(up, n);
         self.backend_stats.relayed(up, n);
-        self.shard
-            .set_tunnel(self.guard, self.upstream_fd, Instant::now() + self.idle);
     }
 }
 
-/// The two sockets of a tunnel, and bytes already read from one side that the
-/// other must get first (a client's bytes sent after its upgrade request, the
-/// first frames that came with the backend's 101).
+/// The two sockets of a tunnel, and what the backend and the client must get
+/// before anything is relayed.
 pub struct Ends {
     pub client: TcpStream,
     pub upstream: TcpStream,
+    /// Bytes of ringlb's own for the backend first (a PROXY header): not counted
+    /// as the client's.
+    pub header: Vec<u8>,
+    /// Bytes already read from the client (sent after its upgrade request, or
+    /// after its PROXY header).
     pub to_backend: Vec<u8>,
+    /// Bytes already read from the backend (frames that came with its 101).
     pub to_client: Vec<u8>,
 }
 
@@ -151,6 +159,7 @@ async fn relay(
     let Ends {
         client,
         upstream,
+        header,
         to_backend,
         to_client,
     } = ends;
@@ -172,18 +181,16 @@ async fn relay(
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
     let failed = {
         let up = pin!(pump(
-            shard,
             &meter,
             Way::Up,
-            to_backend,
+            [header, to_backend],
             &mut client_read,
             &mut upstream_write
         ));
         let down = pin!(pump(
-            shard,
             &meter,
             Way::Down,
-            to_client,
+            [Vec::new(), to_client],
             &mut upstream_read,
             &mut client_write
         ));
@@ -259,12 +266,12 @@ where
 }
 
 /// Copies one way until the source sends FIN (then half-closes the destination)
-/// or either side fails.
+/// or either side fails. `first` is written before anything is read: ringlb's own
+/// bytes (not counted), then bytes already read from the source.
 async fn pump(
-    shard: &Shard,
     meter: &Meter<'_>,
     way: Way,
-    first: Vec<u8>,
+    first: [Vec<u8>; 2],
     from: &mut OwnedReadHalf<TcpStream>,
     to: &mut OwnedWriteHalf<TcpStream>,
 ) -> Result<(), PumpError> {
@@ -272,39 +279,50 @@ async fn pump(
         Way::Up => (PumpError::Client, PumpError::Backend),
         Way::Down => (PumpError::Backend, PumpError::Client),
     };
-    if !first.is_empty() {
-        let n = first.len();
-        let (result, _) = to.write_all(first).await;
+    let [own, early] = first;
+    for (bytes, counted) in [(own, false), (early, true)] {
+        if bytes.is_empty() {
+            continue;
+        }
+        let n = bytes.len();
+        let (result, _) = to.write_all(bytes).await;
         result.map_err(|_| write_failed)?;
-        meter.moved(way, n);
+        if counted {
+            meter.delivered(way, n);
+        }
     }
     let mut canceller = Canceller::new();
-    let mut buf = Loan::new(shard);
+    // Allocated while bytes flow, dropped while the direction is idle. (Not the
+    // shard's pool of response buffers: those are of another size.)
+    let mut buf = Some(Vec::with_capacity(TUNNEL_BUFFER));
     loop {
-        let read = read_hot(from, &mut buf.0, &mut canceller).await;
-        let n = match read {
+        let mut data = buf
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(TUNNEL_BUFFER));
+        let n = match read_hot(from, &mut data, &mut canceller).await {
             Hot::Read(Ok(0)) => break,
             Hot::Read(Ok(n)) => n,
             Hot::Read(Err(_)) => return Err(read_failed),
             Hot::Idle => {
                 // Nothing for a while: hold no buffer until a byte arrives.
-                buf.give_back();
+                drop(data);
                 let (result, byte) = from.read(Vec::<u8>::with_capacity(1)).await;
                 match result {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(_) => return Err(read_failed),
                 }
-                buf.take();
-                buf.0.extend_from_slice(&byte);
-                buf.0.len()
+                data = byte;
+                data.len()
             }
         };
-        meter.moved(way, n);
-        let (result, written) = to.write_all(mem::take(&mut buf.0)).await;
-        buf.0 = written;
-        buf.0.clear();
+        meter.active();
+        let (result, written) = to.write_all(data).await;
         result.map_err(|_| write_failed)?;
+        meter.delivered(way, n);
+        if written.capacity() >= TUNNEL_BUFFER {
+            buf = Some(written);
+        }
     }
     // FIN from the source: pass it on, and let the other way run to its end. (It
     // fails only when the destination is gone, which its own pump reports.)
@@ -343,32 +361,5 @@ async fn read_hot(
     match result {
         Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Hot::Idle,
         other => Hot::Read(other),
-    }
-}
-
-/// A pump's buffer, lent by the shard and returned however the pump ends.
-struct Loan<'s>(Vec<u8>, &'s Shard);
-
-impl<'s> Loan<'s> {
-    fn new(shard: &'s Shard) -> Self {
-        let mut loan = Loan(Vec::new(), shard);
-        loan.take();
-        loan
-    }
-
-    fn take(&mut self) {
-        let mut buffer = self.1.take_buffer(TUNNEL_BUFFER);
-        buffer.reserve(TUNNEL_BUFFER);
-        self.0 = buffer;
-    }
-
-    fn give_back(&mut self) {
-        self.1.give_buffer(mem::take(&mut self.0));
-    }
-}
-
-impl Drop for Loan<'_> {
-    fn drop(&mut self) {
-        self.give_back();
     }
 }

@@ -1,9 +1,11 @@
 //! `shard::clients`: the descriptors of one shard's client connections.
 //!
-//! Owns a slot per open connection with what it is doing (busy, idle, parked), so
-//! that a drain can wake the idle ones, the sweep can end parked ones past their
-//! deadline, and the end of the grace period can cut the rest. Shard-local; the
-//! only `unsafe` is `shutdown(2)`, in `sys`.
+//! Owns a slot per open connection with what it is doing (busy, idle, parked, or
+//! relaying a tunnel, with its upstream socket), so that a drain can wake the idle
+//! ones, the sweep can end parked ones and tunnels past their idle deadline, and the
+//! end of the grace period can cut the rest (a tunnel's two sockets). Records why it
+//! shut a connection down, for the tunnel's ending. Shard-local; the only `unsafe`
+//! is `shutdown(2)`, in `sys`.
 
 use std::os::fd::RawFd;
 use std::time::Instant;
@@ -30,6 +32,10 @@ pub(super) struct ClientSlot {
     /// The listener it came in on (`ShardListener::id`).
     pub(super) listener: u32,
     pub(super) state: ClientState,
+    /// Why the shard shut it down, once it did (idle past its deadline, or cut).
+    /// A tunnel reads it to say how it ended; a connection that becomes a tunnel
+    /// after it was shut down has its upstream socket shut down at once.
+    ended: Option<TunnelEnd>,
 }
 
 /// What a client connection is doing.
@@ -42,13 +48,8 @@ pub(super) enum ClientState {
     /// Idle and parked, with no timer of its own, until this idle deadline.
     Parked { until: Instant },
     /// Relaying bytes to and from `upstream` (a tunnel), until this idle deadline
-    /// unless a byte moves. Ending it shuts down both sockets, and says why in
-    /// `ended`, which the tunnel reads when it has wound down.
-    Tunnel {
-        upstream: RawFd,
-        until: Instant,
-        ended: Option<TunnelEnd>,
-    },
+    /// unless a byte moves. Shutting it down shuts down both sockets.
+    Tunnel { upstream: RawFd, until: Instant },
 }
 
 impl ClientSlot {
@@ -60,11 +61,8 @@ impl ClientSlot {
     /// Idle past its deadline (parked, or a tunnel with no traffic).
     pub(super) fn expired(&self, now: Instant) -> bool {
         match self.state {
-            ClientState::Parked { until }
-            | ClientState::Tunnel {
-                until, ended: None, ..
-            } => until <= now,
-            ClientState::Tunnel { .. } => false,
+            _ if self.ended.is_some() => false,
+            ClientState::Parked { until } | ClientState::Tunnel { until, .. } => until <= now,
             ClientState::Busy | ClientState::Idle => false,
         }
     }
@@ -76,6 +74,7 @@ impl ClientFds {
             fd,
             listener,
             state: ClientState::Busy,
+            ended: None,
         });
         match self.free.pop() {
             Some(i) => {
@@ -103,30 +102,22 @@ impl ClientFds {
         }
     }
 
-    /// Moves a tunnel's idle deadline, unless the shard has already ended it.
+    /// Marks a connection as a tunnel to `upstream`, or moves its idle deadline.
+    /// One the shard already shut down (cut while it was connecting) has its
+    /// upstream socket shut down too, at once.
     pub(super) fn set_tunnel(&mut self, token: usize, upstream: RawFd, until: Instant) {
         if let Some(Some(slot)) = self.slots.get_mut(token) {
-            let ended = match slot.state {
-                ClientState::Tunnel { ended, .. } => ended,
-                _ => None,
-            };
-            slot.state = ClientState::Tunnel {
-                upstream,
-                until,
-                ended,
-            };
+            if slot.ended.is_some() && !matches!(slot.state, ClientState::Tunnel { .. }) {
+                // `upstream` belongs to the live task that asks.
+                let _ = sys::shutdown(upstream, sys::Shutdown::Both);
+            }
+            slot.state = ClientState::Tunnel { upstream, until };
         }
     }
 
-    /// Why the shard ended this tunnel, if it did.
-    pub(super) fn tunnel_ended(&self, token: usize) -> Option<TunnelEnd> {
-        match self.slots.get(token) {
-            Some(Some(ClientSlot {
-                state: ClientState::Tunnel { ended, .. },
-                ..
-            })) => *ended,
-            _ => None,
-        }
+    /// Why the shard shut this connection down, if it did.
+    pub(super) fn ended(&self, token: usize) -> Option<TunnelEnd> {
+        self.slots.get(token)?.as_ref()?.ended
     }
 
     /// Connections parked now.
@@ -141,22 +132,19 @@ impl ClientFds {
     /// Shuts down the connections `pick` chooses (a tunnel's upstream socket too):
     /// their pending reads (or readiness waits) return, and their tasks end and
     /// close them.
-    /// A tunnel among them is marked as ended for `why`.
+    /// Each is marked as ended for `why` (a tunnel reports it).
     pub(super) fn shutdown(&mut self, pick: impl Fn(&ClientSlot) -> bool, why: TunnelEnd) {
         for slot in self.slots.iter_mut().flatten() {
             if pick(slot) {
                 // Registered descriptors belong to live connection tasks, which
                 // unregister before their socket closes.
                 let _ = sys::shutdown(slot.fd, sys::Shutdown::Both);
-                if let ClientState::Tunnel {
-                    upstream, ended, ..
-                } = &mut slot.state
-                {
-                    // The tunnel's task owns its upstream socket too, and
-                    // forgets it here before closing either.
-                    let _ = sys::shutdown(*upstream, sys::Shutdown::Both);
-                    ended.get_or_insert(why);
+                if let ClientState::Tunnel { upstream, .. } = slot.state {
+                    // The tunnel's task owns its upstream socket too, and marks
+                    // itself busy (forgetting it) before closing either.
+                    let _ = sys::shutdown(upstream, sys::Shutdown::Both);
                 }
+                slot.ended.get_or_insert(why);
             }
         }
     }

@@ -525,9 +525,9 @@ impl Shard {
             .set_tunnel(guard.token, upstream, until);
     }
 
-    /// Why the shard ended a tunnel (idle timeout, or cut), if it did.
+    /// Why the shard shut a connection down (idle timeout, or cut), if it did.
     pub fn tunnel_ended(&self, guard: &ConnectionGuard) -> Option<TunnelEnd> {
-        self.clients.borrow().tunnel_ended(guard.token)
+        self.clients.borrow().ended(guard.token)
     }
 
     /// Ends parked connections and tunnels whose idle deadline has passed.

@@ -3,7 +3,10 @@
 //! Owns the attempts of one request: the choice of backend (sticky cookie, then the
 //! cluster's strategy), the pooled or fresh upstream connection, sending the head and
 //! body, and the retry rules (idempotent, body held, nothing sent to the client yet,
-//! within the retry budget). Called once per request by the connection task.
+//! within the retry budget), and whether the upstream connection may be pooled (not
+//! after a PROXY header or an upgrade request). A WebSocket `101` ends the request
+//! with the upstream connection for a tunnel (`Done::Upgraded`). Called once per
+//! request by the connection task.
 
 use std::io::Write as _;
 use std::mem;
@@ -21,6 +24,8 @@ use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::protocol::h1::{self, BodyKind, ChunkedDecoder, ClientSide, Request};
 use crate::protocol::proxy_header;
 use crate::proxy::error::{ProxyError, Side};
+use crate::proxy::proxied;
+use crate::proxy::MAX_TRIED;
 use crate::shard::{Shard, ShardSettings};
 use crate::upstream;
 
@@ -30,9 +35,6 @@ use super::socket::{write_all_client, write_client, write_range};
 use super::{Downstream, Failure, Scratch, RESPONSE_BUFFER};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
-/// Most backends one request may try (the first, plus `retry.max_retries` ≤ 7).
-const MAX_TRIED: usize = 8;
 
 /// How a proxied request left the client connection.
 pub(super) enum Done {
@@ -328,7 +330,9 @@ async fn attempt(
     };
     let in_flight = InFlight::start(backend);
     // A connection that carried a client's PROXY header is that client's: never
-    // taken from the pool, nor given back to it.
+    // taken from the pool, nor given back to it. One that carried an upgrade
+    // request never goes back either, whatever the answer: the backend may treat
+    // it as switched.
     let private = settings.send_proxy.is_some();
     let (mut upstream, reused) = checkout(shard, settings, backend, fresh_only || private)
         .await
@@ -337,10 +341,8 @@ async fn attempt(
     // Send the head (and a held body) in one write.
     scratch.clear();
     if let Some(version) = settings.send_proxy {
-        let destination = client
-            .destination
-            .or_else(|| client.stream.local_addr().ok())
-            .unwrap_or(client.listener.address);
+        let destination =
+            proxied::destination(&client.stream, client.destination, client.listener.address);
         proxy_header::write(scratch, version, client.peer, destination);
     }
     if request.missing_host {
@@ -430,7 +432,21 @@ async fn attempt(
         !(settings.count_5xx && response.status >= 500),
     );
     record.status = response.status;
+    if let (Some(sticky), Some(token)) = (&settings.balancer.sticky, backend.sticky_token()) {
+        if sticky_cookie != Some(&*token) {
+            // The head ends with the blank line: add the field before it.
+            scratch.truncate(scratch.len() - 2);
+            let _ = write!(
+                scratch,
+                "Set-Cookie: {}={token}; Path=/; Max-Age={}; HttpOnly\r\n\r\n",
+                sticky.cookie,
+                sticky.ttl.as_secs()
+            );
+        }
+    }
     if response.upgraded {
+        // The 101 (with the sticky cookie, if due) goes out, and the connection is a
+        // tunnel from here: never pooled.
         write_all_client(client, scratch)
             .await
             .map_err(|error| AttemptFailure {
@@ -445,18 +461,6 @@ async fn attempt(
             to_client,
         }));
     }
-    if let (Some(sticky), Some(token)) = (&settings.balancer.sticky, backend.sticky_token()) {
-        if sticky_cookie != Some(&*token) {
-            // The head ends with the blank line: add the field before it.
-            scratch.truncate(scratch.len() - 2);
-            let _ = write!(
-                scratch,
-                "Set-Cookie: {}={token}; Path=/; Max-Age={}; HttpOnly\r\n\r\n",
-                sticky.cookie,
-                sticky.ttl.as_secs()
-            );
-        }
-    }
     let upstream_clean = send_response(outbound, client, &mut upstream, upbuf, scratch, &response)
         .await
         .map_err(|error| AttemptFailure {
@@ -468,6 +472,7 @@ async fn attempt(
     if upstream_clean
         && response.upstream_reusable
         && !private
+        && !request.upgrade
         && !shard.draining()
         && backend.is_available()
     {

@@ -1,8 +1,10 @@
 //! HTTP/1.1 proxying of one client connection, request after request.
 //!
 //! `serve` reads a request head, routes it (the listener's most specific route
-//! names a cluster), picks a backend, sends the rewritten head and the body upstream, reads the response head and streams the body back, then keeps the
-//! connection for the next request or closes it. Bodies stream through fixed-size
+//! names a cluster), picks a backend, sends the rewritten head and the body
+//! upstream, reads the response head and streams the body back, then keeps the
+//! connection for the next request or closes it; after a WebSocket `101` it hands
+//! the connection to the tunnel relay. Bodies stream through fixed-size
 //! buffers, so memory does not grow with their size. Every failure becomes a status
 //! (or a silent close when the client is gone), a counter and a debug log line.
 //! Forwarding one request lives in [`forward`], bodies in [`body`], responses in
@@ -31,6 +33,7 @@ use crate::protocol::h1::{self, Forwarding, Request};
 use crate::proxy::error::{error_response, ProxyError, Side};
 use crate::proxy::proxied::Accepted;
 use crate::proxy::tunnel::{self, Ends};
+use crate::proxy::PARK_AFTER;
 use crate::route::{RequestView, Route};
 use crate::shard::{ConnectionGuard, Shard, ShardListener};
 
@@ -48,11 +51,10 @@ pub(super) const BODY_BUFFER: usize = 64 * 1024;
 const CLIENT_BUFFER_KEEP: usize = 64 * 1024;
 /// Initial capacity of the per-connection head and scratch buffers.
 const HEAD_BUFFER: usize = 1024;
-/// A keep-alive connection with nothing to read for this long is parked: its
-/// buffers go back to the allocator and it waits for readability with no buffer
-/// in the kernel, so thousands of idle clients cost about 0.8 KB each (PERF.md). Busy
-/// connections never reach it, so they pay no extra operation per request.
-const PARK_AFTER: Duration = Duration::from_millis(100);
+// A keep-alive connection with nothing to read for `PARK_AFTER` is parked: its
+// buffers go back to the allocator and it waits for readability with no buffer in
+// the kernel, so thousands of idle clients cost about 0.8 KB each (PERF.md). Busy
+// connections never reach it, so they pay no extra operation per request.
 
 /// One client connection's reading state.
 pub(super) struct Downstream {
@@ -247,6 +249,7 @@ async fn tunnel_upgraded(
     let ends = Ends {
         client: stream,
         upstream,
+        header: Vec::new(),
         to_backend: buf[pos..].to_vec(),
         to_client,
     };
