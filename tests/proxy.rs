@@ -307,6 +307,11 @@ both_drivers! {
             b"GET nothing HTTP/1.1\r\nHost: t\r\n\r\n",
             b"G\x01T / HTTP/1.1\r\nHost: t\r\n\r\n",
             b"GET /a\x7fb HTTP/1.1\r\nHost: t\r\n\r\n",
+            // Bare LFs (RFC 9112 §2.2 allows accepting them; ringlb does not).
+            b"GET /headers HTTP/1.1\nHost: a.test\nX-Foo: bar\nConnection: close\n\n",
+            b"GET /headers HTTP/1.1\r\nHost: a.test\r\nX-Foo: a\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            b"GET / HTTP/1.1\nHost: t\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: t\r\n\n",
         ];
         for case in cases {
             let raw = exchange(h.addr, case);
@@ -371,7 +376,7 @@ both_drivers! {
         let h = Harness::start(driver, 1, |c| {
             c.timeouts.backend_response = Duration::from_millis(300);
         });
-        for path in ["/bad/cl-te", "/bad/garbage", "/reset"] {
+        for path in ["/bad/cl-te", "/bad/garbage", "/bad/bare-lf", "/reset"] {
             let r = get(h.addr, path);
             assert_eq!(r.status, 502, "{path}");
             assert_eq!(r.header("server"), Some("ringlb"));

@@ -45,6 +45,7 @@ pub const ROUTES: &str = "\
   /fail-reused      closes without answering on a connection that already served
   /bad/cl-te        a response with Content-Length and Transfer-Encoding
   /bad/garbage      bytes that are not HTTP
+  /bad/bare-lf      a response head with a line ended by a bare LF
   /bad/switch       a 101 Switching Protocols whatever was asked
   /ws               a WebSocket echo (on an upgrade request; else 200)";
 
@@ -549,6 +550,15 @@ async fn respond(
         }
         ("bad", _) if arg == "cl-te" => {
             let _ = send(stream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n".to_vec()).await;
+            return false;
+        }
+        ("bad", _) if arg == "bare-lf" => {
+            // A field line ended by a bare LF: a CRLF-only reader sees one field.
+            let _ = send(
+                stream,
+                b"HTTP/1.1 200 OK\r\nX-Foo: a\nContent-Length: 5\r\n\r\nhello".to_vec(),
+            )
+            .await;
             return false;
         }
         ("bad", _) if arg == "garbage" => {

@@ -108,6 +108,12 @@ impl Span {
         }
     }
 
+    /// The offset just past the span.
+    #[inline]
+    fn end(&self) -> usize {
+        (self.start + self.len) as usize
+    }
+
     /// These bytes of `head` (empty if the span does not fit it).
     #[inline]
     pub fn of<'h>(&self, head: &'h [u8]) -> &'h [u8] {
@@ -354,6 +360,60 @@ fn check_value(value: &[u8]) -> Result<(), H1Error> {
     Ok(())
 }
 
+/// The length of the head httparse found in `buf`, or `None` while it is
+/// incomplete (within the size limit).
+fn complete_head(
+    status: Result<httparse::Status<usize>, httparse::Error>,
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<usize>, H1Error> {
+    match status {
+        Ok(httparse::Status::Complete(n)) if n > limits.max_header_bytes => {
+            Err(H1Error::HeadTooLarge)
+        }
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_header_bytes => {
+            Err(H1Error::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(map_parse_error(e)),
+    }
+}
+
+/// Refuses a head with a line feed that no carriage return precedes. RFC 9112
+/// §2.2 lets a recipient take a bare LF as a line end (httparse does), but a hop in
+/// front that splits lines on CRLF only would see other fields than ringlb does
+/// (`X-Foo: a\nContent-Length: 5` is one field there, two here): the shape of a
+/// smuggling bug. Field values cannot hold one (`check_value`), nor can names or
+/// the start line's parts (httparse), so only the line ends need a look: the start
+/// line's (at `start_line_end`, where its CR must be) and the blank line's here,
+/// each field line's (after the value and any trailing blanks) in `check_field`.
+/// That is a few byte reads per field, not a scan of the head.
+fn check_line_ends(head: &[u8], start_line_end: usize) -> Result<(), H1Error> {
+    match (head.get(start_line_end), head) {
+        (Some(b'\r'), [.., b'\r', b'\n']) => Ok(()),
+        _ => Err(BARE_LF),
+    }
+}
+
+const BARE_LF: H1Error = H1Error::Malformed("bare LF in the head");
+
+/// Checks one field of a head: no NUL, CR or LF in its value, and a CRLF (after
+/// any trailing blanks) ending its line (see `check_line_ends`).
+#[inline]
+fn check_field(head: &[u8], value: &[u8]) -> Result<(), H1Error> {
+    check_value(value)?;
+    let mut at = Span::within(head, value).end();
+    loop {
+        match head.get(at) {
+            Some(b'\r') => return Ok(()),
+            // Blanks httparse trimmed off the value.
+            Some(b' ' | b'\t') => at += 1,
+            _ => return Err(BARE_LF),
+        }
+    }
+}
+
 fn map_parse_error(e: httparse::Error) -> H1Error {
     match e {
         httparse::Error::TooManyHeaders => H1Error::TooManyHeaders,
@@ -386,20 +446,10 @@ pub fn parse_request(
         buf,
         &mut slots[..max_headers],
     );
-    let head_len = match status {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() >= limits.max_header_bytes {
-                Err(H1Error::HeadTooLarge)
-            } else {
-                Ok(None)
-            };
-        }
-        Err(e) => return Err(map_parse_error(e)),
+    let head_len = complete_head(status, buf, limits)?;
+    let Some(head_len) = head_len else {
+        return Ok(None);
     };
-    if head_len > limits.max_header_bytes {
-        return Err(H1Error::HeadTooLarge);
-    }
     let (Some(method_token), Some(target), Some(minor)) = (req.method, req.path, req.version)
     else {
         return Err(H1Error::Malformed("incomplete request line"));
@@ -411,6 +461,11 @@ pub fn parse_request(
     check_target(method, target)?;
     let http10 = minor == 0;
     let headers = &*req.headers;
+    // httparse takes exactly one space before the version: ` HTTP/1.x` is 9 bytes.
+    check_line_ends(
+        &buf[..head_len],
+        Span::within(buf, target.as_bytes()).end() + 9,
+    )?;
 
     let framing = read_framing(headers)?;
     if framing.transfer_encoding && http10 {
@@ -435,7 +490,7 @@ pub fn parse_request(
     let mut host: Option<&[u8]> = None;
     let mut expect_continue = false;
     for header in headers {
-        check_value(header.value)?;
+        check_field(buf, header.value)?;
         if header.name.contains('_') && is_framing_lookalike(header.name) {
             // Some servers read `_` as `-`: such a field could frame the body
             // differently upstream than here.
@@ -817,20 +872,10 @@ pub fn parse_response(
         buf,
         &mut slots[..max_headers],
     );
-    let head_len = match status {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() >= limits.max_header_bytes {
-                Err(H1Error::HeadTooLarge)
-            } else {
-                Ok(None)
-            };
-        }
-        Err(e) => return Err(map_parse_error(e)),
+    let head_len = complete_head(status, buf, limits)?;
+    let Some(head_len) = head_len else {
+        return Ok(None);
     };
-    if head_len > limits.max_header_bytes {
-        return Err(H1Error::HeadTooLarge);
-    }
     let (Some(code), Some(minor)) = (res.code, res.version) else {
         return Err(H1Error::Malformed("incomplete status line"));
     };
@@ -838,8 +883,11 @@ pub fn parse_response(
         return Err(H1Error::Malformed("invalid status"));
     }
     let headers = &*res.headers;
+    // A status line is short: finding its end byte by byte costs little.
+    let status_line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(0);
+    check_line_ends(&buf[..head_len], status_line_end.saturating_sub(1))?;
     for header in headers {
-        check_value(header.value)?;
+        check_field(buf, header.value)?;
     }
     if code == 101 {
         let connection = read_framing_with(headers, false)?.connection;
@@ -1003,6 +1051,48 @@ mod tests {
             out,
             "GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n\
              Accept: */*\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_bare_lf_anywhere_in_a_head_is_refused() {
+        let bare: [&[u8]; 7] = [
+            // Every line end bare.
+            b"GET /headers HTTP/1.1\nHost: a.test\nX-Foo: bar\nConnection: close\n\n",
+            // A field line hiding a Content-Length from a CRLF-only reader.
+            b"GET /headers HTTP/1.1\r\nHost: a.test\r\nX-Foo: a\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            // The start line only.
+            b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+            // The blank line only.
+            b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+            // After trailing blanks, and after an empty value.
+            b"GET / HTTP/1.1\r\nHost: a \t\nX: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:   \n\r\n",
+        ];
+        for raw in bare {
+            assert_eq!(
+                req(raw),
+                Err(H1Error::Malformed("bare LF in the head")),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // CRLF everywhere, blanks and empty values included: fine, and a body's bare
+        // LFs are not the head's.
+        let fine = b"GET / HTTP/1.1\r\nHost: a \t\r\nX-Empty:\r\nX-Blank:   \r\nContent-Length: 3\r\n\r\na\nb";
+        assert!(req(fine).unwrap().is_some());
+        let side = ClientSide {
+            method: Method::Get,
+            http10: false,
+            keep_alive: true,
+            upgrade: false,
+        };
+        let mut out = Vec::new();
+        let response = b"HTTP/1.1 200 OK\r\nX-Foo: a\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(
+            parse_response(response, &Limits::default(), &side, &mut out),
+            Err(H1Error::Malformed("bare LF in the head"))
         );
     }
 
