@@ -249,6 +249,50 @@ both_drivers! {
         assert_eq!(read_reply(&mut s, &mut pending, false).status, 200);
     }
 
+    fn a_failure_after_an_interim_response_still_gets_a_final_502(driver) {
+        let h = Harness::start(driver, 1, |_| {});
+        let mut s = connect(h.addr);
+        s.write_all(b"GET /bad/interim-reset HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut pending = Vec::new();
+        assert_eq!(read_reply(&mut s, &mut pending, false).status, 103);
+        let last = read_reply(&mut s, &mut pending, false);
+        assert_eq!(last.status, 502);
+        assert_eq!(last.header("connection"), Some("close"));
+        assert!(read_to_close(&mut s).is_empty());
+        assert_eq!(h.stats().status_codes(), vec![(502, 1)]);
+    }
+
+    fn an_early_response_during_an_upload_reaches_the_client(driver) {
+        let h = Harness::start(driver, 1, |_| {});
+        let mut s = connect(h.addr);
+        let total: usize = 100 * 1024 * 1024;
+        s.write_all(
+            format!("POST /early/413 HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        // The body streams from another thread until the proxy stops taking it.
+        let mut writer = s.try_clone().unwrap();
+        let upload = std::thread::spawn(move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < total && writer.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+            sent
+        });
+        let mut pending = Vec::new();
+        let reply = read_reply(&mut s, &mut pending, false);
+        assert_eq!(reply.status, 413);
+        assert_eq!(reply.text(), "too large\n");
+        assert_eq!(reply.header("connection"), Some("close"));
+        drop(s);
+        let sent = upload.join().unwrap();
+        assert!(sent < total, "the proxy stopped reading the body ({sent} of {total} bytes)");
+        assert_eq!(h.stats().early_responses, 1);
+        assert_eq!(h.stats().status_codes(), vec![(413, 1)]);
+    }
+
     fn responses_without_a_body_keep_the_connection(driver) {
         let h = Harness::start(driver, 1, |_| {});
         let mut s = connect(h.addr);

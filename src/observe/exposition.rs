@@ -51,7 +51,7 @@ pub fn stats_json(report: &Report) -> String {
     let _ = write!(
         out,
         "\"client_errors\":{},\"upstream_errors\":{},\"internal_errors\":{},\
-         \"upstream_connects\":{},\"upstream_reuses\":{},\"retries\":{},\"retries_over_budget\":{},\
+         \"upstream_connects\":{},\"upstream_reuses\":{},\"retries\":{},\"retries_over_budget\":{},\"early_responses\":{},\
          \"active_upstream_requests\":{},\"pooled_idle_connections\":{},\"bytes_in\":{},\"bytes_out\":{},\
          \"reports_dropped\":{},\"access_log_dropped\":{}}},",
         t.client_errors,
@@ -61,6 +61,7 @@ pub fn stats_json(report: &Report) -> String {
         t.upstream_reuses,
         t.upstream_retries,
         t.retries_over_budget,
+        t.early_responses,
         t.active_upstream_requests,
         t.pooled_idle_connections,
         t.bytes_in,
@@ -461,6 +462,13 @@ pub fn metrics_text(report: &Report) -> String {
         "counter",
         "Bytes written to clients.",
         t.bytes_out,
+    );
+    scalar(
+        &mut out,
+        "ringlb_early_responses_total",
+        "counter",
+        "Responses a backend sent before the request body was in (the client connection then closes).",
+        t.early_responses,
     );
     scalar(
         &mut out,

@@ -110,6 +110,9 @@ pub struct ShardStats {
     pub upstream_retries: Cell<u64>,
     /// Retries refused because the shard's retry budget was spent.
     pub retries_over_budget: Cell<u64>,
+    /// Responses a backend sent before the request body was in (then the client
+    /// connection closes).
+    pub early_responses: Cell<u64>,
     /// Outcome reports dropped because the channel to the control thread was full.
     pub reports_dropped: Cell<u64>,
     /// Failed requests caused by the client.
@@ -144,6 +147,7 @@ impl Default for ShardStats {
             upstream_reuses: Cell::new(0),
             upstream_retries: Cell::new(0),
             retries_over_budget: Cell::new(0),
+            early_responses: Cell::new(0),
             reports_dropped: Cell::new(0),
             client_errors: Cell::new(0),
             upstream_errors: Cell::new(0),
@@ -230,6 +234,7 @@ impl ShardStats {
             upstream_reuses: self.upstream_reuses.get(),
             upstream_retries: self.upstream_retries.get(),
             retries_over_budget: self.retries_over_budget.get(),
+            early_responses: self.early_responses.get(),
             reports_dropped: self.reports_dropped.get(),
             client_errors: self.client_errors.get(),
             upstream_errors: self.upstream_errors.get(),
@@ -450,6 +455,8 @@ pub struct Counters {
     pub upstream_reuses: u64,
     pub upstream_retries: u64,
     pub retries_over_budget: u64,
+    /// Responses a backend sent before the request body was in.
+    pub early_responses: u64,
     pub reports_dropped: u64,
     pub client_errors: u64,
     pub upstream_errors: u64,
@@ -482,6 +489,7 @@ impl Counters {
         self.upstream_reuses += o.upstream_reuses;
         self.upstream_retries += o.upstream_retries;
         self.retries_over_budget += o.retries_over_budget;
+        self.early_responses += o.early_responses;
         self.reports_dropped += o.reports_dropped;
         self.client_errors += o.client_errors;
         self.upstream_errors += o.upstream_errors;

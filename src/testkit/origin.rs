@@ -46,6 +46,8 @@ pub const ROUTES: &str = "\
   /bad/cl-te        a response with Content-Length and Transfer-Encoding
   /bad/garbage      bytes that are not HTTP
   /bad/bare-lf      a response head with a line ended by a bare LF
+  /bad/interim-reset  a 103 interim response, then a close
+  /early/413        reads 1 KiB of the body, answers 413 and closes
   /bad/switch       a 101 Switching Protocols whatever was asked
   /ws               a WebSocket echo (on an upgrade request; else 200)";
 
@@ -268,6 +270,23 @@ async fn connection(mut stream: TcpStream, state: Arc<OriginState>) {
             if send(&mut stream, accept).await.is_ok() {
                 let _ = websocket::echo(&mut stream, std::mem::take(&mut buf)).await;
             }
+            return;
+        }
+        if path == "/early/413" {
+            // An upload limit: answer after the first KiB of the body, and close
+            // without reading the rest.
+            while buf.len() < 1024 {
+                match fill(&mut stream, &mut buf).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return,
+                }
+            }
+            state.requests.fetch_add(1, Ordering::SeqCst);
+            let _ = send(
+                &mut stream,
+                b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 10\r\nConnection: close\r\n\r\ntoo large\n".to_vec(),
+            )
+            .await;
             return;
         }
         if path == "/bad/switch" {
@@ -550,6 +569,15 @@ async fn respond(
         }
         ("bad", _) if arg == "cl-te" => {
             let _ = send(stream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n".to_vec()).await;
+            return false;
+        }
+        ("bad", _) if arg == "interim-reset" => {
+            // An interim response, then the connection goes away.
+            let _ = send(
+                stream,
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n".to_vec(),
+            )
+            .await;
             return false;
         }
         ("bad", _) if arg == "bare-lf" => {

@@ -174,6 +174,7 @@ pub(super) async fn proxy_request(
         let AttemptFailure {
             error,
             before_response,
+            final_started,
             reused,
         } = failed;
         if error.side() == Side::Upstream {
@@ -183,7 +184,7 @@ pub(super) async fn proxy_request(
         if !(retry_allowed && before_response && error.retryable()) {
             return Err(Failure {
                 error,
-                response_started: !before_response,
+                response_started: final_started,
             });
         }
         log_debug!(
@@ -294,6 +295,9 @@ struct AttemptFailure {
     error: ProxyError,
     /// No byte of a response (not even an interim one) reached the client.
     before_response: bool,
+    /// Part of the final response reached the client: it can get no error status.
+    /// (After an interim response alone it still can.)
+    final_started: bool,
     /// The attempt used a pooled connection.
     reused: bool,
 }
@@ -325,6 +329,7 @@ async fn attempt(
         move |error: ProxyError| AttemptFailure {
             error,
             before_response: true,
+            final_started: false,
             reused,
         }
     };
@@ -371,14 +376,32 @@ async fn attempt(
                 .map_err(before(reused))?;
         }
         // A streamed body is never retried, so `before_response` no longer matters
-        // for retries; it still decides whether the client gets an error status.
-        send_body(outbound, client, &mut upstream, request.body)
-            .await
-            .map_err(|f| AttemptFailure {
-                error: f.error,
-                before_response: !f.response_started,
+        // for retries.
+        if let Err(failure) = send_body(outbound, client, &mut upstream, request.body).await {
+            // A backend may answer before the body is in (a 413 from an upload
+            // limit, a 401) and close, or stop reading: its answer is the response.
+            if matches!(failure.error, ProxyError::UpstreamIo(_)) {
+                if let Some(done) = early_response(
+                    outbound,
+                    pick,
+                    client,
+                    &mut upstream,
+                    upbuf,
+                    scratch,
+                    record,
+                )
+                .await
+                {
+                    return Ok(done);
+                }
+            }
+            return Err(AttemptFailure {
+                error: failure.error,
+                before_response: !failure.response_started,
+                final_started: failure.response_started,
                 reused,
-            })?;
+            });
+        }
     }
 
     // The response timeout runs from the end of the request: a streamed body took
@@ -406,9 +429,12 @@ async fn attempt(
     )
     .await
     .map_err(|e| match e {
+        // An interim response reached the client: no retry, but a final error
+        // status can still follow it.
         ResponseError::Interim(error) => AttemptFailure {
             error,
             before_response: false,
+            final_started: false,
             reused,
         },
         ResponseError::BeforeAnyByte(error) => before(reused)(error),
@@ -416,6 +442,7 @@ async fn attempt(
         ResponseError::Other(error) => AttemptFailure {
             error,
             before_response: true,
+            final_started: false,
             reused: false,
         },
     })?;
@@ -452,6 +479,7 @@ async fn attempt(
             .map_err(|error| AttemptFailure {
                 error,
                 before_response: false,
+                final_started: true,
                 reused,
             })?;
         let to_client = upbuf[response.head_len..].to_vec();
@@ -466,6 +494,7 @@ async fn attempt(
         .map_err(|error| AttemptFailure {
             error,
             before_response: false,
+            final_started: true,
             reused,
         })?;
     let backend = in_flight.backend();
@@ -481,6 +510,56 @@ async fn attempt(
     Ok(Done::Next {
         keep_alive: response.client_keep_alive,
     })
+}
+
+/// After sending the body failed: the backend's response, if it answered early,
+/// forwarded to the client, which is then closed (the rest of its body was not
+/// read). `None` when there is no response to forward.
+#[allow(clippy::too_many_arguments)]
+async fn early_response(
+    outbound: &Outbound<'_>,
+    pick: Pick<'_>,
+    client: &mut Downstream,
+    upstream: &mut TcpStream,
+    upbuf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    record: &mut RequestRecord,
+) -> Option<Done> {
+    let request = outbound.request;
+    let client_side = ClientSide {
+        method: request.method,
+        http10: request.http10,
+        keep_alive: false,
+        upgrade: false,
+    };
+    upbuf.clear();
+    let sent = Instant::now();
+    let response = read_response(
+        outbound,
+        client,
+        upstream,
+        upbuf,
+        &client_side,
+        scratch,
+        sent,
+    )
+    .await
+    .ok()?;
+    ShardStats::bump(&outbound.shard.stats.early_responses);
+    log_debug!(
+        "shard {}: {} answered {} before the request body was in",
+        outbound.shard.index,
+        pick.backend.name,
+        response.status
+    );
+    record.status = response.status;
+    outbound
+        .shard
+        .report_outcome(outbound.cluster, pick.backend, true);
+    // Whatever happens now, the client connection closes; a failure here is the
+    // client's or a cut-off response, and either way nothing more can be sent.
+    let _ = send_response(outbound, client, upstream, upbuf, scratch, &response).await;
+    Some(Done::Next { keep_alive: false })
 }
 
 /// A pooled connection to `backend`, or a new one.
