@@ -43,3 +43,8 @@ bench-parse:
 # Microbenchmark: ns for a listener's router to pick a route, at 1,000 routes and at one.
 bench-route:
     cargo bench --bench route
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer) from the committed corpora:
+# `just fuzz` runs every target 60 s; `just fuzz request_head 600` one for longer.
+fuzz target="all" seconds="60":
+    fuzz/run.sh {{target}} {{seconds}}

@@ -129,7 +129,9 @@ fn path_of(target: &str) -> &str {
         target
     } else {
         match target.split_once("://") {
-            Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+            // No path after the authority: an empty one, still inside the target
+            // (the request's spans must point into its head).
+            Some((_, rest)) => rest.find('/').map_or(&rest[rest.len()..], |i| &rest[i..]),
             None => target,
         }
     };
@@ -534,8 +536,12 @@ pub fn parse_request(
     let mut forwarded_for_written = false;
     for header in headers {
         let name = header.name;
+        // A field the client names in `Connection` is its hop's own and goes,
+        // but `Host` never does: a request without one is not HTTP/1.1, and a
+        // client must not be able to strip it (found by fuzzing).
+        let hop_only = framing.connection.lists(name) && !name.eq_ignore_ascii_case("host");
         if is_hop_by_hop(name)
-            || framing.connection.lists(name)
+            || hop_only
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
         {
@@ -1052,6 +1058,25 @@ mod tests {
             "GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n\
              Accept: */*\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn connection_cannot_strip_host() {
+        // Found by the request_head fuzz target.
+        let out = rewritten(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Host, X-Secret\r\nX-Secret: s\r\n\r\n");
+        assert!(out.starts_with("GET / HTTP/1.1\r\nHost: a\r\n"), "{out}");
+        assert!(!out.contains("X-Secret"), "{out}");
+    }
+
+    #[test]
+    fn an_absolute_target_without_a_path_has_an_empty_path_inside_the_head() {
+        // Found by the request_head fuzz target: the empty path was a string of
+        // its own, so its span pointed outside the head.
+        let raw = b"GET http://a.ey HTTP/1.1\r\nHost: other\r\n\r\n";
+        let r = req(raw).unwrap().unwrap();
+        assert_eq!(r.path.len, 0);
+        assert_eq!(r.path.start as usize, "GET http://a.ey".len());
+        assert_eq!(r.host.unwrap().of(raw), b"a.ey");
     }
 
     #[test]

@@ -1,0 +1,235 @@
+//! `testkit::fuzz`: what the fuzz targets check, shared with `cargo test`.
+//!
+//! Owns one function per target (`fuzz/fuzz_targets/*.rs` call them; the
+//! committed corpora in `fuzz/corpus/` are replayed by `tests/fuzz_corpus.rs`).
+//! Each feeds arbitrary bytes to a parser and asserts what must hold whatever the
+//! input: no panic, lengths within the input, and outputs that read back the same
+//! (a rewritten head parses to the same framing; chunked input decodes the same
+//! however it is split; a PROXY header written from what was read reads the
+//! same). Test tooling: never on the request path.
+
+use std::net::IpAddr;
+
+use crate::config::{self, Limits};
+use crate::protocol::h1::{
+    parse_request, parse_response, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, Forwarding,
+    Method,
+};
+use crate::protocol::proxy_header::{self, ProxiedAddr};
+
+fn forwarding() -> Forwarding {
+    Forwarding {
+        client_ip: IpAddr::from([192, 0, 2, 1]),
+        proto: "http",
+    }
+}
+
+/// A request head: parsed, its spans inside the head, and the head ringlb would
+/// send upstream parsed again to the same method, framing, keep-alive and upgrade.
+pub fn request_head(data: &[u8]) {
+    let limits = Limits::default();
+    let mut out = Vec::new();
+    let Ok(Some(request)) = parse_request(data, &limits, &forwarding(), &mut out) else {
+        return;
+    };
+    assert!(request.head_len <= data.len());
+    let head = &data[..request.head_len];
+    for span in [Some(request.method_token), request.host, Some(request.path)]
+        .into_iter()
+        .flatten()
+    {
+        assert!((span.start + span.len) as usize <= head.len());
+    }
+    // What goes upstream must read as the same request. (A client without Host is
+    // given one by the proxy, not by the rewrite.)
+    if request.missing_host {
+        return;
+    }
+    // (It may be a little larger than the client's: ringlb adds its own fields.)
+    let roomier = Limits {
+        max_headers: limits.max_headers + 8,
+        max_header_bytes: limits.max_header_bytes * 2,
+        ..limits
+    };
+    let mut again = Vec::new();
+    let reread = parse_request(&out, &roomier, &forwarding(), &mut again)
+        .expect("the rewritten head parses")
+        .expect("the rewritten head is whole");
+    assert_eq!(reread.head_len, out.len());
+    assert_eq!(reread.method, request.method);
+    assert_eq!(reread.body, request.body);
+    assert_eq!(reread.upgrade, request.upgrade);
+    assert!(!reread.expect_continue);
+}
+
+/// A response head, for each kind of request it may answer: parsed within the
+/// input, and the head sent to the client parsed again to the same framing.
+pub fn response_head(data: &[u8]) {
+    let limits = Limits::default();
+    for (method, http10, upgrade) in [
+        (Method::Get, false, false),
+        (Method::Head, false, false),
+        (Method::Get, true, false),
+        (Method::Get, false, true),
+    ] {
+        let side = ClientSide {
+            method,
+            http10,
+            keep_alive: true,
+            upgrade,
+        };
+        let mut out = Vec::new();
+        let Ok(Some(response)) = parse_response(data, &limits, &side, &mut out) else {
+            continue;
+        };
+        assert!(response.head_len <= data.len());
+        if response.upgraded {
+            assert!(upgrade && response.status == 101);
+            continue;
+        }
+        let mut again = Vec::new();
+        let reread = parse_response(&out, &limits, &side, &mut again)
+            .expect("the rewritten head parses")
+            .expect("the rewritten head is whole");
+        assert_eq!(reread.status, response.status);
+        assert_eq!(reread.interim, response.interim);
+        // The client's framing is what the rewritten head says.
+        match response.client_body {
+            BodyKind::CloseDelimited => {
+                assert!(matches!(reread.upstream_body, BodyKind::CloseDelimited))
+            }
+            framing => assert_eq!(reread.upstream_body, framing),
+        }
+    }
+}
+
+/// What decoding a chunked body came to: the body, the trailers, and whether it
+/// ended or failed.
+#[derive(Debug, PartialEq, Eq)]
+struct Decoded {
+    body: Vec<u8>,
+    trailers: Vec<u8>,
+    done: bool,
+    failed: bool,
+}
+
+/// Decodes `input`, offered to the decoder in pieces ending at `cuts` (then the
+/// rest), as bytes arrive from a socket.
+fn decode_in_pieces(input: &[u8], cuts: &[usize]) -> Decoded {
+    let mut decoder = ChunkedDecoder::new(1024);
+    let mut decoded = Decoded {
+        body: Vec::new(),
+        trailers: Vec::new(),
+        done: false,
+        failed: false,
+    };
+    let mut pos = 0;
+    let ends = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c <= input.len())
+        .chain([input.len()]);
+    for available in ends {
+        while pos < available && !decoder.is_done() {
+            match decoder.decode(&input[pos..available]) {
+                Ok((0, _)) => break,
+                Ok((used, event)) => {
+                    match event {
+                        Some(ChunkEvent::Data(data)) => decoded.body.extend_from_slice(data),
+                        Some(ChunkEvent::End(trailers)) => {
+                            decoded.trailers.extend_from_slice(trailers)
+                        }
+                        None => {}
+                    }
+                    assert!(used <= available - pos);
+                    pos += used;
+                }
+                Err(_) => {
+                    decoded.failed = true;
+                    return decoded;
+                }
+            }
+        }
+        if decoder.is_done() {
+            break;
+        }
+    }
+    decoded.done = decoder.is_done();
+    assert_eq!(decoder.decoded_len(), decoded.body.len() as u64);
+    decoded
+}
+
+/// A chunked body: the first two bytes choose where it is split; decoding it in
+/// those pieces gives what decoding it whole gives.
+pub fn chunked(data: &[u8]) {
+    let (cuts, input) = match data {
+        [a, b, rest @ ..] => {
+            let (a, b) = (usize::from(*a) % (rest.len() + 1), usize::from(*b));
+            let mut cuts = vec![a, a.saturating_add(b), a.saturating_add(2 * b)];
+            cuts.sort_unstable();
+            (cuts, rest)
+        }
+        _ => return,
+    };
+    let whole = decode_in_pieces(input, &[]);
+    let pieces = decode_in_pieces(input, &cuts);
+    let bytewise: Vec<usize> = (1..input.len().min(512)).collect();
+    assert_eq!(pieces, whole, "cut at {cuts:?}");
+    if input.len() < 512 {
+        assert_eq!(decode_in_pieces(input, &bytewise), whole, "byte by byte");
+    }
+}
+
+/// A configuration file: loaded or refused with errors, never a panic; one that
+/// loads also validates.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match config::parse(text, "fuzz.toml", Vec::<(String, String)>::new()) {
+        Ok(config) => {
+            config.validate().expect("a loaded file validates");
+            let _ = config.summary();
+        }
+        Err(errors) => assert!(!errors.0.is_empty(), "a refusal names an error"),
+    }
+}
+
+/// A PROXY header: read within the input, and a header written from what was
+/// read reads the same.
+pub fn proxy_header(data: &[u8]) {
+    let Ok(Some((address, len))) = proxy_header::parse(data) else {
+        return;
+    };
+    assert!(len <= data.len() && len <= proxy_header::MAX_HEADER);
+    let ProxiedAddr::Tcp {
+        source,
+        destination,
+    } = address
+    else {
+        return;
+    };
+    let canonical = |a: std::net::SocketAddr| (a.ip().to_canonical(), a.port());
+    for v2 in [false, true] {
+        let mut out = Vec::new();
+        if v2 {
+            proxy_header::write_v2(&mut out, source, destination);
+        } else {
+            proxy_header::write_v1(&mut out, source, destination);
+        }
+        match proxy_header::parse(&out) {
+            Ok(Some((
+                ProxiedAddr::Tcp {
+                    source: s,
+                    destination: d,
+                },
+                n,
+            ))) => {
+                assert_eq!(n, out.len());
+                assert_eq!(canonical(s), canonical(source));
+                assert_eq!(canonical(d), canonical(destination));
+            }
+            other => panic!("a written header reads back as {other:?}"),
+        }
+    }
+}
