@@ -45,3 +45,8 @@ fn config() {
 fn proxy_header() {
     replay("proxy_header", ringlb::testkit::fuzz::proxy_header);
 }
+
+#[test]
+fn framing() {
+    replay("framing", ringlb::testkit::fuzz::framing);
+}

@@ -6,7 +6,9 @@
 //! input: no panic, lengths within the input, and outputs that read back the same
 //! (a rewritten head parses to the same framing; chunked input decodes the same
 //! however it is split; a PROXY header written from what was read reads the
-//! same). Test tooling: never on the request path.
+//! same). `framing` is differential: ringlb's framing decision against a plain
+//! reading of RFC 9112 written here, apart from `protocol::h1`. Test tooling: never
+//! on the request path.
 
 use std::net::IpAddr;
 
@@ -231,5 +233,129 @@ pub fn proxy_header(data: &[u8]) {
             }
             other => panic!("a written header reads back as {other:?}"),
         }
+    }
+}
+
+/// How a request's body is framed, by the reference reading below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body.
+    None,
+    /// This many bytes.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+}
+
+/// The reference: RFC 9112 read plainly, as ringlb's rules tighten it (§6.1, §6.3,
+/// §2.2). Written apart from `protocol::h1` and deliberately naive: split the head
+/// on CRLF, read each field line, decide the framing. `None` while the head is
+/// incomplete; `Some(Err(()))` for a head whose framing must be refused.
+fn reference_framing(data: &[u8]) -> Option<Result<(Framing, usize), ()>> {
+    // Empty lines before the request line are skipped (§2.2).
+    let mut skip = 0;
+    while data[skip..].starts_with(b"\r\n") {
+        skip += 2;
+    }
+    let end = skip + data[skip..].windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = &data[skip..end - 2];
+    // Every LF ends a line, and must follow a CR.
+    if head
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    {
+        return Some(Err(()));
+    }
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| &l[..l.len().saturating_sub(1)]);
+    let start = lines.next().unwrap_or(&[]);
+    let http10 = start.ends_with(b" HTTP/1.0");
+    let mut lengths: Vec<&[u8]> = Vec::new();
+    let mut codings: Vec<Vec<u8>> = Vec::new();
+    let mut coded = false;
+    for line in lines.filter(|l| !l.is_empty()) {
+        // obs-fold, and whitespace before the colon, are refused.
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Some(Err(()));
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Some(Err(()));
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.last().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            return Some(Err(()));
+        }
+        let value = value.trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths.push(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            coded = true;
+            for coding in value.split(|&b| b == b',') {
+                let coding = coding.trim_ascii();
+                if !coding.is_empty() {
+                    codings.push(coding.to_ascii_lowercase());
+                }
+            }
+        }
+    }
+    let framing = if coded {
+        // Transfer-Encoding wins over Content-Length, but both is a smuggling
+        // attempt, as is anything but one `chunked`, last, or TE in HTTP/1.0.
+        let chunked = codings
+            .iter()
+            .filter(|c| c.as_slice() == b"chunked")
+            .count();
+        let last_chunked = codings.last().is_some_and(|c| c.as_slice() == b"chunked");
+        if http10 || !lengths.is_empty() || chunked != 1 || !last_chunked {
+            return Some(Err(()));
+        }
+        Framing::Chunked
+    } else {
+        match lengths.as_slice() {
+            [] => Framing::None,
+            // One field, all digits, that fits.
+            [value] if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                match std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    Some(0) => Framing::None,
+                    Some(n) => Framing::Length(n),
+                    None => return Some(Err(())),
+                }
+            }
+            _ => return Some(Err(())),
+        }
+    };
+    Some(Ok((framing, end)))
+}
+
+/// Differential: where ringlb accepts a request, the reference frames its body
+/// the same, with the head the same length; where the reference refuses the
+/// framing, ringlb refuses the request. (ringlb may refuse more: a missing Host,
+/// a bad method or target, a limit.)
+pub fn framing(data: &[u8]) {
+    let reference = reference_framing(data);
+    let mut out = Vec::new();
+    let limits = Limits {
+        max_body_bytes: None,
+        ..Limits::default()
+    };
+    // Waiting for more, or refused: nothing was framed. (httparse skips empty lines
+    // before a request line, so only an accepted request is compared.)
+    if let Ok(Some(request)) = parse_request(data, &limits, &forwarding(), &mut out) {
+        let framing = match request.body {
+            BodyKind::None => Framing::None,
+            BodyKind::Length(n) => Framing::Length(n),
+            BodyKind::Chunked => Framing::Chunked,
+            BodyKind::CloseDelimited => panic!("a request is never close-delimited"),
+        };
+        assert_eq!(
+            reference,
+            Some(Ok((framing, request.head_len))),
+            "ringlb accepted a request the reference frames otherwise"
+        );
     }
 }

@@ -391,7 +391,12 @@ fn complete_head(
 /// line's (at `start_line_end`, where its CR must be) and the blank line's here,
 /// each field line's (after the value and any trailing blanks) in `check_field`.
 /// That is a few byte reads per field, not a scan of the head.
-fn check_line_ends(head: &[u8], start_line_end: usize) -> Result<(), H1Error> {
+fn check_line_ends(head: &[u8], start_line: usize, start_line_end: usize) -> Result<(), H1Error> {
+    // Empty lines httparse skipped before the start line must be CRLFs too.
+    let before = head.get(..start_line).ok_or(BARE_LF)?;
+    if before.len() % 2 != 0 || before.chunks(2).any(|line| line != b"\r\n") {
+        return Err(BARE_LF);
+    }
     match (head.get(start_line_end), head) {
         (Some(b'\r'), [.., b'\r', b'\n']) => Ok(()),
         _ => Err(BARE_LF),
@@ -466,6 +471,7 @@ pub fn parse_request(
     // httparse takes exactly one space before the version: ` HTTP/1.x` is 9 bytes.
     check_line_ends(
         &buf[..head_len],
+        Span::within(buf, method_token.as_bytes()).start as usize,
         Span::within(buf, target.as_bytes()).end() + 9,
     )?;
 
@@ -891,7 +897,7 @@ pub fn parse_response(
     let headers = &*res.headers;
     // A status line is short: finding its end byte by byte costs little.
     let status_line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(0);
-    check_line_ends(&buf[..head_len], status_line_end.saturating_sub(1))?;
+    check_line_ends(&buf[..head_len], 0, status_line_end.saturating_sub(1))?;
     for header in headers {
         check_field(buf, header.value)?;
     }
@@ -1081,7 +1087,7 @@ mod tests {
 
     #[test]
     fn a_bare_lf_anywhere_in_a_head_is_refused() {
-        let bare: [&[u8]; 7] = [
+        let bare: [&[u8]; 9] = [
             // Every line end bare.
             b"GET /headers HTTP/1.1\nHost: a.test\nX-Foo: bar\nConnection: close\n\n",
             // A field line hiding a Content-Length from a CRLF-only reader.
@@ -1094,6 +1100,10 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a \t\nX: b\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:   \n\r\n",
+            // An empty line before the request line (found by the framing fuzz
+            // target): a CRLF one is skipped, a bare one is not.
+            b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
         ];
         for raw in bare {
             assert_eq!(
@@ -1107,6 +1117,9 @@ mod tests {
         // LFs are not the head's.
         let fine = b"GET / HTTP/1.1\r\nHost: a \t\r\nX-Empty:\r\nX-Blank:   \r\nContent-Length: 3\r\n\r\na\nb";
         assert!(req(fine).unwrap().is_some());
+        assert!(req(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .is_some());
         let side = ClientSide {
             method: Method::Get,
             http10: false,
