@@ -48,6 +48,10 @@ pub const ROUTES: &str = "\
   /bad/bare-lf      a response head with a line ended by a bare LF
   /bad/interim-reset  a 103 interim response, then a close
   /early/413        reads 1 KiB of the body, answers 413 and closes
+  /fault/partial-head   a response head cut off, then a close
+  /fault/reset-after/N  N bytes of a 2N-byte body, then a reset
+  /fault/stall-body/N   N bytes of a 2N-byte body, then silence
+  /fault/slow/N     a whole response with an N-byte body, a byte per millisecond
   /bad/switch       a 101 Switching Protocols whatever was asked
   /ws               a WebSocket echo (on an upgrade request; else 200)";
 
@@ -453,6 +457,61 @@ fn simple(status: u16, name: &str, body: &[u8], head_only: bool, keep_alive: boo
     out
 }
 
+/// The chaos endpoints, `/fault/KIND[/N]`: a response that goes wrong in one way.
+/// The connection closes after each.
+async fn fault(stream: &mut TcpStream, what: &str) {
+    let (kind, n) = match what.split_once('/') {
+        Some((kind, n)) => (kind, n.parse::<usize>().unwrap_or(0)),
+        None => (what, 0),
+    };
+    let declared = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 2 * n);
+    match kind {
+        // A head cut off in the middle.
+        "partial-head" => {
+            let _ = send(stream, b"HTTP/1.1 200 OK\r\nContent-Le".to_vec()).await;
+        }
+        // N bytes of a 2N-byte body, then a reset.
+        "reset-after" => {
+            let mut out = declared.into_bytes();
+            out.extend_from_slice(&pattern(0, n));
+            let _ = send(stream, out).await;
+            let _ = sys::set_linger_zero(stream.as_raw_fd());
+        }
+        // N bytes of a 2N-byte body, then nothing until the peer goes.
+        "stall-body" => {
+            let mut out = declared.into_bytes();
+            out.extend_from_slice(&pattern(0, n));
+            if send(stream, out).await.is_ok() {
+                let mut buf = Vec::with_capacity(1024);
+                while let Ok(n) = fill(stream, &mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    buf.clear();
+                }
+            }
+        }
+        // A whole response with an N-byte body, one byte every millisecond.
+        "slow" => {
+            let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+            out.extend_from_slice(&pattern(0, n));
+            for byte in out {
+                if send(stream, vec![byte]).await.is_err() {
+                    return;
+                }
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        _ => {
+            let _ = send(
+                stream,
+                simple(404, "fault", b"no such fault\n", false, false),
+            )
+            .await;
+        }
+    }
+}
+
 /// Writes the response for `path`. Returns false when the connection must close.
 #[allow(clippy::too_many_arguments)]
 async fn respond(
@@ -569,6 +628,10 @@ async fn respond(
         }
         ("bad", _) if arg == "cl-te" => {
             let _ = send(stream, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n".to_vec()).await;
+            return false;
+        }
+        ("fault", _) => {
+            fault(stream, arg).await;
             return false;
         }
         ("bad", _) if arg == "interim-reset" => {
