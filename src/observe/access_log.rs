@@ -41,6 +41,29 @@ pub struct LogNames<'a> {
     pub backend: Option<&'a str>,
 }
 
+impl LogNames<'_> {
+    /// Appends `,"backend":..,"listener":..,"route":..,"cluster":..` (JSON strings,
+    /// or `null` where there is none).
+    fn write_json(&self, out: &mut String) {
+        for (key, value) in [
+            ("backend", self.backend),
+            ("listener", Some(self.listener)),
+            ("route", self.route),
+            ("cluster", self.cluster),
+        ] {
+            let _ = write!(out, ",\"{key}\":");
+            match value {
+                Some(name) => {
+                    out.push('"');
+                    escape_json(name, out);
+                    out.push('"');
+                }
+                None => out.push_str("null"),
+            }
+        }
+    }
+}
+
 /// One shard's access log buffer.
 #[derive(Debug)]
 pub struct AccessLog {
@@ -100,22 +123,7 @@ impl AccessLog {
                 out.push_str("\",\"path\":\"");
                 escape_json(target, &mut out);
                 let _ = write!(out, "\",\"status\":{}", record.status);
-                for (key, value) in [
-                    ("backend", backend),
-                    ("listener", Some(names.listener)),
-                    ("route", names.route),
-                    ("cluster", names.cluster),
-                ] {
-                    let _ = write!(out, ",\"{key}\":");
-                    match value {
-                        Some(name) => {
-                            out.push('"');
-                            escape_json(name, &mut out);
-                            out.push('"');
-                        }
-                        None => out.push_str("null"),
-                    }
-                }
+                names.write_json(&mut out);
                 let _ = writeln!(
                     out,
                     ",\"attempts\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{duration_ms:.3}}}",
@@ -160,22 +168,7 @@ impl AccessLog {
                 out.push_str("{\"timestamp\":\"");
                 logging::write_now(&mut out);
                 let _ = write!(out, "\",\"client\":\"{client}\",\"tunnel\":\"{end}\"");
-                for (key, value) in [
-                    ("backend", names.backend),
-                    ("listener", Some(names.listener)),
-                    ("route", names.route),
-                    ("cluster", names.cluster),
-                ] {
-                    let _ = write!(out, ",\"{key}\":");
-                    match value {
-                        Some(name) => {
-                            out.push('"');
-                            escape_json(name, &mut out);
-                            out.push('"');
-                        }
-                        None => out.push_str("null"),
-                    }
-                }
+                names.write_json(&mut out);
                 let _ = writeln!(
                     out,
                     ",\"attempts\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{duration_ms:.3}}}",

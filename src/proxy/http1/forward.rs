@@ -471,17 +471,19 @@ async fn attempt(
             );
         }
     }
+    // From here the final response is on its way to the client.
+    let after_final = |error: ProxyError| AttemptFailure {
+        error,
+        before_response: false,
+        final_started: true,
+        reused,
+    };
     if response.upgraded {
         // The 101 (with the sticky cookie, if due) goes out, and the connection is a
         // tunnel from here: never pooled.
         write_all_client(client, scratch)
             .await
-            .map_err(|error| AttemptFailure {
-                error,
-                before_response: false,
-                final_started: true,
-                reused,
-            })?;
+            .map_err(after_final)?;
         let to_client = upbuf[response.head_len..].to_vec();
         return Ok(Done::Upgraded(Upgraded {
             upstream,
@@ -491,12 +493,7 @@ async fn attempt(
     }
     let upstream_clean = send_response(outbound, client, &mut upstream, upbuf, scratch, &response)
         .await
-        .map_err(|error| AttemptFailure {
-            error,
-            before_response: false,
-            final_started: true,
-            reused,
-        })?;
+        .map_err(after_final)?;
     let backend = in_flight.backend();
     if upstream_clean
         && response.upstream_reusable
