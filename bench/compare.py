@@ -211,11 +211,12 @@ def floor_commands(work, relay_bin):
 LOAD_CORES = "0"  # set from --load-cores
 
 
-def wrk(path, headers, seconds, conns):
+def wrk(path, headers, seconds, conns, port=PROXY_PORT):
+    """(requests/s, requests, non-2xx, socket errors as wrk prints them)."""
     threads = len(cpu_list(LOAD_CORES))
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORES, "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", *headers,
-         f"http://127.0.0.1:{PROXY_PORT}{path}"],
+         f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

@@ -56,6 +56,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.dont_write_bytecode = True  # no bench/__pycache__ from importing compare.py
 # The /proc accounting and port helpers are compare.py's, so both count alike.
+import compare  # noqa: E402
 from compare import cpu_list, cpu_ticks, med, memory_kib, tree, wait_port, wait_port_closed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,19 +181,12 @@ def check_configs(work, ringlb_bin, commands):
 
 
 def wrk(port, path, headers, seconds, conns):
-    """(requests/s, requests, non-2xx, socket errors as a sum, their text)."""
-    threads = len(cpu_list(LOAD_CORES))
-    out = subprocess.run(
-        ["taskset", "-c", LOAD_CORES, "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", *headers,
-         f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, timeout=seconds + 30, check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: (.*)", out)
-    sock_sum = sum(int(n) for n in re.findall(r"\d+", sock.group(1))) if sock else 0
-    return rps, requests, (int(non2xx.group(1)) if non2xx else 0), sock_sum, (sock.group(1) if sock else "")
+    """compare.py's wrk run on the load cores against `port`: (requests/s,
+    requests, non-2xx, socket errors as a sum, their text)."""
+    compare.LOAD_CORES = LOAD_CORES
+    rps, requests, non2xx, sock_text = compare.wrk(path, headers, seconds, conns, port=port)
+    sock_sum = sum(int(n) for n in re.findall(r"\d+", sock_text))
+    return rps, requests, non2xx, sock_sum, sock_text
 
 
 def cpu_since(pids, t0):
