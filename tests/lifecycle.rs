@@ -377,6 +377,83 @@ fn memory_freed_after_a_burst_of_connections_goes_back_to_the_kernel() {
     });
 }
 
+/// Caps the child's open descriptors at `limit`.
+fn descriptor_limit(limit: u64) -> impl FnOnce(&mut Command) {
+    move |command: &mut Command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec and only calls
+        // setrlimit(2), which is async-signal-safe, on a value built on the stack.
+        unsafe {
+            command.pre_exec(move || {
+                let cap = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &cap) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+#[test]
+fn out_of_descriptors_it_pauses_accepts_logs_a_few_lines_and_recovers() {
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    let config = config_for(&[("app1", origin.addr())], "");
+    let proxy = Proxy::start_with("emfile", &config, descriptor_limit(64)).expect("starts");
+    let accept_lines = |proxy: &Proxy| {
+        let log = proxy.log.lock().unwrap();
+        log.iter().filter(|l| l.contains("accept")).count()
+    };
+    // More idle connections than descriptors: the kernel completes them all into
+    // the backlog, and ringlb's accepts fail with EMFILE once it is full.
+    let flood: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(proxy.addr).unwrap())
+        .collect();
+    wait_until("accepts to fail", || {
+        proxy.log_contains("pausing new connections")
+    });
+    let started = Instant::now();
+    // At 10 ms a retry, that is about 100 failures before this line appears.
+    wait_until("the once-a-second line", || {
+        proxy.log_contains("accept still failing")
+    });
+    let lines = accept_lines(&proxy);
+    let seconds = started.elapsed().as_secs() as usize;
+    assert!(
+        lines <= seconds + 3,
+        "{lines} accept lines in {seconds}s: {:#?}",
+        proxy.log.lock().unwrap()
+    );
+    // Descriptors free up: ringlb accepts again, says so once, and serves.
+    drop(flood);
+    wait_until("accepts to resume", || {
+        proxy.log_contains("accepting again")
+    });
+    assert_eq!(get(proxy.addr, "/").text(), "app1\n");
+    let metrics = get(admin_addr(&proxy), "/metrics").text();
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringlb_accept_errors_total "))
+        .expect("the counter is exported")
+        .parse()
+        .unwrap();
+    assert!(failures >= 2, "{failures} failed accepts counted");
+}
+
+/// The admin address, from the start-up line.
+fn admin_addr(proxy: &Proxy) -> SocketAddr {
+    let log = proxy.log.lock().unwrap();
+    log.iter()
+        .find_map(|l| l.split(", admin on ").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .expect("the start-up line names the admin address")
+        .parse()
+        .unwrap()
+}
+
 /// A seccomp filter that makes io_uring_setup fail with EPERM, as container
 /// runtimes' default profiles do.
 fn forbid_io_uring(command: &mut Command) {

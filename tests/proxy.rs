@@ -356,6 +356,16 @@ both_drivers! {
             b"GET /headers HTTP/1.1\r\nHost: a.test\r\nX-Foo: a\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
             b"GET / HTTP/1.1\nHost: t\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: t\r\n\n",
+            // Look-alikes of framing fields (some servers fold `_`/`-` runs).
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer---Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer___Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent__Length: 5\r\n\r\nhello",
+            // A target must be ASCII; a chunk extension needs a name.
+            b"GET /\xce\xb4 HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2;\r\nab\r\n0\r\n\r\n",
+            // Absolute-form: no userinfo, no empty host.
+            b"GET http://u:p@t/ HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET http:///x HTTP/1.1\r\nHost: t\r\n\r\n",
         ];
         for case in cases {
             let raw = exchange(h.addr, case);
@@ -365,6 +375,22 @@ both_drivers! {
         }
         assert_eq!(h.origins[0].connections(), 0, "a bad request reached the origin");
         assert_eq!(h.stats().client_errors, cases.len() as u64);
+    }
+
+    fn an_absolute_form_target_reaches_the_backend_in_origin_form_with_its_host(driver) {
+        let h = Harness::start(driver, 1, |_| {});
+        let reply = request(
+            h.addr,
+            b"GET http://a.example:81/headers?x=1 HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        );
+        let seen = reply.text();
+        assert!(seen.starts_with("GET /headers?x=1 HTTP/1.1\r\n"), "{seen}");
+        let hosts: Vec<&str> = seen
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+            .collect();
+        assert_eq!(hosts, ["Host: a.example:81"], "{seen}");
+        assert!(seen.contains("X-Forwarded-Host: a.example:81\r\n"), "{seen}");
     }
 
     fn unsupported_requests_get_501_and_417(driver) {

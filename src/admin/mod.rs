@@ -99,7 +99,12 @@ pub fn spawn(
                             log_debug!("admin: {e}");
                         }
                     }
-                    Err(e) => log_debug!("admin accept: {e}"),
+                    Err(e) => {
+                        log_debug!("admin accept: {e}");
+                        // Out of descriptors, the pending connection stays in the
+                        // backlog and accept fails at once: do not spin on it.
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
             }
         })?;

@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -68,12 +68,14 @@ pub fn bind_reuseport(address: SocketAddr) -> io::Result<std::net::TcpListener> 
 /// reload removes the listener, and serves each on a task of its own.
 pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<ShardListener>, socket: TcpListener) {
     let stopped = |shard: &Shard| shard.draining() || listener.closing();
+    let mut starved = Starved::default();
     loop {
         match socket.accept().await {
             Ok((stream, peer)) => {
                 if stopped(&shard) {
                     break;
                 }
+                starved.ended(&shard, &listener);
                 ShardStats::bump(&shard.stats.connections_accepted);
                 if shard.active_connections() >= shard.settings().max_connections {
                     ShardStats::bump(&shard.stats.connections_refused);
@@ -103,8 +105,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<ShardListener>, socket: 
                 }
                 match e.raw_os_error() {
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        log_warn!("shard {}: accept: {e}; pausing 10ms", shard.index);
-                        monoio::time::sleep(Duration::from_millis(10)).await;
+                        ShardStats::bump(&shard.stats.accept_errors);
+                        starved.failed(&shard, &listener, &e);
+                        monoio::time::sleep(STARVED_PAUSE).await;
                     }
                     _ => log_debug!("shard {}: accept: {e}", shard.index),
                 }
@@ -112,6 +115,68 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<ShardListener>, socket: 
         }
     }
     listener.accept_ended();
+}
+
+/// How long a listener waits after an accept failed for want of descriptors or
+/// memory: the connection stays in the backlog, and retrying at once would spin.
+const STARVED_PAUSE: Duration = Duration::from_millis(10);
+/// At most one log line this often while accepts keep failing.
+const STARVED_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// A run of accepts failing for want of descriptors or memory, logged when it
+/// starts, at most once a second while it lasts, and when it ends: not once per
+/// 10 ms retry (a limit reached under a flood would otherwise fill the log).
+#[derive(Default)]
+struct Starved {
+    /// When the run began; `None` while accepts succeed.
+    since: Option<Instant>,
+    /// When it was last logged.
+    logged: Option<Instant>,
+    /// Failures in the whole run.
+    failures: u64,
+}
+
+impl Starved {
+    fn failed(&mut self, shard: &Shard, listener: &ShardListener, e: &io::Error) {
+        let now = Instant::now();
+        self.failures += 1;
+        let Some(since) = self.since else {
+            self.since = Some(now);
+            self.logged = Some(now);
+            log_warn!(
+                "shard {}: listener {}: accept: {e}; pausing new connections, retrying every {}ms",
+                shard.index,
+                listener.name,
+                STARVED_PAUSE.as_millis()
+            );
+            return;
+        };
+        if self.logged.is_some_and(|t| now - t >= STARVED_LOG_EVERY) {
+            log_warn!(
+                "shard {}: listener {}: accept still failing: {e} ({} times in {:.1}s)",
+                shard.index,
+                listener.name,
+                self.failures,
+                (now - since).as_secs_f64()
+            );
+            self.logged = Some(now);
+        }
+    }
+
+    /// An accept succeeded: a run that was going on is over.
+    #[inline]
+    fn ended(&mut self, shard: &Shard, listener: &ShardListener) {
+        if let Some(since) = self.since.take() {
+            log_warn!(
+                "shard {}: listener {}: accepting again after {} failed accepts in {:.1}s",
+                shard.index,
+                listener.name,
+                self.failures,
+                since.elapsed().as_secs_f64()
+            );
+            *self = Starved::default();
+        }
+    }
 }
 
 /// Serves a connection on a task of its own, by its listener's protocol.

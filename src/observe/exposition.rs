@@ -35,13 +35,14 @@ pub fn stats_json(report: &Report) -> String {
     let [c1, c2, c3, c4, c5] = t.responses_by_class();
     let _ = write!(
         out,
-        "\"totals\":{{\"connections_accepted\":{},\"connections_refused\":{},\"proxy_untrusted\":{},\"proxy_invalid\":{},\"active_connections\":{},\
+        "\"totals\":{{\"connections_accepted\":{},\"connections_refused\":{},\"proxy_untrusted\":{},\"proxy_invalid\":{},\"accept_errors\":{},\"active_connections\":{},\
          \"parked_connections\":{},\"requests\":{},\"responses\":{{\"1xx\":{c1},\"2xx\":{c2},\"3xx\":{c3},\"4xx\":{c4},\"5xx\":{c5}}},\
          \"status_codes\":{},\"errors\":{},",
         t.connections_accepted,
         t.connections_refused,
         t.proxy_untrusted,
         t.proxy_invalid,
+        t.accept_errors,
         t.active_connections,
         t.parked_connections,
         t.requests,
@@ -462,6 +463,13 @@ pub fn metrics_text(report: &Report) -> String {
         "counter",
         "Bytes written to clients.",
         t.bytes_out,
+    );
+    scalar(
+        &mut out,
+        "ringlb_accept_errors_total",
+        "counter",
+        "Accepts that failed for want of file descriptors or memory (each pauses that listener 10 ms).",
+        t.accept_errors,
     );
     scalar(
         &mut out,

@@ -100,6 +100,9 @@ pub struct ShardStats {
     pub proxy_untrusted: Cell<u64>,
     /// Connections closed because their PROXY header was malformed or late.
     pub proxy_invalid: Cell<u64>,
+    /// Accepts that failed for want of descriptors or memory (EMFILE, ENFILE,
+    /// ENOBUFS, ENOMEM); the listener pauses 10 ms after each.
+    pub accept_errors: Cell<u64>,
     /// Requests whose head was read.
     pub requests: Cell<u64>,
     /// Upstream connections opened.
@@ -142,6 +145,7 @@ impl Default for ShardStats {
             connections_refused: Cell::new(0),
             proxy_untrusted: Cell::new(0),
             proxy_invalid: Cell::new(0),
+            accept_errors: Cell::new(0),
             requests: Cell::new(0),
             upstream_connects: Cell::new(0),
             upstream_reuses: Cell::new(0),
@@ -227,6 +231,7 @@ impl ShardStats {
             connections_refused: self.connections_refused.get(),
             proxy_untrusted: self.proxy_untrusted.get(),
             proxy_invalid: self.proxy_invalid.get(),
+            accept_errors: self.accept_errors.get(),
             active_connections: active_connections as u64,
             parked_connections: parked_connections as u64,
             requests: self.requests.get(),
@@ -447,6 +452,8 @@ pub struct Counters {
     pub proxy_untrusted: u64,
     /// Connections closed for a malformed or late PROXY header.
     pub proxy_invalid: u64,
+    /// Accepts that failed for want of descriptors or memory.
+    pub accept_errors: u64,
     pub active_connections: u64,
     /// Idle client connections holding no buffers (a gauge).
     pub parked_connections: u64,
@@ -482,6 +489,7 @@ impl Counters {
         self.connections_refused += o.connections_refused;
         self.proxy_untrusted += o.proxy_untrusted;
         self.proxy_invalid += o.proxy_invalid;
+        self.accept_errors += o.accept_errors;
         self.active_connections += o.active_connections;
         self.parked_connections += o.parked_connections;
         self.requests += o.requests;

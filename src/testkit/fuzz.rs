@@ -27,7 +27,7 @@ fn forwarding() -> Forwarding {
 }
 
 /// A request head: parsed, its spans inside the head, and the head ringlb would
-/// send upstream parsed again to the same method, framing, keep-alive and upgrade.
+/// send upstream parsed again to the same method, framing, upgrade and host.
 pub fn request_head(data: &[u8]) {
     let limits = Limits::default();
     let mut out = Vec::new();
@@ -62,6 +62,11 @@ pub fn request_head(data: &[u8]) {
     assert_eq!(reread.body, request.body);
     assert_eq!(reread.upgrade, request.upgrade);
     assert!(!reread.expect_continue);
+    // The backend reads the host the request was routed by (RFC 9112 §3.2.2).
+    assert_eq!(
+        reread.host.map(|s| s.of(&out)),
+        request.host.map(|s| s.of(head))
+    );
 }
 
 /// A response head, for each kind of request it may answer: parsed within the

@@ -4,7 +4,7 @@
 //! `;`, CRLF exactly where the grammar puts it, trailer fields validated. It keeps no
 //! body bytes: data events borrow from the caller's input.
 
-use super::H1Error;
+use super::{is_token_byte, H1Error};
 
 /// Longest chunk-size line we accept (size, extensions and CRLF).
 const MAX_SIZE_LINE: usize = 1024;
@@ -24,7 +24,7 @@ pub enum ChunkEvent<'a> {
 enum State {
     Size,
     SizeWhitespace,
-    Extension,
+    Extension(Ext),
     SizeLf,
     Data,
     DataCr,
@@ -34,6 +34,30 @@ enum State {
     TrailerLf,
     EndLf,
     Done,
+}
+
+/// Where in a chunk extension (RFC 9112 §7.1.1) the next byte falls:
+/// `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// After `;`: whitespace, then a name.
+    BeforeName,
+    /// In the name.
+    Name,
+    /// Whitespace after the name: `=` or `;` must follow.
+    AfterName,
+    /// After `=`: whitespace, then a token or a quoted string.
+    BeforeValue,
+    /// In a token value.
+    Value,
+    /// In a quoted value.
+    Quoted,
+    /// After a backslash in a quoted value.
+    Escape,
+    /// Just after a quoted value's closing quote.
+    AfterQuote,
+    /// Whitespace after a value: only `;` may follow.
+    AfterValue,
 }
 
 /// Decoder state for one chunked body.
@@ -100,7 +124,7 @@ impl ChunkedDecoder {
             let b = input[i];
             i += 1;
             match self.state {
-                State::Size | State::SizeWhitespace | State::Extension => {
+                State::Size | State::SizeWhitespace | State::Extension(_) => {
                     self.line_len += 1;
                     if self.line_len > MAX_SIZE_LINE {
                         return Err(BAD);
@@ -182,7 +206,7 @@ impl ChunkedDecoder {
                     return Err(BAD);
                 } else {
                     match b {
-                        b';' => self.state = State::Extension,
+                        b';' => self.state = State::Extension(Ext::BeforeName),
                         b' ' | b'\t' => self.state = State::SizeWhitespace,
                         b'\r' => self.state = State::SizeLf,
                         _ => return Err(BAD),
@@ -191,14 +215,17 @@ impl ChunkedDecoder {
             }
             State::SizeWhitespace => match b {
                 b' ' | b'\t' => {}
-                b';' => self.state = State::Extension,
+                b';' => self.state = State::Extension(Ext::BeforeName),
                 _ => return Err(BAD),
             },
-            _ => match b {
-                b'\r' => self.state = State::SizeLf,
-                b'\t' | 0x20..=0x7e | 0x80..=0xff => {}
-                _ => return Err(H1Error::Malformed("invalid chunk extension")),
-            },
+            State::Extension(at) => {
+                self.state = match extension_byte(at, b) {
+                    Some(Step::Next(next)) => State::Extension(next),
+                    Some(Step::LineEnd) => State::SizeLf,
+                    None => return Err(H1Error::Malformed("invalid chunk extension")),
+                }
+            }
+            _ => return Err(BAD),
         }
         Ok(())
     }
@@ -229,6 +256,43 @@ impl ChunkedDecoder {
         self.trailers.truncate(self.trailers.len() - 2);
         result
     }
+}
+
+/// What a byte of a chunk extension leads to.
+enum Step {
+    Next(Ext),
+    /// The CR that ends the size line.
+    LineEnd,
+}
+
+/// The next place in a chunk extension after `b`, or `None` where the grammar
+/// has no place for it (an empty name, a bare `=`, a control byte, whitespace
+/// before the line end).
+fn extension_byte(at: Ext, b: u8) -> Option<Step> {
+    let ws = b == b' ' || b == b'\t';
+    let token = is_token_byte(b);
+    let next = match at {
+        Ext::BeforeName if ws => Ext::BeforeName,
+        Ext::BeforeName | Ext::Name if token => Ext::Name,
+        Ext::Name | Ext::AfterName if ws => Ext::AfterName,
+        Ext::Name | Ext::AfterName if b == b'=' => Ext::BeforeValue,
+        Ext::BeforeValue if ws => Ext::BeforeValue,
+        Ext::BeforeValue if b == b'"' => Ext::Quoted,
+        Ext::BeforeValue | Ext::Value if token => Ext::Value,
+        Ext::Quoted if b == b'"' => Ext::AfterQuote,
+        Ext::Quoted if b == b'\\' => Ext::Escape,
+        Ext::Quoted if b == b'\t' || (b >= 0x20 && b != 0x7f) => Ext::Quoted,
+        Ext::Escape if b == b'\t' || (b >= 0x20 && b != 0x7f) => Ext::Quoted,
+        Ext::Value | Ext::AfterQuote | Ext::AfterValue if ws => Ext::AfterValue,
+        Ext::Name | Ext::AfterName | Ext::Value | Ext::AfterQuote | Ext::AfterValue
+            if b == b';' =>
+        {
+            Ext::BeforeName
+        }
+        Ext::Name | Ext::Value | Ext::AfterQuote if b == b'\r' => return Some(Step::LineEnd),
+        _ => return None,
+    };
+    Some(Step::Next(next))
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -322,6 +386,42 @@ mod tests {
     fn whitespace_is_allowed_only_before_an_extension() {
         assert!(decode_all(b"5 ;x\r\nhello\r\n0\r\n\r\n", 64).is_ok());
         assert!(decode_all(b"5 \r\nhello\r\n0\r\n\r\n", 64).is_err());
+    }
+
+    #[test]
+    fn chunk_extensions_follow_the_grammar() {
+        let body = |ext: &str| format!("5{ext}\r\nhello\r\n0{ext}\r\n\r\n");
+        for ok in [
+            ";a",
+            ";a=b",
+            "; a = b",
+            ";a=b;c",
+            ";a;b=c ;d",
+            ";name=\"quoted \\\" value;\"",
+            ";a=\"\"",
+            ";a=\"x\" ;b",
+            ";a=1.0-x_y",
+        ] {
+            assert!(decode_all(body(ok).as_bytes(), 3).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            ";",
+            "; ",
+            ";;a",
+            ";=b",
+            ";a=",
+            ";a= ",
+            ";a=b ",
+            ";a ",
+            ";a==b",
+            ";a=b c",
+            ";a=\"open",
+            ";a=\"x\"y",
+            ";a@b",
+            ";a=\"\x01\"",
+        ] {
+            assert!(decode_all(body(bad).as_bytes(), 3).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
-use super::{BodyKind, H1Error, Limits};
+use super::{is_token_byte, BodyKind, H1Error, Limits};
 use crate::config::FRAMING_FIELDS;
 
 /// Upper bound on `limits.max_headers`; the parser's field array lives on the stack.
@@ -131,7 +131,7 @@ fn path_of(target: &str) -> &str {
         match target.split_once("://") {
             // No path after the authority: an empty one, still inside the target
             // (the request's spans must point into its head).
-            Some((_, rest)) => rest.find('/').map_or(&rest[rest.len()..], |i| &rest[i..]),
+            Some((_, rest)) => &rest[authority_end(rest)..],
             None => target,
         }
     };
@@ -349,10 +349,6 @@ fn read_transfer_encoding(value: &[u8], framing: &mut Framing<'_>) -> Result<(),
     Ok(())
 }
 
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// A field value may not carry NUL, CR or LF (httparse refuses most, this is the
 /// belt to its braces; obs-fold never reaches here because httparse refuses it).
 fn check_value(value: &[u8]) -> Result<(), H1Error> {
@@ -466,6 +462,7 @@ pub fn parse_request(
         return Err(H1Error::NotImplemented("CONNECT"));
     }
     check_target(method, target)?;
+    let authority = target_authority(target)?;
     let http10 = minor == 0;
     let headers = &*req.headers;
     // httparse takes exactly one space before the version: ` HTTP/1.x` is 9 bytes.
@@ -499,9 +496,7 @@ pub fn parse_request(
     let mut expect_continue = false;
     for header in headers {
         check_field(buf, header.value)?;
-        if header.name.contains('_') && is_framing_lookalike(header.name) {
-            // Some servers read `_` as `-`: such a field could frame the body
-            // differently upstream than here.
+        if is_framing_lookalike(header.name) {
             return Err(H1Error::Malformed("ambiguous header name"));
         }
         if header.name.eq_ignore_ascii_case("host") {
@@ -537,7 +532,10 @@ pub fn parse_request(
     out.clear();
     out.extend_from_slice(method_token.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
+    match authority {
+        None => out.extend_from_slice(target.as_bytes()),
+        Some(_) => write_origin_form(out, method, target),
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut forwarded_for_written = false;
     for header in headers {
@@ -546,8 +544,12 @@ pub fn parse_request(
         // but `Host` never does: a request without one is not HTTP/1.1, and a
         // client must not be able to strip it (found by fuzzing).
         let hop_only = framing.connection.lists(name) && !name.eq_ignore_ascii_case("host");
+        // RFC 9112 §3.2.2: with an absolute-form target, its authority is the
+        // host, and `Host` is rebuilt from it below.
+        let replaced_host = authority.is_some() && name.eq_ignore_ascii_case("host");
         if is_hop_by_hop(name)
             || hop_only
+            || replaced_host
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
         {
@@ -565,9 +567,11 @@ pub fn parse_request(
     if !forwarded_for_written {
         write_forwarded_for(out, headers, forwarding.client_ip);
     }
+    if let Some(authority) = authority {
+        write_field(out, b"Host", authority.as_bytes());
+    }
     write_field(out, b"X-Forwarded-Proto", forwarding.proto.as_bytes());
-    // RFC 9112 §3.2.2: with an absolute-form target, its authority is the host.
-    let forwarded_host = target_authority(target).map(str::as_bytes).or(host);
+    let forwarded_host = authority.map(str::as_bytes).or(host);
     let routing_host = forwarded_host.map(|h| Span::within(buf, h));
     if let Some(host) = forwarded_host {
         write_field(out, b"X-Forwarded-Host", host);
@@ -592,7 +596,7 @@ pub fn parse_request(
         body,
         keep_alive,
         expect_continue,
-        missing_host: host.is_none(),
+        missing_host: forwarded_host.is_none(),
         head_len,
         method_token: Span::within(buf, method_token.as_bytes()),
         host: routing_host,
@@ -685,29 +689,94 @@ pub fn rewrite_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// `Content_Length`, `transfer_encoding` and the like.
+/// `Content_Length`, `Transfer---Encoding` and the like: a name that is not a
+/// framing field but becomes one when every run of bytes other than letters and
+/// digits is read as one `-`, case-insensitively. Some servers fold names that
+/// way, so such a field could frame a body differently upstream than here.
 fn is_framing_lookalike(name: &str) -> bool {
+    let name = name.as_bytes();
+    // Cheap exits first: this runs for every field of every message.
+    if name.len() < "content-length".len() || !matches!(name[0] | 0x20, b'c' | b't') {
+        return false;
+    }
     ["content-length", "transfer-encoding"].iter().any(|field| {
-        field.len() == name.len()
-            && field
-                .bytes()
-                .zip(name.bytes())
-                .all(|(f, n)| f == n.to_ascii_lowercase() || (f == b'-' && n == b'_'))
+        !name.eq_ignore_ascii_case(field.as_bytes()) && folds_to(name, field.as_bytes())
     })
 }
 
-/// The authority of an absolute-form target (`http://host:port/path` → `host:port`).
-fn target_authority(target: &str) -> Option<&str> {
-    if target.starts_with('/') {
-        return None;
+/// Whether `name`, with each run of non-alphanumeric bytes read as one `-` and
+/// letters lower-cased, equals `field` (lower-case).
+fn folds_to(name: &[u8], field: &[u8]) -> bool {
+    let mut at = 0;
+    let mut i = 0;
+    while i < name.len() {
+        let want = field.get(at).copied();
+        if name[i].is_ascii_alphanumeric() {
+            if want != Some(name[i].to_ascii_lowercase()) {
+                return false;
+            }
+            i += 1;
+        } else {
+            if want != Some(b'-') {
+                return false;
+            }
+            while i < name.len() && !name[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+        }
+        at += 1;
     }
-    let rest = target.split_once("://")?.1;
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    Some(&rest[..end]).filter(|a| !a.is_empty())
+    at == field.len()
+}
+
+/// The authority of an absolute-form target (`http://host:port/path` → `host:port`),
+/// `None` for origin-form and `*`. An empty host is invalid (RFC 9110 §4.2.1), and
+/// userinfo (`user:pass@`) is refused: it is deprecated (§4.2.4), and a backend
+/// could read the host out of it differently.
+fn target_authority(target: &str) -> Result<Option<&str>, H1Error> {
+    let Some((_, rest)) = target
+        .split_once("://")
+        .filter(|_| !target.starts_with('/'))
+    else {
+        return Ok(None);
+    };
+    let authority = &rest[..authority_end(rest)];
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(H1Error::Malformed("absolute target without a host"));
+    }
+    if authority.contains('@') {
+        return Err(H1Error::Malformed("userinfo in request target"));
+    }
+    Ok(Some(authority))
+}
+
+/// Where the authority ends in what follows `scheme://`.
+fn authority_end(rest: &str) -> usize {
+    rest.find(['/', '?']).unwrap_or(rest.len())
+}
+
+/// The origin-form of an absolute-form target, as sent upstream (RFC 9112 §3.2.1):
+/// its path and query, `/` for an empty path, `*` for a server-wide OPTIONS
+/// (§3.2.4).
+fn write_origin_form(out: &mut Vec<u8>, method: Method, target: &str) {
+    let rest = target.split_once("://").map_or("", |(_, rest)| rest);
+    let path_and_query = &rest[authority_end(rest)..];
+    if path_and_query.is_empty() && method == Method::Options {
+        out.push(b'*');
+        return;
+    }
+    if !path_and_query.starts_with('/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(path_and_query.as_bytes());
 }
 
 /// origin-form (`/path`), absolute-form (`http://host/path`) or `*` for OPTIONS.
 fn check_target(method: Method, target: &str) -> Result<(), H1Error> {
+    // RFC 9112 §3.2 / RFC 3986: other octets are percent-encoded in a target.
+    if !target.is_ascii() {
+        return Err(H1Error::Malformed("non-ASCII byte in request target"));
+    }
     let ok = target.starts_with('/')
         || (target == "*" && method == Method::Options)
         || starts_with_ignore_case(target, "http://")
@@ -900,6 +969,9 @@ pub fn parse_response(
     check_line_ends(&buf[..head_len], 0, status_line_end.saturating_sub(1))?;
     for header in headers {
         check_field(buf, header.value)?;
+        if is_framing_lookalike(header.name) {
+            return Err(H1Error::Malformed("ambiguous header name"));
+        }
     }
     if code == 101 {
         let connection = read_framing_with(headers, false)?.connection;
@@ -1293,26 +1365,114 @@ mod tests {
     }
 
     #[test]
-    fn underscore_lookalikes_of_framing_fields_are_refused() {
-        for raw in [
-            &b"POST / HTTP/1.1\r\nHost: h\r\nContent_Length: 5\r\n\r\nhello"[..],
-            b"POST / HTTP/1.1\r\nHost: h\r\ntransfer_encoding: chunked\r\n\r\n",
+    fn lookalikes_of_framing_fields_are_refused_in_requests_and_responses() {
+        for name in [
+            "Content_Length",
+            "transfer_encoding",
+            "Transfer---Encoding",
+            "Transfer___Encoding",
+            "content-_-length",
+            "Transfer.Encoding",
+            "CONTENT~LENGTH",
         ] {
-            assert_eq!(req(raw), Err(H1Error::Malformed("ambiguous header name")));
+            let request = format!("POST / HTTP/1.1\r\nHost: h\r\n{name}: 5\r\n\r\nhello");
+            assert_eq!(
+                req(request.as_bytes()),
+                Err(H1Error::Malformed("ambiguous header name")),
+                "{name}"
+            );
+            let response = format!("HTTP/1.1 200 OK\r\n{name}: 5\r\n\r\nhello");
+            let mut out = Vec::new();
+            assert_eq!(
+                parse_response(response.as_bytes(), &Limits::default(), &GET11, &mut out),
+                Err(H1Error::Malformed("ambiguous header name")),
+                "{name}"
+            );
         }
-        // Other underscores are fine.
-        assert!(req(b"GET / HTTP/1.1\r\nHost: h\r\nX_Custom: 1\r\n\r\n").is_ok());
+        // The real names, other separators and near misses are ordinary fields.
+        for name in [
+            "X_Custom",
+            "Content-Type",
+            "-Content-Length",
+            "Content-Length-X",
+            "Content-Lengths",
+            "Transfer-Encodings",
+            "ContentLength",
+        ] {
+            let request = format!("GET / HTTP/1.1\r\nHost: h\r\n{name}: 1\r\n\r\n");
+            assert!(req(request.as_bytes()).is_ok(), "{name}");
+        }
+        assert!(req(b"POST / HTTP/1.1\r\nHost: h\r\ncontent-LENGTH: 1\r\n\r\nx").is_ok());
     }
 
     #[test]
-    fn absolute_form_sets_forwarded_host_from_the_target() {
-        let out = rewritten(b"GET http://a.example:8080/p HTTP/1.1\r\nHost: b.example\r\n\r\n");
-        assert!(
-            out.contains("X-Forwarded-Host: a.example:8080\r\n"),
-            "{out}"
+    fn an_absolute_target_is_sent_in_origin_form_with_its_authority_as_host() {
+        let raw =
+            b"GET http://a.example:8080/p?q=1 HTTP/1.1\r\nHost: b.example\r\nAccept: x\r\n\r\n";
+        let out = rewritten(raw);
+        assert_eq!(
+            out,
+            "GET /p?q=1 HTTP/1.1\r\nAccept: x\r\nX-Forwarded-For: 10.1.2.3\r\n\
+             Host: a.example:8080\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: a.example:8080\r\n\r\n"
         );
-        assert_eq!(target_authority("https://x/"), Some("x"));
-        assert_eq!(target_authority("/x"), None);
+        let request = req(raw).unwrap().unwrap();
+        assert_eq!(request.host.unwrap().of(raw), b"a.example:8080");
+        assert_eq!(request.path.of(raw), b"/p");
+
+        let first_line = |raw: &[u8]| rewritten(raw).lines().next().unwrap().to_string();
+        assert_eq!(
+            first_line(b"GET http://a HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "GET / HTTP/1.1"
+        );
+        assert_eq!(
+            first_line(b"GET http://a?x=/y HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "GET /?x=/y HTTP/1.1"
+        );
+        assert_eq!(
+            first_line(b"OPTIONS http://a HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "OPTIONS * HTTP/1.1"
+        );
+        let raw = b"GET http://a?x=/y HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(req(raw).unwrap().unwrap().path.of(raw), b"");
+
+        // HTTP/1.0 without Host: the authority gives one, the backend's is not added.
+        let raw = b"GET http://a.example/ HTTP/1.0\r\n\r\n";
+        assert!(!req(raw).unwrap().unwrap().missing_host);
+        assert!(rewritten(raw).contains("\r\nHost: a.example\r\n"));
+    }
+
+    #[test]
+    fn absolute_targets_without_a_host_or_with_userinfo_are_refused() {
+        for (raw, why) in [
+            (
+                &b"GET http://user:pw@a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n"[..],
+                "userinfo in request target",
+            ),
+            (
+                b"GET http://@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                "userinfo in request target",
+            ),
+            (
+                b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+                "absolute target without a host",
+            ),
+            (
+                b"GET http://:80/x HTTP/1.1\r\nHost: a\r\n\r\n",
+                "absolute target without a host",
+            ),
+        ] {
+            assert_eq!(req(raw), Err(H1Error::Malformed(why)));
+        }
+    }
+
+    #[test]
+    fn a_target_with_bytes_outside_ascii_is_refused() {
+        assert_eq!(
+            req(b"GET /\xce\xb4 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Err(H1Error::Malformed("non-ASCII byte in request target"))
+        );
+        assert!(req(b"GET /%CE%B4 HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
     }
 
     #[test]

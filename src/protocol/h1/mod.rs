@@ -16,6 +16,12 @@ pub use head::{
     Span, MAX_HEADERS_CAP,
 };
 
+/// A `tchar` of RFC 9110 §5.6.2: what field names, codings and chunk extension
+/// names are made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// How a message body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
