@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
-use super::{is_token_byte, BodyKind, H1Error, Limits};
+use super::{byte_table, is_token_byte, BodyKind, H1Error, Limits};
 use crate::config::FRAMING_FIELDS;
 
 /// Upper bound on `limits.max_headers`; the parser's field array lives on the stack.
@@ -333,11 +333,17 @@ fn parse_content_length(value: &[u8]) -> Result<u64, H1Error> {
 fn read_transfer_encoding(value: &[u8], framing: &mut Framing<'_>) -> Result<(), H1Error> {
     const ERR: H1Error = H1Error::Malformed("invalid Transfer-Encoding");
     let value = std::str::from_utf8(value).map_err(|_| ERR)?;
+    let mut codings = 0;
     for token in value.split(',') {
         let token = token.trim_matches([' ', '\t']);
-        if token.is_empty() || !token.bytes().all(is_token_byte) {
+        // RFC 9110 §5.6.1: empty list elements are ignored (`,chunked`).
+        if token.is_empty() {
+            continue;
+        }
+        if !token.bytes().all(is_token_byte) {
             return Err(ERR);
         }
+        codings += 1;
         framing.transfer_encoding = true;
         framing.chunked = token.eq_ignore_ascii_case("chunked");
         if framing.chunked {
@@ -346,8 +352,63 @@ fn read_transfer_encoding(value: &[u8], framing: &mut Framing<'_>) -> Result<(),
             framing.other_coding = true;
         }
     }
+    // A field line that names no coding at all frames nothing we could trust.
+    if codings == 0 {
+        return Err(ERR);
+    }
     Ok(())
 }
+
+/// A `Host` value is `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2):
+/// a registered name or IPv4 address of unreserved, percent-encoded and sub-delim
+/// bytes, or an IP literal in brackets, then digits after a colon. Anything else
+/// (a path, userinfo, a list, spaces) is a 400 (RFC 9112 §3.2): a backend could
+/// read another host out of it than the one ringlb routed by.
+fn check_host(value: &[u8]) -> Result<(), H1Error> {
+    const ERR: H1Error = H1Error::Malformed("invalid Host");
+    let (host, port) = if value.first() == Some(&b'[') {
+        let close = value.iter().position(|&b| b == b']').ok_or(ERR)?;
+        let literal = &value[1..close];
+        if literal.is_empty() || !literal.iter().all(|&b| is_host_byte(b) || b == b':') {
+            return Err(ERR);
+        }
+        (&[][..], &value[close + 1..])
+    } else {
+        let colon = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        (&value[..colon], &value[colon..])
+    };
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                let hex = host.get(i + 1..i + 3).ok_or(ERR)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(ERR);
+                }
+                i += 3;
+            }
+            b if is_host_byte(b) => i += 1,
+            _ => return Err(ERR),
+        }
+    }
+    match port {
+        [] => Ok(()),
+        [b':', digits @ ..] if digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit) => Ok(()),
+        _ => Err(ERR),
+    }
+}
+
+/// RFC 3986's `unreserved` and `sub-delims`: what a registered name is made of.
+#[inline]
+fn is_host_byte(b: u8) -> bool {
+    HOST_BYTES[usize::from(b)]
+}
+
+const HOST_BYTES: [bool; 256] = byte_table(b"-._~!$&'()*+,;=");
+
+/// What a request target may hold once httparse has passed it (visible ASCII):
+/// all but the bytes RFC 3986 allows nowhere in a URI, and `#`.
+const TARGET_BYTES: [bool; 256] = byte_table(b"!$%&'()*+,-./:;=?@[]_~");
 
 /// A field value may not carry NUL, CR or LF (httparse refuses most, this is the
 /// belt to its braces; obs-fold never reaches here because httparse refuses it).
@@ -503,6 +564,7 @@ pub fn parse_request(
             if host.is_some() {
                 return Err(H1Error::Malformed("duplicate Host"));
             }
+            check_host(header.value)?;
             host = Some(header.value);
         } else if header.name.eq_ignore_ascii_case("expect") {
             if header.value.eq_ignore_ascii_case(b"100-continue") {
@@ -747,6 +809,9 @@ fn target_authority(target: &str) -> Result<Option<&str>, H1Error> {
     if authority.contains('@') {
         return Err(H1Error::Malformed("userinfo in request target"));
     }
+    // It becomes the `Host` sent upstream, so it follows the same rules.
+    check_host(authority.as_bytes())
+        .map_err(|_| H1Error::Malformed("invalid host in request target"))?;
     Ok(Some(authority))
 }
 
@@ -774,8 +839,15 @@ fn write_origin_form(out: &mut Vec<u8>, method: Method, target: &str) {
 /// origin-form (`/path`), absolute-form (`http://host/path`) or `*` for OPTIONS.
 fn check_target(method: Method, target: &str) -> Result<(), H1Error> {
     // RFC 9112 §3.2 / RFC 3986: other octets are percent-encoded in a target.
-    if !target.is_ascii() {
-        return Err(H1Error::Malformed("non-ASCII byte in request target"));
+    // Refused too: the bytes RFC 3986 allows nowhere in a URI (HAProxy refuses
+    // the same by default), and `#`: a fragment is never sent, and servers
+    // disagree on whether it ends the path (HAProxy's CVE-2023-45539).
+    if let Some(b) = target.bytes().find(|&b| !TARGET_BYTES[usize::from(b)]) {
+        return Err(H1Error::Malformed(if b.is_ascii() {
+            "invalid byte in request target"
+        } else {
+            "non-ASCII byte in request target"
+        }));
     }
     let ok = target.starts_with('/')
         || (target == "*" && method == Method::Options)
@@ -1467,12 +1539,86 @@ mod tests {
     }
 
     #[test]
+    fn host_values_must_be_a_host_and_a_port() {
+        for ok in [
+            "a.example",
+            "a.example:8080",
+            "A-b_c~d.example",
+            "10.0.0.1:80",
+            "[::1]:443",
+            "[2001:db8::1]",
+            "xn--bcher-kva.example",
+            "a%2Eb",
+            "",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {ok}\r\n\r\n");
+            assert!(req(raw.as_bytes()).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "a.example, b.example",
+            "a.example/x",
+            "user@a.example",
+            "a.example:abc",
+            "a.example:123456",
+            "a b",
+            "[::1",
+            "[]",
+            "a%zz",
+            "a%2",
+            "a\"b",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(
+                req(raw.as_bytes()),
+                Err(H1Error::Malformed("invalid Host")),
+                "{bad:?}"
+            );
+        }
+        let raw = b"GET http://a.example:x/ HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(
+            req(raw),
+            Err(H1Error::Malformed("invalid host in request target"))
+        );
+    }
+
+    #[test]
     fn a_target_with_bytes_outside_ascii_is_refused() {
         assert_eq!(
             req(b"GET /\xce\xb4 HTTP/1.1\r\nHost: a\r\n\r\n"),
             Err(H1Error::Malformed("non-ASCII byte in request target"))
         );
         assert!(req(b"GET /%CE%B4 HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+        for bad in [
+            "/a#b", "/\"", "/<", "/>", "/\\", "/^", "/`", "/{", "/|", "/}",
+        ] {
+            let raw = format!("GET {bad} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(
+                req(raw.as_bytes()),
+                Err(H1Error::Malformed("invalid byte in request target")),
+                "{bad}"
+            );
+        }
+        assert!(req(b"GET /a-._~!$&'()*+,;=:@/%20?q=/? HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn empty_elements_of_transfer_encoding_are_ignored_but_some_coding_is_needed() {
+        for ok in [",chunked", "chunked,", " , chunked , "] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {ok}\r\n\r\n");
+            assert_eq!(
+                req(raw.as_bytes()).unwrap().unwrap().body,
+                BodyKind::Chunked,
+                "{ok:?}"
+            );
+        }
+        for bad in ["", ",", " , "] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {bad}\r\nContent-Length: 1\r\n\r\nx");
+            assert_eq!(
+                req(raw.as_bytes()),
+                Err(H1Error::Malformed("invalid Transfer-Encoding")),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
