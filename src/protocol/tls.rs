@@ -1,0 +1,337 @@
+//! `tls`: one TLS session (rustls), sans-io, over the caller's buffers.
+//!
+//! Owns driving a `rustls::Connection` by hand: ciphertext the caller read goes in
+//! (`feed`), and every plaintext byte it yields comes straight out into the
+//! caller's buffer, so nothing decrypted stays inside rustls and a connection
+//! can park with no buffer of ringlb's. Plaintext to send is sealed into records
+//! (`seal`), and whatever rustls must send of its own (handshake flights, session
+//! tickets, alerts, key updates) is drained by `drain_output`. Never touches a
+//! socket, never blocks, never panics on what a peer sends: a bad record is an
+//! `Err` whose alert is left for `drain_output`.
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The peer broke the protocol or refused ours (a handshake failure, a bad
+    /// record, an alert): its fault, or a configuration the two sides do not
+    /// share. Never worth retrying on the same connection.
+    #[error("tls: {0}")]
+    Protocol(#[from] rustls::Error),
+    /// The peer sent a message larger than rustls buffers (a handshake message
+    /// over 64 KiB): its fault.
+    #[error("tls: {0}")]
+    Overflow(io::Error),
+}
+
+/// What `feed` saw besides plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// The session goes on.
+    Open,
+    /// The peer sent `close_notify`: it sends nothing more.
+    PeerClosed,
+}
+
+/// What was agreed in the handshake, for statistics and the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1_2` or `TLSv1_3`.
+    pub version: &'static str,
+    /// The cipher suite's IANA-style name.
+    pub cipher: &'static str,
+    /// The session was resumed (a ticket or a session id), not a full handshake.
+    pub resumed: bool,
+}
+
+/// One TLS session, client or server side.
+#[derive(Debug)]
+pub struct TlsSession {
+    conn: Connection,
+    /// The peer's `close_notify` arrived.
+    peer_closed: bool,
+}
+
+impl TlsSession {
+    /// The server side of a new session.
+    pub fn server(config: Arc<ServerConfig>) -> Result<TlsSession, TlsError> {
+        Ok(TlsSession {
+            conn: Connection::Server(ServerConnection::new(config)?),
+            peer_closed: false,
+        })
+    }
+
+    /// The client side of a new session to `name`.
+    pub fn client(
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<TlsSession, TlsError> {
+        Ok(TlsSession {
+            conn: Connection::Client(ClientConnection::new(config, name)?),
+            peer_closed: false,
+        })
+    }
+
+    /// Takes all of `cipher` and appends every byte it decrypts to `plain`.
+    /// On an error, the alert to send is waiting in `drain_output`.
+    pub fn feed(&mut self, mut cipher: &[u8], plain: &mut Vec<u8>) -> Result<Fed, TlsError> {
+        // Never hand rustls an empty reader: it would take it for the peer's EOF.
+        while !cipher.is_empty() {
+            let taken = self
+                .conn
+                .read_tls(&mut cipher)
+                .map_err(TlsError::Overflow)?;
+            let state = self.conn.process_new_packets()?;
+            self.take_plaintext(plain);
+            // After `close_notify` rustls takes nothing more: what follows is
+            // ignored, as a closed session has nothing more to say.
+            self.peer_closed |= state.peer_has_closed();
+            if self.peer_closed || taken == 0 {
+                break;
+            }
+        }
+        Ok(if self.peer_closed {
+            Fed::PeerClosed
+        } else {
+            Fed::Open
+        })
+    }
+
+    /// The TCP connection reached its end. Returns whether the peer closed the
+    /// session properly first (`close_notify`); if not, what came may have been
+    /// cut short by someone in between.
+    pub fn feed_eof(&mut self) -> bool {
+        self.peer_closed
+    }
+
+    /// Encrypts all of `plain` into `out`, after whatever output was waiting.
+    pub fn seal(&mut self, mut plain: &[u8], out: &mut Vec<u8>) {
+        self.drain_output(out);
+        while !plain.is_empty() {
+            // The writer takes less (even nothing) when rustls's own buffer is
+            // full; draining it makes room.
+            let taken = self.conn.writer().write(plain).unwrap_or(0);
+            plain = &plain[taken..];
+            self.drain_output(out);
+        }
+    }
+
+    /// Moves every record rustls has waiting (handshake flights, tickets, alerts,
+    /// key updates, sealed data) into `out`.
+    pub fn drain_output(&mut self, out: &mut Vec<u8>) {
+        while self.conn.wants_write() {
+            // Writing into a Vec cannot fail.
+            if self.conn.write_tls(out).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Says goodbye (`close_notify`) into `out`.
+    pub fn close(&mut self, out: &mut Vec<u8>) {
+        self.conn.send_close_notify();
+        self.drain_output(out);
+    }
+
+    /// The handshake is not over yet.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// What was agreed, once the handshake is over.
+    pub fn info(&self) -> Option<TlsInfo> {
+        let version = self.conn.protocol_version()?.as_str()?;
+        let cipher = self.conn.negotiated_cipher_suite()?.suite().as_str()?;
+        Some(TlsInfo {
+            version,
+            cipher,
+            resumed: self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        })
+    }
+
+    /// The name the client asked for (server side, once its hello arrived).
+    pub fn server_name(&self) -> Option<&str> {
+        match &self.conn {
+            Connection::Server(server) => server.server_name(),
+            Connection::Client(_) => None,
+        }
+    }
+
+    /// The protocol agreed by ALPN, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    /// The rustls connection, for what this wrapper does not cover.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn take_plaintext(&mut self, plain: &mut Vec<u8>) {
+        let mut reader = self.conn.reader();
+        loop {
+            let n = match reader.fill_buf() {
+                Ok([]) | Err(_) => break,
+                Ok(chunk) => {
+                    plain.extend_from_slice(chunk);
+                    chunk.len()
+                }
+            };
+            reader.consume(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::RootCertStore;
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// A self-signed certificate for `localhost`, and configs on both sides.
+    fn configs(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = CertificateDer::from(certified.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let mut server = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        server.ticketer = rustls::crypto::ring::Ticketer::new().unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    fn pair(versions: &[&'static rustls::SupportedProtocolVersion]) -> (TlsSession, TlsSession) {
+        let (server, client) = configs(versions);
+        (
+            TlsSession::server(server).unwrap(),
+            TlsSession::client(client, ServerName::try_from("localhost").unwrap()).unwrap(),
+        )
+    }
+
+    /// Moves `bytes` from one side to the other in pieces of `step` bytes,
+    /// collecting the plaintext that comes out.
+    fn deliver(to: &mut TlsSession, bytes: &[u8], step: usize) -> (Vec<u8>, Fed) {
+        let mut plain = Vec::new();
+        let mut fed = Fed::Open;
+        for piece in bytes.chunks(step.max(1)) {
+            fed = to.feed(piece, &mut plain).unwrap();
+        }
+        (plain, fed)
+    }
+
+    /// Runs the handshake, each flight cut into pieces of `step` bytes.
+    fn handshake(server: &mut TlsSession, client: &mut TlsSession, step: usize) {
+        for _ in 0..10 {
+            let mut out = Vec::new();
+            client.drain_output(&mut out);
+            assert!(deliver(server, &out, step).0.is_empty());
+            let mut back = Vec::new();
+            server.drain_output(&mut back);
+            assert!(deliver(client, &back, step).0.is_empty());
+            if !server.is_handshaking() && !client.is_handshaking() && back.is_empty() {
+                return;
+            }
+        }
+        panic!("the handshake did not end");
+    }
+
+    #[test]
+    fn data_crosses_both_ways_whatever_the_cuts() {
+        for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12]] {
+            for step in [1, 2, 3, 7, 100, 5000, usize::MAX] {
+                let (mut server, mut client) = pair(versions);
+                handshake(&mut server, &mut client, step);
+                let info = server.info().unwrap();
+                assert_eq!(Some(info), client.info());
+                assert!(!info.resumed);
+                assert_eq!(server.server_name(), Some("localhost"));
+
+                let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+                let mut wire = Vec::new();
+                client.seal(request, &mut wire);
+                assert_eq!(deliver(&mut server, &wire, step).0, request);
+
+                let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+                let mut wire = Vec::new();
+                server.seal(&big, &mut wire);
+                assert_eq!(deliver(&mut client, &wire, step).0, big, "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn close_notify_is_seen_and_an_eof_without_it_is_not_clean() {
+        let (mut server, mut client) = pair(&[&rustls::version::TLS13]);
+        handshake(&mut server, &mut client, usize::MAX);
+        let mut wire = Vec::new();
+        client.seal(b"last words", &mut wire);
+        client.close(&mut wire);
+        let (plain, fed) = deliver(&mut server, &wire, 3);
+        assert_eq!(plain, b"last words");
+        assert_eq!(fed, Fed::PeerClosed);
+        assert!(server.feed_eof());
+
+        let (mut server, mut client) = pair(&[&rustls::version::TLS13]);
+        handshake(&mut server, &mut client, usize::MAX);
+        assert!(!server.feed_eof(), "a bare TCP EOF is not a clean close");
+    }
+
+    #[test]
+    fn a_session_is_small_next_to_its_buffers() {
+        // rustls's connection state inline; its buffers and keys are on the heap.
+        let size = std::mem::size_of::<TlsSession>();
+        assert!(size <= 2048, "TlsSession is {size} bytes");
+    }
+
+    #[test]
+    fn garbage_is_an_error_with_an_alert_to_send() {
+        let (mut server, _) = pair(&[&rustls::version::TLS13]);
+        let mut plain = Vec::new();
+        assert!(server
+            .feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut plain)
+            .is_err());
+        let mut alert = Vec::new();
+        server.drain_output(&mut alert);
+        assert_eq!(alert.first(), Some(&0x15), "an alert record: {alert:?}");
+        assert!(plain.is_empty());
+    }
+
+    #[test]
+    fn a_session_ticket_resumes_the_next_session() {
+        let (server_config, client_config) = configs(&[&rustls::version::TLS13]);
+        let name = ServerName::try_from("localhost").unwrap();
+        for resumed in [false, true] {
+            let mut server = TlsSession::server(Arc::clone(&server_config)).unwrap();
+            let mut client = TlsSession::client(Arc::clone(&client_config), name.clone()).unwrap();
+            handshake(&mut server, &mut client, usize::MAX);
+            // TLS 1.3 tickets come after the handshake: let the client read them.
+            let mut wire = Vec::new();
+            server.seal(b"hello", &mut wire);
+            assert_eq!(deliver(&mut client, &wire, usize::MAX).0, b"hello");
+            assert_eq!(server.info().unwrap().resumed, resumed);
+        }
+    }
+}
