@@ -17,6 +17,7 @@
 //! - [`route`]: which requests go to which cluster, compiled per listener per shard.
 //! - [`cluster`]: backends as a shard sees them, and the strategies that pick them.
 //! - [`upstream`]: connecting to backends, and the pool of idle connections.
+//! - [`tls`]: certificates and SNI, for the TLS sessions of [`protocol::tls`].
 //!
 //! The control plane:
 //! - [`control`]: the control thread: backend membership, health checks, circuit
@@ -39,6 +40,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod route;
 pub mod shard;
+pub mod tls;
 pub mod upstream;
 
 pub mod admin;
