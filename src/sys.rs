@@ -9,6 +9,16 @@
 use std::io;
 use std::os::fd::RawFd;
 
+/// Whether an error means this process ran out of something of its own (file
+/// descriptors, memory, local ports) rather than that the peer failed: such a
+/// failure says nothing about a backend's health.
+pub fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
 /// Which directions `shutdown` closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {

@@ -79,4 +79,45 @@ both_drivers! {
         assert!(silent.accepted() >= 1);
         silent.stop();
     }
+
+    fn a_backend_that_never_reads_an_upload_is_a_504(driver) {
+        // It accepts and reads nothing: once the socket buffers fill, the body's
+        // writes stall for `backend_response`, which is the whole wait (the grace
+        // for an early answer is short), and the outcome is a timeout, not an
+        // I/O failure.
+        let silent = SilentBackend::start();
+        let h = Harness::start(driver, 0, |c| {
+            c.timeouts.backend_response = Duration::from_millis(500);
+            c.clusters[0].retry.max_retries = 0;
+            c.clusters[0].backends.push(ringlb::config::BackendConfig {
+                name: "silent".into(),
+                address: silent.addr,
+                weight: 1,
+            });
+        });
+        let total: usize = 64 * 1024 * 1024;
+        let mut s = connect(h.addr);
+        s.write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut writer = s.try_clone().unwrap();
+        let upload = std::thread::spawn(move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < total && writer.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+            sent
+        });
+        let mut pending = Vec::new();
+        let reply = read_reply(&mut s, &mut pending, false);
+        assert_eq!(reply.status, 504);
+        drop(s);
+        assert!(upload.join().unwrap() < total, "the body did not all go");
+        assert_eq!(errors(&h, "response_timeout"), 1);
+        assert_eq!(errors(&h, "upstream_io"), 0);
+        silent.stop();
+    }
 }

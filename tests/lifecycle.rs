@@ -443,6 +443,55 @@ fn out_of_descriptors_it_pauses_accepts_logs_a_few_lines_and_recovers() {
     assert!(failures >= 2, "{failures} failed accepts counted");
 }
 
+#[test]
+fn out_of_descriptors_failed_connects_do_not_open_breakers() {
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    // No pooling: every request opens a backend connection.
+    let config =
+        config_for(&[("app1", origin.addr())], "") + "[upstream]\nmax_idle_per_backend = 0\n";
+    let proxy = Proxy::start_with("emfile-get", &config, descriptor_limit(64)).expect("starts");
+    // More clients than descriptors, each sending a request at once. The accepted
+    // ones leave too few descriptors for their backend connections: those get a
+    // 503 and a close, which frees a descriptor for the next accept, and so on
+    // until every client has its answer.
+    let mut flood: Vec<_> = (0..100)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for s in &mut flood {
+        *statuses
+            .entry(read_reply(s, &mut Vec::new(), false).status)
+            .or_insert(0) += 1;
+    }
+    drop(flood);
+    let refused = statuses.get(&503).copied().unwrap_or(0);
+    assert!(
+        refused >= 5,
+        "too few connects failed to show anything: {statuses:?}"
+    );
+    let metrics = get(admin_addr(&proxy), "/metrics").text();
+    let local: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("ringlb_errors_total{") && l.contains("kind=\"out_of_resources\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(local, refused, "{statuses:?}");
+    // More than the breaker's 5 failures in a row, none of them the backend's:
+    // it is still closed, and the next requests are served.
+    for _ in 0..3 {
+        assert_eq!(get(proxy.addr, "/").text(), "app1\n");
+    }
+    assert!(!proxy.log_contains("breaker open"));
+}
+
 /// The admin address, from the start-up line.
 fn admin_addr(proxy: &Proxy) -> SocketAddr {
     let log = proxy.log.lock().unwrap();

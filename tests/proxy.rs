@@ -393,6 +393,20 @@ both_drivers! {
         assert!(seen.contains("X-Forwarded-Host: a.example:81\r\n"), "{seen}");
     }
 
+    fn pooled_connections_close_after_the_idle_timeout_without_traffic(driver) {
+        let h = Harness::start(driver, 1, |c| {
+            c.clusters[0].upstream.idle_timeout = Duration::from_millis(300);
+        });
+        assert_eq!(get(h.addr, "/").status, 200);
+        wait_until("the connection to be pooled", || {
+            h.stats().pooled_idle_connections == 1
+        });
+        // No request comes to take it: the shard's sweep closes it.
+        wait_until("the pooled connection to expire", || {
+            h.stats().pooled_idle_connections == 0
+        });
+    }
+
     fn unsupported_requests_get_501_and_417(driver) {
         let h = Harness::start(driver, 1, |_| {});
         for (raw, status) in [

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -73,6 +73,44 @@ both_drivers! {
         assert_eq!(read_reply(&mut s, &mut pending, false).status, 502);
         assert_eq!(h.origins[0].connections(), 1, "no second connection for the POST");
         assert_eq!(h.stats().upstream_retries, 0);
+    }
+
+    fn a_post_whose_connect_failed_was_never_sent_and_moves_on(driver) {
+        // Round-robin starts at the refusing backend for every other request: a
+        // refused connect sent nothing, so any request may go elsewhere, its body
+        // (held or still to stream) untouched.
+        let h = Harness::start(driver, 1, |c| {
+            c.clusters[0].backends.insert(0, backend("refusing", closed_port()));
+        });
+        for i in 0..6 {
+            let mut s = connect(h.addr);
+            let body = format!("body {i}");
+            let head = |extra: &str| {
+                format!(
+                    "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+                    body.len()
+                )
+            };
+            let mut pending = Vec::new();
+            if i % 2 == 0 {
+                s.write_all(format!("{}{body}", head("")).as_bytes()).unwrap();
+            } else {
+                // The body waits for the 100, which comes once a backend is
+                // connected: it is streamed, not held.
+                s.write_all(head("Expect: 100-continue\r\n").as_bytes()).unwrap();
+                let mut byte = [0u8; 1];
+                while !pending.ends_with(b"\r\n\r\n") {
+                    s.read_exact(&mut byte).unwrap();
+                    pending.push(byte[0]);
+                }
+                assert!(pending.starts_with(b"HTTP/1.1 100 "));
+                pending.clear();
+                s.write_all(body.as_bytes()).unwrap();
+            }
+            let r = read_reply(&mut s, &mut pending, false);
+            assert_eq!((r.status, r.text()), (200, body));
+        }
+        assert!(h.stats().upstream_retries >= 3);
     }
 
     fn small_bodies_are_held_so_puts_can_be_retried(driver) {

@@ -53,6 +53,10 @@ pub enum CheckFailure {
     /// A status outside the expected range.
     #[error("status {0}")]
     Status(u16),
+    /// This process could not open the check's connection (no descriptors or
+    /// memory left): the check says nothing about the backend and is not counted.
+    #[error("out of local resources: {0}")]
+    OutOfResources(String),
 }
 
 /// Runs one check against `address`, bounded by `timeout` overall. Blocking: the
@@ -60,7 +64,9 @@ pub enum CheckFailure {
 pub fn probe(address: SocketAddr, probe: &Probe, timeout: Duration) -> Result<(), CheckFailure> {
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::TimedOut {
+        if crate::sys::out_of_resources(&e) {
+            CheckFailure::OutOfResources(e.to_string())
+        } else if e.kind() == std::io::ErrorKind::TimedOut {
             CheckFailure::Timeout
         } else {
             CheckFailure::Connect(e.kind().to_string())
@@ -313,7 +319,9 @@ pub fn spawn_checker(
         .stack_size(128 * 1024)
         .spawn(move || loop {
             let outcome = self::probe(address, &probe, timeout);
-            if results
+            if let Err(CheckFailure::OutOfResources(why)) = &outcome {
+                crate::log_debug!("health check of {address} not run: {why}");
+            } else if results
                 .send(CheckResult {
                     id,
                     address,

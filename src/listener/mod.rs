@@ -103,13 +103,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: Rc<ShardListener>, socket: 
                 if stopped(&shard) {
                     break;
                 }
-                match e.raw_os_error() {
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        ShardStats::bump(&shard.stats.accept_errors);
-                        starved.failed(&shard, &listener, &e);
-                        monoio::time::sleep(STARVED_PAUSE).await;
-                    }
-                    _ => log_debug!("shard {}: accept: {e}", shard.index),
+                if crate::sys::out_of_resources(&e) {
+                    ShardStats::bump(&shard.stats.accept_errors);
+                    starved.failed(&shard, &listener, &e);
+                    monoio::time::sleep(STARVED_PAUSE).await;
+                } else {
+                    log_debug!("shard {}: accept: {e}", shard.index);
                 }
             }
         }

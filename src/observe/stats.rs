@@ -41,7 +41,7 @@ fn take_recorded(latency: &RefCell<Histogram<u64>>) -> Option<Histogram<u64>> {
 const STATUS_SLOTS: usize = 500;
 
 /// The kinds of failure counted, in `ProxyError::kind` spelling.
-pub const ERROR_KINDS: [&str; 11] = [
+pub const ERROR_KINDS: [&str; 12] = [
     "bad_request",
     "no_route",
     "header_read_timeout",
@@ -53,6 +53,7 @@ pub const ERROR_KINDS: [&str; 11] = [
     "upstream_io",
     "invalid_response",
     "response_timeout",
+    "out_of_resources",
 ];
 
 fn bump(counter: &Cell<u64>) {

@@ -56,6 +56,10 @@ pub enum ProxyError {
     /// The backend did not answer within `timeouts.backend_response`.
     #[error("backend response timed out")]
     ResponseTimeout,
+    /// ringlb could not open a connection for want of descriptors, memory or local
+    /// ports: its own trouble, which says nothing about the backend's health.
+    #[error("out of local resources: {0}")]
+    OutOfResources(io::ErrorKind),
 }
 
 impl ProxyError {
@@ -67,7 +71,7 @@ impl ProxyError {
             | ProxyError::BodyReadTimeout
             | ProxyError::ClientIo(_)
             | ProxyError::NoRoute => Side::Downstream,
-            ProxyError::NoBackend => Side::Internal,
+            ProxyError::NoBackend | ProxyError::OutOfResources(_) => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamIo(_)
@@ -98,7 +102,7 @@ impl ProxyError {
             ProxyError::HeaderReadTimeout => Some(408),
             ProxyError::BodyReadTimeout | ProxyError::ClientIo(_) => None,
             ProxyError::NoRoute => Some(404),
-            ProxyError::NoBackend => Some(503),
+            ProxyError::NoBackend | ProxyError::OutOfResources(_) => Some(503),
             ProxyError::Connect(_) | ProxyError::UpstreamIo(_) | ProxyError::BadResponse(_) => {
                 Some(502)
             }
@@ -120,6 +124,7 @@ impl ProxyError {
             ProxyError::UpstreamIo(_) => "upstream_io",
             ProxyError::BadResponse(_) => "invalid_response",
             ProxyError::ResponseTimeout => "response_timeout",
+            ProxyError::OutOfResources(_) => "out_of_resources",
         }
     }
 }

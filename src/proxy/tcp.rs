@@ -143,8 +143,10 @@ async fn connect(
             }
             Err(error) => {
                 drop(in_flight);
-                ShardStats::bump(&backend.stats.failures);
-                shard.report_outcome(cluster, &backend, false);
+                if error.side() == Side::Upstream {
+                    ShardStats::bump(&backend.stats.failures);
+                    shard.report_outcome(cluster, &backend, false);
+                }
                 log_debug!(
                     "shard {}: tcp connect to {} failed ({error})",
                     shard.index,

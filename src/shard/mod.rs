@@ -558,6 +558,15 @@ impl Shard {
         self.clients.borrow_mut().shutdown(|_| true, TunnelEnd::Cut);
     }
 
+    /// Closes pooled upstream connections idle past `upstream.idle_timeout`.
+    pub(crate) fn expire_pooled(&self, now: Instant) {
+        for cluster in self.clusters.borrow().iter() {
+            for backend in cluster.backends() {
+                backend.pool.expire(now);
+            }
+        }
+    }
+
     /// Sends counters and the latency recorded since the last report. If the
     /// channel is full the report is dropped, and its latency with it: the
     /// control thread is far behind, and the next report carries fresh counters.

@@ -146,6 +146,7 @@ async fn poll_commands(
         let now = Instant::now();
         if now >= next_report {
             shard.send_report(&events, 0);
+            shard.expire_pooled(now);
             next_report = now + REPORT_EVERY;
             crate::memory::release_freed();
         }

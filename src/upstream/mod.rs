@@ -24,6 +24,8 @@ pub async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream
             let _ = stream.set_nodelay(true);
             Ok(stream)
         }
+        // Out of descriptors or ports here is ringlb's trouble, not the backend's.
+        Ok(Err(e)) if crate::sys::out_of_resources(&e) => Err(ProxyError::OutOfResources(e.kind())),
         Ok(Err(e)) => Err(ProxyError::Connect(e.kind())),
         Err(_) => Err(ProxyError::ConnectTimeout),
     }

@@ -1,6 +1,7 @@
 //! `upstream::pool`: idle keep-alive connections to one backend.
 //!
-//! Bounded, last-in first-out, expired after `upstream.idle_timeout`, and checked
+//! Bounded, last-in first-out, expired after `upstream.idle_timeout` (at checkout
+//! and by the shard's once-a-second sweep), and checked
 //! before reuse so a connection the backend closed (or wrote stray bytes on) is
 //! never handed out. Owned by one shard's `Backend`; never shared across shards.
 
@@ -51,14 +52,8 @@ impl UpstreamPool {
 
     /// The most recently used idle connection that is still open, if any.
     pub fn checkout(&self, now: Instant) -> Option<TcpStream> {
+        self.expire(now);
         let mut idle = self.idle.borrow_mut();
-        // Expired connections are the oldest: drop them from the front.
-        while idle
-            .front()
-            .is_some_and(|c| now.saturating_duration_since(c.since) >= self.idle_timeout.get())
-        {
-            idle.pop_front();
-        }
         while let Some(conn) = idle.pop_back() {
             if is_reusable(&conn.stream) {
                 return Some(conn.stream);
@@ -78,6 +73,20 @@ impl UpstreamPool {
             idle.pop_front();
         }
         idle.push_back(IdleConnection { stream, since: now });
+    }
+
+    /// Closes the connections idle for `upstream.idle_timeout` or more. Run by
+    /// every checkout and by the shard's sweep, so a pool nobody draws from
+    /// does not keep them.
+    pub fn expire(&self, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        // Expired connections are the oldest: drop them from the front.
+        while idle
+            .front()
+            .is_some_and(|c| now.saturating_duration_since(c.since) >= self.idle_timeout.get())
+        {
+            idle.pop_front();
+        }
     }
 
     /// Idle connections held now.

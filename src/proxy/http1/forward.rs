@@ -10,8 +10,9 @@
 
 use std::io::Write as _;
 use std::mem;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
@@ -181,7 +182,10 @@ pub(super) async fn proxy_request(
             ShardStats::bump(&backend.stats.failures);
             shard.report_outcome(cluster, &backend, false);
         }
-        if !(retry_allowed && before_response && error.retryable()) {
+        // A connection that could not be opened carried nothing: any request
+        // may go elsewhere, whatever its method, its body still unread or held.
+        let never_sent = matches!(error, ProxyError::Connect(_) | ProxyError::ConnectTimeout);
+        if !((retry_allowed || never_sent) && before_response && error.retryable()) {
             return Err(Failure {
                 error,
                 response_started: final_started,
@@ -377,10 +381,18 @@ async fn attempt(
         }
         // A streamed body is never retried, so `before_response` no longer matters
         // for retries.
-        if let Err(failure) = send_body(outbound, client, &mut upstream, request.body).await {
+        if let Err(mut failure) = send_body(outbound, client, &mut upstream, request.body).await {
             // A backend may answer before the body is in (a 413 from an upload
             // limit, a 401) and close, or stop reading: its answer is the response.
-            if matches!(failure.error, ProxyError::UpstreamIo(_)) {
+            if let ProxyError::UpstreamIo(kind) = failure.error {
+                // A backend that stopped reading for a whole `backend_response`
+                // has had that long to answer: what it said is already here.
+                let stalled = kind == std::io::ErrorKind::TimedOut;
+                let wait = if stalled {
+                    EARLY_GRACE
+                } else {
+                    outbound.cluster.settings.backend_response_timeout
+                };
                 if let Some(done) = early_response(
                     outbound,
                     pick,
@@ -389,12 +401,19 @@ async fn attempt(
                     upbuf,
                     scratch,
                     record,
+                    wait,
                 )
                 .await
                 {
                     return Ok(done);
                 }
+                if stalled {
+                    failure.error = ProxyError::ResponseTimeout;
+                }
             }
+            // Unsent body bytes would keep the closed socket alive, orphaned,
+            // until the backend reads them or the kernel gives up: reset it.
+            let _ = crate::sys::set_linger_zero(upstream.as_raw_fd());
             return Err(AttemptFailure {
                 error: failure.error,
                 before_response: !failure.response_started,
@@ -426,6 +445,7 @@ async fn attempt(
         &client_side,
         scratch,
         request_sent,
+        outbound.cluster.settings.backend_response_timeout,
     )
     .await
     .map_err(|e| match e {
@@ -509,7 +529,12 @@ async fn attempt(
     })
 }
 
-/// After sending the body failed: the backend's response, if it answered early,
+/// How long a backend that stopped reading a request body is given to show an
+/// early response already on its way.
+const EARLY_GRACE: Duration = Duration::from_millis(100);
+
+/// After sending the body failed: the backend's response, if it answered early
+/// (within `wait`),
 /// forwarded to the client, which is then closed (the rest of its body was not
 /// read). `None` when there is no response to forward.
 #[allow(clippy::too_many_arguments)]
@@ -521,6 +546,7 @@ async fn early_response(
     upbuf: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
     record: &mut RequestRecord,
+    wait: Duration,
 ) -> Option<Done> {
     let request = outbound.request;
     let client_side = ClientSide {
@@ -539,6 +565,7 @@ async fn early_response(
         &client_side,
         scratch,
         sent,
+        wait,
     )
     .await
     .ok()?;

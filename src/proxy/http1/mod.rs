@@ -531,6 +531,7 @@ async fn read_request(
                 IdleRead::TimedOut => None,
             }
         } else {
+            grow_for_head(&mut client.buf, settings.limits.max_header_bytes);
             monoio::time::timeout(wait, read_more(&mut client.stream, &mut client.buf, 0))
                 .await
                 .ok()
@@ -544,6 +545,21 @@ async fn read_request(
             None => return Err(ProxyError::HeaderReadTimeout),
         }
     }
+}
+
+/// Makes room for the next read of a head that is still coming in, growing the
+/// buffer by doubling but never past the longest head allowed (plus 1 KiB of what
+/// may follow it): doubling past it would let every slow client hold twice
+/// `limits.max_header_bytes`.
+fn grow_for_head(buf: &mut Vec<u8>, max_head: usize) {
+    const READ_ROOM: usize = 1024;
+    if buf.capacity() - buf.len() >= READ_ROOM {
+        return;
+    }
+    let target = (buf.capacity() * 2)
+        .min(max_head + READ_ROOM)
+        .max(buf.len() + READ_ROOM);
+    buf.reserve_exact(target - buf.len());
 }
 
 /// What a read on a connection with nothing buffered came to.
@@ -584,5 +600,24 @@ async fn read_idle(client: &mut Downstream, canceller: &mut Canceller, wait: Dur
         }
         // Bytes (or an EOF, or an error) arrived, perhaps just before the cancel.
         other => IdleRead::Read(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_buffer_grows_no_further_than_the_head_limit() {
+        let mut buf = Vec::with_capacity(CLIENT_BUFFER);
+        let mut largest = 0;
+        // A head arriving 100 bytes at a time up to the 16 KiB limit.
+        while buf.len() < 16 * 1024 {
+            grow_for_head(&mut buf, 16 * 1024);
+            assert!(buf.capacity() - buf.len() >= 1024);
+            buf.extend_from_slice(&[b'a'; 100]);
+            largest = largest.max(buf.capacity());
+        }
+        assert!(largest <= 17 * 1024 + 1024, "grew to {largest}");
     }
 }

@@ -27,9 +27,11 @@ pub(super) enum ResponseError {
     Other(ProxyError),
 }
 
-/// Reads the final response head; forwards interim (1xx) responses to HTTP/1.1
-/// clients on the way. On success `head` holds the rewritten head and `upbuf[..]`
-/// starts with the head, followed by any body bytes already read.
+/// Reads the final response head, waiting at most `response_timeout` from
+/// `request_sent`; forwards interim (1xx) responses to HTTP/1.1 clients on the
+/// way. On success `head` holds the rewritten head and `upbuf[..]` starts with
+/// the head, followed by any body bytes already read.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn read_response(
     outbound: &Outbound<'_>,
     client: &mut Downstream,
@@ -38,9 +40,9 @@ pub(super) async fn read_response(
     client_side: &ClientSide,
     head: &mut Vec<u8>,
     request_sent: Instant,
+    response_timeout: Duration,
 ) -> Result<h1::Response, ResponseError> {
     let settings = outbound.settings;
-    let response_timeout = outbound.cluster.settings.backend_response_timeout;
     let deadline = request_sent + response_timeout;
     // The first read waits the whole timeout without reading the clock again.
     let mut first_read = true;
