@@ -44,6 +44,19 @@ bench-parse:
 bench-route:
     cargo bench --bench route
 
+# Faults, floods and a soak against the release build (bench/torture.py): the full
+# suite takes about 15 minutes; `just torture --short` is what CI runs (2.5 min);
+# `just torture --only flood slowloris` picks scenarios.
+torture *args:
+    cargo build --release
+    python3 bench/torture.py {{args}}
+
+# The 10-minute soak alone: RSS and descriptors under mixed traffic, plotted to
+# target/torture/soak-full.svg.
+soak:
+    cargo build --release
+    python3 bench/torture.py --only soak
+
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer) from the committed corpora:
 # `just fuzz` runs every target 60 s; `just fuzz request_head 600` one for longer.
 fuzz target="all" seconds="60":
