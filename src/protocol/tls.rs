@@ -109,16 +109,23 @@ impl TlsSession {
         self.peer_closed
     }
 
-    /// Encrypts all of `plain` into `out`, after whatever output was waiting.
-    pub fn seal(&mut self, mut plain: &[u8], out: &mut Vec<u8>) {
+    /// Encrypts `plain` into `out`, after whatever output was waiting, and
+    /// returns how much of it was taken: all of it once the handshake is over.
+    /// Before that, rustls holds plaintext back, up to its buffer limit (64 KiB).
+    pub fn seal(&mut self, mut plain: &[u8], out: &mut Vec<u8>) -> usize {
+        let total = plain.len();
         self.drain_output(out);
         while !plain.is_empty() {
-            // The writer takes less (even nothing) when rustls's own buffer is
-            // full; draining it makes room.
+            // Each write's records are drained at once, so the writer refuses
+            // more only while it holds plaintext back for the handshake.
             let taken = self.conn.writer().write(plain).unwrap_or(0);
-            plain = &plain[taken..];
             self.drain_output(out);
+            if taken == 0 {
+                break;
+            }
+            plain = &plain[taken..];
         }
+        total - plain.len()
     }
 
     /// Moves every record rustls has waiting (handshake flights, tickets, alerts,
@@ -297,6 +304,30 @@ mod tests {
         let (mut server, mut client) = pair(&[&rustls::version::TLS13]);
         handshake(&mut server, &mut client, usize::MAX);
         assert!(!server.feed_eof(), "a bare TCP EOF is not a clean close");
+    }
+
+    #[test]
+    fn sealing_before_the_handshake_ends_takes_what_rustls_holds_back() {
+        let (mut server, mut client) = pair(&[&rustls::version::TLS13]);
+        let mut wire = Vec::new();
+        let taken = client.seal(&[b'x'; 200_000], &mut wire);
+        assert!(taken > 0 && taken < 200_000, "took {taken}");
+        // The handshake (its ClientHello is in `wire`), after which what was held
+        // back goes out.
+        let mut received = Vec::new();
+        let mut out = wire;
+        for _ in 0..10 {
+            client.drain_output(&mut out);
+            server.feed(&out, &mut received).unwrap();
+            out.clear();
+            let mut back = Vec::new();
+            server.drain_output(&mut back);
+            client.feed(&back, &mut Vec::new()).unwrap();
+        }
+        assert!(!client.is_handshaking());
+        assert_eq!(received, vec![b'x'; taken]);
+        let mut wire = Vec::new();
+        assert_eq!(client.seal(&[b'y'; 200_000], &mut wire), 200_000);
     }
 
     #[test]

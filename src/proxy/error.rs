@@ -91,6 +91,8 @@ impl ProxyError {
                 | ProxyError::ConnectTimeout
                 | ProxyError::UpstreamIo(_)
                 | ProxyError::ResponseTimeout
+                // Out of local ports for one backend's address, another may do.
+                | ProxyError::OutOfResources(_)
         )
     }
 

@@ -89,6 +89,18 @@ pub struct Request {
     pub upgrade: bool,
 }
 
+impl Request {
+    /// The path requests are routed and hashed by: `path` in `head`, or `/` for an
+    /// absolute-form target without one (`GET http://a`), which goes upstream as
+    /// `GET /`. (`OPTIONS http://a` goes as `OPTIONS *` and is routed as `/`.)
+    pub fn routing_path<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        match self.path.of(head) {
+            [] => b"/",
+            path => path,
+        }
+    }
+}
+
 /// Where some bytes are in the head a `Request` was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
@@ -360,51 +372,65 @@ fn read_transfer_encoding(value: &[u8], framing: &mut Framing<'_>) -> Result<(),
 }
 
 /// A `Host` value is `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2):
-/// a registered name or IPv4 address of unreserved, percent-encoded and sub-delim
-/// bytes, or an IP literal in brackets, then digits after a colon. Anything else
-/// (a path, userinfo, a list, spaces) is a 400 (RFC 9112 §3.2): a backend could
-/// read another host out of it than the one ringlb routed by.
+/// a name or IPv4 address of letters, digits and `-._~`, or an IPv6 literal in
+/// brackets, then a port of 1 to 65535 after a colon; or empty. Anything else (a
+/// path, userinfo, a list, spaces) is a 400 (RFC 9112 §3.2): a backend could read
+/// another host out of it than the one ringlb routed by.
 fn check_host(value: &[u8]) -> Result<(), H1Error> {
     const ERR: H1Error = H1Error::Malformed("invalid Host");
+    if value.is_empty() {
+        // RFC 9112 §3.2: the value a client sends for a target without a host.
+        return Ok(());
+    }
     let (host, port) = if value.first() == Some(&b'[') {
         let close = value.iter().position(|&b| b == b']').ok_or(ERR)?;
         let literal = &value[1..close];
-        if literal.is_empty() || !literal.iter().all(|&b| is_host_byte(b) || b == b':') {
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(ERR);
         }
-        (&[][..], &value[close + 1..])
+        (&value[..=close], &value[close + 1..])
     } else {
         let colon = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-        (&value[..colon], &value[colon..])
-    };
-    let mut i = 0;
-    while i < host.len() {
-        match host[i] {
-            b'%' => {
-                let hex = host.get(i + 1..i + 3).ok_or(ERR)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return Err(ERR);
-                }
-                i += 3;
-            }
-            b if is_host_byte(b) => i += 1,
-            _ => return Err(ERR),
+        let host = &value[..colon];
+        if !host.iter().all(|&b| is_host_byte(b)) {
+            return Err(ERR);
         }
+        (host, &value[colon..])
+    };
+    if host.is_empty() {
+        return Err(ERR);
     }
     match port {
         [] => Ok(()),
-        [b':', digits @ ..] if digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit) => Ok(()),
+        [b':', digits @ ..]
+            if !digits.is_empty()
+                && digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && digits
+                    .iter()
+                    .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
+                    <= 65_535 =>
+        {
+            Ok(())
+        }
         _ => Err(ERR),
     }
 }
 
-/// RFC 3986's `unreserved` and `sub-delims`: what a registered name is made of.
+/// RFC 3986's `unreserved`: what ringlb takes a registered name to be made of.
+/// Its `sub-delims` (`,` `;` `=` `!` ...) and percent-encoding are valid there
+/// too, but a backend may split `a.example,b.example` on the comma or decode
+/// `%2E`, and so read another host than the one ringlb routed by: refused.
 #[inline]
 fn is_host_byte(b: u8) -> bool {
     HOST_BYTES[usize::from(b)]
 }
 
-const HOST_BYTES: [bool; 256] = byte_table(b"-._~!$&'()*+,;=");
+const HOST_BYTES: [bool; 256] = byte_table(b"-._~");
 
 /// What a request target may hold once httparse has passed it (visible ASCII):
 /// all but the bytes RFC 3986 allows nowhere in a URI, and `#`.
@@ -985,12 +1011,6 @@ pub fn method_and_target(head: &[u8]) -> (&[u8], &[u8]) {
     (words.next().unwrap_or(&[]), words.next().unwrap_or(&[]))
 }
 
-/// The path of a validated request head's target (without the query).
-pub fn target_path(head: &[u8]) -> &[u8] {
-    let (_, target) = method_and_target(head);
-    target.split(|&b| b == b'?').next().unwrap_or(&[])
-}
-
 /// Writes the size line of one chunk (`{len:x}\r\n`).
 pub fn write_chunk_header(out: &mut Vec<u8>, len: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -1548,7 +1568,8 @@ mod tests {
             "[::1]:443",
             "[2001:db8::1]",
             "xn--bcher-kva.example",
-            "a%2Eb",
+            "a.example.",
+            "under_score.example:65535",
             "",
         ] {
             let raw = format!("GET / HTTP/1.1\r\nHost: {ok}\r\n\r\n");
@@ -1564,8 +1585,14 @@ mod tests {
             "[::1",
             "[]",
             "a%zz",
-            "a%2",
+            "a%2E",
             "a\"b",
+            "a.example,b.example",
+            "a;b",
+            ":80",
+            "a:",
+            "a:65536",
+            "[v1.x]",
         ] {
             let raw = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
             assert_eq!(
@@ -1852,7 +1879,6 @@ mod tests {
         assert_eq!(cookie_value(head, "session"), Some(&b"xyz"[..]));
         assert_eq!(cookie_value(head, "late"), Some(&b"3"[..]));
         assert_eq!(cookie_value(head, "sess"), None);
-        assert_eq!(target_path(head), b"/a/b");
         assert_eq!(method_and_target(head), (&b"GET"[..], &b"/a/b?x=1"[..]));
     }
 

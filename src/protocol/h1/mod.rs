@@ -12,8 +12,8 @@ mod head;
 pub use chunked::{ChunkEvent, ChunkedDecoder};
 pub use head::{
     cookie_value, header_value, method_and_target, parse_request, parse_response, rewrite_head,
-    target_path, write_chunk_header, ClientSide, Field, Forwarding, Method, Request, Response,
-    Span, MAX_HEADERS_CAP,
+    write_chunk_header, ClientSide, Field, Forwarding, Method, Request, Response, Span,
+    MAX_HEADERS_CAP,
 };
 
 /// A `tchar` of RFC 9110 §5.6.2: what field names, codings and chunk extension

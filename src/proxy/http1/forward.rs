@@ -82,7 +82,12 @@ pub(super) async fn proxy_request(
     let head_bytes = &client.buf[client.pos - request.head_len..client.pos];
     let context = RequestContext {
         client_ip: client.peer.ip(),
-        key_hash: key_hash(&settings.balancer, head_bytes, client.peer.ip()),
+        key_hash: key_hash(
+            &settings.balancer,
+            head_bytes,
+            request.routing_path(head_bytes),
+            client.peer.ip(),
+        ),
         // When the head was complete: one clock read fewer per request.
         now: record.started,
     };
@@ -184,7 +189,10 @@ pub(super) async fn proxy_request(
         }
         // A connection that could not be opened carried nothing: any request
         // may go elsewhere, whatever its method, its body still unread or held.
-        let never_sent = matches!(error, ProxyError::Connect(_) | ProxyError::ConnectTimeout);
+        let never_sent = matches!(
+            error,
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::OutOfResources(_)
+        );
         if !((retry_allowed || never_sent) && before_response && error.retryable()) {
             return Err(Failure {
                 error,
@@ -219,13 +227,14 @@ pub(super) async fn proxy_request(
 
 /// The hash consistent hashing routes by: `balancer.hash_key` from the request
 /// head; a request without that header or cookie is routed by its client address.
-fn key_hash(config: &BalancerConfig, head: &[u8], client: std::net::IpAddr) -> u64 {
+fn key_hash(config: &BalancerConfig, head: &[u8], path: &[u8], client: std::net::IpAddr) -> u64 {
     if config.strategy != Strategy::ConsistentHash {
         return 0;
     }
     let key = match &config.hash_key {
         HashKey::ClientIp => None,
-        HashKey::Path => Some(h1::target_path(head)),
+        // The path as routed: an absolute-form target hashes like its origin form.
+        HashKey::Path => Some(path),
         HashKey::Header(name) => h1::header_value(head, name),
         HashKey::Cookie(name) => h1::cookie_value(head, name),
     };
@@ -364,14 +373,17 @@ async fn attempt(
         scratch.extend_from_slice(&client.buf[client.pos..client.pos + n]);
     }
     let len = scratch.len();
-    write_range(
+    if let Err(e) = write_range(
         &mut upstream,
         scratch,
         0..len,
         settings.backend_response_timeout,
     )
     .await
-    .map_err(|e| before(reused)(ProxyError::UpstreamIo(e.kind())))?;
+    {
+        abandon(&upstream);
+        return Err(before(reused)(ProxyError::UpstreamIo(e.kind())));
+    }
     let sent_at = Instant::now();
     if held_body.is_none() {
         if request.expect_continue && !request.http10 {
@@ -411,9 +423,7 @@ async fn attempt(
                     failure.error = ProxyError::ResponseTimeout;
                 }
             }
-            // Unsent body bytes would keep the closed socket alive, orphaned,
-            // until the backend reads them or the kernel gives up: reset it.
-            let _ = crate::sys::set_linger_zero(upstream.as_raw_fd());
+            abandon(&upstream);
             return Err(AttemptFailure {
                 error: failure.error,
                 before_response: !failure.response_started,
@@ -583,7 +593,16 @@ async fn early_response(
     // Whatever happens now, the client connection closes; a failure here is the
     // client's or a cut-off response, and either way nothing more can be sent.
     let _ = send_response(outbound, client, upstream, upbuf, scratch, &response).await;
+    // What the backend did not read of the body stays unsent.
+    abandon(upstream);
     Some(Done::Next { keep_alive: false })
+}
+
+/// Makes the close of a backend connection given up mid-request a reset: unsent
+/// bytes would otherwise keep the closed socket alive, orphaned, until the backend
+/// reads them or the kernel gives up.
+fn abandon(upstream: &TcpStream) {
+    let _ = crate::sys::set_linger_zero(upstream.as_raw_fd());
 }
 
 /// A pooled connection to `backend`, or a new one.

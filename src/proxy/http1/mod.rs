@@ -341,7 +341,7 @@ async fn serve_active(
         let view = RequestView {
             method: request.method_token.of(head),
             host: request.host.map(|host| host.of(head)),
-            path: request.path.of(head),
+            path: request.routing_path(head),
             header: |name: &str| h1::header_value(head, name),
         };
         let route = client.listener.route(&view);
@@ -547,18 +547,26 @@ async fn read_request(
     }
 }
 
-/// Makes room for the next read of a head that is still coming in: once the
-/// first buffer is full, straight to the longest head allowed plus 1 KiB of what
-/// may follow it. Doubling instead would let every slow client hold twice
-/// `limits.max_header_bytes`, and the smaller buffers it leaves behind, freed in
-/// step by many slow clients at once, stay resident for a while too.
+/// Makes room for the next read of a head that is still coming in. With the
+/// usual limits (up to 32 KiB), once the first buffer is full it goes straight to
+/// the longest head allowed plus 1 KiB of what may follow it: doubling would let
+/// every slow client hold twice `limits.max_header_bytes`, and the smaller buffers
+/// it leaves behind, freed in step by many slow clients at once, stay resident a
+/// while too. With a larger limit it doubles up to that bound, so that a client
+/// is never given far more room than it has sent.
 fn grow_for_head(buf: &mut Vec<u8>, max_head: usize) {
     const READ_ROOM: usize = 1024;
+    const JUMP_UP_TO: usize = 32 * 1024;
     if buf.capacity() - buf.len() >= READ_ROOM {
         return;
     }
-    let target = (max_head + READ_ROOM).max(buf.len() + READ_ROOM);
-    buf.reserve_exact(target - buf.len());
+    let bound = max_head + READ_ROOM;
+    let target = if max_head <= JUMP_UP_TO {
+        bound
+    } else {
+        (buf.capacity() * 2).min(bound)
+    };
+    buf.reserve_exact(target.max(buf.len() + READ_ROOM) - buf.len());
 }
 
 /// What a read on a connection with nothing buffered came to.
@@ -620,5 +628,11 @@ mod tests {
             }
         }
         assert_eq!(sizes, [CLIENT_BUFFER, 17 * 1024]);
+
+        // A 1 MiB limit: room grows with what was sent, not to the limit at once.
+        let mut buf = Vec::with_capacity(CLIENT_BUFFER);
+        buf.extend_from_slice(&[b'a'; CLIENT_BUFFER - 100]);
+        grow_for_head(&mut buf, 1024 * 1024);
+        assert_eq!(buf.capacity(), 2 * CLIENT_BUFFER);
     }
 }
