@@ -838,8 +838,12 @@ class Load:
 # Scenarios
 
 class Result:
-    def __init__(self, name):
+    def __init__(self, name, timing_counts=True):
         self.name = name
+        # Whether a criterion on time (a latency, a deadline, a rate) can fail the
+        # scenario. The short form run by CI only reports them: a shared, loaded CI
+        # machine must not fail a build over a slow second.
+        self.timing_counts = timing_counts
         self.checks = []
         self.figures = []
         self.error = None
@@ -847,6 +851,13 @@ class Result:
 
     def check(self, ok, text):
         self.checks.append((bool(ok), text))
+        return ok
+
+    def timing(self, ok, text):
+        """A criterion on time: a check in the full run, reported only in --short."""
+        if self.timing_counts:
+            return self.check(ok, text)
+        self.checks.append((True, f"(timing, not a criterion in --short: {'met' if ok else 'NOT MET'}) {text}"))
         return ok
 
     def fig(self, text):
@@ -1051,7 +1062,7 @@ def sc_never_read(ctx, r):
         outcome.startswith("reset") or outcome == "closed")),
         f"the upload ({size // MiB} MiB) to a backend that never reads ends in a 502/504 "
         f"or a close: {outcome}")
-    r.check(elapsed <= timeout + margin,
+    r.timing(elapsed <= timeout + margin,
             f"... within backend_response ({timeout:.0f} s) + {margin:.0f} s: {elapsed:.2f} s")
     time.sleep(1.2)  # statistics reach the control thread every second
     after = proxy.stats()
@@ -1151,7 +1162,7 @@ def sc_slowloris(ctx, r):
     r.check(not base_bad and not loaded_bad,
             f"the normal client got only 200s (unloaded: {dict(base_bad) or 'ok'}, "
             f"loaded: {dict(loaded_bad) or 'ok'})")
-    r.check(l99 <= limit,
+    r.timing(l99 <= limit,
             f"loaded p99 <= 2 x max(unloaded p99, 0.5 ms): {l99 * 1e3:.3f} ms <= "
             f"{limit * 1e3:.3f} ms")
     outcomes, cut = res["outcomes"], res["cut"]
@@ -1161,7 +1172,7 @@ def sc_slowloris(ctx, r):
             f"{answered} ({dict(outcomes)})")
     late = sum(1 for c in cut if c > header_read + 2)
     early = sum(1 for c in cut if c < header_read - 0.5)
-    r.check(cut and late == 0 and early == 0,
+    r.timing(cut and late == 0 and early == 0,
             f"... at header_read ({header_read} s) from the first byte, none later than "
             f"+2 s ({late}) nor earlier than -0.5 s ({early})")
     hr = error_diff(before, after).get("header_read_timeout", 0)
@@ -1323,7 +1334,7 @@ def emfile_phase(ctx, r, origins, config, requests):
         except (OSError, Closed) as e:
             last = type(e).__name__
         time.sleep(0.2)
-    r.check(recovered is not None and recovered <= recover_within,
+    r.timing(recovered is not None and recovered <= recover_within,
             f"EMFILE, {tag}: recovery, a normal request gets a 200 within "
             f"{recover_within:.0f} s of the flood closing: "
             + (f"after {recovered:.2f} s" if recovered is not None
@@ -1407,7 +1418,7 @@ def sc_slow_heads(ctx, r):
     r.check(res["opened"] == n and answered == n,
             f"all {n} cut ({res['opened']} opened): {answered} ({dict(outcomes)})")
     late = sum(1 for c in cut if c > header_read + 2)
-    r.check(cut and late == 0, f"... within header_read ({header_read} s) + 2 s of the first "
+    r.timing(cut and late == 0, f"... within header_read ({header_read} s) + 2 s of the first "
                                f"byte: {late} later")
     alive_check(r, proxy)
     r.fig(f"{n} connections x {head_len} bytes of head in {k} pieces over {spread:.1f} s, "
@@ -1726,7 +1737,7 @@ def sc_soak(ctx, r):
     fd_last = max(s[2] for s in warm[-fifth:])
     r.check(not unexpected, f"zero unexpected errors: {sum(unexpected.values())} "
                             f"{dict(unexpected) if unexpected else ''}")
-    r.check(total >= 0.9 * rate * elapsed,
+    r.timing(total >= 0.9 * rate * elapsed,
             f"the offered rate held: {total / elapsed:.0f} of {rate} req/s")
     r.check(rss_end <= rss_limit,
             f"RSS after warm-up (first 20%) grows < 10% + 4 MiB: end (max of the last 3 "
@@ -1852,7 +1863,7 @@ def main():
     work.mkdir(parents=True)
     for name in names:
         ctx = Ctx(args, work)
-        r = Result(name)
+        r = Result(name, timing_counts=not args.short)
         print(f"\n-- {name} ...", flush=True)
         t0 = time.monotonic()
         try:
