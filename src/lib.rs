@@ -27,7 +27,8 @@
 //! Observability: [`observe`]: counters and histograms, their exposition, the access
 //! log and log lines.
 //!
-//! Platform: [`sys`] (every `unsafe` system call), [`memory`] (the memory policy).
+//! Platform: [`sys`] (every `unsafe` system call), [`memory`] (the memory policy),
+//! [`notify`] (telling systemd what the process is doing).
 //! Tooling: [`testkit`] (the origin server of the demo, tests and benchmarks).
 
 pub mod server;
@@ -49,6 +50,7 @@ pub mod control;
 pub mod observe;
 
 pub mod memory;
+pub mod notify;
 pub mod sys;
 
 pub mod testkit;

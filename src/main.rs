@@ -122,6 +122,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> Result<ExitCode> {
     signals
         .forward(server.handle())
         .context("cannot start the signal thread")?;
+    ringlb::notify::ready();
     let report = server.wait();
     Ok(if report.unfinished_connections == 0 {
         ExitCode::SUCCESS

@@ -294,14 +294,17 @@ impl SignalForwarder {
                     match signal {
                         SIGHUP => {
                             log_info!("SIGHUP: reloading the configuration file");
+                            crate::notify::reloading();
                             // The control thread logs what it applied or refused.
                             if let Err(ReloadError::Unavailable) = handle.reload_file() {
                                 log_error!("SIGHUP: the control thread did not answer");
                             }
+                            crate::notify::ready();
                         }
                         _ if stopping => handle.abort(),
                         _ => {
                             stopping = true;
+                            crate::notify::stopping();
                             handle.shutdown();
                         }
                     }

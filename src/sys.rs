@@ -19,6 +19,18 @@ pub fn out_of_resources(e: &io::Error) -> bool {
     )
 }
 
+/// `CLOCK_MONOTONIC` in microseconds, as systemd's notify protocol wants it.
+pub fn monotonic_micros() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one `timespec` to the pointer, which points to
+    // a live, writable local of that type.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64) * 1_000_000 + (now.tv_nsec as u64) / 1000
+}
+
 /// Which directions `shutdown` closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {

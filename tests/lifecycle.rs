@@ -446,23 +446,29 @@ fn out_of_descriptors_it_pauses_accepts_logs_a_few_lines_and_recovers() {
 #[test]
 fn out_of_descriptors_failed_connects_do_not_open_breakers() {
     let origin = spawn_origin(Driver::Epoll, "app1");
-    // No pooling: every request opens a backend connection.
-    let config =
-        config_for(&[("app1", origin.addr())], "") + "[upstream]\nmax_idle_per_backend = 0\n";
+    // No pooling: every request opens a backend connection. One failure opens
+    // the breaker, were it counted against the backend.
+    let config = config_for(&[("app1", origin.addr())], "")
+        + "[upstream]\nmax_idle_per_backend = 0\n[circuit_breaker]\nfailure_threshold = 1\n";
     let proxy = Proxy::start_with("emfile-get", &config, descriptor_limit(64)).expect("starts");
-    // More clients than descriptors, each sending a request at once. The accepted
-    // ones leave too few descriptors for their backend connections: those get a
-    // 503 and a close, which frees a descriptor for the next accept, and so on
-    // until every client has its answer.
+    // More clients than descriptors: ringlb accepts until none is left. Then each
+    // sends a request. The first one read finds no descriptor for its backend
+    // connection and gets a 503 and a close, which frees a descriptor for the
+    // next accept, and so on until every client has its answer.
     let mut flood: Vec<_> = (0..100)
         .map(|_| {
-            let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
+            let s = std::net::TcpStream::connect(proxy.addr).unwrap();
             s.set_read_timeout(Some(WAIT)).unwrap();
-            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                .unwrap();
             s
         })
         .collect();
+    wait_until("accepts to fail", || {
+        proxy.log_contains("pausing new connections")
+    });
+    for s in &mut flood {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    }
     let mut statuses = std::collections::BTreeMap::new();
     for s in &mut flood {
         *statuses
@@ -471,10 +477,7 @@ fn out_of_descriptors_failed_connects_do_not_open_breakers() {
     }
     drop(flood);
     let refused = statuses.get(&503).copied().unwrap_or(0);
-    assert!(
-        refused >= 5,
-        "too few connects failed to show anything: {statuses:?}"
-    );
+    assert!(refused >= 1, "no connect failed: {statuses:?}");
     let metrics = get(admin_addr(&proxy), "/metrics").text();
     let local: u64 = metrics
         .lines()
@@ -484,12 +487,79 @@ fn out_of_descriptors_failed_connects_do_not_open_breakers() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert_eq!(local, refused, "{statuses:?}");
-    // More than the breaker's 5 failures in a row, none of them the backend's:
-    // it is still closed, and the next requests are served.
+    // Failures, none of them the backend's: its breaker is still closed, and the
+    // next requests are served.
     for _ in 0..3 {
         assert_eq!(get(proxy.addr, "/").text(), "app1\n");
     }
     assert!(!proxy.log_contains("breaker open"));
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let socket_path = dir.join(format!("notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket_path);
+    let manager = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    manager.set_read_timeout(Some(WAIT)).unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = manager.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let notify_socket = socket_path.clone();
+    let mut proxy = Proxy::start_with(
+        "notify",
+        &config_for(&[("app1", origin.addr())], ""),
+        move |command| {
+            command.env("NOTIFY_SOCKET", &notify_socket);
+        },
+    )
+    .expect("starts");
+    assert!(next().starts_with("READY=1\n"));
+    proxy.signal(libc::SIGHUP);
+    let reloading = next();
+    assert!(reloading.starts_with("RELOADING=1\n"), "{reloading}");
+    assert!(reloading.contains("\nMONOTONIC_USEC="), "{reloading}");
+    assert!(next().starts_with("READY=1\n"));
+    proxy.signal(libc::SIGTERM);
+    assert!(next().starts_with("STOPPING=1\n"));
+    assert_eq!(proxy.wait_exit(), 0);
+    let _ = std::fs::remove_file(&socket_path);
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    // CI installs systemd's tools (.ci/run); elsewhere the test needs them too,
+    // unless they are missing on a machine that is not CI.
+    let installed = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed && std::env::var_os("CI").is_none() {
+        eprintln!("systemd-analyze is not installed: the unit was not verified");
+        return;
+    }
+    assert!(installed, "CI must install systemd-analyze");
+    let unit = include_str!("../deploy/ringlb.service");
+    assert!(unit.contains("Type=notify"));
+    // The unit names the installed binary; verify it against the one just built.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("unit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ringlb.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/ringlb", env!("CARGO_BIN_EXE_ringlb")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
 
 /// The admin address, from the start-up line.
