@@ -11,6 +11,24 @@ use std::time::Duration;
 use ringlb::observe::stats::ERROR_KINDS;
 use support::*;
 
+/// A proxy whose one backend accepts and never answers nor reads, with no retries.
+fn silent_only(
+    driver: ringlb::shard::Driver,
+    backend_response: Duration,
+) -> (SilentBackend, Harness) {
+    let silent = SilentBackend::start();
+    let h = Harness::start(driver, 0, |c| {
+        c.timeouts.backend_response = backend_response;
+        c.clusters[0].retry.max_retries = 0;
+        c.clusters[0].backends.push(ringlb::config::BackendConfig {
+            name: "silent".into(),
+            address: silent.addr,
+            weight: 1,
+        });
+    });
+    (silent, h)
+}
+
 fn errors(h: &Harness, kind: &str) -> u64 {
     let i = ERROR_KINDS.iter().position(|k| *k == kind).unwrap();
     h.stats().errors[i]
@@ -63,16 +81,7 @@ both_drivers! {
     }
 
     fn a_backend_that_accepts_and_never_answers_is_a_504(driver) {
-        let silent = SilentBackend::start();
-        let h = Harness::start(driver, 0, |c| {
-            c.timeouts.backend_response = Duration::from_millis(300);
-            c.clusters[0].retry.max_retries = 0;
-            c.clusters[0].backends.push(ringlb::config::BackendConfig {
-                name: "silent".into(),
-                address: silent.addr,
-                weight: 1,
-            });
-        });
+        let (silent, h) = silent_only(driver, Duration::from_millis(300));
         let r = get(h.addr, "/");
         assert_eq!(r.status, 504);
         assert_eq!(errors(&h, "response_timeout"), 1);
@@ -85,32 +94,10 @@ both_drivers! {
         // writes stall for `backend_response`, which is the whole wait (the grace
         // for an early answer is short), and the outcome is a timeout, not an
         // I/O failure.
-        let silent = SilentBackend::start();
-        let h = Harness::start(driver, 0, |c| {
-            c.timeouts.backend_response = Duration::from_millis(500);
-            c.clusters[0].retry.max_retries = 0;
-            c.clusters[0].backends.push(ringlb::config::BackendConfig {
-                name: "silent".into(),
-                address: silent.addr,
-                weight: 1,
-            });
-        });
+        let (silent, h) = silent_only(driver, Duration::from_millis(500));
         let total: usize = 64 * 1024 * 1024;
         let mut s = connect(h.addr);
-        s.write_all(
-            format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
-        let mut writer = s.try_clone().unwrap();
-        let upload = std::thread::spawn(move || {
-            let chunk = vec![b'x'; 64 * 1024];
-            let mut sent = 0;
-            while sent < total && writer.write_all(&chunk).is_ok() {
-                sent += chunk.len();
-            }
-            sent
-        });
+        let upload = start_upload(&mut s, "/upload", total);
         let mut pending = Vec::new();
         let reply = read_reply(&mut s, &mut pending, false);
         assert_eq!(reply.status, 504);

@@ -266,21 +266,7 @@ both_drivers! {
         let h = Harness::start(driver, 1, |_| {});
         let mut s = connect(h.addr);
         let total: usize = 100 * 1024 * 1024;
-        s.write_all(
-            format!("POST /early/413 HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
-        // The body streams from another thread until the proxy stops taking it.
-        let mut writer = s.try_clone().unwrap();
-        let upload = std::thread::spawn(move || {
-            let chunk = vec![b'x'; 64 * 1024];
-            let mut sent = 0;
-            while sent < total && writer.write_all(&chunk).is_ok() {
-                sent += chunk.len();
-            }
-            sent
-        });
+        let upload = start_upload(&mut s, "/early/413", total);
         let mut pending = Vec::new();
         let reply = read_reply(&mut s, &mut pending, false);
         assert_eq!(reply.status, 413);

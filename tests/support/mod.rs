@@ -238,6 +238,25 @@ pub fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     read_to_close(&mut s)
 }
 
+/// Sends the head of a POST to `path` with a `total`-byte body, then streams the
+/// body from another thread until it is all sent or the proxy stops taking it.
+/// The thread returns how many body bytes went.
+pub fn start_upload(s: &mut TcpStream, path: &str, total: usize) -> std::thread::JoinHandle<usize> {
+    s.write_all(
+        format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut writer = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < total && writer.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        sent
+    })
+}
+
 /// Reads until EOF (or a reset, which also ends the conversation).
 pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
