@@ -1111,6 +1111,11 @@ def sc_never_read(ctx, r):
     alive_check(r, proxy)
 
 
+def cut_off(outcomes):
+    """How many slow connections ringlb ended: a 408, or a close or reset."""
+    return outcomes.get(408, 0) + outcomes.get("closed", 0) + outcomes.get("reset", 0)
+
+
 def sc_slowloris(ctx, r):
     p = ctx.p
     n = p(1000, 200)
@@ -1166,7 +1171,7 @@ def sc_slowloris(ctx, r):
             f"loaded p99 <= 2 x max(unloaded p99, 0.5 ms): {l99 * 1e3:.3f} ms <= "
             f"{limit * 1e3:.3f} ms")
     outcomes, cut = res["outcomes"], res["cut"]
-    answered = outcomes.get(408, 0) + outcomes.get("closed", 0) + outcomes.get("reset", 0)
+    answered = cut_off(outcomes)
     r.check(res["opened"] == n and answered == n,
             f"every slow connection ({res['opened']} of {n} opened) answered 408 or closed: "
             f"{answered} ({dict(outcomes)})")
@@ -1414,7 +1419,7 @@ def sc_slow_heads(ctx, r):
             f"peak RSS growth <= N x (max_header_bytes + {per_connection // KiB} KiB) + "
             f"{const // MiB} MiB: {growth / MiB:.1f} MiB <= {bound / MiB:.1f} MiB")
     outcomes, cut = res["outcomes"], res["cut"]
-    answered = outcomes.get(408, 0) + outcomes.get("closed", 0) + outcomes.get("reset", 0)
+    answered = cut_off(outcomes)
     r.check(res["opened"] == n and answered == n,
             f"all {n} cut ({res['opened']} opened): {answered} ({dict(outcomes)})")
     late = sum(1 for c in cut if c > header_read + 2)

@@ -125,23 +125,29 @@ const STARVED_LOG_EVERY: Duration = Duration::from_secs(1);
 /// A run of accepts failing for want of descriptors or memory, logged when it
 /// starts, at most once a second while it lasts, and when it ends: not once per
 /// 10 ms retry (a limit reached under a flood would otherwise fill the log).
+/// `None` while accepts succeed.
 #[derive(Default)]
-struct Starved {
-    /// When the run began; `None` while accepts succeed.
-    since: Option<Instant>,
+struct Starved(Option<Run>);
+
+/// One run of failed accepts.
+struct Run {
+    /// When it began.
+    since: Instant,
     /// When it was last logged.
-    logged: Option<Instant>,
-    /// Failures in the whole run.
+    logged: Instant,
+    /// Failures so far.
     failures: u64,
 }
 
 impl Starved {
     fn failed(&mut self, shard: &Shard, listener: &ShardListener, e: &io::Error) {
         let now = Instant::now();
-        self.failures += 1;
-        let Some(since) = self.since else {
-            self.since = Some(now);
-            self.logged = Some(now);
+        let Some(run) = &mut self.0 else {
+            self.0 = Some(Run {
+                since: now,
+                logged: now,
+                failures: 1,
+            });
             log_warn!(
                 "shard {}: listener {}: accept: {e}; pausing new connections, retrying every {}ms",
                 shard.index,
@@ -150,30 +156,30 @@ impl Starved {
             );
             return;
         };
-        if self.logged.is_some_and(|t| now - t >= STARVED_LOG_EVERY) {
+        run.failures += 1;
+        if now - run.logged >= STARVED_LOG_EVERY {
             log_warn!(
                 "shard {}: listener {}: accept still failing: {e} ({} times in {:.1}s)",
                 shard.index,
                 listener.name,
-                self.failures,
-                (now - since).as_secs_f64()
+                run.failures,
+                (now - run.since).as_secs_f64()
             );
-            self.logged = Some(now);
+            run.logged = now;
         }
     }
 
     /// An accept succeeded: a run that was going on is over.
     #[inline]
     fn ended(&mut self, shard: &Shard, listener: &ShardListener) {
-        if let Some(since) = self.since.take() {
+        if let Some(run) = self.0.take() {
             log_warn!(
                 "shard {}: listener {}: accepting again after {} failed accepts in {:.1}s",
                 shard.index,
                 listener.name,
-                self.failures,
-                since.elapsed().as_secs_f64()
+                run.failures,
+                run.since.elapsed().as_secs_f64()
             );
-            *self = Starved::default();
         }
     }
 }
