@@ -174,9 +174,17 @@ fn run() -> Result<ExitCode> {
             println!("ringlb {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check(path) => match config::load(&path) {
-            Ok(config) => {
+        Command::Check(path) => match config::load(&path).and_then(|config| {
+            // The certificate files, once the rules pass.
+            let origin = path.display().to_string();
+            let tls = ringlb::tls::material::TlsMaterial::load(&config, &origin, unix_now())?;
+            Ok((config, tls))
+        }) {
+            Ok((config, tls)) => {
                 println!("{}: ok\n{}", path.display(), config.summary());
+                for warning in &tls.warnings {
+                    println!("warning: {warning}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
@@ -214,4 +222,11 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -947,6 +947,50 @@ fn ringlb(args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
+fn check_loads_certificates_relative_to_the_file_and_names_bad_ones() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check-tls");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    for name in ["a", "b"] {
+        let certified =
+            rcgen::generate_simple_self_signed(vec![format!("{name}.example")]).unwrap();
+        std::fs::write(dir.join(format!("certs/{name}.pem")), certified.cert.pem()).unwrap();
+        std::fs::write(
+            dir.join(format!("certs/{name}.key")),
+            certified.signing_key.serialize_pem(),
+        )
+        .unwrap();
+    }
+    let config = |key: &str| {
+        format!(
+            "[[listeners]]\nname = \"https\"\naddress = \"127.0.0.1:8443\"\n\
+             tls = {{ certificates = [ {{ cert = \"certs/a.pem\", key = \"certs/{key}\" }} ], default = \"a.example\" }}\n\
+             [[routes]]\ncluster = \"api\"\n\
+             [[clusters]]\nname = \"api\"\n\
+             backends = [ {{ name = \"a1\", address = \"127.0.0.1:9001\" }} ]\n"
+        )
+    };
+    let good = dir.join("good.toml");
+    std::fs::write(&good, config("a.key")).unwrap();
+    let (code, out, err) = ringlb(&["check", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("tls           1 certificate(s), default a.example"),
+        "{out}"
+    );
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, config("b.key")).unwrap();
+    let (code, _, err) = ringlb(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bad.toml: listeners[0].tls.certificates[0]: ")
+            && err.contains("certs/b.key does not match the certificate in"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_accepts_the_example_config_and_names_bad_keys() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ringlb.toml");
     let (code, out, err) = ringlb(&["check", "--config", example]);

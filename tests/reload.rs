@@ -306,6 +306,7 @@ fn a_bad_configuration_or_an_address_in_use_is_refused_whole() {
         cluster: None,
         accept_proxy: false,
         proxy_trusted: Vec::new(),
+        tls: None,
     });
     clash.routes.push(route("clash", "clash", "default"));
     clash.clusters[0].backends.truncate(1);

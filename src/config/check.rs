@@ -90,6 +90,43 @@ impl Config {
         self.check_backend_names(errors);
     }
 
+    /// The rules a listener's `tls` table follows without reading its files (the
+    /// certificates themselves are checked where they are loaded: `tls::material`).
+    fn check_listener_tls(
+        &self,
+        i: usize,
+        l: &ListenerConfig,
+        tls: &ListenerTls,
+        errors: &mut Errors<'_>,
+    ) {
+        if l.protocol == ListenerProtocol::Tcp {
+            errors.push(
+                self.listener_key(i, "tls"),
+                "TLS on tcp listeners is not supported yet (only on http listeners)",
+            );
+        }
+        if tls.certificates.is_empty() {
+            errors.push(
+                self.listener_key(i, "tls.certificates"),
+                "at least one { cert = \"...pem\", key = \"...key\" } is required",
+            );
+        }
+        for (n, protocol) in tls.alpn.iter().enumerate() {
+            let key = self.listener_key(i, &format!("tls.alpn[{n}]"));
+            match protocol.as_str() {
+                "http/1.1" => {}
+                "h2" => errors.push(key, "HTTP/2 is not supported yet: only \"http/1.1\""),
+                other => errors.push(key, format!("expected \"http/1.1\", got {other:?}")),
+            }
+        }
+        if tls.default.is_none() {
+            errors.warn(
+                self.listener_key(i, "tls.default"),
+                "not set: clients that send no SNI, or a name no certificate carries, are refused",
+            );
+        }
+    }
+
     fn check_process(&self, errors: &mut Errors<'_>) {
         if self.server.shards > 1024 {
             errors.push(
@@ -226,6 +263,9 @@ impl Config {
                     self.listener_key(i, "proxy_trusted"),
                     "has no effect without accept_proxy = true",
                 );
+            }
+            if let Some(tls) = &l.tls {
+                self.check_listener_tls(i, l, tls, errors);
             }
             if l.protocol == ListenerProtocol::Tcp {
                 self.check_tcp_listener(i, l, errors);
@@ -664,6 +704,15 @@ impl Config {
                     String::new()
                 }
             ));
+            if let Some(tls) = &l.tls {
+                out.push_str(&format!(
+                    "    tls           {} certificate(s), default {}, TLS {}+, alpn {}\n",
+                    tls.certificates.len(),
+                    tls.default.as_deref().unwrap_or("none"),
+                    tls.min_version.as_str(),
+                    tls.alpn.join(",")
+                ));
+            }
         }
         out.push_str(&format!("routes            {}\n", self.routes.len()));
         for r in &self.routes {

@@ -169,6 +169,23 @@ struct FileListener {
     cluster: Option<String>,
     accept_proxy: Option<bool>,
     proxy_trusted: Option<Vec<String>>,
+    tls: Option<FileListenerTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListenerTls {
+    certificates: Option<Vec<FileCertificate>>,
+    default: Option<String>,
+    min_version: Option<String>,
+    alpn: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCertificate {
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -597,6 +614,7 @@ fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> Liste
                 .ok()
         })
         .collect();
+    let tls = l.tls.map(|tls| convert_listener_tls(i, tls, errors));
     ListenerConfig {
         name,
         address,
@@ -604,6 +622,44 @@ fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> Liste
         cluster: l.cluster,
         accept_proxy: l.accept_proxy.unwrap_or(false),
         proxy_trusted,
+        tls,
+    }
+}
+
+fn convert_listener_tls(i: usize, tls: FileListenerTls, errors: &mut Errors<'_>) -> ListenerTls {
+    let key = |field: &str| format!("listeners[{i}].tls.{field}");
+    let certificates = tls
+        .certificates
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let mut path = |field: &str, value: Option<String>, what: &str| {
+                let key = key(&format!("certificates[{n}].{field}"));
+                std::path::PathBuf::from(required(errors, &key, value, what))
+            };
+            CertificateFiles {
+                cert: path("cert", c.cert, "the PEM file of the certificate chain"),
+                key: path("key", c.key, "the PEM file of its private key"),
+            }
+        })
+        .collect();
+    let min_version = match tls.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::V1_2,
+        Some("1.3") => TlsVersion::V1_3,
+        Some(other) => {
+            errors.push(
+                key("min_version"),
+                format!("expected \"1.2\" or \"1.3\", got {other:?}"),
+            );
+            TlsVersion::V1_2
+        }
+    };
+    ListenerTls {
+        certificates,
+        default: tls.default,
+        min_version,
+        alpn: tls.alpn.unwrap_or_else(|| vec!["http/1.1".to_string()]),
     }
 }
 

@@ -17,7 +17,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use file::{parse_address, parse_duration};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use env::apply_env;
@@ -190,6 +190,46 @@ pub struct ListenerConfig {
     pub accept_proxy: bool,
     /// With `accept_proxy`: the peers allowed to send one (anyone else is closed).
     pub proxy_trusted: Vec<Cidr>,
+    /// TLS termination: every connection starts with a TLS handshake.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's `tls` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificate chains and their keys, chosen by SNI.
+    pub certificates: Vec<CertificateFiles>,
+    /// A DNS name one of them carries, for clients that send no SNI or an
+    /// unknown one; without it their handshakes fail.
+    pub default: Option<String>,
+    /// The oldest TLS version accepted.
+    pub min_version: TlsVersion,
+    /// Protocols offered by ALPN, in order of preference.
+    pub alpn: Vec<String>,
+}
+
+/// A certificate chain (PEM, leaf first) and its private key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    /// The spelling used in the configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
 }
 
 impl ListenerConfig {
@@ -202,6 +242,7 @@ impl ListenerConfig {
             cluster: None,
             accept_proxy: false,
             proxy_trusted: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -842,7 +883,21 @@ where
 {
     let origin = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &origin, env),
+        Ok(text) => {
+            let mut config = parse(&text, &origin, env)?;
+            // Certificate paths are relative to the file that names them.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            for listener in &mut config.listeners {
+                for files in listener.tls.iter_mut().flat_map(|t| &mut t.certificates) {
+                    for file in [&mut files.cert, &mut files.key] {
+                        if file.is_relative() {
+                            *file = dir.join(&*file);
+                        }
+                    }
+                }
+            }
+            Ok(config)
+        }
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file: origin,
             key: "-".into(),

@@ -1280,3 +1280,70 @@ fn networks_contain_their_addresses() {
         assert!(Cidr::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn listener_tls_settings() {
+    let listener = |tls: &str| {
+        format!(
+            "[[listeners]]\nname = \"https\"\naddress = \"127.0.0.1:8443\"\ntls = {tls}\n\
+             [[routes]]\ncluster = \"api\"\n\
+             [[clusters]]\nname = \"api\"\n\
+             backends = [ {{ name = \"a1\", address = \"127.0.0.1:9001\" }} ]\n"
+        )
+    };
+    let c = parse(
+        &listener(
+            "{ certificates = [ { cert = \"/etc/a.pem\", key = \"/etc/a.key\" } ], \
+             default = \"a.example\", min_version = \"1.3\" }",
+        ),
+        "t.toml",
+        no_env(),
+    )
+    .expect("valid");
+    let tls = c.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.certificates,
+        [CertificateFiles {
+            cert: "/etc/a.pem".into(),
+            key: "/etc/a.key".into()
+        }]
+    );
+    assert_eq!(tls.default.as_deref(), Some("a.example"));
+    assert_eq!(tls.min_version, TlsVersion::V1_3);
+    assert_eq!(tls.alpn, ["http/1.1"]);
+    assert!(c.warnings.is_empty());
+
+    let no_default = parse(
+        &listener("{ certificates = [ { cert = \"a.pem\", key = \"a.key\" } ] }"),
+        "t.toml",
+        no_env(),
+    )
+    .expect("a warning only");
+    assert_eq!(no_default.warnings[0].key, "listeners[0].tls.default");
+
+    for (tls, key, message) in [
+        ("{ }", "listeners[0].tls.certificates", "at least one"),
+        (
+            "{ certificates = [ { cert = \"a.pem\" } ] }",
+            "listeners[0].tls.certificates[0].key",
+            "missing",
+        ),
+        (
+            "{ certificates = [ { cert = \"a.pem\", key = \"a.key\" } ], min_version = \"1.1\" }",
+            "listeners[0].tls.min_version",
+            "expected \"1.2\" or \"1.3\"",
+        ),
+        (
+            "{ certificates = [ { cert = \"a.pem\", key = \"a.key\" } ], alpn = [\"h2\"] }",
+            "listeners[0].tls.alpn[0]",
+            "HTTP/2 is not supported yet",
+        ),
+        (
+            "{ certificates = [ { cert = \"a.pem\", key = \"a.key\" } ], ciphers = \"x\" }",
+            "listeners[0].tls.ciphers",
+            "unknown key",
+        ),
+    ] {
+        assert_error(&listener(tls), key, message);
+    }
+}

@@ -443,6 +443,7 @@ pub fn listener(name: &str) -> ringlb::config::ListenerConfig {
         cluster: None,
         accept_proxy: false,
         proxy_trusted: Vec::new(),
+        tls: None,
     }
 }
 
@@ -455,6 +456,7 @@ pub fn tcp_listener(name: &str, cluster: &str) -> ringlb::config::ListenerConfig
         cluster: Some(cluster.into()),
         accept_proxy: false,
         proxy_trusted: Vec::new(),
+        tls: None,
     }
 }
 

@@ -1,0 +1,307 @@
+//! Material: every TLS listener's certificates loaded, checked and ready to serve.
+//!
+//! Owns turning the `tls` tables of a checked [`Config`] into what the shards need:
+//! one [`ListenerMaterial`] per TLS listener (its [`CertStore`], versions and ALPN),
+//! from which each shard builds its own `rustls::ServerConfig` (its own session
+//! cache and ticket keys: nothing shared on the handshake path). Reports every
+//! problem with the files as configuration errors naming the key and the file, so
+//! `ringlb check`, start-up and a reload refuse the same things. Must not touch
+//! sockets or shard state.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::ServerSessionMemoryCache;
+use rustls::{ServerConfig, SupportedProtocolVersion};
+
+use crate::config::{Config, ConfigError, ConfigErrors, ListenerTls, TlsVersion};
+
+use super::certs::{CertStore, Certificate};
+
+/// TLS 1.2 sessions a shard remembers per listener for resumption by session id.
+const SESSION_CACHE: usize = 4096;
+/// Warn when a certificate expires within this many days.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// One TLS listener's certificates and settings.
+#[derive(Debug)]
+pub struct ListenerMaterial {
+    /// The listener's name.
+    pub listener: String,
+    /// Its certificates, by SNI.
+    pub store: Arc<CertStore>,
+    /// The versions accepted.
+    pub versions: &'static [&'static SupportedProtocolVersion],
+    /// ALPN protocols offered, in order.
+    pub alpn: Vec<Vec<u8>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ListenerMaterial {
+    /// A server configuration for one shard, with its own session cache and
+    /// session-ticket keys.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let mut config = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_protocol_versions(self.versions)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&self.store) as _);
+        config.alpn_protocols = self.alpn.clone();
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// Every TLS listener's material, and what is worth a warning.
+#[derive(Debug, Default)]
+pub struct TlsMaterial {
+    /// In the order of the listeners.
+    pub listeners: Vec<Arc<ListenerMaterial>>,
+    /// Certificates expired, not yet valid, expiring soon, or without a DNS name.
+    pub warnings: Vec<ConfigError>,
+}
+
+impl TlsMaterial {
+    /// Loads the certificates of every TLS listener in `config` (read from
+    /// `origin`, which errors name), as of `now` (seconds since the Unix epoch).
+    /// Every problem is reported, not only the first.
+    pub fn load(config: &Config, origin: &str, now: i64) -> Result<TlsMaterial, ConfigErrors> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut material = TlsMaterial::default();
+        let mut errors = Vec::new();
+        let report = |list: &mut Vec<ConfigError>, key: String, message: String| {
+            list.push(ConfigError {
+                file: origin.to_string(),
+                key,
+                message,
+            });
+        };
+        for (i, listener) in config.listeners.iter().enumerate() {
+            let Some(tls) = &listener.tls else {
+                continue;
+            };
+            let mut certificates = Vec::new();
+            for (n, files) in tls.certificates.iter().enumerate() {
+                let key = format!("listeners[{i}].tls.certificates[{n}]");
+                match Certificate::load(&files.cert, &files.key, &provider) {
+                    Ok(certificate) => {
+                        for warning in warnings(&certificate, now) {
+                            report(&mut material.warnings, key.clone(), warning);
+                        }
+                        certificates.push(certificate);
+                    }
+                    Err(e) => report(&mut errors, key, e.to_string()),
+                }
+            }
+            if certificates.len() != tls.certificates.len() {
+                continue;
+            }
+            let store = CertStore::new(certificates, tls.default.as_deref());
+            if let Some(default) = &tls.default {
+                if store.lookup(None).is_none() {
+                    report(
+                        &mut errors,
+                        format!("listeners[{i}].tls.default"),
+                        format!("{default:?} is not a name of any of the listener's certificates"),
+                    );
+                    continue;
+                }
+            }
+            material.listeners.push(Arc::new(ListenerMaterial {
+                listener: listener.name.clone(),
+                store: Arc::new(store),
+                versions: versions(tls),
+                alpn: tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                provider: Arc::clone(&provider),
+            }));
+        }
+        if errors.is_empty() {
+            Ok(material)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The material of the listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&Arc<ListenerMaterial>> {
+        self.listeners.iter().find(|m| m.listener == name)
+    }
+}
+
+/// TLS 1.3 alone.
+static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+
+fn versions(tls: &ListenerTls) -> &'static [&'static SupportedProtocolVersion] {
+    match tls.min_version {
+        TlsVersion::V1_2 => rustls::ALL_VERSIONS,
+        TlsVersion::V1_3 => &TLS13_ONLY,
+    }
+}
+
+/// What an operator should hear about a certificate that loaded.
+fn warnings(certificate: &Certificate, now: i64) -> Vec<String> {
+    let file = certificate.cert_path.display();
+    let days = certificate.days_left(now);
+    let mut out = Vec::new();
+    if certificate.not_after <= now {
+        out.push(format!("{file}: expired {} day(s) ago", -days));
+    } else if days < EXPIRY_WARNING_DAYS {
+        out.push(format!("{file}: expires in {days} day(s)"));
+    }
+    if certificate.not_before > now {
+        out.push(format!("{file}: not valid yet"));
+    }
+    if certificate.names.is_empty() {
+        out.push(format!(
+            "{file}: names no DNS name (SAN): it can only be the default"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CertificateFiles, ListenerConfig, ListenerProtocol};
+    use std::path::{Path, PathBuf};
+
+    fn make(dir: &Path, file: &str, names: &[&str], years: (i32, i32)) -> CertificateFiles {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+        params.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let files = CertificateFiles {
+            cert: dir.join(format!("{file}.pem")),
+            key: dir.join(format!("{file}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ringlb-material-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn config_with(tls: ListenerTls) -> Config {
+        let mut config = Config::default();
+        let mut listener = ListenerConfig::new(
+            "https",
+            "127.0.0.1:0".parse().unwrap(),
+            ListenerProtocol::Http,
+        );
+        listener.tls = Some(tls);
+        config.listeners = vec![listener];
+        config
+    }
+
+    fn tls(certificates: Vec<CertificateFiles>, default: Option<&str>) -> ListenerTls {
+        ListenerTls {
+            certificates,
+            default: default.map(str::to_string),
+            min_version: TlsVersion::V1_2,
+            alpn: vec!["http/1.1".into()],
+        }
+    }
+
+    /// 2026-12-01T00:00:00Z.
+    const NOW: i64 = 1_796_083_200;
+
+    #[test]
+    fn every_problem_is_an_error_naming_key_and_file() {
+        let dir = temp_dir("errors");
+        let good = make(&dir, "good", &["a.example"], (2020, 2100));
+        let other = make(&dir, "other", &["b.example"], (2020, 2100));
+        let mismatched = CertificateFiles {
+            cert: good.cert.clone(),
+            key: other.key.clone(),
+        };
+        let missing = CertificateFiles {
+            cert: dir.join("missing.pem"),
+            key: good.key.clone(),
+        };
+        let config = config_with(tls(vec![good, mismatched, missing], Some("a.example")));
+        let errors = TlsMaterial::load(&config, "ringlb.toml", NOW)
+            .unwrap_err()
+            .0;
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].starts_with("ringlb.toml: listeners[0].tls.certificates[1]: "));
+        assert!(
+            lines[0].contains("other.key does not match"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].starts_with("ringlb.toml: listeners[0].tls.certificates[2]: "));
+        assert!(lines[1].contains("missing.pem"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn the_default_must_be_a_name_of_a_certificate() {
+        let dir = temp_dir("default");
+        let config = config_with(tls(
+            vec![make(&dir, "a", &["a.example", "*.b.example"], (2020, 2100))],
+            Some("c.example"),
+        ));
+        let errors = TlsMaterial::load(&config, "f", NOW).unwrap_err().0;
+        assert_eq!(errors[0].key, "listeners[0].tls.default");
+        for default in ["a.example", "x.b.example"] {
+            let mut config = config.clone();
+            config.listeners[0].tls.as_mut().unwrap().default = Some(default.into());
+            assert!(TlsMaterial::load(&config, "f", NOW).is_ok(), "{default}");
+        }
+    }
+
+    #[test]
+    fn expired_and_expiring_certificates_load_with_a_warning() {
+        let dir = temp_dir("warnings");
+        let config = config_with(tls(
+            vec![
+                make(&dir, "expired", &["old.example"], (2020, 2025)),
+                make(&dir, "soon", &["soon.example"], (2020, 2026)),
+                make(&dir, "later", &["later.example"], (2027, 2100)),
+                make(&dir, "fine", &["fine.example"], (2020, 2100)),
+            ],
+            None,
+        ));
+        // 2025-12-25T00:00:00Z: "soon" (2026-01-01) is 7 days away.
+        let material = TlsMaterial::load(&config, "f", 1_766_620_800).unwrap();
+        let text: Vec<String> = material
+            .warnings
+            .iter()
+            .map(|w| w.message.clone())
+            .collect();
+        assert_eq!(text.len(), 3, "{text:#?}");
+        assert!(text[0].contains("expired.pem: expired"), "{text:#?}");
+        assert!(
+            text[1].contains("soon.pem: expires in 7 day(s)"),
+            "{text:#?}"
+        );
+        assert!(text[2].contains("later.pem: not valid yet"), "{text:#?}");
+    }
+
+    #[test]
+    fn each_shard_gets_a_config_that_serves_by_sni() {
+        let dir = temp_dir("serve");
+        let mut config = config_with(tls(
+            vec![make(&dir, "a", &["a.example"], (2020, 2100))],
+            Some("a.example"),
+        ));
+        config.listeners[0].tls.as_mut().unwrap().min_version = TlsVersion::V1_3;
+        let material = TlsMaterial::load(&config, "f", NOW).unwrap();
+        let listener = material.listener("https").unwrap();
+        assert_eq!(listener.versions.len(), 1);
+        let one = listener.server_config().unwrap();
+        let two = listener.server_config().unwrap();
+        assert!(!Arc::ptr_eq(&one, &two));
+        assert_eq!(one.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(one.ticketer.enabled());
+    }
+}
