@@ -471,6 +471,29 @@ impl Config {
     fn check_cluster(&self, index: usize, errors: &mut Errors<'_>) {
         let c = &self.clusters[index];
         let keys = Keys::of_cluster(self.form, index);
+        if let Some(tls) = &c.tls {
+            let key = |field: &str| format!("clusters[{index}].tls.{field}");
+            if tls.verify && tls.ca.is_none() {
+                errors.push(
+                    key("ca"),
+                    "verify = true needs the CA certificates (PEM) backends' certificates chain to: ringlb has no built-in roots (the system's are often /etc/ssl/certs/ca-certificates.crt)",
+                );
+            }
+            if !tls.verify {
+                errors.warn(
+                    key("verify"),
+                    "false: backends' certificates are not checked, so anyone on the path can pose as them",
+                );
+            }
+            if let Some(name) = &tls.server_name {
+                if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                    errors.push(
+                        key("server_name"),
+                        format!("expected a DNS name or an IP address, got {name:?}"),
+                    );
+                }
+            }
+        }
         if self.form == Form::Full {
             if !is_name(&c.name) {
                 errors.push(

@@ -225,6 +225,17 @@ struct FileCluster {
     upstream: Option<FileUpstream>,
     timeouts: Option<FileClusterTimeouts>,
     backends: Option<Vec<FileBackend>>,
+    tls: Option<FileClusterTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClusterTls {
+    server_name: Option<String>,
+    ca: Option<String>,
+    verify: Option<bool>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -788,7 +799,39 @@ fn convert_cluster(i: usize, c: FileCluster, errors: &mut Errors<'_>) -> Cluster
         timeouts: c.timeouts.unwrap_or_default(),
         backends: c.backends.unwrap_or_default(),
     };
-    cluster_from_parts(&name, parts, &Keys::cluster(i), errors)
+    let mut cluster = cluster_from_parts(&name, parts, &Keys::cluster(i), errors);
+    cluster.tls = c.tls.map(|tls| convert_cluster_tls(i, tls, errors));
+    cluster
+}
+
+fn convert_cluster_tls(i: usize, tls: FileClusterTls, errors: &mut Errors<'_>) -> ClusterTls {
+    let client_certificate = match (tls.cert, tls.key) {
+        (Some(cert), Some(key)) => Some(CertificateFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            errors.push(
+                format!("clusters[{i}].tls.key"),
+                "missing (the private key of the client certificate `cert`)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(
+                format!("clusters[{i}].tls.cert"),
+                "missing (the client certificate chain `key` belongs to)",
+            );
+            None
+        }
+    };
+    ClusterTls {
+        server_name: tls.server_name,
+        ca: tls.ca.map(Into::into),
+        verify: tls.verify.unwrap_or(true),
+        client_certificate,
+    }
 }
 
 fn cluster_from_parts(
@@ -982,5 +1025,6 @@ fn cluster_from_parts(
         upstream,
         timeouts,
         backends,
+        tls: None,
     }
 }

@@ -443,6 +443,22 @@ pub struct ClusterConfig {
     pub timeouts: ClusterTimeouts,
     /// The backends, in order.
     pub backends: Vec<BackendConfig>,
+    /// TLS to the backends (and to their health checks).
+    pub tls: Option<ClusterTls>,
+}
+
+/// A cluster's `tls` table: its connections to backends are TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// The name sent as SNI and verified in the backend's certificate; without
+    /// it, each backend's IP address.
+    pub server_name: Option<String>,
+    /// The CA certificates (PEM) a backend's certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// Verify the backend's certificate (off only for testing).
+    pub verify: bool,
+    /// A client certificate for backends that ask for one (mutual TLS).
+    pub client_certificate: Option<CertificateFiles>,
 }
 
 impl ClusterConfig {
@@ -457,6 +473,7 @@ impl ClusterConfig {
             upstream: UpstreamConfig::default(),
             timeouts: ClusterTimeouts::default(),
             backends: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -887,13 +904,21 @@ where
             let mut config = parse(&text, &origin, env)?;
             // Certificate paths are relative to the file that names them.
             let dir = path.parent().unwrap_or(Path::new("."));
+            let mut files: Vec<&mut PathBuf> = Vec::new();
             for listener in &mut config.listeners {
-                for files in listener.tls.iter_mut().flat_map(|t| &mut t.certificates) {
-                    for file in [&mut files.cert, &mut files.key] {
-                        if file.is_relative() {
-                            *file = dir.join(&*file);
-                        }
-                    }
+                for pair in listener.tls.iter_mut().flat_map(|t| &mut t.certificates) {
+                    files.extend([&mut pair.cert, &mut pair.key]);
+                }
+            }
+            for tls in config.clusters.iter_mut().filter_map(|c| c.tls.as_mut()) {
+                files.extend(tls.ca.as_mut());
+                if let Some(pair) = &mut tls.client_certificate {
+                    files.extend([&mut pair.cert, &mut pair.key]);
+                }
+            }
+            for file in files {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
                 }
             }
             Ok(config)

@@ -1347,3 +1347,47 @@ fn listener_tls_settings() {
         assert_error(&listener(tls), key, message);
     }
 }
+
+#[test]
+fn cluster_tls_settings() {
+    let cluster = |tls: &str| {
+        full_with(
+            "name = \"api\"\n",
+            &format!("name = \"api\"\ntls = {tls}\n"),
+        )
+    };
+    let c = parse(
+        &cluster("{ server_name = \"api.internal\", ca = \"/etc/ca.pem\", cert = \"c.pem\", key = \"c.key\" }"),
+        "t.toml",
+        no_env(),
+    )
+    .expect("valid");
+    let tls = c.clusters[0].tls.as_ref().unwrap();
+    assert_eq!(tls.server_name.as_deref(), Some("api.internal"));
+    assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+    assert!(tls.verify);
+    assert_eq!(
+        tls.client_certificate,
+        Some(CertificateFiles {
+            cert: "c.pem".into(),
+            key: "c.key".into()
+        })
+    );
+    let unverified = parse(&cluster("{ verify = false }"), "t.toml", no_env()).expect("a warning");
+    assert_eq!(unverified.warnings[0].key, "clusters[0].tls.verify");
+    for (tls, key, message) in [
+        ("{ }", "clusters[0].tls.ca", "no built-in roots"),
+        (
+            "{ ca = \"ca.pem\", cert = \"c.pem\" }",
+            "clusters[0].tls.key",
+            "missing",
+        ),
+        (
+            "{ ca = \"ca.pem\", server_name = \"not a name\" }",
+            "clusters[0].tls.server_name",
+            "expected a DNS name",
+        ),
+    ] {
+        assert_error(&cluster(tls), key, message);
+    }
+}

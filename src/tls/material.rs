@@ -10,11 +10,19 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ServerSessionMemoryCache;
-use rustls::{ServerConfig, SupportedProtocolVersion};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
+};
 
-use crate::config::{Config, ConfigError, ConfigErrors, ListenerTls, TlsVersion};
+use crate::config::{ClusterTls, Config, ConfigError, ConfigErrors, ListenerTls, TlsVersion};
 
 use super::certs::{CertStore, Certificate};
 
@@ -52,11 +60,101 @@ impl ListenerMaterial {
     }
 }
 
-/// Every TLS listener's material, and what is worth a warning.
+/// TLS resumption tickets or sessions a shard keeps per cluster.
+const CLIENT_SESSIONS: usize = 256;
+
+/// One cluster's TLS to its backends.
+#[derive(Debug)]
+pub struct ClusterMaterial {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The name sent as SNI and verified; `None`: each backend's IP address.
+    pub server_name: Option<ServerName<'static>>,
+    roots: Option<Arc<RootCertStore>>,
+    client_certificate: Option<Arc<CertifiedKey>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClusterMaterial {
+    /// A client configuration for one shard, with its own resumption cache.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, rustls::Error> {
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_protocol_versions(rustls::ALL_VERSIONS)?;
+        let builder = match &self.roots {
+            Some(roots) => builder.with_root_certificates(Arc::clone(roots)),
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unverified(Arc::clone(&self.provider)))),
+        };
+        let mut config = match &self.client_certificate {
+            Some(key) => {
+                builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(key))))
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.resumption = Resumption::in_memory_sessions(CLIENT_SESSIONS);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// `verify = false`: any certificate is taken, but the handshake's signatures
+/// are still checked against it (the peer holds the key it presents).
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Every TLS listener's and cluster's material, and what is worth a warning.
 #[derive(Debug, Default)]
 pub struct TlsMaterial {
     /// In the order of the listeners.
     pub listeners: Vec<Arc<ListenerMaterial>>,
+    /// In the order of the clusters.
+    pub clusters: Vec<Arc<ClusterMaterial>>,
     /// Certificates expired, not yet valid, expiring soon, or without a DNS name.
     pub warnings: Vec<ConfigError>,
 }
@@ -85,7 +183,7 @@ impl TlsMaterial {
                 let key = format!("listeners[{i}].tls.certificates[{n}]");
                 match Certificate::load(&files.cert, &files.key, &provider) {
                     Ok(certificate) => {
-                        for warning in warnings(&certificate, now) {
+                        for warning in warnings_of(&certificate, now) {
                             report(&mut material.warnings, key.clone(), warning);
                         }
                         certificates.push(certificate);
@@ -115,6 +213,26 @@ impl TlsMaterial {
                 provider: Arc::clone(&provider),
             }));
         }
+        for (i, cluster) in config.clusters.iter().enumerate() {
+            let Some(tls) = &cluster.tls else {
+                continue;
+            };
+            match load_cluster(&cluster.name, tls, &provider, now) {
+                Ok((loaded, warnings)) => {
+                    for (field, warning) in warnings {
+                        report(
+                            &mut material.warnings,
+                            format!("clusters[{i}].tls.{field}"),
+                            warning,
+                        );
+                    }
+                    material.clusters.push(Arc::new(loaded));
+                }
+                Err((field, message)) => {
+                    report(&mut errors, format!("clusters[{i}].tls.{field}"), message)
+                }
+            }
+        }
         if errors.is_empty() {
             Ok(material)
         } else {
@@ -122,10 +240,81 @@ impl TlsMaterial {
         }
     }
 
+    /// The material of the cluster named `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<ClusterMaterial>> {
+        self.clusters.iter().find(|m| m.cluster == name)
+    }
+
     /// The material of the listener named `name`.
     pub fn listener(&self, name: &str) -> Option<&Arc<ListenerMaterial>> {
         self.listeners.iter().find(|m| m.listener == name)
     }
+}
+
+/// A cluster's CA and client certificate, loaded; errors and warnings name the
+/// field of its `tls` table.
+#[allow(clippy::type_complexity)]
+fn load_cluster(
+    name: &str,
+    tls: &ClusterTls,
+    provider: &Arc<CryptoProvider>,
+    now: i64,
+) -> Result<(ClusterMaterial, Vec<(&'static str, String)>), (&'static str, String)> {
+    let mut warnings = Vec::new();
+    let roots = match (&tls.ca, tls.verify) {
+        (Some(ca), true) => {
+            let text = std::fs::read(ca)
+                .map_err(|e| ("ca", format!("{}: cannot read: {e}", ca.display())))?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&text) {
+                let cert =
+                    cert.map_err(|e| ("ca", format!("{}: invalid PEM: {e}", ca.display())))?;
+                roots.add(cert).map_err(|e| {
+                    (
+                        "ca",
+                        format!("{}: not a usable CA certificate: {e}", ca.display()),
+                    )
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(("ca", format!("{}: no PEM CERTIFICATE block", ca.display())));
+            }
+            Some(Arc::new(roots))
+        }
+        _ => None,
+    };
+    let client_certificate = match &tls.client_certificate {
+        Some(files) => {
+            let certificate = Certificate::load(&files.cert, &files.key, provider)
+                .map_err(|e| ("cert", e.to_string()))?;
+            warnings.extend(
+                warnings_of(&certificate, now)
+                    .into_iter()
+                    .map(|w| ("cert", w)),
+            );
+            Some(Arc::clone(&certificate.key))
+        }
+        None => None,
+    };
+    let server_name = match &tls.server_name {
+        Some(text) => Some(ServerName::try_from(text.clone()).map_err(|_| {
+            (
+                "server_name",
+                format!("expected a DNS name or an IP address, got {text:?}"),
+            )
+        })?),
+        None => None,
+    };
+    Ok((
+        ClusterMaterial {
+            cluster: name.to_string(),
+            server_name,
+            roots,
+            client_certificate,
+            provider: Arc::clone(provider),
+        },
+        warnings,
+    ))
 }
 
 /// TLS 1.3 alone.
@@ -139,7 +328,7 @@ fn versions(tls: &ListenerTls) -> &'static [&'static SupportedProtocolVersion] {
 }
 
 /// What an operator should hear about a certificate that loaded.
-fn warnings(certificate: &Certificate, now: i64) -> Vec<String> {
+fn warnings_of(certificate: &Certificate, now: i64) -> Vec<String> {
     let file = certificate.cert_path.display();
     let days = certificate.days_left(now);
     let mut out = Vec::new();
@@ -303,5 +492,86 @@ mod tests {
         assert!(!Arc::ptr_eq(&one, &two));
         assert_eq!(one.alpn_protocols, vec![b"http/1.1".to_vec()]);
         assert!(one.ticketer.enabled());
+    }
+
+    /// Runs a handshake between a client of `cluster`'s material and a server
+    /// with `server`'s certificate; true if it completes.
+    fn handshake_with(client: &ClusterMaterial, name: &str, server: &CertificateFiles) -> bool {
+        use crate::protocol::tls::TlsSession;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certificate = Certificate::load(&server.cert, &server.key, &provider).unwrap();
+        // Served whatever name the client asks for.
+        let default = certificate.names[0].clone();
+        let store = CertStore::new(vec![certificate], Some(&default));
+        let server_config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(store));
+        let mut server = TlsSession::server(Arc::new(server_config)).unwrap();
+        let name = client
+            .server_name
+            .clone()
+            .unwrap_or_else(|| ServerName::try_from(name.to_string()).unwrap());
+        let mut client = TlsSession::client(client.client_config().unwrap(), name).unwrap();
+        for _ in 0..10 {
+            let mut out = Vec::new();
+            client.drain_output(&mut out);
+            if server.feed(&out, &mut Vec::new()).is_err() {
+                return false;
+            }
+            let mut back = Vec::new();
+            server.drain_output(&mut back);
+            if client.feed(&back, &mut Vec::new()).is_err() {
+                return false;
+            }
+        }
+        !client.is_handshaking() && !server.is_handshaking()
+    }
+
+    #[test]
+    fn a_cluster_verifies_its_backends_against_its_ca() {
+        let dir = temp_dir("cluster");
+        let backend = make(&dir, "backend", &["api.internal"], (2020, 2100));
+        let stranger = make(&dir, "stranger", &["api.internal"], (2020, 2100));
+        let mut config = Config::default();
+        config.clusters[0].tls = Some(ClusterTls {
+            server_name: Some("api.internal".into()),
+            // A self-signed certificate is its own CA.
+            ca: Some(backend.cert.clone()),
+            verify: true,
+            client_certificate: None,
+        });
+        let material = TlsMaterial::load(&config, "f", NOW).unwrap();
+        let cluster = &material.clusters[0];
+        assert!(handshake_with(cluster, "", &backend));
+        assert!(!handshake_with(cluster, "", &stranger), "an unknown CA");
+
+        let tls = config.clusters[0].tls.as_mut().unwrap();
+        tls.server_name = Some("other.internal".into());
+        let material = TlsMaterial::load(&config, "f", NOW).unwrap();
+        assert!(
+            !handshake_with(&material.clusters[0], "", &backend),
+            "the wrong name"
+        );
+
+        let tls = config.clusters[0].tls.as_mut().unwrap();
+        tls.verify = false;
+        let material = TlsMaterial::load(&config, "f", NOW).unwrap();
+        assert!(
+            handshake_with(&material.clusters[0], "", &stranger),
+            "verify = false"
+        );
+
+        let tls = config.clusters[0].tls.as_mut().unwrap();
+        tls.verify = true;
+        tls.ca = Some(dir.join("missing.pem"));
+        let errors = TlsMaterial::load(&config, "f", NOW).unwrap_err().0;
+        assert_eq!(errors[0].key, "clusters[0].tls.ca");
+        assert!(
+            errors[0].message.contains("missing.pem"),
+            "{}",
+            errors[0].message
+        );
     }
 }
