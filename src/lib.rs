@@ -17,6 +17,7 @@
 //! - [`route`]: which requests go to which cluster, compiled per listener per shard.
 //! - [`cluster`]: backends as a shard sees them, and the strategies that pick them.
 //! - [`upstream`]: connecting to backends, and the pool of idle connections.
+//! - [`stream`]: a connection's socket, plain or TLS, and its reads and writes.
 //! - [`tls`]: certificates and SNI, for the TLS sessions of [`protocol::tls`].
 //!
 //! The control plane:
@@ -41,6 +42,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod route;
 pub mod shard;
+pub mod stream;
 pub mod tls;
 pub mod upstream;
 

@@ -177,7 +177,11 @@ fn run() -> Result<ExitCode> {
         Command::Check(path) => match config::load(&path).and_then(|config| {
             // The certificate files, once the rules pass.
             let origin = path.display().to_string();
-            let tls = ringlb::tls::material::TlsMaterial::load(&config, &origin, unix_now())?;
+            let tls = ringlb::tls::material::TlsMaterial::load(
+                &config,
+                &origin,
+                ringlb::tls::material::unix_now(),
+            )?;
             Ok((config, tls))
         }) {
             Ok((config, tls)) => {
@@ -222,11 +226,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Seconds since the Unix epoch.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -22,6 +22,7 @@ use crate::control::{shard_plan, ControlStart, ControlThread, ShardLink};
 use crate::listener::bind_group;
 use crate::observe::access_log;
 use crate::shard::{self, Driver, ShardError, ShardEvent, ShardStart};
+use crate::tls::material::{self, TlsMaterial};
 use crate::{log_error, log_info, log_warn};
 
 /// Room in each shard's command channel.
@@ -124,6 +125,13 @@ pub fn start(config: Config) -> Result<Server, StartError> {
 /// `POST /reload` re-read). Returns once every shard accepts connections.
 pub fn start_with_file(mut config: Config, path: Option<PathBuf>) -> Result<Server, StartError> {
     config.validate()?;
+    let origin = path
+        .as_ref()
+        .map_or_else(|| "configuration".to_string(), |p| p.display().to_string());
+    let tls = TlsMaterial::load(&config, &origin, material::unix_now())?;
+    for warning in &tls.warnings {
+        log_warn!("{warning}");
+    }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let shard_count = match config.server.shards {
         0 => cores.len().max(1),
@@ -174,6 +182,7 @@ pub fn start_with_file(mut config: Config, path: Option<PathBuf>) -> Result<Serv
         shard_count,
         &members,
         access_log.as_ref().map(|(tx, _)| tx),
+        &tls,
     ));
     let (event_tx, event_rx) = bounded::<ShardEvent>(shard_count * 64 + 64);
     let mut shards = Vec::with_capacity(shard_count);
@@ -242,6 +251,7 @@ pub fn start_with_file(mut config: Config, path: Option<PathBuf>) -> Result<Serv
         messages: control_rx,
         config,
         config_path: path,
+        tls,
         members,
         health: health_rx,
         access_log,

@@ -92,19 +92,7 @@ impl Config {
 
     /// The rules a listener's `tls` table follows without reading its files (the
     /// certificates themselves are checked where they are loaded: `tls::material`).
-    fn check_listener_tls(
-        &self,
-        i: usize,
-        l: &ListenerConfig,
-        tls: &ListenerTls,
-        errors: &mut Errors<'_>,
-    ) {
-        if l.protocol == ListenerProtocol::Tcp {
-            errors.push(
-                self.listener_key(i, "tls"),
-                "TLS on tcp listeners is not supported yet (only on http listeners)",
-            );
-        }
+    fn check_listener_tls(&self, i: usize, tls: &ListenerTls, errors: &mut Errors<'_>) {
         if tls.certificates.is_empty() {
             errors.push(
                 self.listener_key(i, "tls.certificates"),
@@ -265,7 +253,7 @@ impl Config {
                 );
             }
             if let Some(tls) = &l.tls {
-                self.check_listener_tls(i, l, tls, errors);
+                self.check_listener_tls(i, tls, errors);
             }
             if l.protocol == ListenerProtocol::Tcp {
                 self.check_tcp_listener(i, l, errors);

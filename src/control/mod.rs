@@ -35,6 +35,7 @@ use crate::observe::access_log;
 use crate::observe::logging;
 use crate::observe::stats::Aggregate;
 use crate::shard::{ListenerPlan, ShardCommand, ShardEvent, ShardPlan, ShardSettings};
+use crate::tls::material::{self, TlsMaterial};
 use crate::{log_error, log_info, log_warn};
 
 /// Sends a command, waiting a little for room: a shard empties its queue every
@@ -78,6 +79,7 @@ pub(crate) fn shard_plan(
     shards: usize,
     members: &Membership,
     access_log: Option<&Sender<Vec<u8>>>,
+    tls: &TlsMaterial,
 ) -> ShardPlan {
     ShardPlan {
         settings: ShardSettings::from_config(config, shards),
@@ -91,6 +93,7 @@ pub(crate) fn shard_plan(
                 protocol: l.protocol,
                 cluster: l.cluster.clone(),
                 proxy_trusted: l.accept_proxy.then(|| l.proxy_trusted.clone()),
+                tls: tls.listener(&l.name).cloned(),
                 routes: config
                     .routes
                     .iter()
@@ -119,6 +122,7 @@ pub(crate) struct ControlStart {
     pub(crate) messages: Receiver<ControlMessage>,
     pub(crate) config: Config,
     pub(crate) config_path: Option<PathBuf>,
+    pub(crate) tls: TlsMaterial,
     pub(crate) members: Membership,
     pub(crate) health: Receiver<CheckResult>,
     pub(crate) access_log: Option<(Sender<Vec<u8>>, access_log::Writer)>,
@@ -137,6 +141,8 @@ pub(crate) struct ControlThread {
     config: Config,
     /// The file `reload_file` re-reads, if there is one.
     config_path: Option<PathBuf>,
+    /// Every TLS listener's certificates, read again by each reload.
+    tls: TlsMaterial,
     members: Membership,
     health: Receiver<CheckResult>,
     /// The shard that gets the next half-open probes (rotates).
@@ -166,6 +172,7 @@ impl ControlThread {
             messages: start.messages,
             config: start.config,
             config_path: start.config_path,
+            tls: start.tls,
             members: start.members,
             health: start.health,
             next_probe_shard: 0,
@@ -324,11 +331,26 @@ impl ControlThread {
         Ok(self.members.status(at))
     }
 
+    /// What errors about the configuration name as its origin.
+    fn origin(&self) -> String {
+        self.config_path
+            .as_ref()
+            .map_or_else(|| "configuration".to_string(), |p| p.display().to_string())
+    }
+
     /// Applies a new configuration, or refuses it whole. New listeners are bound
     /// on every shard first, so that a bind error changes nothing.
     fn reload(&mut self, mut config: Config) -> Result<ReloadOutcome, ReloadError> {
         config.validate().map_err(ReloadError::Invalid)?;
+        // Certificates are read again whether or not the file changed, so new
+        // ones are picked up by a reload alone; a bad one refuses the reload.
+        let origin = self.origin();
+        let tls = TlsMaterial::load(&config, &origin, material::unix_now())
+            .map_err(ReloadError::Invalid)?;
         let mut outcome = ReloadOutcome::default();
+        outcome
+            .warnings
+            .extend(tls.warnings.iter().map(ToString::to_string));
         let running = &self.config;
         for (key, changed) in [
             (
@@ -441,6 +463,7 @@ impl ControlThread {
             .warnings
             .extend(config.warnings.iter().map(ToString::to_string));
         self.config = config;
+        self.tls = tls;
         let missed = self.configure_shards(sockets);
         if missed > 0 {
             outcome.warnings.push(format!(
@@ -480,6 +503,7 @@ impl ControlThread {
             self.shards.len(),
             &self.members,
             writer,
+            &self.tls,
         ));
         let mut sockets = sockets.into_iter();
         let mut missed = 0;

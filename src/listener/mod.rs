@@ -7,6 +7,8 @@
 //! PROXY header on an `accept_proxy` listener). Runs on the shard's
 //! thread; never blocks it.
 
+pub mod tls;
+
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -184,17 +186,31 @@ impl Starved {
     }
 }
 
-/// Serves a connection on a task of its own, by its listener's protocol.
+/// Serves a connection on a task of its own: its TLS handshake if the listener
+/// speaks TLS, then its listener's protocol.
 fn serve(
     shard: Rc<Shard>,
     listener: Rc<ShardListener>,
     guard: ConnectionGuard,
     accepted: Accepted,
 ) {
-    match listener.protocol {
-        ListenerProtocol::Http => monoio::spawn(http1::serve(shard, listener, guard, accepted)),
-        ListenerProtocol::Tcp => monoio::spawn(tcp::serve(shard, listener, guard, accepted)),
+    let Some(config) = listener.tls() else {
+        match listener.protocol {
+            ListenerProtocol::Http => monoio::spawn(http1::serve(shard, listener, guard, accepted)),
+            ListenerProtocol::Tcp => monoio::spawn(tcp::serve(shard, listener, guard, accepted)),
+        };
+        return;
     };
+    monoio::spawn(async move {
+        let Some(accepted) = tls::accept(&shard, &guard, &config, accepted).await else {
+            return;
+        };
+        drop(config);
+        match listener.protocol {
+            ListenerProtocol::Http => http1::serve(shard, listener, guard, accepted).await,
+            ListenerProtocol::Tcp => tcp::serve(shard, listener, guard, accepted).await,
+        }
+    });
 }
 
 #[cfg(test)]

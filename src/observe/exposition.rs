@@ -10,6 +10,7 @@ use crate::control::breaker::BreakerState;
 use crate::control::handle::{BackendView, ClusterView, Report};
 use crate::observe::logging::escape_json;
 use crate::observe::stats::{LatencySummary, ERROR_KINDS};
+use crate::observe::tls::{TlsTotals, TLS_CIPHERS, TLS_FAILURES, TLS_VERSIONS};
 use crate::observe::tunnels::{TunnelCounters, TunnelTotals, DURATION_BUCKETS, TUNNEL_ENDS};
 
 /// `/stats`: one JSON object.
@@ -74,6 +75,8 @@ pub fn stats_json(report: &Report) -> String {
     latency_json(&mut out, Some(report.latency));
     out.push_str(",\"tunnels\":");
     tunnel_totals_json(&mut out, &t.tunnels);
+    out.push_str(",\"tls\":");
+    tls_json(&mut out, &t.tls);
     out.push_str(",\"listeners\":[");
     for (i, l) in report.listeners.iter().enumerate() {
         if i > 0 {
@@ -208,6 +211,32 @@ fn tunnel_totals_json(out: &mut String, t: &TunnelTotals) {
     );
 }
 
+/// `{"a":1,"b":2}` from names and counts.
+fn named_counts_json(out: &mut String, names: &[&str], counts: &[u64]) {
+    out.push('{');
+    for (i, (name, n)) in names.iter().zip(counts).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{name}\":{n}");
+    }
+    out.push('}');
+}
+
+fn tls_json(out: &mut String, t: &TlsTotals) {
+    let _ = write!(
+        out,
+        "{{\"handshakes\":{{\"full\":{},\"resumed\":{}}},\"versions\":",
+        t.full, t.resumed
+    );
+    named_counts_json(out, &TLS_VERSIONS, &t.versions);
+    out.push_str(",\"ciphers\":");
+    named_counts_json(out, &TLS_CIPHERS, &t.ciphers);
+    out.push_str(",\"failures\":");
+    named_counts_json(out, &TLS_FAILURES, &t.failures);
+    out.push('}');
+}
+
 fn backend_json(out: &mut String, b: &BackendView) {
     let s = &b.status;
     let c = &b.counters;
@@ -259,6 +288,58 @@ fn label(value: &str) -> String {
 }
 
 /// Starts a metric family.
+fn tls_metrics(out: &mut String, t: &TlsTotals) {
+    family(
+        out,
+        "ringlb_tls_handshakes_total",
+        "counter",
+        "TLS handshakes with clients that succeeded, full or resumed.",
+    );
+    let _ = writeln!(
+        out,
+        "ringlb_tls_handshakes_total{{kind=\"full\"}} {}",
+        t.full
+    );
+    let _ = writeln!(
+        out,
+        "ringlb_tls_handshakes_total{{kind=\"resumed\"}} {}",
+        t.resumed
+    );
+    family(
+        out,
+        "ringlb_tls_sessions_total",
+        "counter",
+        "TLS handshakes with clients that succeeded, by version.",
+    );
+    for (name, n) in TLS_VERSIONS.iter().zip(t.versions) {
+        let _ = writeln!(out, "ringlb_tls_sessions_total{{version=\"{name}\"}} {n}");
+    }
+    family(
+        out,
+        "ringlb_tls_cipher_suites_total",
+        "counter",
+        "TLS handshakes with clients that succeeded, by cipher suite.",
+    );
+    for (name, n) in TLS_CIPHERS.iter().zip(t.ciphers) {
+        let _ = writeln!(
+            out,
+            "ringlb_tls_cipher_suites_total{{cipher=\"{name}\"}} {n}"
+        );
+    }
+    family(
+        out,
+        "ringlb_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes with clients that failed, by reason.",
+    );
+    for (name, n) in TLS_FAILURES.iter().zip(t.failures) {
+        let _ = writeln!(
+            out,
+            "ringlb_tls_handshake_failures_total{{reason=\"{name}\"}} {n}"
+        );
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -578,6 +659,7 @@ pub fn metrics_text(report: &Report) -> String {
     }
 
     tunnel_metrics(&mut out, &t.tunnels, report, &names);
+    tls_metrics(&mut out, &t.tls);
 
     family(
         &mut out,

@@ -9,4 +9,5 @@ pub mod access_log;
 pub mod exposition;
 pub mod logging;
 pub mod stats;
+pub mod tls;
 pub mod tunnels;

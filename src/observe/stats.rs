@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::tls::{ShardTlsStats, TlsTotals};
 use super::tunnels::{ShardTunnelStats, TunnelCounters, TunnelRecord, TunnelStats, TunnelTotals};
 
 /// Latency range recorded: 1 µs to 60 s, three significant digits.
@@ -137,6 +138,8 @@ pub struct ShardStats {
     latency: RefCell<Histogram<u64>>,
     /// Tunnels: TCP listeners' connections and upgraded ones.
     pub tunnels: ShardTunnelStats,
+    /// TLS handshakes on the shard's listeners.
+    pub tls: ShardTlsStats,
 }
 
 impl Default for ShardStats {
@@ -163,6 +166,7 @@ impl Default for ShardStats {
             bytes_out: Cell::new(0),
             latency: RefCell::new(latency_histogram()),
             tunnels: ShardTunnelStats::default(),
+            tls: ShardTlsStats::default(),
         }
     }
 }
@@ -253,6 +257,7 @@ impl ShardStats {
             pooled_idle_connections: backends.iter().map(|b| b.idle as u64).sum(),
             access_log_dropped,
             tunnels: self.tunnels.totals(),
+            tls: self.tls.totals(),
         };
         ShardReport {
             shard,
@@ -481,6 +486,8 @@ pub struct Counters {
     pub access_log_dropped: u64,
     /// Tunnels: TCP listeners' connections and upgraded ones.
     pub tunnels: TunnelTotals,
+    /// TLS handshakes on listeners.
+    pub tls: TlsTotals,
 }
 
 impl Counters {
@@ -513,6 +520,7 @@ impl Counters {
         self.pooled_idle_connections += o.pooled_idle_connections;
         self.access_log_dropped += o.access_log_dropped;
         self.tunnels.merge(&o.tunnels);
+        self.tls.merge(&o.tls);
     }
 
     /// Responses by status code, only the codes seen.

@@ -20,12 +20,13 @@ use crate::log_debug;
 use crate::observe::stats::ShardStats;
 use crate::protocol::proxy_header::{self, ProxiedAddr};
 use crate::shard::Shard;
+use crate::stream::Stream;
 
 /// A client connection, ready for its listener's protocol.
 #[derive(Debug)]
 pub struct Accepted {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket (TLS once the listener's handshake is over).
+    pub stream: Stream,
     /// The client: the peer, or the source a PROXY header named.
     pub client: SocketAddr,
     /// The address the client connected to, when a PROXY header named it.
@@ -38,7 +39,7 @@ impl Accepted {
     /// A connection as it came, with no PROXY header.
     pub fn direct(stream: TcpStream, peer: SocketAddr) -> Self {
         Accepted {
-            stream,
+            stream: Stream::Plain(stream),
             client: peer,
             destination: None,
             early: Vec::new(),
@@ -77,7 +78,7 @@ pub async fn read_header(
                 };
                 buf.drain(..len);
                 return Some(Accepted {
-                    stream,
+                    stream: Stream::Plain(stream),
                     client,
                     destination,
                     early: buf,

@@ -58,7 +58,7 @@ pub async fn serve(
         Ok((upstream, in_flight)) => {
             let mut header = Vec::new();
             if let Some(version) = cluster.settings.send_proxy {
-                let destination = proxied::destination(&stream, destination, listener.address);
+                let destination = proxied::destination(stream.tcp(), destination, listener.address);
                 proxy_header::write(&mut header, version, peer, destination);
             }
             let ends = Ends {

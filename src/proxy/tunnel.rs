@@ -20,11 +20,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller,
-    OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
 use crate::cluster::backend::Backend;
@@ -32,6 +28,7 @@ use crate::observe::access_log::LogNames;
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord, TunnelStats};
 use crate::proxy::PARK_AFTER;
 use crate::shard::{ConnectionGuard, Shard};
+use crate::stream::{Cancelable, ReadHalf, Stream, WriteHalf};
 use crate::sys;
 
 /// Read size of a pump while bytes flow.
@@ -99,7 +96,7 @@ impl Meter<'_> {
 /// The two sockets of a tunnel, and what the backend and the client must get
 /// before anything is relayed.
 pub struct Ends {
-    pub client: TcpStream,
+    pub client: Stream,
     pub upstream: TcpStream,
     /// Bytes of ringlb's own for the backend first (a PROXY header): not counted
     /// as the client's.
@@ -164,7 +161,7 @@ async fn relay(
         to_client,
     } = ends;
     let idle = shard.settings().tunnel_idle;
-    let client_fd = client.as_raw_fd();
+    let client_fd = client.tcp().as_raw_fd();
     let upstream_fd = upstream.as_raw_fd();
     let meter = Meter {
         shard,
@@ -177,8 +174,8 @@ async fn relay(
         down: std::cell::Cell::new(0),
     };
     shard.set_tunnel(guard, upstream_fd, Instant::now() + idle);
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let (mut client_read, mut client_write) = client.into_halves();
+    let (mut upstream_read, mut upstream_write) = Stream::Plain(upstream).into_halves();
     let failed = {
         let up = pin!(pump(
             &meter,
@@ -215,11 +212,8 @@ async fn relay(
     shard.set_idle(guard, false);
     // Put the halves together again: a write half dropped alone would shut down
     // writing, which sends a FIN ahead of the reset. Both sockets close here.
-    let halves = [
-        client_read.reunite(client_write),
-        upstream_read.reunite(upstream_write),
-    ];
-    drop(halves);
+    Stream::reunite(client_read, client_write);
+    Stream::reunite(upstream_read, upstream_write);
     Relayed {
         up: meter.up.get(),
         down: meter.down.get(),
@@ -272,8 +266,8 @@ async fn pump(
     meter: &Meter<'_>,
     way: Way,
     first: [Vec<u8>; 2],
-    from: &mut OwnedReadHalf<TcpStream>,
-    to: &mut OwnedWriteHalf<TcpStream>,
+    from: &mut ReadHalf,
+    to: &mut WriteHalf,
 ) -> Result<(), PumpError> {
     let (read_failed, write_failed) = match way {
         Way::Up => (PumpError::Client, PumpError::Backend),
@@ -303,14 +297,25 @@ async fn pump(
             Hot::Read(Ok(0)) => break,
             Hot::Read(Ok(n)) => n,
             Hot::Read(Err(_)) => return Err(read_failed),
+            // Part of a TLS record: read on.
+            Hot::Progress => {
+                buf = Some(data);
+                continue;
+            }
             Hot::Idle => {
                 // Nothing for a while: hold no buffer until a byte arrives.
                 drop(data);
-                let (result, byte) = from.read(Vec::<u8>::with_capacity(1)).await;
-                match result {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(_) => return Err(read_failed),
+                from.release();
+                let mut byte = Vec::<u8>::with_capacity(1);
+                let read = from.read_cancelable(&mut byte, 1, Canceller::new().handle());
+                match read.await {
+                    Cancelable::Read(Ok(0)) => break,
+                    Cancelable::Read(Ok(_)) => {}
+                    Cancelable::Progress => {
+                        buf = Some(byte);
+                        continue;
+                    }
+                    Cancelable::Read(Err(_)) => return Err(read_failed),
                 }
                 data = byte;
                 data.len()
@@ -334,20 +339,18 @@ async fn pump(
 enum Hot {
     /// Bytes, EOF or an error.
     Read(io::Result<usize>),
+    /// Part of a TLS record, no bytes yet.
+    Progress,
     /// Nothing for `PARK_AFTER`; the read was cancelled.
     Idle,
 }
 
 /// Reads into `buf`'s spare room; cancels the read (and takes its result, in case
 /// bytes won the race) after `PARK_AFTER` with nothing.
-async fn read_hot(
-    from: &mut OwnedReadHalf<TcpStream>,
-    buf: &mut Vec<u8>,
-    canceller: &mut Canceller,
-) -> Hot {
+async fn read_hot(from: &mut ReadHalf, buf: &mut Vec<u8>, canceller: &mut Canceller) -> Hot {
     buf.clear();
-    let (result, slice) = {
-        let read = from.cancelable_read(mem::take(buf).slice_mut(0..), canceller.handle());
+    let result = {
+        let read = from.read_cancelable(buf, TUNNEL_BUFFER, canceller.handle());
         let mut read = pin!(read);
         monoio::select! {
             done = &mut read => done,
@@ -357,9 +360,9 @@ async fn read_hot(
             }
         }
     };
-    *buf = slice.into_inner();
     match result {
-        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Hot::Idle,
-        other => Hot::Read(other),
+        Cancelable::Read(Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => Hot::Idle,
+        Cancelable::Read(other) => Hot::Read(other),
+        Cancelable::Progress => Hot::Progress,
     }
 }

@@ -14,6 +14,7 @@ use crate::cluster::{BackendSpec, ClusterSettings};
 use crate::config::{Cidr, ListenerProtocol, RouteConfig};
 use crate::observe::stats::ShardReport;
 use crate::shard::ShardSettings;
+use crate::tls::material::ListenerMaterial;
 
 /// Everything a shard serves: the same plan goes to every shard.
 #[derive(Debug, Clone)]
@@ -54,6 +55,9 @@ pub struct ListenerPlan {
     pub cluster: Option<String>,
     /// With `accept_proxy`: who may send a PROXY header (`None`: nobody sends one).
     pub proxy_trusted: Option<Vec<Cidr>>,
+    /// Its certificates, when it speaks TLS (loaded by the control thread at
+    /// start and on every reload: a new `Arc` means the files were read again).
+    pub tls: Option<Arc<ListenerMaterial>>,
 }
 
 /// What the control thread tells a shard.

@@ -23,10 +23,12 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use rustls::ServerConfig;
 
 use crate::cluster::backend::{Availability, Backend, BackendId};
 use crate::cluster::Cluster;
@@ -37,6 +39,7 @@ use crate::observe::stats::{BackendGauges, RouteStats, ShardGauges, ShardStats};
 use crate::observe::tunnels::TunnelEnd;
 use crate::route::{self, RequestView, Route, RouteTable};
 use crate::sys;
+use crate::tls::material::ListenerMaterial;
 use crate::{log_info, log_warn};
 use clients::{ClientFds, ClientSlot, ClientState};
 
@@ -93,11 +96,53 @@ pub struct ShardListener {
     serves: RefCell<Serves>,
     /// With `accept_proxy`: who may send a PROXY header (replaced by a reload).
     proxy_trusted: RefCell<Option<Rc<[Cidr]>>>,
+    /// When it speaks TLS: this shard's server configuration (replaced by a
+    /// reload; connections keep the one they began with).
+    tls: RefCell<Option<Rc<ShardTls>>>,
     /// The socket, shut down to end the accept loop; -1 once it has ended.
     fd: Cell<RawFd>,
     /// Removed by a reload: it accepts nothing more, and its connections close
     /// after their current request.
     closing: Cell<bool>,
+}
+
+/// One TLS listener's configuration on one shard.
+#[derive(Debug)]
+pub struct ShardTls {
+    /// The certificates and settings it was built from.
+    material: Arc<ListenerMaterial>,
+    /// This shard's rustls configuration (its own session cache and ticket
+    /// keys); `None` if it could not be built, and then handshakes are refused.
+    pub config: Option<Arc<ServerConfig>>,
+}
+
+impl ShardTls {
+    /// This shard's configuration for a listener's `material`. A listener that
+    /// had one keeps its session cache and ticket keys across reloads, so that
+    /// clients resume as before.
+    fn build(shard: usize, material: &Arc<ListenerMaterial>, old: Option<&ShardTls>) -> ShardTls {
+        let config = match material.server_config() {
+            Ok(mut config) => {
+                if let Some(old) = old.and_then(|o| o.config.as_ref()) {
+                    let config = Arc::make_mut(&mut config);
+                    config.session_storage = Arc::clone(&old.session_storage);
+                    config.ticketer = Arc::clone(&old.ticketer);
+                }
+                Some(config)
+            }
+            Err(e) => {
+                crate::log_error!(
+                    "shard {shard}: listener {}: cannot build its TLS configuration ({e}); refusing handshakes",
+                    material.listener
+                );
+                None
+            }
+        };
+        ShardTls {
+            material: Arc::clone(material),
+            config,
+        }
+    }
 }
 
 /// What a listener's connections are served by.
@@ -127,6 +172,12 @@ impl ShardListener {
     #[inline]
     pub fn serves(&self) -> Serves {
         self.serves.borrow().clone()
+    }
+
+    /// When it speaks TLS: the configuration new handshakes use.
+    #[inline]
+    pub fn tls(&self) -> Option<Rc<ShardTls>> {
+        self.tls.borrow().clone()
     }
 
     /// With `accept_proxy`: the networks allowed to send a PROXY header.
@@ -335,9 +386,16 @@ impl Shard {
                 .iter()
                 .find(|o| *o.name == *l.name && o.address == l.address && o.protocol == l.protocol);
             let proxy_trusted = l.proxy_trusted.as_deref().map(Rc::from);
+            let old_tls = kept.and_then(|k| k.tls());
+            let tls = l.tls.as_ref().map(|material| match &old_tls {
+                // The same files as read by the same load: nothing changed.
+                Some(old) if Arc::ptr_eq(&old.material, material) => Rc::clone(old),
+                old => Rc::new(ShardTls::build(self.index, material, old.as_deref())),
+            });
             if let Some(kept) = kept {
                 *kept.serves.borrow_mut() = serves;
                 *kept.proxy_trusted.borrow_mut() = proxy_trusted;
+                *kept.tls.borrow_mut() = tls;
                 listeners.push(Rc::clone(kept));
                 continue;
             }
@@ -364,6 +422,7 @@ impl Shard {
                         protocol: l.protocol,
                         serves: RefCell::new(serves),
                         proxy_trusted: RefCell::new(proxy_trusted),
+                        tls: RefCell::new(tls),
                         fd: Cell::new(socket.as_raw_fd()),
                         closing: Cell::new(false),
                     });

@@ -26,6 +26,13 @@ use crate::config::{ClusterTls, Config, ConfigError, ConfigErrors, ListenerTls, 
 
 use super::certs::{CertStore, Certificate};
 
+/// Seconds since the Unix epoch now, for certificates' validity.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// TLS 1.2 sessions a shard remembers per listener for resumption by session id.
 const SESSION_CACHE: usize = 4096;
 /// Warn when a certificate expires within this many days.

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use ringlb::config::{BackendConfig, Config, IoMode};
 use ringlb::shard::Driver;
 use ringlb::testkit::origin::{self, OriginHandle};
+
+pub mod tls;
 use ringlb::Server;
 
 /// Longest any single network wait in a test may take.
@@ -258,7 +260,7 @@ pub fn start_upload(s: &mut TcpStream, path: &str, total: usize) -> std::thread:
 }
 
 /// Reads until EOF (or a reset, which also ends the conversation).
-pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+pub fn read_to_close(s: &mut impl Read) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 64 * 1024];
     loop {
@@ -304,7 +306,7 @@ impl Reply {
 
 /// Reads one response from `s` (whose unread bytes so far are `pending`), framed
 /// by its headers as RFC 9112 says; `head_request` marks a reply to HEAD.
-pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) -> Reply {
+pub fn read_reply(s: &mut impl Read, pending: &mut Vec<u8>, head_request: bool) -> Reply {
     let (status, headers, head_len) = loop {
         let mut hs = [httparse::EMPTY_HEADER; 64];
         let mut r = httparse::Response::new(&mut hs);
@@ -381,7 +383,7 @@ pub fn read_reply(s: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) 
 }
 
 /// Reads more bytes into `pending`; EOF here is a test failure.
-fn fill(s: &mut TcpStream, pending: &mut Vec<u8>) {
+fn fill(s: &mut impl Read, pending: &mut Vec<u8>) {
     let mut buf = [0u8; 64 * 1024];
     let n = loop {
         match s.read(&mut buf) {
@@ -398,7 +400,7 @@ fn fill(s: &mut TcpStream, pending: &mut Vec<u8>) {
 }
 
 /// Takes one CRLF-terminated line from `pending`, reading more as needed.
-fn read_line(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+fn read_line(s: &mut impl Read, pending: &mut Vec<u8>) -> String {
     loop {
         if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
             let line = String::from_utf8_lossy(&pending[..i]).into_owned();

@@ -12,8 +12,8 @@ use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder};
 use crate::proxy::error::ProxyError;
 
 use super::forward::Outbound;
-use super::socket::{read_more, write_range};
 use super::{Downstream, Failure, BODY_BUFFER};
+use crate::stream::write_range;
 
 /// Streams a request body that is not held in full from the client to upstream.
 pub(super) async fn send_body(
@@ -102,7 +102,7 @@ pub(super) async fn read_client_body(
 ) -> Result<(), ProxyError> {
     match monoio::time::timeout(
         timeout,
-        read_more(&mut client.stream, &mut client.buf, BODY_BUFFER),
+        client.stream.read_more(&mut client.buf, BODY_BUFFER),
     )
     .await
     {

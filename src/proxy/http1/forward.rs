@@ -32,8 +32,9 @@ use crate::upstream;
 
 use super::body::{read_client_body, send_body};
 use super::response::{read_response, send_response, ResponseError};
-use super::socket::{write_all_client, write_client, write_range};
+use super::socket::{write_all_client, write_client};
 use super::{Downstream, Failure, Scratch, RESPONSE_BUFFER};
+use crate::stream::write_range;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -359,8 +360,11 @@ async fn attempt(
     // Send the head (and a held body) in one write.
     scratch.clear();
     if let Some(version) = settings.send_proxy {
-        let destination =
-            proxied::destination(&client.stream, client.destination, client.listener.address);
+        let destination = proxied::destination(
+            client.stream.tcp(),
+            client.destination,
+            client.listener.address,
+        );
         proxy_header::write(scratch, version, client.peer, destination);
     }
     if request.missing_host {

@@ -21,8 +21,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{CancelableAsyncReadRent, Canceller};
-use monoio::net::TcpStream;
+use monoio::io::Canceller;
 
 use crate::cluster::backend::Backend;
 use crate::log_debug;
@@ -36,9 +35,9 @@ use crate::proxy::tunnel::{self, Ends};
 use crate::proxy::PARK_AFTER;
 use crate::route::{RequestView, Route};
 use crate::shard::{ConnectionGuard, Shard, ShardListener};
+use crate::stream::{Cancelable, Stream};
 
 use forward::{proxy_request, Done, Upgraded};
-use socket::{linger_close, read_more, spare_room, write_static};
 
 /// Initial capacity of a client connection's read buffer.
 const CLIENT_BUFFER: usize = 4 * 1024;
@@ -58,8 +57,8 @@ const HEAD_BUFFER: usize = 1024;
 
 /// One client connection's reading state.
 pub(super) struct Downstream {
-    /// The socket.
-    stream: TcpStream,
+    /// The socket (plain or TLS).
+    stream: Stream,
     /// The client's address (from the PROXY header, when the listener takes one).
     peer: SocketAddr,
     /// The address the client connected to, when a PROXY header named it (else
@@ -202,10 +201,11 @@ pub async fn serve(
         };
         client.buf = Vec::new();
         scratch.release();
+        client.stream.release();
         // No timer here (a monoio `Sleep` alone is 640 bytes): the shard's
         // sweep shuts the socket down at the deadline, which ends the wait.
         shard.set_parked(&guard, Some(Instant::now() + wait));
-        let ready = client.stream.readable(false).await;
+        let ready = client.stream.tcp().readable(false).await;
         shard.set_parked(&guard, None);
         if ready.is_err() || client.stopping(&shard) {
             return;
@@ -291,7 +291,10 @@ async fn serve_active(
 ) -> Active {
     let forwarding = Forwarding {
         client_ip: client.peer.ip(),
-        proto: "http",
+        proto: match client.stream {
+            Stream::Plain(_) => "http",
+            Stream::Tls(_) => "https",
+        },
     };
     // Cancels an idle read safely when the connection parks (a read cancelled by
     // dropping it could lose bytes that arrived at that moment). Lives only while
@@ -424,7 +427,7 @@ async fn serve_active(
                 }
             }
             Ok(Done::Next { keep_alive: false }) => {
-                linger_close(&mut client.stream).await;
+                client.stream.linger_close().await;
                 return Active::Ended;
             }
             Err(failure) => {
@@ -456,13 +459,11 @@ async fn fail(shard: &Shard, client: &mut Downstream, failure: Failure) {
         return;
     }
     if let Some(status) = error.status() {
-        let written = write_static(
-            &mut client.stream,
-            error_response(status),
-            client.write_timeout,
-        );
+        let written = client
+            .stream
+            .write_static(error_response(status), client.write_timeout);
         if written.await.is_ok() {
-            linger_close(&mut client.stream).await;
+            client.stream.linger_close().await;
         }
     }
 }
@@ -512,7 +513,9 @@ async fn read_request(
             }
         }
         client.compact();
-        let idle = client.buf.is_empty();
+        // Nothing buffered and no request begun (over TLS, part of a record may
+        // have come: that begins one).
+        let idle = client.buf.is_empty() && deadline.is_none();
         if idle && client.stopping(shard) {
             return Ok(Next::End);
         }
@@ -527,12 +530,17 @@ async fn read_request(
             shard.set_idle(guard, false);
             match read {
                 IdleRead::Read(read) => Some(read),
+                IdleRead::Progress => {
+                    started.get_or_insert_with(Instant::now);
+                    deadline = Some(Instant::now() + settings.header_read_timeout);
+                    continue;
+                }
                 IdleRead::Park { wait } => return Ok(Next::Park { wait }),
                 IdleRead::TimedOut => None,
             }
         } else {
             grow_for_head(&mut client.buf, settings.limits.max_header_bytes);
-            monoio::time::timeout(wait, read_more(&mut client.stream, &mut client.buf, 0))
+            monoio::time::timeout(wait, client.stream.read_more(&mut client.buf, 0))
                 .await
                 .ok()
         };
@@ -573,6 +581,8 @@ fn grow_for_head(buf: &mut Vec<u8>, max_head: usize) {
 enum IdleRead {
     /// The read finished (bytes, EOF or an error).
     Read(io::Result<usize>),
+    /// Over TLS, part of a record came: a request has begun.
+    Progress,
     /// Nothing for `PARK_AFTER`, and the read was cancelled: park for `wait` more.
     Park { wait: Duration },
     /// Nothing within the whole wait.
@@ -584,9 +594,10 @@ enum IdleRead {
 /// bytes won the race: a read dropped instead could lose them.
 async fn read_idle(client: &mut Downstream, canceller: &mut Canceller, wait: Duration) -> IdleRead {
     let hot = wait.min(PARK_AFTER);
-    let spare = spare_room(&mut client.buf, 0);
-    let (result, slice) = {
-        let read = client.stream.cancelable_read(spare, canceller.handle());
+    let result = {
+        let read = client
+            .stream
+            .read_cancelable(&mut client.buf, canceller.handle());
         let mut read = std::pin::pin!(read);
         monoio::select! {
             done = &mut read => done,
@@ -596,7 +607,10 @@ async fn read_idle(client: &mut Downstream, canceller: &mut Canceller, wait: Dur
             }
         }
     };
-    client.buf = slice.into_inner();
+    let result = match result {
+        Cancelable::Read(result) => result,
+        Cancelable::Progress => return IdleRead::Progress,
+    };
     match result {
         Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
             if hot < wait {

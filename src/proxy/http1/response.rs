@@ -15,8 +15,9 @@ use crate::proxy::error::ProxyError;
 
 use super::body::encode_chunk_event;
 use super::forward::Outbound;
-use super::socket::{read_more, write_all_client, write_range};
+use super::socket::write_all_client;
 use super::{Downstream, BODY_BUFFER, RESPONSE_BUFFER};
+use crate::stream::read_more;
 
 pub(super) enum ResponseError {
     /// Nothing came back on the connection: safe to retry if the request is held.
@@ -136,7 +137,9 @@ pub(super) async fn send_response(
                 let extra = upbuf.len() > n;
                 if out.is_empty() && n == upbuf.len() && n > 0 {
                     // Nothing else to send: write straight from the read buffer.
-                    write_range(&mut client.stream, upbuf, 0..n, client.write_timeout)
+                    client
+                        .stream
+                        .write_range(upbuf, 0..n, client.write_timeout)
                         .await
                         .map_err(|e| ProxyError::ClientIo(e.kind()))?;
                     client.written_total += n as u64;
@@ -194,7 +197,9 @@ pub(super) async fn send_response(
                     Err(e) => return Err(e),
                 }
                 let len = upbuf.len();
-                write_range(&mut client.stream, upbuf, 0..len, client.write_timeout)
+                client
+                    .stream
+                    .write_range(upbuf, 0..len, client.write_timeout)
                     .await
                     .map_err(|e| ProxyError::ClientIo(e.kind()))?;
                 client.written_total += len as u64;

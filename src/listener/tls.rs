@@ -1,0 +1,147 @@
+//! `listener::tls`: the server side of the TLS handshake on an accepted connection.
+//!
+//! Owns turning an [`Accepted`] plain connection of a TLS listener into one whose
+//! stream is TLS: the handshake within `timeouts.header_read` (a client that
+//! stalls is cut like a slow request head), its counters by outcome and reason,
+//! and the alert or the plain-HTTP answer a failed client gets. Holds the
+//! connection idle meanwhile, so a drain or a removed listener closes it. Knows
+//! nothing of what the listener speaks once the handshake is over.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::log_debug;
+use crate::observe::tls::TlsFailure;
+use crate::protocol::tls::{Fed, TlsError, TlsSession};
+use crate::proxy::proxied::Accepted;
+use crate::shard::{ConnectionGuard, Shard, ShardTls};
+use crate::stream::{read_more, write_range, write_static, Stream, TlsStream};
+
+/// What a plain HTTP request sent to a TLS port gets, as nginx does.
+const PLAIN_HTTP: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 40\r\nconnection: close\r\n\r\nThis port speaks HTTPS, not plain HTTP.\n";
+/// How long a failed client's alert or answer may take to go out.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// First read size: a whole ClientHello usually fits.
+const HELLO_READ: usize = 4 * 1024;
+/// The first byte of a TLS handshake record.
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Runs the server handshake on `accepted` within `timeouts.header_read`.
+/// `None` (counted and logged) when it failed: the connection is then closed.
+pub async fn accept(
+    shard: &Shard,
+    guard: &ConnectionGuard,
+    tls: &ShardTls,
+    accepted: Accepted,
+) -> Option<Accepted> {
+    let peer = accepted.client;
+    // A handshake is not a request: a drain or a removed listener may close it.
+    shard.set_idle(guard, true);
+    let result = handshake(shard, tls, accepted).await;
+    shard.set_idle(guard, false);
+    match result {
+        Ok(accepted) => {
+            shard.stats.tls.handshake(accepted.stream.tls_info());
+            Some(accepted)
+        }
+        Err((why, detail)) => {
+            shard.stats.tls.failed(why);
+            log_debug!(
+                "shard {}: tls client {peer}: handshake failed: {} ({detail})",
+                shard.index,
+                why.as_str()
+            );
+            None
+        }
+    }
+}
+
+type Failed = (TlsFailure, String);
+
+async fn handshake(shard: &Shard, tls: &ShardTls, accepted: Accepted) -> Result<Accepted, Failed> {
+    let Accepted {
+        stream,
+        client,
+        destination,
+        early,
+    } = accepted;
+    let Stream::Plain(mut tcp) = stream else {
+        return Err((TlsFailure::Other, "already TLS".into()));
+    };
+    let config = tls.config.clone().ok_or((
+        TlsFailure::Other,
+        "no TLS configuration on this shard".to_string(),
+    ))?;
+    let mut session = TlsSession::server(config).map_err(|e| (TlsFailure::Other, e.to_string()))?;
+    let deadline = Instant::now() + shard.settings().header_read_timeout;
+    // Ciphertext read (after a PROXY header, what came with it), and the
+    // plaintext a client may send right behind its last handshake flight.
+    let mut incoming = early;
+    let mut outgoing = Vec::new();
+    let mut plain = Vec::new();
+    let mut first = true;
+    loop {
+        if !incoming.is_empty() {
+            if first && incoming[0] != HANDSHAKE_RECORD {
+                if incoming[0].is_ascii_uppercase() {
+                    let _ = write_static(&mut tcp, PLAIN_HTTP, GOODBYE_TIMEOUT).await;
+                }
+                return Err((
+                    TlsFailure::NotTls,
+                    format!("first byte {:#04x}", incoming[0]),
+                ));
+            }
+            first = false;
+            let fed = session.feed(&incoming, &mut plain);
+            incoming.clear();
+            match fed {
+                Ok(Fed::Open) => {}
+                Ok(Fed::PeerClosed) => return Err((TlsFailure::Closed, "close_notify".into())),
+                Err(e) => {
+                    session.drain_output(&mut outgoing);
+                    let len = outgoing.len();
+                    let _ = write_range(&mut tcp, &mut outgoing, 0..len, GOODBYE_TIMEOUT).await;
+                    let why = match &e {
+                        TlsError::Protocol(e) => TlsFailure::of(e),
+                        TlsError::Overflow(_) => TlsFailure::BadMessage,
+                    };
+                    return Err((why, e.to_string()));
+                }
+            }
+        }
+        session.drain_output(&mut outgoing);
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if !outgoing.is_empty() {
+            let len = outgoing.len();
+            write_range(&mut tcp, &mut outgoing, 0..len, wait)
+                .await
+                .map_err(|e| io_failure(&e))?;
+            outgoing.clear();
+        }
+        if !session.is_handshaking() {
+            break;
+        }
+        let read = monoio::time::timeout(wait, read_more(&mut tcp, &mut incoming, HELLO_READ));
+        match read.await {
+            Ok(Ok(0)) => return Err((TlsFailure::Closed, "EOF".into())),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(io_failure(&e)),
+            Err(_) => return Err((TlsFailure::Timeout, "timeouts.header_read".into())),
+        }
+    }
+    Ok(Accepted {
+        stream: Stream::Tls(Box::new(TlsStream::new(tcp, session))),
+        client,
+        destination,
+        early: plain,
+    })
+}
+
+fn io_failure(e: &io::Error) -> Failed {
+    let why = if e.kind() == io::ErrorKind::TimedOut {
+        TlsFailure::Timeout
+    } else {
+        TlsFailure::Io
+    };
+    (why, e.to_string())
+}
