@@ -24,6 +24,12 @@ bench:
 bench-tunnels:
     python3 bench/tunnels.py
 
+# TLS termination side by side with HAProxy and nginx: keep-alive, full and resumed
+# handshakes (ECDSA, RSA), idle memory; needs the release build (not built here).
+# `just bench-tls --quick` smoke-tests the script.
+bench-tls *args:
+    python3 bench/tls.py {{args}}
+
 # What per-request statistics cost: stats on vs compiled out, side by side (needs wrk).
 bench-stats:
     bench/stats-cost.sh

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the benchmarks need on a fresh Debian machine: wrk, HAProxy and
-# nginx with its stream module (Debian packages), curl and python3, and oha and just (crates.io, since
+# nginx with its stream module (Debian packages), curl, python3 and openssl (the
+# TLS benchmark's certificates and s_time), and oha and just (crates.io, since
 # Debian 12 does not package them). Safe to run again.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 missing=()
-for tool in wrk haproxy nginx curl python3; do
+for tool in wrk haproxy nginx curl python3 openssl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 # nginx's stream module (TCP proxying, for bench/tunnels.py) is a package of its own.
@@ -24,4 +25,4 @@ for service in nginx haproxy; do
 done
 command -v oha >/dev/null 2>&1 || cargo install --locked oha
 command -v just >/dev/null 2>&1 || cargo install --locked just
-echo "benchmark tools: $(wrk --version 2>&1 | head -1); $(haproxy -v | head -1); $(nginx -v 2>&1); $(oha --version); $(just --version)"
+echo "benchmark tools: $(wrk --version 2>&1 | head -1); $(haproxy -v | head -1); $(nginx -v 2>&1); $(openssl version); $(oha --version); $(just --version)"

@@ -19,8 +19,10 @@ ringlb: a thread-per-core io_uring HTTP/1.1 load balancer
 Usage:
   ringlb run --config FILE      serve (also: ringlb -c FILE)
   ringlb check --config FILE    validate FILE, print a summary; exit 1 on errors
-  ringlb demo                   three demo origins on 127.0.0.1:9001-9003 and the
-                                balancer on 127.0.0.1:8080 (admin on :9900)
+  ringlb demo [--tls]           three demo origins on 127.0.0.1:9001-9003 and the
+                                balancer on 127.0.0.1:8080 (admin on :9900); --tls
+                                adds HTTPS on 127.0.0.1:8443 with a new self-signed
+                                certificate
   ringlb origin --listen ADDR [--name NAME] [--delay DUR] [--io auto|io_uring|epoll]
                                 the small origin server used by the demo and tests
   ringlb --version | --help
@@ -34,7 +36,9 @@ Environment: RINGLB_<SECTION>_<KEY> overrides one key, e.g. RINGLB_BALANCER_STRA
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
-    Demo,
+    Demo {
+        tls: bool,
+    },
     Origin {
         listen: SocketAddr,
         name: String,
@@ -52,6 +56,7 @@ fn parse_args(args: &[String]) -> Result<Command> {
     let mut io = config::IoMode::Auto;
     let mut delay = std::time::Duration::ZERO;
     let mut sub: Option<&str> = None;
+    let mut tls = false;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -66,6 +71,7 @@ fn parse_args(args: &[String]) -> Result<Command> {
             "-V" | "--version" | "version" => return Ok(Command::Version),
             "-c" | "--config" => config = Some(value()?.into()),
             "--listen" => listen = Some(value()?),
+            "--tls" => tls = true,
             "--name" => name = value()?,
             "--delay" => {
                 let text = value()?;
@@ -92,7 +98,7 @@ fn parse_args(args: &[String]) -> Result<Command> {
         i += 1;
     }
     match sub {
-        Some("demo") => Ok(Command::Demo),
+        Some("demo") => Ok(Command::Demo { tls }),
         Some("origin") => {
             let listen = listen.context("origin needs --listen ADDR")?;
             let listen = listen
@@ -131,7 +137,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> Result<ExitCode> {
     })
 }
 
-fn demo() -> Result<ExitCode> {
+fn demo(tls: bool) -> Result<ExitCode> {
     let (driver, _) = shard::choose_driver(config::IoMode::Auto)?;
     let mut origins = Vec::new();
     let mut config = Config::default();
@@ -150,17 +156,77 @@ fn demo() -> Result<ExitCode> {
             weight: 1,
         });
     }
+    let https = if tls {
+        Some(demo_tls(&mut config)?)
+    } else {
+        None
+    };
     println!(
         "ringlb demo: three origins on 127.0.0.1:9001-9003 behind the balancer.\n\n  \
          curl http://127.0.0.1:8080/            # app1, app2, app3 (each shard keeps its own turn)\n  \
          curl http://127.0.0.1:8080/delay/200ms # a slow request\n  \
          curl http://127.0.0.1:8080/status/503  # an origin error, passed through\n  \
          curl http://127.0.0.1:9900/healthz     # the admin listener\n  \
-         wrk -c 64 -d 10s http://127.0.0.1:8080/\n\nCtrl-C stops it.\n"
+         wrk -c 64 -d 10s http://127.0.0.1:8080/\n"
     );
+    if let Some(dir) = &https {
+        println!(
+            "HTTPS on 127.0.0.1:8443, with a self-signed certificate for localhost in {}:\n\n  \
+             curl --cacert {}/cert.pem https://localhost:8443/\n",
+            dir.display(),
+            dir.display()
+        );
+    }
+    println!("Ctrl-C stops it.");
     let code = serve(config, None)?;
     drop(origins);
+    if let Some(dir) = https {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     Ok(code)
+}
+
+/// Adds an HTTPS listener on 127.0.0.1:8443 to the demo, with a self-signed
+/// certificate for `localhost` and 127.0.0.1 made now and written to a new
+/// directory (the key readable by this user only). Returns the directory.
+fn demo_tls(config: &mut Config) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .context("cannot make a certificate")?;
+    let dir = std::env::temp_dir().join(format!("ringlb-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem())
+        .with_context(|| format!("cannot write {}", cert.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key)
+        .and_then(|mut f| f.write_all(certified.signing_key.serialize_pem().as_bytes()))
+        .with_context(|| format!("cannot write {}", key.display()))?;
+    config.form = config::Form::Full;
+    let mut https = config::ListenerConfig::new(
+        "https",
+        "127.0.0.1:8443".parse()?,
+        config::ListenerProtocol::Http,
+    );
+    https.tls = Some(config::ListenerTls {
+        certificates: vec![config::CertificateFiles { cert, key }],
+        default: Some("localhost".into()),
+        min_version: config::TlsVersion::V1_2,
+        alpn: vec!["http/1.1".into()],
+    });
+    config.listeners.push(https);
+    let cluster = config.clusters[0].name.clone();
+    config
+        .routes
+        .push(config::RouteConfig::catch_all("https", "https", &cluster));
+    Ok(dir)
 }
 
 fn run() -> Result<ExitCode> {
@@ -203,7 +269,7 @@ fn run() -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
-        Command::Demo => demo(),
+        Command::Demo { tls } => demo(tls),
         Command::Origin {
             listen,
             name,

@@ -364,3 +364,158 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     }
     hash
 }
+
+/// Writes `from`'s files over `to`'s.
+fn install(from: &TestCert, to: &TestCert) {
+    std::fs::copy(&from.cert, &to.cert).unwrap();
+    std::fs::copy(&from.key, &to.key).unwrap();
+}
+
+#[test]
+fn certificates_reload_under_load_without_a_failed_handshake() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let dir = test_dir("reload");
+    let first = make_cert(&dir, "first", &["example.test"]);
+    let second = make_cert(&dir, "second", &["example.test"]);
+    let served = make_cert(&dir, "served", &["example.test"]);
+    install(&first, &served);
+    let (h, addr) = https(
+        ringlb::shard::Driver::Epoll,
+        &[&served],
+        Some("example.test"),
+        |_| {},
+    );
+    let any = any_cert_config(&[&TLS13, &TLS12]);
+    let mut old = tls_connect(addr, "example.test", &any).expect("handshake");
+    set_timeouts(&old);
+    assert!(presented(&old) == first.der);
+
+    // New connections all the while, each with one request.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, failed, any) = (stop.clone(), ok.clone(), failed.clone(), any.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let done = tls_connect(addr, "example.test", &any).map(|mut c| {
+                    set_timeouts(&c);
+                    tls_get(&mut c, "/").status
+                });
+                match done {
+                    Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    for round in 0..20 {
+        install(if round % 2 == 0 { &second } else { &first }, &served);
+        let before = ok.load(Ordering::Relaxed);
+        h.server()
+            .handle()
+            .reload(h.config.clone())
+            .expect("the reload is taken");
+        wait_until("requests after the reload", || {
+            ok.load(Ordering::Relaxed) > before + 2
+        });
+        // New handshakes get the certificate now in the files, once the shard
+        // has taken the reload.
+        let expected = if round % 2 == 0 { &second } else { &first };
+        wait_until(&format!("round {round}'s certificate"), || {
+            let client = tls_connect(addr, "example.test", &any).expect("handshake");
+            presented(&client) == expected.der
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(ok.load(Ordering::Relaxed) >= 60);
+    // The connection opened before them all still serves.
+    assert_eq!(tls_get(&mut old, "/").status, 200);
+
+    // A broken key: the reload is refused, naming the file, and the running
+    // certificate (the first, after 20 rounds) stays.
+    std::fs::write(&served.key, "not a key\n").unwrap();
+    let refused = h.server().handle().reload(h.config.clone());
+    let message = refused.expect_err("refused").to_string();
+    assert!(
+        message.contains("tls.certificates[0]") && message.contains("served.key"),
+        "{message}"
+    );
+    let client = tls_connect(addr, "example.test", &any).expect("handshake");
+    assert!(presented(&client) == first.der);
+}
+
+/// Runs a command to its end (each is bounded by its own timeout flag).
+fn run(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} (CI installs it): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?}: {text}");
+    text
+}
+
+#[test]
+fn curl_and_openssl_clients_talk_to_a_tls_listener() {
+    let dir = test_dir("openssl");
+    let cert = make_cert(&dir, "example", &["example.test"]);
+    let (_h, addr) = https(
+        ringlb::shard::Driver::Epoll,
+        &[&cert],
+        Some("example.test"),
+        |_| {},
+    );
+    let ca = cert.cert.to_str().unwrap();
+    let resolve = format!("example.test:{}:127.0.0.1", addr.port());
+    let url = format!("https://example.test:{}/headers", addr.port());
+    for version in ["--tlsv1.2", "--tlsv1.3"] {
+        let out = run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "15",
+                version,
+                "--cacert",
+                ca,
+                "--resolve",
+                &resolve,
+                &url,
+            ],
+        );
+        assert!(out.contains("X-Forwarded-Proto: https"), "{out}");
+    }
+    let connect = addr.to_string();
+    for (flag, name) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let out = run(
+            "timeout",
+            &[
+                "15",
+                "openssl",
+                "s_client",
+                "-connect",
+                &connect,
+                "-servername",
+                "example.test",
+                flag,
+                "-CAfile",
+                ca,
+                "-verify_return_error",
+            ],
+        );
+        assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+        assert!(
+            out.contains(&format!("Protocol  : {name}")) || out.contains(&format!(", {name},")),
+            "{out}"
+        );
+    }
+}

@@ -87,14 +87,16 @@ pub fn client_config(
 }
 
 /// A client configuration that accepts any certificate (signatures still
-/// checked), to see which one a server chose.
+/// checked), to see which one a server chose: it never resumes, as a resumed
+/// session shows the certificate of the session it resumed.
 pub fn any_cert_config(versions: &[&'static SupportedProtocolVersion]) -> Arc<ClientConfig> {
-    let config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert))
         .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 
