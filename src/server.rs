@@ -171,7 +171,7 @@ pub fn start_with_file(mut config: Config, path: Option<PathBuf>) -> Result<Serv
 
     let (health_tx, health_rx) = bounded(1024);
     let mut members = Membership::new(health_tx);
-    members.apply(&config, Instant::now());
+    members.apply(&config, &tls, Instant::now());
     let access_log = if config.logging.access_log {
         Some(access_log::Writer::spawn().map_err(StartError::Spawn)?)
     } else {

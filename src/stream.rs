@@ -35,6 +35,8 @@ const LINGER_BYTES: usize = 256 * 1024;
 const TLS_READ: usize = 16 * 1024 + 5 + 256;
 /// How long an alert (or a `close_notify`) may take to go out before closing.
 const ALERT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A handshake's read size: a whole hello or flight usually fits.
+const HELLO_READ: usize = 4 * 1024;
 /// A tunnel's ciphertext buffer larger than this is not kept between writes.
 const TLS_KEEP: usize = 80 * 1024;
 
@@ -129,6 +131,70 @@ impl TlsStream {
     }
 }
 
+/// Why a handshake did not finish.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The peer refused ours or broke the protocol (our alert went out, best
+    /// effort).
+    Tls(TlsError),
+    /// The connection ended first.
+    Closed,
+    /// Reading or writing the socket failed.
+    Io(io::Error),
+    /// Not over by the deadline.
+    TimedOut,
+}
+
+/// Runs `session`'s handshake over `tcp` until it is over or `deadline` passes;
+/// `incoming` is ciphertext already read. Returns the stream, and the plaintext
+/// the peer sent right behind its last flight (in the same read).
+pub async fn handshake(
+    mut tcp: TcpStream,
+    mut session: TlsSession,
+    mut incoming: Vec<u8>,
+    deadline: Instant,
+) -> Result<(TlsStream, Vec<u8>), HandshakeError> {
+    let mut outgoing = Vec::new();
+    let mut plain = Vec::new();
+    loop {
+        if !incoming.is_empty() {
+            let fed = session.feed(&incoming, &mut plain);
+            incoming.clear();
+            match fed {
+                Ok(Fed::Open) => {}
+                Ok(Fed::PeerClosed) => return Err(HandshakeError::Closed),
+                Err(e) => {
+                    session.drain_output(&mut outgoing);
+                    let len = outgoing.len();
+                    let _ = write_range(&mut tcp, &mut outgoing, 0..len, ALERT_TIMEOUT).await;
+                    return Err(HandshakeError::Tls(e));
+                }
+            }
+        }
+        session.drain_output(&mut outgoing);
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if !outgoing.is_empty() {
+            let len = outgoing.len();
+            match write_range(&mut tcp, &mut outgoing, 0..len, wait).await {
+                Ok(()) => outgoing.clear(),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(HandshakeError::TimedOut)
+                }
+                Err(e) => return Err(HandshakeError::Io(e)),
+            }
+        }
+        if !session.is_handshaking() {
+            return Ok((TlsStream::new(tcp, session), plain));
+        }
+        match monoio::time::timeout(wait, read_more(&mut tcp, &mut incoming, HELLO_READ)).await {
+            Ok(Ok(0)) => return Err(HandshakeError::Closed),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(HandshakeError::Io(e)),
+            Err(_) => return Err(HandshakeError::TimedOut),
+        }
+    }
+}
+
 impl Stream {
     /// The socket under it.
     #[inline]
@@ -145,6 +211,15 @@ impl Stream {
         match self {
             Stream::Plain(_) => None,
             Stream::Tls(tls) => tls.info,
+        }
+    }
+
+    /// After the end was read: whether it was a proper one. Over TLS, only a
+    /// `close_notify` is (a bare TCP EOF may be someone cutting the data short).
+    pub fn ended_cleanly(&self) -> bool {
+        match self {
+            Stream::Plain(_) => true,
+            Stream::Tls(tls) => tls.session.feed_eof(),
         }
     }
 

@@ -49,6 +49,7 @@ fn plain(kind: CheckKind) -> Probe {
     Probe {
         kind,
         send_proxy: None,
+        tls: None,
     }
 }
 

@@ -187,6 +187,11 @@ both_drivers! {
         assert!(read_to_close(&mut s).is_empty());
         wait_until("closed counted", || failures(&h, TlsFailure::Closed) == 1);
 
+        // A connection closed before a byte (a TCP health check): counted apart.
+        drop(connect(addr));
+        wait_until("empty counted", || failures(&h, TlsFailure::Empty) == 1);
+        assert_eq!(failures(&h, TlsFailure::Closed), 1);
+
         // The listener serves on.
         let config = client_config(&[&cert], &[&TLS13], &[]);
         let mut client = tls_connect(addr, "example.test", &config).expect("handshake");

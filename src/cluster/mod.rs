@@ -15,10 +15,13 @@ pub mod sticky;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{BalancerConfig, ClusterConfig, ProxyVersion, Timeouts};
 use crate::observe::stats::ClusterStats;
+use crate::tls::material::ClusterMaterial;
+use crate::upstream::UpstreamTls;
 use backend::{Availability, Backend, BackendId};
 use balancer::Balancer;
 
@@ -114,6 +117,8 @@ pub struct Cluster {
     retry_tokens: Cell<f64>,
     /// Its counters, kept across reloads while its name is.
     pub stats: Rc<ClusterStats>,
+    /// Its TLS to backends, replaced by a reload that reads new files.
+    tls: RefCell<Option<Rc<UpstreamTls>>>,
 }
 
 impl Cluster {
@@ -136,6 +141,32 @@ impl Cluster {
             settings,
             retry_tokens: Cell::new(RETRY_TOKENS_RESERVE),
             stats,
+            tls: RefCell::new(None),
+        }
+    }
+
+    /// Its TLS to backends, if it speaks TLS to them.
+    #[inline]
+    pub fn tls(&self) -> Option<Rc<UpstreamTls>> {
+        self.tls.borrow().clone()
+    }
+
+    /// Speaks TLS to its backends with `material` (or not). New material (every
+    /// reload reads the files again) closes the idle connections made with the
+    /// old: a changed CA must not go on trusting them.
+    pub fn set_tls(&self, material: Option<&Arc<ClusterMaterial>>) {
+        let mut tls = self.tls.borrow_mut();
+        let same = match (tls.as_deref(), material) {
+            (None, None) => true,
+            (Some(current), Some(material)) => current.built_from(material),
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        *tls = material.map(|m| Rc::new(UpstreamTls::new(m)));
+        for backend in self.backends() {
+            backend.pool.clear();
         }
     }
 
@@ -157,6 +188,7 @@ impl Cluster {
             shard,
         );
         next.retry_tokens.set(self.retry_tokens.get());
+        *next.tls.borrow_mut() = self.tls();
         next
     }
 

@@ -461,10 +461,6 @@ impl Config {
         let keys = Keys::of_cluster(self.form, index);
         if let Some(tls) = &c.tls {
             let key = |field: &str| format!("clusters[{index}].tls.{field}");
-            errors.push(
-                format!("clusters[{index}].tls"),
-                "TLS to backends is not served yet (TLS listeners are): remove it, or put the backends behind plain HTTP for now",
-            );
             if tls.verify && tls.ca.is_none() {
                 errors.push(
                     key("ca"),

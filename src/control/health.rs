@@ -2,7 +2,8 @@
 //!
 //! Owns the rise/fall state machine (HAProxy-style consecutive thresholds) and
 //! the probe itself (`probe`: a TCP connect, or `GET path` with a status range,
-//! either after a PROXY header when `health_check.send_proxy` asks).
+//! either after a PROXY header when `health_check.send_proxy` asks, and over TLS
+//! when the cluster speaks TLS to its backends).
 //! The state machine is sans-io and takes `now`, so its tests never sleep. Called
 //! by the control thread (decisions) and the health checker thread (probes);
 //! never on the request path.
@@ -11,6 +12,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use crate::config::ProxyVersion;
 use crate::protocol::proxy_header;
@@ -29,13 +35,24 @@ pub enum CheckKind {
     Tcp,
 }
 
-/// A check, and whether its connection starts with a PROXY header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A check, and whether its connection starts with a PROXY header or speaks TLS.
+#[derive(Debug, Clone)]
 pub struct Probe {
     /// What is checked.
     pub kind: CheckKind,
     /// `health_check.send_proxy`: the version of `upstream.send_proxy`.
     pub send_proxy: Option<ProxyVersion>,
+    /// The cluster's TLS to its backends: a check is a handshake too, so a
+    /// backend whose certificate does not verify is down.
+    pub tls: Option<ProbeTls>,
+}
+
+/// TLS for a check: the cluster's client configuration and the name verified.
+#[derive(Debug, Clone)]
+pub struct ProbeTls {
+    pub config: Arc<ClientConfig>,
+    /// `None`: the backend's address.
+    pub server_name: Option<ServerName<'static>>,
 }
 
 /// Why a check failed, for the log line.
@@ -47,6 +64,9 @@ pub enum CheckFailure {
     /// No answer in time.
     #[error("timed out")]
     Timeout,
+    /// The TLS handshake failed (the certificate did not verify, say).
+    #[error("tls: {0}")]
+    Tls(String),
     /// The answer was not a valid HTTP response.
     #[error("invalid response")]
     InvalidResponse,
@@ -78,10 +98,6 @@ pub fn probe(address: SocketAddr, probe: &Probe, timeout: Duration) -> Result<()
             .filter(|d| !d.is_zero())
             .ok_or(CheckFailure::Timeout)
     };
-    let io_error = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => CheckFailure::Timeout,
-        kind => CheckFailure::Connect(kind.to_string()),
-    };
     stream
         .set_write_timeout(Some(remaining()?))
         .map_err(io_error)?;
@@ -91,9 +107,69 @@ pub fn probe(address: SocketAddr, probe: &Probe, timeout: Duration) -> Result<()
         let local = stream.local_addr().map_err(io_error)?;
         proxy_header::write(&mut request, version, local, address);
     }
+    let Some(tls) = &probe.tls else {
+        return converse(
+            &stream.try_clone().map_err(io_error)?,
+            &mut stream,
+            request,
+            address,
+            probe,
+            remaining,
+        );
+    };
+    // The PROXY header goes first, in the clear.
+    if !request.is_empty() {
+        stream.write_all(&request).map_err(io_error)?;
+    }
+    let name = tls
+        .server_name
+        .clone()
+        .unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
+    let mut conn = ClientConnection::new(Arc::clone(&tls.config), name)
+        .map_err(|e| CheckFailure::Tls(e.to_string()))?;
+    let timeouts = stream.try_clone().map_err(io_error)?;
+    while conn.is_handshaking() {
+        timeouts
+            .set_read_timeout(Some(remaining()?))
+            .map_err(io_error)?;
+        conn.complete_io(&mut stream).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => CheckFailure::Tls(e.to_string()),
+            _ => io_error(e),
+        })?;
+    }
+    let mut tls_stream = rustls::Stream::new(&mut conn, &mut stream);
+    converse(
+        &timeouts,
+        &mut tls_stream,
+        Vec::new(),
+        address,
+        probe,
+        remaining,
+    )
+}
+
+fn io_error(e: std::io::Error) -> CheckFailure {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => CheckFailure::Timeout,
+        kind => CheckFailure::Connect(kind.to_string()),
+    }
+}
+
+/// The check's exchange over an open connection (`timeouts` is its socket, for
+/// arming read timeouts): `request` (a PROXY header, or nothing), then for an
+/// HTTP check the `GET` and its status.
+fn converse(
+    timeouts: &TcpStream,
+    stream: &mut (impl Read + Write),
+    mut request: Vec<u8>,
+    address: SocketAddr,
+    probe: &Probe,
+    remaining: impl Fn() -> Result<Duration, CheckFailure>,
+) -> Result<(), CheckFailure> {
     let CheckKind::Http { path, expect } = &probe.kind else {
         if !request.is_empty() {
             stream.write_all(&request).map_err(io_error)?;
+            stream.flush().map_err(io_error)?;
         }
         return Ok(());
     };
@@ -104,10 +180,11 @@ pub fn probe(address: SocketAddr, probe: &Probe, timeout: Duration) -> Result<()
         .as_bytes(),
     );
     stream.write_all(&request).map_err(io_error)?;
+    stream.flush().map_err(io_error)?;
     let mut buf = [0u8; 1024];
     let mut len = 0;
     loop {
-        stream
+        timeouts
             .set_read_timeout(Some(remaining()?))
             .map_err(io_error)?;
         let n = stream.read(&mut buf[len..]).map_err(io_error)?;

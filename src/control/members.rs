@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -18,8 +19,11 @@ use crate::cluster::{sticky, BackendSpec, ClusterSettings};
 use crate::config::{BackendConfig, CheckType, ClusterConfig, Config, HealthCheckConfig};
 use crate::control::breaker::{Breaker, BreakerSettings, BreakerState};
 use crate::control::handle::{AdminState, ApiError, BackendStatus, ClusterStatus};
-use crate::control::health::{self, CheckKind, CheckResult, Checker, Health, Probe, Transition};
+use crate::control::health::{
+    self, CheckKind, CheckResult, Checker, Health, Probe, ProbeTls, Transition,
+};
 use crate::shard::ClusterPlan;
+use crate::tls::material::{ClusterMaterial, TlsMaterial};
 use crate::{log_error, log_info, log_warn};
 
 /// How often slow start raises the weights of ramping backends.
@@ -104,6 +108,8 @@ pub(crate) struct Members {
     check: HealthCheckConfig,
     /// Its breakers' settings.
     pub(crate) breaker: BreakerSettings,
+    /// Its TLS to backends, which health checks speak too.
+    tls: Option<Arc<ClusterMaterial>>,
 }
 
 impl Members {
@@ -116,9 +122,23 @@ impl Members {
                 expect: self.check.expect_status.clone(),
             },
         };
+        let tls = match &self.tls {
+            None => None,
+            Some(material) => match material.client_config() {
+                Ok(config) => Some(ProbeTls {
+                    config,
+                    server_name: material.server_name.clone(),
+                }),
+                Err(e) => {
+                    log_error!("backend {}: cannot start health checks: {e}", spec.name);
+                    return None;
+                }
+            },
+        };
         let probe = Probe {
             kind,
             send_proxy: self.settings.send_proxy.filter(|_| self.check.send_proxy),
+            tls,
         };
         match health::spawn_checker(
             spec.id,
@@ -171,6 +191,7 @@ impl Members {
                     ..m.spec.clone()
                 })
                 .collect(),
+            tls: None,
         }
     }
 
@@ -210,14 +231,14 @@ impl Membership {
     /// keeps its health, breaker, operator state and checker (restarted if the
     /// cluster's health check changed); new ones start as `health_check.start`
     /// says; the others are dropped (their checkers stop).
-    pub(crate) fn apply(&mut self, config: &Config, now: Instant) {
+    pub(crate) fn apply(&mut self, config: &Config, tls: &TlsMaterial, now: Instant) {
         let mut old = std::mem::take(&mut self.clusters);
         for c in &config.clusters {
             let previous = old
                 .iter()
                 .position(|o| o.name == c.name)
                 .map(|i| old.swap_remove(i));
-            let members = self.adopt(c, config, previous, now);
+            let members = self.adopt(c, config, tls.cluster(&c.name), previous, now);
             self.clusters.push(members);
         }
     }
@@ -226,6 +247,7 @@ impl Membership {
         &mut self,
         c: &ClusterConfig,
         config: &Config,
+        tls: Option<&Arc<ClusterMaterial>>,
         previous: Option<Members>,
         now: Instant,
     ) -> Members {
@@ -237,7 +259,14 @@ impl Membership {
                 .or_insert_with(sticky::random_key),
         });
         let check_changed = previous.as_ref().is_some_and(|p| {
-            p.check != c.health_check || p.settings.send_proxy != c.upstream.send_proxy
+            p.check != c.health_check
+                || p.settings.send_proxy != c.upstream.send_proxy
+                // New certificates or a new CA (every reload reads them again).
+                || match (&p.tls, tls) {
+                    (None, None) => false,
+                    (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                    _ => true,
+                }
         });
         let mut old_list = previous.map(|p| p.list).unwrap_or_default();
         let mut members = Members {
@@ -250,6 +279,7 @@ impl Membership {
                 open_for: c.circuit_breaker.open_for,
                 half_open_probes: c.circuit_breaker.half_open_probes,
             },
+            tls: tls.cloned(),
         };
         for b in &c.backends {
             let spec = BackendSpec {

@@ -34,7 +34,7 @@ use crate::listener::bind_group;
 use crate::observe::access_log;
 use crate::observe::logging;
 use crate::observe::stats::Aggregate;
-use crate::shard::{ListenerPlan, ShardCommand, ShardEvent, ShardPlan, ShardSettings};
+use crate::shard::{ClusterPlan, ListenerPlan, ShardCommand, ShardEvent, ShardPlan, ShardSettings};
 use crate::tls::material::{self, TlsMaterial};
 use crate::{log_error, log_info, log_warn};
 
@@ -83,7 +83,14 @@ pub(crate) fn shard_plan(
 ) -> ShardPlan {
     ShardPlan {
         settings: ShardSettings::from_config(config, shards),
-        clusters: members.plans(),
+        clusters: members
+            .plans()
+            .into_iter()
+            .map(|c| ClusterPlan {
+                tls: tls.cluster(&c.name).cloned(),
+                ..c
+            })
+            .collect(),
         listeners: config
             .listeners
             .iter()
@@ -458,7 +465,7 @@ impl ControlThread {
                 }
             }
         }
-        self.members.apply(&config, Instant::now());
+        self.members.apply(&config, &tls, Instant::now());
         outcome
             .warnings
             .extend(config.warnings.iter().map(ToString::to_string));

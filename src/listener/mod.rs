@@ -202,7 +202,10 @@ fn serve(
         return;
     };
     monoio::spawn(async move {
-        let Some(accepted) = tls::accept(&shard, &guard, &config, accepted).await else {
+        // Boxed: the handshake's state (rustls's, the reads' and the timer's) is
+        // freed once it is over instead of staying in the task for its lifetime.
+        let handshake = Box::pin(tls::accept(&shard, &guard, &config, accepted));
+        let Some(accepted) = handshake.await else {
             return;
         };
         drop(config);

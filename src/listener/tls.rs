@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use crate::log_debug;
 use crate::observe::tls::TlsFailure;
-use crate::protocol::tls::{Fed, TlsError, TlsSession};
+use crate::protocol::tls::{TlsError, TlsSession};
 use crate::proxy::proxied::Accepted;
 use crate::shard::{ConnectionGuard, Shard, ShardTls};
-use crate::stream::{read_more, write_range, write_static, Stream, TlsStream};
+use crate::stream::{read_more, write_static, HandshakeError, Stream};
 
 /// What a plain HTTP request sent to a TLS port gets, as nginx does.
 const PLAIN_HTTP: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 40\r\nconnection: close\r\n\r\nThis port speaks HTTPS, not plain HTTP.\n";
-/// How long a failed client's alert or answer may take to go out.
+/// How long a plain HTTP client's answer may take to go out.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// First read size: a whole ClientHello usually fits.
 const HELLO_READ: usize = 4 * 1024;
@@ -72,69 +72,47 @@ async fn handshake(shard: &Shard, tls: &ShardTls, accepted: Accepted) -> Result<
         TlsFailure::Other,
         "no TLS configuration on this shard".to_string(),
     ))?;
-    let mut session = TlsSession::server(config).map_err(|e| (TlsFailure::Other, e.to_string()))?;
+    let session = TlsSession::server(config).map_err(|e| (TlsFailure::Other, e.to_string()))?;
     let deadline = Instant::now() + shard.settings().header_read_timeout;
-    // Ciphertext read (after a PROXY header, what came with it), and the
-    // plaintext a client may send right behind its last handshake flight.
+    // The first bytes say whether this is TLS at all (after a PROXY header, they
+    // may have come with it).
     let mut incoming = early;
-    let mut outgoing = Vec::new();
-    let mut plain = Vec::new();
-    let mut first = true;
-    loop {
-        if !incoming.is_empty() {
-            if first && incoming[0] != HANDSHAKE_RECORD {
-                if incoming[0].is_ascii_uppercase() {
-                    let _ = write_static(&mut tcp, PLAIN_HTTP, GOODBYE_TIMEOUT).await;
-                }
-                return Err((
-                    TlsFailure::NotTls,
-                    format!("first byte {:#04x}", incoming[0]),
-                ));
-            }
-            first = false;
-            let fed = session.feed(&incoming, &mut plain);
-            incoming.clear();
-            match fed {
-                Ok(Fed::Open) => {}
-                Ok(Fed::PeerClosed) => return Err((TlsFailure::Closed, "close_notify".into())),
-                Err(e) => {
-                    session.drain_output(&mut outgoing);
-                    let len = outgoing.len();
-                    let _ = write_range(&mut tcp, &mut outgoing, 0..len, GOODBYE_TIMEOUT).await;
-                    let why = match &e {
-                        TlsError::Protocol(e) => TlsFailure::of(e),
-                        TlsError::Overflow(_) => TlsFailure::BadMessage,
-                    };
-                    return Err((why, e.to_string()));
-                }
-            }
-        }
-        session.drain_output(&mut outgoing);
+    if incoming.is_empty() {
         let wait = deadline.saturating_duration_since(Instant::now());
-        if !outgoing.is_empty() {
-            let len = outgoing.len();
-            write_range(&mut tcp, &mut outgoing, 0..len, wait)
-                .await
-                .map_err(|e| io_failure(&e))?;
-            outgoing.clear();
-        }
-        if !session.is_handshaking() {
-            break;
-        }
-        let read = monoio::time::timeout(wait, read_more(&mut tcp, &mut incoming, HELLO_READ));
-        match read.await {
-            Ok(Ok(0)) => return Err((TlsFailure::Closed, "EOF".into())),
+        match monoio::time::timeout(wait, read_more(&mut tcp, &mut incoming, HELLO_READ)).await {
+            Ok(Ok(0)) => return Err((TlsFailure::Empty, "EOF".into())),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(io_failure(&e)),
             Err(_) => return Err((TlsFailure::Timeout, "timeouts.header_read".into())),
         }
     }
-    Ok(Accepted {
-        stream: Stream::Tls(Box::new(TlsStream::new(tcp, session))),
-        client,
-        destination,
-        early: plain,
-    })
+    if incoming[0] != HANDSHAKE_RECORD {
+        if incoming[0].is_ascii_uppercase() {
+            let _ = write_static(&mut tcp, PLAIN_HTTP, GOODBYE_TIMEOUT).await;
+        }
+        return Err((
+            TlsFailure::NotTls,
+            format!("first byte {:#04x}", incoming[0]),
+        ));
+    }
+    match crate::stream::handshake(tcp, session, incoming, deadline).await {
+        Ok((stream, plain)) => Ok(Accepted {
+            stream: Stream::Tls(Box::new(stream)),
+            client,
+            destination,
+            early: plain,
+        }),
+        Err(HandshakeError::Tls(e)) => {
+            let why = match &e {
+                TlsError::Protocol(e) => TlsFailure::of(e),
+                TlsError::Overflow(_) => TlsFailure::BadMessage,
+            };
+            Err((why, e.to_string()))
+        }
+        Err(HandshakeError::Closed) => Err((TlsFailure::Closed, "EOF".into())),
+        Err(HandshakeError::Io(e)) => Err(io_failure(&e)),
+        Err(HandshakeError::TimedOut) => Err((TlsFailure::Timeout, "timeouts.header_read".into())),
+    }
 }
 
 fn io_failure(e: &io::Error) -> Failed {

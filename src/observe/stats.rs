@@ -42,7 +42,7 @@ fn take_recorded(latency: &RefCell<Histogram<u64>>) -> Option<Histogram<u64>> {
 const STATUS_SLOTS: usize = 500;
 
 /// The kinds of failure counted, in `ProxyError::kind` spelling.
-pub const ERROR_KINDS: [&str; 12] = [
+pub const ERROR_KINDS: [&str; 13] = [
     "bad_request",
     "no_route",
     "header_read_timeout",
@@ -55,6 +55,7 @@ pub const ERROR_KINDS: [&str; 12] = [
     "invalid_response",
     "response_timeout",
     "out_of_resources",
+    "upstream_tls",
 ];
 
 fn bump(counter: &Cell<u64>) {

@@ -11,9 +11,12 @@ use std::cell::Cell;
 use crate::protocol::tls::TlsInfo;
 
 /// Why a client's handshake failed, in the spelling of counters and logs.
-pub const TLS_FAILURES: [&str; 11] = [
+pub const TLS_FAILURES: [&str; 12] = [
     // No handshake within `timeouts.header_read`.
     "timeout",
+    // The client closed the connection without sending a byte (a TCP health
+    // check or a port scan, usually).
+    "empty",
     // The client closed the connection mid-handshake.
     "closed",
     // Reading or writing the socket failed (a reset).
@@ -40,16 +43,17 @@ pub const TLS_FAILURES: [&str; 11] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFailure {
     Timeout = 0,
-    Closed = 1,
-    Io = 2,
-    NotTls = 3,
-    NoCertificate = 4,
-    Incompatible = 5,
-    NoAlpn = 6,
-    CertificateRejected = 7,
-    ClientAlert = 8,
-    BadMessage = 9,
-    Other = 10,
+    Empty = 1,
+    Closed = 2,
+    Io = 3,
+    NotTls = 4,
+    NoCertificate = 5,
+    Incompatible = 6,
+    NoAlpn = 7,
+    CertificateRejected = 8,
+    ClientAlert = 9,
+    BadMessage = 10,
+    Other = 11,
 }
 
 impl TlsFailure {

@@ -105,7 +105,7 @@ impl TlsSession {
     /// The TCP connection reached its end. Returns whether the peer closed the
     /// session properly first (`close_notify`); if not, what came may have been
     /// cut short by someone in between.
-    pub fn feed_eof(&mut self) -> bool {
+    pub fn feed_eof(&self) -> bool {
         self.peer_closed
     }
 

@@ -47,6 +47,10 @@ pub enum ProxyError {
     /// Connecting to the backend took longer than `timeouts.connect`.
     #[error("connect to backend timed out")]
     ConnectTimeout,
+    /// The TLS handshake with the backend failed (its certificate did not verify,
+    /// no protocol in common, an alert): named by its reason.
+    #[error("tls handshake with backend failed: {0}")]
+    UpstreamTls(&'static str),
     /// The backend closed or reset the connection before the response ended.
     #[error("backend connection failed: {0}")]
     UpstreamIo(io::ErrorKind),
@@ -74,6 +78,7 @@ impl ProxyError {
             ProxyError::NoBackend | ProxyError::OutOfResources(_) => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
+            | ProxyError::UpstreamTls(_)
             | ProxyError::UpstreamIo(_)
             | ProxyError::BadResponse(_)
             | ProxyError::ResponseTimeout => Side::Upstream,
@@ -89,6 +94,8 @@ impl ProxyError {
             self,
             ProxyError::Connect(_)
                 | ProxyError::ConnectTimeout
+                // Nothing was sent; another backend may have a good certificate.
+                | ProxyError::UpstreamTls(_)
                 | ProxyError::UpstreamIo(_)
                 | ProxyError::ResponseTimeout
                 // Out of local ports for one backend's address, another may do.
@@ -105,9 +112,10 @@ impl ProxyError {
             ProxyError::BodyReadTimeout | ProxyError::ClientIo(_) => None,
             ProxyError::NoRoute => Some(404),
             ProxyError::NoBackend | ProxyError::OutOfResources(_) => Some(503),
-            ProxyError::Connect(_) | ProxyError::UpstreamIo(_) | ProxyError::BadResponse(_) => {
-                Some(502)
-            }
+            ProxyError::Connect(_)
+            | ProxyError::UpstreamTls(_)
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::BadResponse(_) => Some(502),
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => Some(504),
         }
     }
@@ -123,6 +131,7 @@ impl ProxyError {
             ProxyError::NoBackend => "no_backend",
             ProxyError::Connect(_) => "connect",
             ProxyError::ConnectTimeout => "connect_timeout",
+            ProxyError::UpstreamTls(_) => "upstream_tls",
             ProxyError::UpstreamIo(_) => "upstream_io",
             ProxyError::BadResponse(_) => "invalid_response",
             ProxyError::ResponseTimeout => "response_timeout",

@@ -10,8 +10,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-use monoio::net::TcpStream;
-
 use crate::cluster::backend::{Backend, BackendId, InFlight};
 use crate::cluster::balancer::{hash_ip, RequestContext};
 use crate::cluster::Cluster;
@@ -26,6 +24,7 @@ use crate::proxy::proxied::{self, Accepted};
 use crate::proxy::tunnel::{self, Ends};
 use crate::proxy::MAX_TRIED;
 use crate::shard::{ConnectionGuard, Serves, Shard, ShardListener};
+use crate::stream::Stream;
 use crate::upstream;
 
 /// Serves one client connection of a TCP listener until its tunnel ends.
@@ -54,12 +53,16 @@ pub async fn serve(
         error: None,
         end: TunnelEnd::Failed,
     };
-    let backend = match connect(&shard, &cluster, peer, &mut record).await {
+    let mut header = Vec::new();
+    if let Some(version) = cluster.settings.send_proxy {
+        let destination = proxied::destination(stream.tcp(), destination, listener.address);
+        proxy_header::write(&mut header, version, peer, destination);
+    }
+    let backend = match connect(&shard, &cluster, peer, &header, &mut record).await {
         Ok((upstream, in_flight)) => {
-            let mut header = Vec::new();
-            if let Some(version) = cluster.settings.send_proxy {
-                let destination = proxied::destination(stream.tcp(), destination, listener.address);
-                proxy_header::write(&mut header, version, peer, destination);
+            if matches!(upstream, Stream::Tls(_)) {
+                // It went ahead of the handshake.
+                header.clear();
             }
             let ends = Ends {
                 client: stream,
@@ -100,9 +103,11 @@ async fn connect(
     shard: &Shard,
     cluster: &Cluster,
     peer: SocketAddr,
+    proxy_header: &[u8],
     record: &mut TunnelRecord,
-) -> Result<(TcpStream, InFlight), (ProxyError, Option<Rc<Backend>>)> {
+) -> Result<(Stream, InFlight), (ProxyError, Option<Rc<Backend>>)> {
     let settings = &cluster.settings;
+    let tls = cluster.tls();
     let context = RequestContext {
         client_ip: peer.ip(),
         key_hash: if settings.balancer.strategy == Strategy::ConsistentHash {
@@ -135,7 +140,8 @@ async fn connect(
         record.attempts += 1;
         // Counted from the first connect, so least-conn sees connections opening.
         let in_flight = InFlight::start(&backend);
-        match upstream::connect(backend.address, settings.connect_timeout).await {
+        let connect_tls = tls.as_deref().map(|tls| (tls, proxy_header));
+        match upstream::connect(backend.address, settings.connect_timeout, connect_tls).await {
             Ok(stream) => {
                 ShardStats::bump(&shard.stats.upstream_connects);
                 shard.report_outcome(cluster, &backend, true);

@@ -21,7 +21,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use monoio::io::Canceller;
-use monoio::net::TcpStream;
 
 use crate::cluster::backend::Backend;
 use crate::observe::access_log::LogNames;
@@ -97,7 +96,7 @@ impl Meter<'_> {
 /// before anything is relayed.
 pub struct Ends {
     pub client: Stream,
-    pub upstream: TcpStream,
+    pub upstream: Stream,
     /// Bytes of ringlb's own for the backend first (a PROXY header): not counted
     /// as the client's.
     pub header: Vec<u8>,
@@ -162,7 +161,7 @@ async fn relay(
     } = ends;
     let idle = shard.settings().tunnel_idle;
     let client_fd = client.tcp().as_raw_fd();
-    let upstream_fd = upstream.as_raw_fd();
+    let upstream_fd = upstream.tcp().as_raw_fd();
     let meter = Meter {
         shard,
         guard,
@@ -175,7 +174,7 @@ async fn relay(
     };
     shard.set_tunnel(guard, upstream_fd, Instant::now() + idle);
     let (mut client_read, mut client_write) = client.into_halves();
-    let (mut upstream_read, mut upstream_write) = Stream::Plain(upstream).into_halves();
+    let (mut upstream_read, mut upstream_write) = upstream.into_halves();
     let failed = {
         let up = pin!(pump(
             &meter,

@@ -14,7 +14,7 @@ use crate::cluster::{BackendSpec, ClusterSettings};
 use crate::config::{Cidr, ListenerProtocol, RouteConfig};
 use crate::observe::stats::ShardReport;
 use crate::shard::ShardSettings;
-use crate::tls::material::ListenerMaterial;
+use crate::tls::material::{ClusterMaterial, ListenerMaterial};
 
 /// Everything a shard serves: the same plan goes to every shard.
 #[derive(Debug, Clone)]
@@ -38,6 +38,9 @@ pub struct ClusterPlan {
     pub settings: ClusterSettings,
     /// Its backends, with the availability the control thread decided.
     pub backends: Vec<BackendSpec>,
+    /// Its TLS to backends, when it speaks TLS to them (loaded at start and on
+    /// every reload, like a listener's).
+    pub tls: Option<Arc<ClusterMaterial>>,
 }
 
 /// One listener in a plan.

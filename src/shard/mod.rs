@@ -326,7 +326,7 @@ impl Shard {
             .iter()
             .map(|c| {
                 let old = old_clusters.iter().find(|o| *o.name == *c.name);
-                match old {
+                let cluster = match old {
                     Some(old) if old.settings == c.settings => {
                         old.set_backends(&c.backends);
                         Rc::clone(old)
@@ -342,7 +342,9 @@ impl Shard {
                         Rc::default(),
                         self.index,
                     )),
-                }
+                };
+                cluster.set_tls(c.tls.as_ref());
+                cluster
             })
             .collect();
         *self.clusters.borrow_mut() = clusters;

@@ -10,12 +10,12 @@ use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use crate::stream::Stream;
 
 /// An idle connection and when it went idle.
 #[derive(Debug)]
 struct IdleConnection {
-    stream: TcpStream,
+    stream: Stream,
     since: Instant,
 }
 
@@ -51,7 +51,7 @@ impl UpstreamPool {
     }
 
     /// The most recently used idle connection that is still open, if any.
-    pub fn checkout(&self, now: Instant) -> Option<TcpStream> {
+    pub fn checkout(&self, now: Instant) -> Option<Stream> {
         self.expire(now);
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop_back() {
@@ -63,11 +63,12 @@ impl UpstreamPool {
     }
 
     /// Returns a connection whose last response ended cleanly.
-    pub fn checkin(&self, stream: TcpStream, now: Instant) {
+    pub fn checkin(&self, mut stream: Stream, now: Instant) {
         let max_idle = self.max_idle.get();
         if max_idle == 0 {
             return;
         }
+        stream.release();
         let mut idle = self.idle.borrow_mut();
         if idle.len() >= max_idle {
             idle.pop_front();
@@ -101,7 +102,9 @@ impl UpstreamPool {
 }
 
 /// An idle connection is reusable when it has nothing to read: no EOF (the backend
-/// closed it), no stray bytes (a broken backend), no error.
-fn is_reusable(stream: &TcpStream) -> bool {
-    crate::sys::nothing_to_read(stream.as_raw_fd())
+/// closed it), no stray bytes (a broken backend), no error. Over TLS, any record
+/// counts too (a `close_notify` says the backend is closing; a late ticket or key
+/// update is rare enough to cost only a new connection).
+fn is_reusable(stream: &Stream) -> bool {
+    crate::sys::nothing_to_read(stream.tcp().as_raw_fd())
 }

@@ -6,20 +6,18 @@
 use std::io;
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-
 use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder};
 use crate::proxy::error::ProxyError;
 
 use super::forward::Outbound;
 use super::{Downstream, Failure, BODY_BUFFER};
-use crate::stream::write_range;
+use crate::stream::Stream;
 
 /// Streams a request body that is not held in full from the client to upstream.
 pub(super) async fn send_body(
     outbound: &Outbound<'_>,
     client: &mut Downstream,
-    upstream: &mut TcpStream,
+    upstream: &mut Stream,
     body: BodyKind,
 ) -> Result<(), Failure> {
     let settings = outbound.settings;
@@ -34,7 +32,8 @@ pub(super) async fn send_body(
                 }
                 let n = (client.unconsumed() as u64).min(remaining) as usize;
                 let range = client.pos..client.pos + n;
-                write_range(upstream, &mut client.buf, range, response_timeout)
+                upstream
+                    .write_range(&mut client.buf, range, response_timeout)
                     .await
                     .map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
                 client.pos += n;
@@ -64,7 +63,9 @@ pub(super) async fn send_body(
                 }
                 if !out.is_empty() {
                     let len = out.len();
-                    let sent = write_range(upstream, &mut out, 0..len, response_timeout).await;
+                    let sent = upstream
+                        .write_range(&mut out, 0..len, response_timeout)
+                        .await;
                     out.clear();
                     sent.map_err(|e| ProxyError::UpstreamIo(e.kind()))?;
                 }

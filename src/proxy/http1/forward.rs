@@ -14,8 +14,6 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use crate::cluster::backend::{Backend, BackendId, InFlight};
 use crate::cluster::balancer::{hash_bytes, hash_ip, RequestContext};
 use crate::cluster::{Cluster, ClusterSettings};
@@ -28,13 +26,13 @@ use crate::proxy::error::{ProxyError, Side};
 use crate::proxy::proxied;
 use crate::proxy::MAX_TRIED;
 use crate::shard::{Shard, ShardSettings};
-use crate::upstream;
+use crate::upstream::{self, UpstreamTls};
 
 use super::body::{read_client_body, send_body};
 use super::response::{read_response, send_response, ResponseError};
 use super::socket::{write_all_client, write_client};
 use super::{Downstream, Failure, Scratch, RESPONSE_BUFFER};
-use crate::stream::write_range;
+use crate::stream::Stream;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -50,7 +48,7 @@ pub(super) enum Done {
 /// A WebSocket connection the backend accepted, ready to become a tunnel.
 pub(super) struct Upgraded {
     /// The upstream connection (never pooled again).
-    pub(super) upstream: TcpStream,
+    pub(super) upstream: Stream,
     /// Counts the tunnel as in flight to its backend (least-conn) while it lives.
     pub(super) in_flight: InFlight,
     /// Bytes the backend sent after its 101 head, for the client first.
@@ -353,11 +351,6 @@ async fn attempt(
     // request never goes back either, whatever the answer: the backend may treat
     // it as switched.
     let private = settings.send_proxy.is_some();
-    let (mut upstream, reused) = checkout(shard, settings, backend, fresh_only || private)
-        .await
-        .map_err(before(false))?;
-
-    // Send the head (and a held body) in one write.
     scratch.clear();
     if let Some(version) = settings.send_proxy {
         let destination = proxied::destination(
@@ -367,6 +360,19 @@ async fn attempt(
         );
         proxy_header::write(scratch, version, client.peer, destination);
     }
+    // Over TLS the PROXY header goes before the handshake, in the clear; else
+    // with the head.
+    let tls = cluster.tls();
+    let connect_tls = tls.as_deref().map(|tls| (tls, &scratch[..]));
+    let (mut upstream, reused) =
+        checkout(shard, settings, backend, fresh_only || private, connect_tls)
+            .await
+            .map_err(before(false))?;
+    if tls.is_some() {
+        scratch.clear();
+    }
+
+    // Send the head (and a held body) in one write.
     if request.missing_host {
         scratch.extend_from_slice(&head[..head.len() - 2]);
         let _ = write!(scratch, "Host: {}\r\n\r\n", backend.address);
@@ -377,13 +383,9 @@ async fn attempt(
         scratch.extend_from_slice(&client.buf[client.pos..client.pos + n]);
     }
     let len = scratch.len();
-    if let Err(e) = write_range(
-        &mut upstream,
-        scratch,
-        0..len,
-        settings.backend_response_timeout,
-    )
-    .await
+    if let Err(e) = upstream
+        .write_range(scratch, 0..len, settings.backend_response_timeout)
+        .await
     {
         abandon(&upstream);
         return Err(before(reused)(ProxyError::UpstreamIo(e.kind())));
@@ -556,7 +558,7 @@ async fn early_response(
     outbound: &Outbound<'_>,
     pick: Pick<'_>,
     client: &mut Downstream,
-    upstream: &mut TcpStream,
+    upstream: &mut Stream,
     upbuf: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
     record: &mut RequestRecord,
@@ -605,8 +607,8 @@ async fn early_response(
 /// Makes the close of a backend connection given up mid-request a reset: unsent
 /// bytes would otherwise keep the closed socket alive, orphaned, until the backend
 /// reads them or the kernel gives up.
-fn abandon(upstream: &TcpStream) {
-    let _ = crate::sys::set_linger_zero(upstream.as_raw_fd());
+fn abandon(upstream: &Stream) {
+    let _ = crate::sys::set_linger_zero(upstream.tcp().as_raw_fd());
 }
 
 /// A pooled connection to `backend`, or a new one.
@@ -615,7 +617,8 @@ async fn checkout(
     settings: &ClusterSettings,
     backend: &Rc<Backend>,
     fresh_only: bool,
-) -> Result<(TcpStream, bool), ProxyError> {
+    tls: Option<(&UpstreamTls, &[u8])>,
+) -> Result<(Stream, bool), ProxyError> {
     if !fresh_only {
         // The clock now, not the request's start: a retry may come many seconds
         // later, and the pool must expire what has idled too long by then.
@@ -624,7 +627,7 @@ async fn checkout(
             return Ok((stream, true));
         }
     }
-    let stream = upstream::connect(backend.address, settings.connect_timeout).await?;
+    let stream = upstream::connect(backend.address, settings.connect_timeout, tls).await?;
     ShardStats::bump(&shard.stats.upstream_connects);
     Ok((stream, false))
 }

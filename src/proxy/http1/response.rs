@@ -6,9 +6,8 @@
 
 use std::io;
 use std::mem;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-
-use monoio::net::TcpStream;
 
 use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide};
 use crate::proxy::error::ProxyError;
@@ -17,7 +16,7 @@ use super::body::encode_chunk_event;
 use super::forward::Outbound;
 use super::socket::write_all_client;
 use super::{Downstream, BODY_BUFFER, RESPONSE_BUFFER};
-use crate::stream::read_more;
+use crate::stream::Stream;
 
 pub(super) enum ResponseError {
     /// Nothing came back on the connection: safe to retry if the request is held.
@@ -36,7 +35,7 @@ pub(super) enum ResponseError {
 pub(super) async fn read_response(
     outbound: &Outbound<'_>,
     client: &mut Downstream,
-    upstream: &mut TcpStream,
+    upstream: &mut Stream,
     upbuf: &mut Vec<u8>,
     client_side: &ClientSide,
     head: &mut Vec<u8>,
@@ -91,7 +90,7 @@ pub(super) async fn read_response(
         };
         first_read = false;
         let got_bytes = !upbuf.is_empty();
-        match monoio::time::timeout(wait, read_more(upstream, upbuf, RESPONSE_BUFFER)).await {
+        match monoio::time::timeout(wait, upstream.read_more(upbuf, RESPONSE_BUFFER)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) => {
                 return Err(wrap(
@@ -117,7 +116,7 @@ pub(super) async fn read_response(
 pub(super) async fn send_response(
     outbound: &Outbound<'_>,
     client: &mut Downstream,
-    upstream: &mut TcpStream,
+    upstream: &mut Stream,
     upbuf: &mut Vec<u8>,
     head: &mut Vec<u8>,
     response: &h1::Response,
@@ -193,6 +192,15 @@ pub(super) async fn send_response(
             loop {
                 match read_upstream(upstream, upbuf, read_timeout).await {
                     Ok(()) => {}
+                    // Over TLS the end must be a `close_notify`: else the body
+                    // may have been cut short, and the client must not take it
+                    // for whole (a reset, not a FIN).
+                    Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof))
+                        if !upstream.ended_cleanly() =>
+                    {
+                        let _ = crate::sys::set_linger_zero(client.stream.tcp().as_raw_fd());
+                        return Err(ProxyError::UpstreamTls("truncated"));
+                    }
                     Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof)) => break false,
                     Err(e) => return Err(e),
                 }
@@ -214,11 +222,11 @@ pub(super) async fn send_response(
 
 /// Reads more of a response body; EOF is an error because the framing said more.
 async fn read_upstream(
-    upstream: &mut TcpStream,
+    upstream: &mut Stream,
     upbuf: &mut Vec<u8>,
     timeout: Duration,
 ) -> Result<(), ProxyError> {
-    match monoio::time::timeout(timeout, read_more(upstream, upbuf, BODY_BUFFER)).await {
+    match monoio::time::timeout(timeout, upstream.read_more(upbuf, BODY_BUFFER)).await {
         Ok(Ok(0)) => Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof)),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(ProxyError::UpstreamIo(e.kind())),
