@@ -118,8 +118,19 @@ impl TlsStream {
     }
 
     async fn read_more(&mut self, buf: &mut Vec<u8>, min_spare: usize) -> io::Result<usize> {
+        let want = min_spare.max(TLS_READ);
+        // After a body's large reads, a head's read goes back to one record's
+        // worth: what a read brings is all appended to the caller's buffer.
+        if self.incoming.capacity() > 2 * want {
+            self.incoming = Vec::new();
+        }
         loop {
-            if read_more(&mut self.tcp, &mut self.incoming, min_spare.max(TLS_READ)).await? == 0 {
+            // Data and `close_notify` may come in one read: the end is then here,
+            // whatever the socket still does.
+            if self.session.peer_closed() {
+                return Ok(0);
+            }
+            if read_more(&mut self.tcp, &mut self.incoming, want).await? == 0 {
                 return Ok(0);
             }
             match self.absorb(buf) {
@@ -161,8 +172,12 @@ pub async fn handshake(
             let fed = session.feed(&incoming, &mut plain);
             incoming.clear();
             match fed {
-                Ok(Fed::Open) => {}
-                Ok(Fed::PeerClosed) => return Err(HandshakeError::Closed),
+                // A peer may finish its handshake, send its data and close in
+                // one go: the data is served, then the close read.
+                Ok(Fed::PeerClosed) if session.is_handshaking() => {
+                    return Err(HandshakeError::Closed)
+                }
+                Ok(_) => {}
                 Err(e) => {
                     session.drain_output(&mut outgoing);
                     let len = outgoing.len();
@@ -250,6 +265,7 @@ impl Stream {
                 *buf = slice.into_inner();
                 Cancelable::Read(result)
             }
+            Stream::Tls(tls) if tls.session.peer_closed() => Cancelable::Read(Ok(0)),
             Stream::Tls(tls) => {
                 let spare = spare_room(&mut tls.incoming, TLS_READ);
                 let (result, slice) = tls.tcp.cancelable_read(spare, handle).await;
@@ -278,8 +294,11 @@ impl Stream {
         match self {
             Stream::Plain(tcp) => write_range(tcp, buf, range, timeout).await,
             Stream::Tls(tls) => {
-                let taken = tls.session.seal(&buf[range.clone()], &mut tls.outgoing);
-                debug_assert_eq!(taken, range.len(), "sealed after the handshake");
+                // All of it, once the handshake is over, unless the session
+                // failed: then nothing must look sent.
+                if tls.session.seal(&buf[range.clone()], &mut tls.outgoing) < range.len() {
+                    return Err(session_failed());
+                }
                 tls.flush(timeout).await
             }
         }
@@ -294,7 +313,9 @@ impl Stream {
         match self {
             Stream::Plain(tcp) => write_static(tcp, bytes, timeout).await,
             Stream::Tls(tls) => {
-                tls.session.seal(bytes, &mut tls.outgoing);
+                if tls.session.seal(bytes, &mut tls.outgoing) < bytes.len() {
+                    return Err(session_failed());
+                }
                 tls.flush(timeout).await
             }
         }
@@ -317,6 +338,14 @@ impl Stream {
         linger_close(tcp).await;
     }
 
+    /// Part of a TLS record has come, and the rest has not.
+    pub fn mid_record(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(tls) => tls.session.mid_record(),
+        }
+    }
+
     /// Gives back the buffers an idle connection does not need.
     pub fn release(&mut self) {
         if let Stream::Tls(tls) = self {
@@ -324,6 +353,11 @@ impl Stream {
             tls.outgoing = Vec::new();
         }
     }
+}
+
+/// What a write on a failed session gets: rustls took nothing.
+fn session_failed() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "tls session failed")
 }
 
 /// Writes static bytes in full within `timeout`.
@@ -492,6 +526,9 @@ impl ReadHalf {
                 *buf = slice.into_inner();
                 Cancelable::Read(result)
             }
+            ReadHalf::Tls { session, .. } if session.borrow().peer_closed() => {
+                Cancelable::Read(Ok(0))
+            }
             ReadHalf::Tls {
                 half,
                 session,
@@ -543,7 +580,9 @@ impl WriteHalf {
                 session,
                 outgoing,
             } => {
-                session.borrow_mut().seal(&buf, outgoing);
+                if session.borrow_mut().seal(&buf, outgoing) < buf.len() {
+                    return (Err(session_failed()), buf);
+                }
                 let (result, written) = half.write_all(mem::take(outgoing)).await;
                 *outgoing = written;
                 outgoing.clear();

@@ -524,3 +524,66 @@ fn curl_and_openssl_clients_talk_to_a_tls_listener() {
         );
     }
 }
+
+#[test]
+fn a_close_notify_behind_data_ends_the_tunnel_without_a_fin() {
+    let dir = test_dir("close-notify");
+    let cert = make_cert(&dir, "example", &["example.test"]);
+    let echo = TcpOrigin::start("echo1");
+    let h = Harness::start_full(ringlb::shard::Driver::Epoll, &[], |config, _| {
+        let mut l = tls_listener("tls", &[&cert], Some("example.test"));
+        l.protocol = ringlb::config::ListenerProtocol::Tcp;
+        l.cluster = Some("echo".into());
+        config.listeners.push(l);
+        config
+            .clusters
+            .push(cluster("echo", &[("echo1", echo.addr)]));
+    });
+    let config = client_config(&[&cert], &[&TLS13], &[]);
+    let mut client =
+        tls_connect(h.listener_addr("tls"), "example.test", &config).expect("handshake");
+    set_timeouts(&client);
+    assert_eq!(read_text_line_tls(&mut client), "echo1");
+    // The last data and close_notify in one flush, the socket left open (as a
+    // client that closes its TLS writing side only does).
+    client.write_all(b"last\n").unwrap();
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    assert_eq!(read_text_line_tls(&mut client), "last");
+    assert_eq!(read_text_line_tls(&mut client), "bye 5");
+    wait_until("the backend to see the FIN", || {
+        echo.ends() == vec![OriginEnd::Fin]
+    });
+}
+
+#[test]
+fn sessions_resume_on_any_shard() {
+    let dir = test_dir("shards");
+    let cert = make_cert(&dir, "example", &["example.test"]);
+    let (h, addr) = https(
+        ringlb::shard::Driver::Epoll,
+        &[&cert],
+        Some("example.test"),
+        |c| c.server.shards = 2,
+    );
+    for version in [&TLS13, &TLS12] {
+        let config = client_config(&[&cert], &[version], &[]);
+        for round in 0..20 {
+            let mut client = tls_connect(addr, "example.test", &config).expect("handshake");
+            set_timeouts(&client);
+            let expected = if round == 0 {
+                HandshakeKind::Full
+            } else {
+                HandshakeKind::Resumed
+            };
+            assert_eq!(
+                client.conn.handshake_kind(),
+                Some(expected),
+                "{version:?} round {round}"
+            );
+            assert_eq!(tls_get(&mut client, "/").status, 200);
+        }
+    }
+    let totals = tls(&h);
+    assert_eq!((totals.full, totals.resumed), (2, 38));
+}

@@ -92,19 +92,33 @@ impl Config {
 
     /// The rules a listener's `tls` table follows without reading its files (the
     /// certificates themselves are checked where they are loaded: `tls::material`).
-    fn check_listener_tls(&self, i: usize, tls: &ListenerTls, errors: &mut Errors<'_>) {
+    fn check_listener_tls(
+        &self,
+        i: usize,
+        protocol: ListenerProtocol,
+        tls: &ListenerTls,
+        errors: &mut Errors<'_>,
+    ) {
         if tls.certificates.is_empty() {
             errors.push(
                 self.listener_key(i, "tls.certificates"),
                 "at least one { cert = \"...pem\", key = \"...key\" } is required",
             );
         }
-        for (n, protocol) in tls.alpn.iter().enumerate() {
+        for (n, name) in tls.alpn.iter().enumerate() {
             let key = self.listener_key(i, &format!("tls.alpn[{n}]"));
-            match protocol.as_str() {
-                "http/1.1" => {}
-                "h2" => errors.push(key, "HTTP/2 is not supported yet: only \"http/1.1\""),
-                other => errors.push(key, format!("expected \"http/1.1\", got {other:?}")),
+            match (protocol, name.as_str()) {
+                // A tcp listener may offer any protocol it relays (`postgresql`,
+                // `imap`...): ALPN names are 1 to 255 bytes.
+                (ListenerProtocol::Tcp, name) if (1..=255).contains(&name.len()) => {}
+                (ListenerProtocol::Tcp, _) => errors.push(key, "expected 1 to 255 bytes"),
+                (ListenerProtocol::Http, "http/1.1") => {}
+                (ListenerProtocol::Http, "h2") => {
+                    errors.push(key, "HTTP/2 is not supported yet: only \"http/1.1\"")
+                }
+                (ListenerProtocol::Http, other) => {
+                    errors.push(key, format!("expected \"http/1.1\", got {other:?}"))
+                }
             }
         }
         if tls.default.is_none() {
@@ -253,7 +267,7 @@ impl Config {
                 );
             }
             if let Some(tls) = &l.tls {
-                self.check_listener_tls(i, tls, errors);
+                self.check_listener_tls(i, l.protocol, tls, errors);
             }
             if l.protocol == ListenerProtocol::Tcp {
                 self.check_tcp_listener(i, l, errors);

@@ -625,7 +625,9 @@ fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> Liste
                 .ok()
         })
         .collect();
-    let tls = l.tls.map(|tls| convert_listener_tls(i, tls, errors));
+    let tls = l
+        .tls
+        .map(|tls| convert_listener_tls(i, tls, protocol, errors));
     ListenerConfig {
         name,
         address,
@@ -637,7 +639,12 @@ fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> Liste
     }
 }
 
-fn convert_listener_tls(i: usize, tls: FileListenerTls, errors: &mut Errors<'_>) -> ListenerTls {
+fn convert_listener_tls(
+    i: usize,
+    tls: FileListenerTls,
+    protocol: ListenerProtocol,
+    errors: &mut Errors<'_>,
+) -> ListenerTls {
     let key = |field: &str| format!("listeners[{i}].tls.{field}");
     let certificates = tls
         .certificates
@@ -670,7 +677,12 @@ fn convert_listener_tls(i: usize, tls: FileListenerTls, errors: &mut Errors<'_>)
         certificates,
         default: tls.default,
         min_version,
-        alpn: tls.alpn.unwrap_or_else(|| vec!["http/1.1".to_string()]),
+        // A tcp listener relays whatever it carries: it offers no protocol of
+        // its own unless told to.
+        alpn: tls.alpn.unwrap_or_else(|| match protocol {
+            ListenerProtocol::Http => vec!["http/1.1".to_string()],
+            ListenerProtocol::Tcp => Vec::new(),
+        }),
     }
 }
 

@@ -352,8 +352,9 @@ impl ControlThread {
         // Certificates are read again whether or not the file changed, so new
         // ones are picked up by a reload alone; a bad one refuses the reload.
         let origin = self.origin();
-        let tls = TlsMaterial::load(&config, &origin, material::unix_now())
+        let mut tls = TlsMaterial::load(&config, &origin, material::unix_now())
             .map_err(ReloadError::Invalid)?;
+        tls.keep_tickets(&self.tls);
         let mut outcome = ReloadOutcome::default();
         outcome
             .warnings

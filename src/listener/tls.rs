@@ -15,7 +15,7 @@ use crate::observe::tls::TlsFailure;
 use crate::protocol::tls::{TlsError, TlsSession};
 use crate::proxy::proxied::Accepted;
 use crate::shard::{ConnectionGuard, Shard, ShardTls};
-use crate::stream::{read_more, write_static, HandshakeError, Stream};
+use crate::stream::{linger_close, read_more, write_static, HandshakeError, Stream};
 
 /// What a plain HTTP request sent to a TLS port gets, as nginx does.
 const PLAIN_HTTP: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 40\r\nconnection: close\r\n\r\nThis port speaks HTTPS, not plain HTTP.\n";
@@ -87,8 +87,13 @@ async fn handshake(shard: &Shard, tls: &ShardTls, accepted: Accepted) -> Result<
         }
     }
     if incoming[0] != HANDSHAKE_RECORD {
-        if incoming[0].is_ascii_uppercase() {
-            let _ = write_static(&mut tcp, PLAIN_HTTP, GOODBYE_TIMEOUT).await;
+        if incoming[0].is_ascii_uppercase()
+            && write_static(&mut tcp, PLAIN_HTTP, GOODBYE_TIMEOUT)
+                .await
+                .is_ok()
+        {
+            // Whatever else the client sent must not reset the answer away.
+            linger_close(&mut tcp).await;
         }
         return Err((
             TlsFailure::NotTls,

@@ -55,6 +55,11 @@ pub struct TlsSession {
     conn: Connection,
     /// The peer's `close_notify` arrived.
     peer_closed: bool,
+    /// Where the peer's records stand: the header bytes of the next one seen so
+    /// far (0..5), and the bytes the current one still owes.
+    header_seen: u8,
+    header: [u8; 2],
+    owed: u16,
 }
 
 impl TlsSession {
@@ -63,6 +68,9 @@ impl TlsSession {
         Ok(TlsSession {
             conn: Connection::Server(ServerConnection::new(config)?),
             peer_closed: false,
+            header_seen: 0,
+            header: [0; 2],
+            owed: 0,
         })
     }
 
@@ -74,12 +82,16 @@ impl TlsSession {
         Ok(TlsSession {
             conn: Connection::Client(ClientConnection::new(config, name)?),
             peer_closed: false,
+            header_seen: 0,
+            header: [0; 2],
+            owed: 0,
         })
     }
 
     /// Takes all of `cipher` and appends every byte it decrypts to `plain`.
     /// On an error, the alert to send is waiting in `drain_output`.
     pub fn feed(&mut self, mut cipher: &[u8], plain: &mut Vec<u8>) -> Result<Fed, TlsError> {
+        self.track_records(cipher);
         // Never hand rustls an empty reader: it would take it for the peer's EOF.
         while !cipher.is_empty() {
             let taken = self
@@ -109,6 +121,42 @@ impl TlsSession {
         self.peer_closed
     }
 
+    /// The peer sent `close_notify`: nothing more will come, whatever the socket
+    /// still does.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// Part of a record has come and the rest has not: the peer is in the middle
+    /// of sending something.
+    pub fn mid_record(&self) -> bool {
+        self.owed > 0 || self.header_seen > 0
+    }
+
+    /// Follows the record framing (a 5-byte header whose last two bytes are the
+    /// length) over every ciphertext byte fed, for `mid_record`.
+    fn track_records(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.owed > 0 {
+                let n = bytes.len().min(usize::from(self.owed));
+                self.owed -= n as u16;
+                bytes = &bytes[n..];
+                continue;
+            }
+            // Content type and version (bytes 0..3), then the length (3..5).
+            let at = self.header_seen;
+            if at >= 3 {
+                self.header[usize::from(at - 3)] = bytes[0];
+            }
+            bytes = &bytes[1..];
+            self.header_seen += 1;
+            if self.header_seen == 5 {
+                self.header_seen = 0;
+                self.owed = u16::from_be_bytes(self.header);
+            }
+        }
+    }
+
     /// Encrypts `plain` into `out`, after whatever output was waiting, and
     /// returns how much of it was taken: all of it once the handshake is over.
     /// Before that, rustls holds plaintext back, up to its buffer limit (64 KiB).
@@ -131,6 +179,12 @@ impl TlsSession {
     /// Moves every record rustls has waiting (handshake flights, tickets, alerts,
     /// key updates, sealed data) into `out`.
     pub fn drain_output(&mut self, out: &mut Vec<u8>) {
+        // An empty write moves a key update we owe the peer (queued until we
+        // next send data) into the output: it must not wait for data that may
+        // never come.
+        if !self.conn.is_handshaking() {
+            let _ = self.conn.writer().write(&[]);
+        }
         while self.conn.wants_write() {
             // Writing into a Vec cannot fail.
             if self.conn.write_tls(out).is_err() {
@@ -301,9 +355,39 @@ mod tests {
         assert_eq!(fed, Fed::PeerClosed);
         assert!(server.feed_eof());
 
+        // Data without close_notify: a TCP EOF now would not be a clean end.
         let (mut server, mut client) = pair(&[&rustls::version::TLS13]);
         handshake(&mut server, &mut client, usize::MAX);
+        let mut wire = Vec::new();
+        client.seal(b"more to come", &mut wire);
+        let (plain, fed) = deliver(&mut server, &wire, 3);
+        assert_eq!((plain.as_slice(), fed), (&b"more to come"[..], Fed::Open));
         assert!(!server.feed_eof(), "a bare TCP EOF is not a clean close");
+    }
+
+    #[test]
+    fn mid_record_follows_the_record_framing_byte_by_byte() {
+        let (mut server, mut client) = pair(&[&rustls::version::TLS13]);
+        handshake(&mut server, &mut client, usize::MAX);
+        let mut wire = Vec::new();
+        client.seal(b"first", &mut wire);
+        let first_end = 5 + usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+        client.seal(&[b'x'; 20_000], &mut wire);
+        // 20,000 bytes are two records.
+        let second_end = first_end
+            + 5
+            + usize::from(u16::from_be_bytes([
+                wire[first_end + 3],
+                wire[first_end + 4],
+            ]));
+        assert!(second_end < wire.len());
+        let mut plain = Vec::new();
+        for (i, byte) in wire.iter().enumerate() {
+            server.feed(std::slice::from_ref(byte), &mut plain).unwrap();
+            let boundary = [first_end, second_end, wire.len()].contains(&(i + 1));
+            assert_eq!(server.mid_record(), !boundary, "after byte {i}");
+        }
+        assert_eq!(plain.len(), 5 + 20_000);
     }
 
     #[test]

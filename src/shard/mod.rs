@@ -118,30 +118,38 @@ pub struct ShardTls {
 
 impl ShardTls {
     /// This shard's configuration for a listener's `material`. A listener that
-    /// had one keeps its session cache and ticket keys across reloads, so that
-    /// clients resume as before.
-    fn build(shard: usize, material: &Arc<ListenerMaterial>, old: Option<&ShardTls>) -> ShardTls {
+    /// serves the same certificates as before keeps its session cache (its
+    /// ticket keys come with the material), so that clients resume as before.
+    /// If it cannot be built (the control thread built one already, so only
+    /// for want of memory), the old one stays; with none, handshakes fail.
+    fn build(
+        shard: usize,
+        material: &Arc<ListenerMaterial>,
+        old: Option<&Rc<ShardTls>>,
+    ) -> Rc<ShardTls> {
         let config = match material.server_config() {
             Ok(mut config) => {
-                if let Some(old) = old.and_then(|o| o.config.as_ref()) {
-                    let config = Arc::make_mut(&mut config);
-                    config.session_storage = Arc::clone(&old.session_storage);
-                    config.ticketer = Arc::clone(&old.ticketer);
+                let same = old.filter(|o| o.material.same_certificates(material));
+                if let Some(old) = same.and_then(|o| o.config.as_ref()) {
+                    Arc::make_mut(&mut config).session_storage = Arc::clone(&old.session_storage);
                 }
                 Some(config)
             }
             Err(e) => {
                 crate::log_error!(
-                    "shard {shard}: listener {}: cannot build its TLS configuration ({e}); refusing handshakes",
+                    "shard {shard}: listener {}: cannot build its TLS configuration ({e})",
                     material.listener
                 );
+                if let Some(old) = old {
+                    return Rc::clone(old);
+                }
                 None
             }
         };
-        ShardTls {
+        Rc::new(ShardTls {
             material: Arc::clone(material),
             config,
-        }
+        })
     }
 }
 
@@ -392,7 +400,7 @@ impl Shard {
             let tls = l.tls.as_ref().map(|material| match &old_tls {
                 // The same files as read by the same load: nothing changed.
                 Some(old) if Arc::ptr_eq(&old.material, material) => Rc::clone(old),
-                old => Rc::new(ShardTls::build(self.index, material, old.as_deref())),
+                old => ShardTls::build(self.index, material, old.as_ref()),
             });
             if let Some(kept) = kept {
                 *kept.serves.borrow_mut() = serves;

@@ -171,6 +171,19 @@ impl CertStore {
         &self.certificates
     }
 
+    /// Whether `other` serves the same certificates (the same chains, in the same
+    /// order, for the same default): then sessions resumed across a reload
+    /// were authenticated by what is still served.
+    pub fn same_as(&self, other: &CertStore) -> bool {
+        self.default == other.default
+            && self.certificates.len() == other.certificates.len()
+            && self
+                .certificates
+                .iter()
+                .zip(&other.certificates)
+                .all(|(a, b)| a.key.cert == b.key.cert)
+    }
+
     /// Which certificate answers `sni`, and how it was found; `None` when nothing
     /// does (no default): the handshake then fails.
     pub fn lookup(&self, sni: Option<&str>) -> Option<(usize, SniMatch)> {

@@ -15,7 +15,7 @@ use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::ServerSessionMemoryCache;
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
@@ -49,12 +49,16 @@ pub struct ListenerMaterial {
     pub versions: &'static [&'static SupportedProtocolVersion],
     /// ALPN protocols offered, in order.
     pub alpn: Vec<Vec<u8>>,
+    /// Session-ticket keys, one set for every shard (a ticket one shard issued
+    /// resumes on any; rotated every 6 hours), kept by reloads that serve the
+    /// same certificates.
+    ticketer: Arc<dyn ProducesTickets>,
     provider: Arc<CryptoProvider>,
 }
 
 impl ListenerMaterial {
-    /// A server configuration for one shard, with its own session cache and
-    /// session-ticket keys.
+    /// A server configuration for one shard, with its own session cache (TLS
+    /// 1.2 session ids) and the listener's session-ticket keys.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, rustls::Error> {
         let mut config = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_protocol_versions(self.versions)?
@@ -62,8 +66,13 @@ impl ListenerMaterial {
             .with_cert_resolver(Arc::clone(&self.store) as _);
         config.alpn_protocols = self.alpn.clone();
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
-        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        config.ticketer = Arc::clone(&self.ticketer);
         Ok(Arc::new(config))
+    }
+
+    /// Whether `other` serves the same certificates.
+    pub fn same_certificates(&self, other: &ListenerMaterial) -> bool {
+        self.store.same_as(&other.store)
     }
 }
 
@@ -212,13 +221,28 @@ impl TlsMaterial {
                     continue;
                 }
             }
-            material.listeners.push(Arc::new(ListenerMaterial {
+            let ticketer = match rustls::crypto::ring::Ticketer::new() {
+                Ok(ticketer) => ticketer,
+                Err(e) => {
+                    report(&mut errors, format!("listeners[{i}].tls"), e.to_string());
+                    continue;
+                }
+            };
+            let loaded = ListenerMaterial {
                 listener: listener.name.clone(),
                 store: Arc::new(store),
                 versions: versions(tls),
                 alpn: tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                ticketer,
                 provider: Arc::clone(&provider),
-            }));
+            };
+            // Shards build theirs the same way: whatever fails, fails here, where
+            // it refuses the start or the reload.
+            if let Err(e) = loaded.server_config() {
+                report(&mut errors, format!("listeners[{i}].tls"), e.to_string());
+                continue;
+            }
+            material.listeners.push(Arc::new(loaded));
         }
         for (i, cluster) in config.clusters.iter().enumerate() {
             let Some(tls) = &cluster.tls else {
@@ -244,6 +268,21 @@ impl TlsMaterial {
             Ok(material)
         } else {
             Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Keeps `previous`'s session-ticket keys for each listener that serves the
+    /// same certificates as before, so that clients resume across a reload.
+    pub fn keep_tickets(&mut self, previous: &TlsMaterial) {
+        for material in &mut self.listeners {
+            let Some(old) = previous.listener(&material.listener) else {
+                continue;
+            };
+            if let Some(new) = Arc::get_mut(material) {
+                if new.same_certificates(old) {
+                    new.ticketer = Arc::clone(&old.ticketer);
+                }
+            }
         }
     }
 

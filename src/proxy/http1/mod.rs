@@ -513,8 +513,13 @@ async fn read_request(
             }
         }
         client.compact();
-        // Nothing buffered and no request begun (over TLS, part of a record may
-        // have come: that begins one).
+        // Over TLS, part of a record begins a request as a byte of a head would:
+        // the rest must come within `timeouts.header_read`.
+        if deadline.is_none() && client.stream.mid_record() {
+            started.get_or_insert_with(Instant::now);
+            deadline = Some(Instant::now() + settings.header_read_timeout);
+        }
+        // Nothing buffered and no request begun.
         let idle = client.buf.is_empty() && deadline.is_none();
         if idle && client.stopping(shard) {
             return Ok(Next::End);
@@ -530,11 +535,9 @@ async fn read_request(
             shard.set_idle(guard, false);
             match read {
                 IdleRead::Read(read) => Some(read),
-                IdleRead::Progress => {
-                    started.get_or_insert_with(Instant::now);
-                    deadline = Some(Instant::now() + settings.header_read_timeout);
-                    continue;
-                }
+                // Ciphertext without plaintext: part of a record (above), or a
+                // whole one without data (a key update): wait on.
+                IdleRead::Progress => continue,
                 IdleRead::Park { wait } => return Ok(Next::Park { wait }),
                 IdleRead::TimedOut => None,
             }
@@ -581,7 +584,7 @@ fn grow_for_head(buf: &mut Vec<u8>, max_head: usize) {
 enum IdleRead {
     /// The read finished (bytes, EOF or an error).
     Read(io::Result<usize>),
-    /// Over TLS, part of a record came: a request has begun.
+    /// Over TLS, ciphertext came that held no request bytes (yet).
     Progress,
     /// Nothing for `PARK_AFTER`, and the read was cancelled: park for `wait` more.
     Park { wait: Duration },
