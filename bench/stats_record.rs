@@ -69,6 +69,7 @@ fn main() {
                 route: Some("default"),
                 cluster: Some("default"),
                 backend: Some(&backend.name),
+                tls: None,
             },
             at(i),
         )

@@ -346,6 +346,17 @@ impl Stream {
         }
     }
 
+    /// Over TLS, after the peer's `close_notify`: sends ours (best effort, no
+    /// lingering), so that a peer that waits for a two-way close sees one.
+    pub async fn answer_close_notify(&mut self) {
+        if let Stream::Tls(tls) = self {
+            if tls.session.peer_closed() {
+                tls.session.close(&mut tls.outgoing);
+                let _ = tls.flush(ALERT_TIMEOUT).await;
+            }
+        }
+    }
+
     /// Gives back the buffers an idle connection does not need.
     pub fn release(&mut self) {
         if let Stream::Tls(tls) = self {

@@ -224,7 +224,11 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
 /// Streams `len` pattern bytes as a request body to `/sink` and checks what the
 /// origin received.
 fn upload(addr: SocketAddr, len: u64, chunked: bool) {
-    let mut s = connect(addr);
+    upload_on(&mut connect(addr), len, chunked);
+}
+
+/// `upload` on an open connection (plain or TLS).
+fn upload_on(s: &mut (impl Read + Write), len: u64, chunked: bool) {
     let framing = if chunked {
         "Transfer-Encoding: chunked".to_string()
     } else {
@@ -253,19 +257,26 @@ fn upload(addr: SocketAddr, len: u64, chunked: bool) {
     if chunked {
         s.write_all(b"0\r\n\r\n").unwrap();
     }
+    s.flush().unwrap();
     let mut pending = Vec::new();
-    let r = read_reply(&mut s, &mut pending, false);
+    let r = read_reply(s, &mut pending, false);
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), format!("{len} {:016x}\n", hash.finish()));
 }
 
 /// Downloads `/bytes/len` and checks every byte.
 fn download(addr: SocketAddr, len: u64) {
-    let mut s = connect(addr);
+    download_on(&mut connect(addr), len);
+}
+
+/// `download` on an open connection (plain or TLS): the response must end with a
+/// clean close (over TLS, a `close_notify`).
+fn download_on(s: &mut (impl Read + Write), len: u64) {
     s.write_all(
         format!("GET /bytes/{len} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .unwrap();
+    s.flush().unwrap();
     let mut buf = vec![0u8; 256 * 1024];
     let mut head = Vec::new();
     let mut offset = 0u64;
@@ -325,6 +336,49 @@ fn gigabyte_bodies_stream_both_ways_in_bounded_memory() {
     assert!(
         growth_mib <= 8.0,
         "RSS grew by {growth_mib:.2} MiB while streaming"
+    );
+}
+
+#[test]
+fn bodies_stream_both_ways_over_tls_in_bounded_memory() {
+    use support::tls::*;
+    const SIZE: u64 = 256 << 20;
+    let dir = test_dir("lifecycle-big");
+    let cert = make_cert(&dir, "big", &["big.test"]);
+    let origin = spawn_origin(Driver::IoUring, "app1");
+    let config = format!(
+        "[server]\nshards = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"https\"\naddress = \"127.0.0.1:0\"\n\
+         tls = {{ certificates = [ {{ cert = {:?}, key = {:?} }} ], default = \"big.test\" }}\n\
+         [[routes]]\nlistener = \"https\"\ncluster = \"app\"\n\
+         [[clusters]]\nname = \"app\"\nhealth_check = {{ kind = \"none\" }}\n\
+         backends = [ {{ name = \"app1\", address = \"{}\" }} ]\n",
+        cert.cert,
+        cert.key,
+        origin.addr()
+    );
+    let proxy = Proxy::start("bigbody-tls", &config);
+    let client = client_config(&[&cert], &[&rustls::version::TLS13], &[]);
+    let open = || {
+        let c = tls_connect(proxy.addr, "big.test", &client).expect("handshake");
+        set_timeouts(&c);
+        c
+    };
+    // Warm up the paths, then take the peak so far as the baseline.
+    upload_on(&mut open(), 1 << 20, false);
+    upload_on(&mut open(), 1 << 20, true);
+    download_on(&mut open(), 1 << 20);
+    let (baseline, _) = proxy.memory_kib();
+    upload_on(&mut open(), SIZE, false);
+    download_on(&mut open(), SIZE);
+    upload_on(&mut open(), SIZE / 4, true);
+    let (peak, _) = proxy.memory_kib();
+    let growth_mib = (peak.saturating_sub(baseline)) as f64 / 1024.0;
+    eprintln!("peak RSS {peak} KiB, baseline {baseline} KiB, growth {growth_mib:.2} MiB");
+    // As in plain HTTP: buffers only, so "a few MiB" at most.
+    assert!(
+        growth_mib <= 8.0,
+        "RSS grew by {growth_mib:.2} MiB while streaming over TLS"
     );
 }
 

@@ -94,6 +94,27 @@ both_drivers! {
             set_timeouts(&client);
             assert_eq!(tls_get(&mut client, "/").status, 200);
         }
+        // Counted by how SNI chose: exact, wildcard, none, unknown.
+        wait_until("SNI counted", || tls(&h).sni == [3, 2, 1, 2]);
+        // Each certificate's days left, by listener and file.
+        let report = h.server().handle().report(None, std::time::Duration::ZERO).unwrap();
+        let days: Vec<(String, i64)> = report
+            .certificates
+            .iter()
+            .map(|c| (c.file.clone(), c.days_left))
+            .collect();
+        assert_eq!(days.len(), 2, "{days:?}");
+        // rcgen's default validity runs to 4096.
+        assert!(days.iter().all(|(_, d)| *d > 365 * 100), "{days:?}");
+        assert!(days[0].0.ends_with("main.pem") && days[1].0.ends_with("shop.pem"));
+        let metrics = get(h.server().admin_addr(), "/metrics").text();
+        for line in [
+            "ringlb_tls_sni_total{match=\"wildcard\"} 2",
+            "ringlb_tls_handshakes_total{kind=\"full\"} 8",
+            "ringlb_tls_certificate_days_left{listener=\"https\",certificate=\"",
+        ] {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
         drop(h);
 
         // Without a default, an unknown name or none is refused in the handshake.
@@ -216,11 +237,13 @@ both_drivers! {
         let mut pending = Vec::new();
         assert_eq!(read_reply(&mut client, &mut pending, false).body.len(), 10);
         assert_eq!(read_reply(&mut client, &mut pending, false).body.len(), 20);
-        // The client says goodbye properly; ringlb closes too.
+        // The client says goodbye properly; ringlb answers in kind (rustls reads
+        // a bare EOF as an error) and closes.
         client.conn.send_close_notify();
         client.flush().unwrap();
         let mut rest = Vec::new();
-        let _ = client.read_to_end(&mut rest);
+        client.read_to_end(&mut rest).expect("a close_notify back");
+        assert!(rest.is_empty());
         wait_until("the connection to close", || h.stats().active_connections == 0);
     }
 

@@ -364,6 +364,23 @@ pub struct Report {
     pub clusters: Vec<ClusterView>,
     /// Per backend.
     pub backends: Vec<BackendView>,
+    /// Every TLS listener's certificates.
+    pub certificates: Vec<CertificateView>,
+}
+
+/// One certificate a TLS listener serves, in a `Report`.
+#[derive(Debug, Clone)]
+pub struct CertificateView {
+    /// The listener's name.
+    pub listener: String,
+    /// The chain's file.
+    pub file: String,
+    /// Its DNS names.
+    pub names: Vec<String>,
+    /// When it expires, in seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Whole days until then (negative once expired).
+    pub days_left: i64,
 }
 
 /// One listener in a `Report`.

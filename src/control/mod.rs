@@ -25,8 +25,8 @@ use crate::admin::{self, AdminAccess, AdminServer};
 use crate::cluster::backend::Availability;
 use crate::config::{self, BackendConfig, Config, ListenerConfig};
 use crate::control::handle::{
-    AdminState, ApiError, BackendStatus, BackendView, ClusterView, ControlMessage, ListenerView,
-    ReloadError, ReloadOutcome, Report, RouteView, ServerHandle, ShutdownReport,
+    AdminState, ApiError, BackendStatus, BackendView, CertificateView, ClusterView, ControlMessage,
+    ListenerView, ReloadError, ReloadOutcome, Report, RouteView, ServerHandle, ShutdownReport,
 };
 use crate::control::health::CheckResult;
 use crate::control::members::{At, Membership};
@@ -660,6 +660,21 @@ impl ControlThread {
                 protocol: l.protocol.as_str(),
             })
             .collect();
+        let unix_now = material::unix_now();
+        let certificates = self
+            .tls
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.store.certificates().iter().map(|c| CertificateView {
+                    listener: l.listener.clone(),
+                    file: c.cert_path.display().to_string(),
+                    names: c.names.clone(),
+                    not_after: c.not_after,
+                    days_left: c.days_left(unix_now),
+                })
+            })
+            .collect();
         Some(Report {
             uptime: now.saturating_duration_since(agg.started),
             io_driver: self.io_driver,
@@ -677,6 +692,7 @@ impl ControlThread {
             routes,
             clusters,
             backends,
+            certificates,
         })
     }
 

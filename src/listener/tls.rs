@@ -42,6 +42,9 @@ pub async fn accept(
     match result {
         Ok(accepted) => {
             shard.stats.tls.handshake(accepted.stream.tls_info());
+            if let Some((_, how)) = tls.store().lookup(accepted.stream.server_name()) {
+                shard.stats.tls.sni(how as usize);
+            }
             Some(accepted)
         }
         Err((why, detail)) => {

@@ -39,6 +39,17 @@ pub struct LogNames<'a> {
     pub cluster: Option<&'a str>,
     /// The backend of its last attempt, if one was made.
     pub backend: Option<&'a str>,
+    /// On a TLS listener: what its connection's handshake agreed.
+    pub tls: Option<LogTls<'a>>,
+}
+
+/// A TLS connection's version, cipher suite and SNI, for its lines.
+#[derive(Debug, Clone, Copy)]
+pub struct LogTls<'a> {
+    pub version: &'static str,
+    pub cipher: &'static str,
+    /// The name the client asked for, if it sent one.
+    pub sni: Option<&'a str>,
 }
 
 impl LogNames<'_> {
@@ -60,6 +71,35 @@ impl LogNames<'_> {
                 }
                 None => out.push_str("null"),
             }
+        }
+        if let Some(tls) = &self.tls {
+            let _ = write!(
+                out,
+                ",\"tls_version\":\"{}\",\"tls_cipher\":\"{}\",\"sni\":",
+                tls.version, tls.cipher
+            );
+            match tls.sni {
+                Some(sni) => {
+                    out.push('"');
+                    escape_json(sni, out);
+                    out.push('"');
+                }
+                None => out.push_str("null"),
+            }
+        }
+    }
+
+    /// Appends ` tls=VERSION cipher=SUITE sni=NAME` on a TLS connection (SNI is
+    /// a DNS name, so it needs no quoting; `-` when the client sent none).
+    fn write_text_tls(&self, out: &mut String) {
+        if let Some(tls) = &self.tls {
+            let _ = write!(
+                out,
+                " tls={} cipher={} sni={}",
+                tls.version,
+                tls.cipher,
+                tls.sni.unwrap_or("-")
+            );
         }
     }
 }
@@ -131,7 +171,7 @@ impl AccessLog {
                 );
             } else {
                 logging::write_now(&mut out);
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     " {client} \"{method} {target}\" {} {} attempts={} in={} out={} duration_ms={duration_ms:.3} listener={} route={} cluster={}",
                     record.status,
@@ -143,6 +183,8 @@ impl AccessLog {
                     names.route.unwrap_or("-"),
                     names.cluster.unwrap_or("-"),
                 );
+                names.write_text_tls(&mut out);
+                out.push('\n');
             }
         }
         if self.buffer.borrow().len() >= FLUSH_BYTES {
@@ -176,7 +218,7 @@ impl AccessLog {
                 );
             } else {
                 logging::write_now(&mut out);
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     " {client} tunnel {end} {} attempts={} in={} out={} duration_ms={duration_ms:.3} listener={} route={} cluster={}",
                     names.backend.unwrap_or("-"),
@@ -187,6 +229,8 @@ impl AccessLog {
                     names.route.unwrap_or("-"),
                     names.cluster.unwrap_or("-"),
                 );
+                names.write_text_tls(&mut out);
+                out.push('\n');
             }
         }
         if self.buffer.borrow().len() >= FLUSH_BYTES {
@@ -304,6 +348,7 @@ mod tests {
             route: None,
             cluster: Some("db"),
             backend: Some("db2"),
+            tls: None,
         };
         let client = "192.0.2.7:5000".parse().unwrap();
         log.write_tunnel(
@@ -330,5 +375,60 @@ mod tests {
             lines[0]
         );
         assert!(lines[1].contains(" tunnel connect db2 "), "{}", lines[1]);
+    }
+
+    #[test]
+    fn tls_connections_log_version_cipher_and_sni() {
+        for json in [false, true] {
+            let (tx, rx) = bounded(4);
+            let log = AccessLog {
+                json,
+                ..AccessLog::new(tx)
+            };
+            let started = Instant::now();
+            let record = RequestRecord {
+                started,
+                status: 200,
+                attempts: 1,
+                bytes_in: 40,
+                bytes_out: 100,
+                error: None,
+            };
+            let mut names = LogNames {
+                listener: "https",
+                route: Some("all"),
+                cluster: Some("web"),
+                backend: Some("w1"),
+                tls: Some(LogTls {
+                    version: "TLSv1_3",
+                    cipher: "TLS13_AES_128_GCM_SHA256",
+                    sni: Some("example.com"),
+                }),
+            };
+            let client = "192.0.2.7:5000".parse().unwrap();
+            log.write(client, "GET /", &record, &names, started);
+            names.tls = None;
+            log.write(client, "GET /", &record, &names, started);
+            log.flush(started);
+            let text = String::from_utf8(rx.try_recv().unwrap()).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            if json {
+                let tls: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+                assert_eq!(tls["tls_version"], "TLSv1_3");
+                assert_eq!(tls["tls_cipher"], "TLS13_AES_128_GCM_SHA256");
+                assert_eq!(tls["sni"], "example.com");
+                let plain: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+                assert!(plain.get("tls_version").is_none(), "{plain}");
+            } else {
+                assert!(
+                    lines[0].ends_with(
+                        " cluster=web tls=TLSv1_3 cipher=TLS13_AES_128_GCM_SHA256 sni=example.com"
+                    ),
+                    "{}",
+                    lines[0]
+                );
+                assert!(lines[1].ends_with(" cluster=web"), "{}", lines[1]);
+            }
+        }
     }
 }

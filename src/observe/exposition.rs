@@ -10,7 +10,7 @@ use crate::control::breaker::BreakerState;
 use crate::control::handle::{BackendView, ClusterView, Report};
 use crate::observe::logging::escape_json;
 use crate::observe::stats::{LatencySummary, ERROR_KINDS};
-use crate::observe::tls::{TlsTotals, TLS_CIPHERS, TLS_FAILURES, TLS_VERSIONS};
+use crate::observe::tls::{TlsTotals, TLS_CIPHERS, TLS_FAILURES, TLS_SNI, TLS_VERSIONS};
 use crate::observe::tunnels::{TunnelCounters, TunnelTotals, DURATION_BUCKETS, TUNNEL_ENDS};
 
 /// `/stats`: one JSON object.
@@ -77,7 +77,29 @@ pub fn stats_json(report: &Report) -> String {
     tunnel_totals_json(&mut out, &t.tunnels);
     out.push_str(",\"tls\":");
     tls_json(&mut out, &t.tls);
-    out.push_str(",\"listeners\":[");
+    out.push_str(",\"certificates\":[");
+    for (i, c) in report.certificates.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"listener\":");
+        string_json(&mut out, &c.listener);
+        out.push_str(",\"file\":");
+        string_json(&mut out, &c.file);
+        out.push_str(",\"names\":[");
+        for (n, name) in c.names.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            string_json(&mut out, name);
+        }
+        let _ = write!(
+            out,
+            "],\"not_after\":{},\"days_left\":{}}}",
+            c.not_after, c.days_left
+        );
+    }
+    out.push_str("],\"listeners\":[");
     for (i, l) in report.listeners.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -234,6 +256,8 @@ fn tls_json(out: &mut String, t: &TlsTotals) {
     named_counts_json(out, &TLS_CIPHERS, &t.ciphers);
     out.push_str(",\"failures\":");
     named_counts_json(out, &TLS_FAILURES, &t.failures);
+    out.push_str(",\"sni\":");
+    named_counts_json(out, &TLS_SNI, &t.sni);
     out.push('}');
 }
 
@@ -337,6 +361,15 @@ fn tls_metrics(out: &mut String, t: &TlsTotals) {
             out,
             "ringlb_tls_handshake_failures_total{{reason=\"{name}\"}} {n}"
         );
+    }
+    family(
+        out,
+        "ringlb_tls_sni_total",
+        "counter",
+        "TLS handshakes with clients that succeeded, by how SNI chose the certificate: exact, wildcard, none (no SNI: the default), unknown (a name no certificate carries: the default).",
+    );
+    for (name, n) in TLS_SNI.iter().zip(t.sni) {
+        let _ = writeln!(out, "ringlb_tls_sni_total{{match=\"{name}\"}} {n}");
     }
 }
 
@@ -660,6 +693,21 @@ pub fn metrics_text(report: &Report) -> String {
 
     tunnel_metrics(&mut out, &t.tunnels, report, &names);
     tls_metrics(&mut out, &t.tls);
+    family(
+        &mut out,
+        "ringlb_tls_certificate_days_left",
+        "gauge",
+        "Whole days until each TLS listener's certificate expires (negative once it has).",
+    );
+    for c in &report.certificates {
+        let _ = writeln!(
+            out,
+            "ringlb_tls_certificate_days_left{{listener=\"{}\",certificate=\"{}\"}} {}",
+            label(&c.listener),
+            label(&c.file),
+            c.days_left
+        );
+    }
 
     family(
         &mut out,

@@ -107,9 +107,14 @@ pub const TLS_CIPHERS: [&str; 9] = [
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
 ];
 
+/// How a client's SNI chose its certificate: a name of one exactly, a
+/// wildcard, none sent (the default), or a name none carries (the default).
+pub const TLS_SNI: [&str; 4] = ["exact", "wildcard", "none", "unknown"];
+
 /// One shard's TLS counters.
 #[derive(Debug, Default)]
 pub struct ShardTlsStats {
+    sni: [Cell<u64>; TLS_SNI.len()],
     full: Cell<u64>,
     resumed: Cell<u64>,
     versions: [Cell<u64>; TLS_VERSIONS.len()],
@@ -136,6 +141,14 @@ impl ShardTlsStats {
         }
     }
 
+    /// Counts how a handshake's SNI chose its certificate (an index into
+    /// `TLS_SNI`).
+    pub fn sni(&self, how: usize) {
+        if let Some(cell) = self.sni.get(how) {
+            bump(cell);
+        }
+    }
+
     /// Counts a handshake that failed.
     pub fn failed(&self, why: TlsFailure) {
         bump(&self.failures[why as usize]);
@@ -149,6 +162,7 @@ impl ShardTlsStats {
             versions: self.versions.each_ref().map(Cell::get),
             ciphers: self.ciphers.each_ref().map(Cell::get),
             failures: self.failures.each_ref().map(Cell::get),
+            sni: self.sni.each_ref().map(Cell::get),
         }
     }
 }
@@ -170,6 +184,9 @@ pub struct TlsTotals {
     pub ciphers: [u64; TLS_CIPHERS.len()],
     /// Failed handshakes by reason, indexed like `TLS_FAILURES`.
     pub failures: [u64; TLS_FAILURES.len()],
+    /// Successful handshakes by how SNI chose the certificate, indexed like
+    /// `TLS_SNI`.
+    pub sni: [u64; TLS_SNI.len()],
 }
 
 impl TlsTotals {
@@ -180,6 +197,7 @@ impl TlsTotals {
         add(&mut self.versions, &o.versions);
         add(&mut self.ciphers, &o.ciphers);
         add(&mut self.failures, &o.failures);
+        add(&mut self.sni, &o.sni);
     }
 }
 
@@ -198,6 +216,19 @@ mod tests {
         for suite in rustls::crypto::ring::ALL_CIPHER_SUITES {
             let name = suite.suite().as_str().unwrap();
             assert!(TLS_CIPHERS.contains(&name), "{name} is not counted");
+        }
+    }
+
+    #[test]
+    fn sni_counters_follow_the_store_s_matches() {
+        use crate::tls::certs::SniMatch;
+        for (how, name) in [
+            (SniMatch::Exact, "exact"),
+            (SniMatch::Wildcard, "wildcard"),
+            (SniMatch::NoSni, "none"),
+            (SniMatch::Unknown, "unknown"),
+        ] {
+            assert_eq!(TLS_SNI[how as usize], name);
         }
     }
 

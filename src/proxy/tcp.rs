@@ -15,7 +15,7 @@ use crate::cluster::balancer::{hash_ip, RequestContext};
 use crate::cluster::Cluster;
 use crate::config::Strategy;
 use crate::log_debug;
-use crate::observe::access_log::LogNames;
+use crate::observe::access_log::{LogNames, LogTls};
 use crate::observe::stats::ShardStats;
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
 use crate::protocol::proxy_header;
@@ -41,6 +41,8 @@ pub async fn serve(
         early,
     } = accepted;
     let started = Instant::now();
+    let tls = stream.tls_info();
+    let sni = stream.server_name().map(str::to_owned);
     let Serves::Tcp(Some(cluster)) = listener.serves() else {
         // A reload changed the listener under this connection: nothing to serve.
         return;
@@ -93,6 +95,11 @@ pub async fn serve(
         route: None,
         cluster: Some(&cluster.name),
         backend: backend.as_ref().map(|b| &*b.name),
+        tls: tls.map(|info| LogTls {
+            version: info.version,
+            cipher: info.cipher,
+            sni: sni.as_deref(),
+        }),
     };
     tunnel::finish(&shard, peer, &record, backend.as_deref(), &names);
 }

@@ -117,6 +117,11 @@ pub struct ShardTls {
 }
 
 impl ShardTls {
+    /// The certificates it serves.
+    pub fn store(&self) -> &crate::tls::certs::CertStore {
+        &self.material.store
+    }
+
     /// This shard's configuration for a listener's `material`. A listener that
     /// serves the same certificates as before keeps its session cache (its
     /// ticket keys come with the material), so that clients resume as before.

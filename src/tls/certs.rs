@@ -122,13 +122,13 @@ impl Certificate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SniMatch {
     /// One of the certificate's names, exactly.
-    Exact,
+    Exact = 0,
     /// A wildcard name (`*.example.com` for `a.example.com`).
-    Wildcard,
+    Wildcard = 1,
     /// No SNI: the default certificate.
-    NoSni,
+    NoSni = 2,
     /// An SNI no certificate names: the default certificate.
-    Unknown,
+    Unknown = 3,
 }
 
 /// A listener's certificates, and which one answers which name.

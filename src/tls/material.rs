@@ -543,17 +543,43 @@ mod tests {
     /// Runs a handshake between a client of `cluster`'s material and a server
     /// with `server`'s certificate; true if it completes.
     fn handshake_with(client: &ClusterMaterial, name: &str, server: &CertificateFiles) -> bool {
+        handshake_asking(client, name, server, None)
+    }
+
+    /// The same, with a server that requires a client certificate issued by
+    /// `client_ca` when one is given (mutual TLS).
+    fn handshake_asking(
+        client: &ClusterMaterial,
+        name: &str,
+        server: &CertificateFiles,
+        client_ca: Option<&CertificateFiles>,
+    ) -> bool {
         use crate::protocol::tls::TlsSession;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certificate = Certificate::load(&server.cert, &server.key, &provider).unwrap();
         // Served whatever name the client asks for.
         let default = certificate.names[0].clone();
         let store = CertStore::new(vec![certificate], Some(&default));
-        let server_config = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(store));
+            .unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(&ca.cert).unwrap() {
+                    roots.add(cert.unwrap()).unwrap();
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let server_config = builder.with_cert_resolver(Arc::new(store));
         let mut server = TlsSession::server(Arc::new(server_config)).unwrap();
         let name = client
             .server_name
@@ -573,6 +599,42 @@ mod tests {
             }
         }
         !client.is_handshaking() && !server.is_handshaking()
+    }
+
+    #[test]
+    fn a_cluster_sends_its_client_certificate_to_a_backend_that_asks() {
+        let dir = temp_dir("mutual");
+        let backend = make(&dir, "backend", &["api.internal"], (2020, 2100));
+        let ringlb = make(&dir, "ringlb", &["ringlb.internal"], (2020, 2100));
+        let stranger = make(&dir, "stranger", &["ringlb.internal"], (2020, 2100));
+        let mut config = Config::default();
+        let tls = ClusterTls {
+            server_name: Some("api.internal".into()),
+            ca: Some(backend.cert.clone()),
+            verify: true,
+            client_certificate: None,
+        };
+        config.clusters[0].tls = Some(tls.clone());
+        let without = TlsMaterial::load(&config, "f", NOW).unwrap();
+        config.clusters[0].tls = Some(ClusterTls {
+            client_certificate: Some(ringlb.clone()),
+            ..tls
+        });
+        let with = TlsMaterial::load(&config, "f", NOW).unwrap();
+        assert!(handshake_asking(
+            &with.clusters[0],
+            "",
+            &backend,
+            Some(&ringlb)
+        ));
+        assert!(
+            !handshake_asking(&without.clusters[0], "", &backend, Some(&ringlb)),
+            "no certificate"
+        );
+        assert!(
+            !handshake_asking(&with.clusters[0], "", &backend, Some(&stranger)),
+            "another issuer"
+        );
     }
 
     #[test]

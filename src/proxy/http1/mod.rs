@@ -25,7 +25,7 @@ use monoio::io::Canceller;
 
 use crate::cluster::backend::Backend;
 use crate::log_debug;
-use crate::observe::access_log::LogNames;
+use crate::observe::access_log::{LogNames, LogTls};
 use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
 use crate::protocol::h1::{self, Forwarding, Request};
@@ -231,6 +231,8 @@ async fn tunnel_upgraded(
         pos,
         ..
     } = client;
+    let tls = stream.tls_info();
+    let sni = stream.server_name().map(str::to_owned);
     let Upgrade { upgraded, route } = upgrade;
     let Upgraded {
         upstream,
@@ -261,6 +263,11 @@ async fn tunnel_upgraded(
         route: Some(&route.name),
         cluster: Some(&route.cluster.name),
         backend: Some(&backend.name),
+        tls: tls.map(|info| LogTls {
+            version: info.version,
+            cipher: info.cipher,
+            sni: sni.as_deref(),
+        }),
     };
     tunnel::finish(shard, peer, &record, Some(backend), &names);
 }
@@ -315,7 +322,11 @@ async fn serve_active(
         let (request, started) = match read {
             Ok(Next::Request(request, started)) => (request, started),
             Ok(Next::Park { wait }) => return Active::Parked { wait },
-            Ok(Next::End) => return Active::Ended,
+            Ok(Next::End) => {
+                // A client that said goodbye over TLS gets ours.
+                client.stream.answer_close_notify().await;
+                return Active::Ended;
+            }
             Err(error) => {
                 let record = RequestRecord {
                     started: Instant::now(),
@@ -409,6 +420,11 @@ async fn serve_active(
                     route: route.as_ref().map(|r| &*r.name),
                     cluster: route.as_ref().map(|r| &*r.cluster.name),
                     backend: backend.as_ref().map(|b| &*b.name),
+                    tls: client.stream.tls_info().map(|info| LogTls {
+                        version: info.version,
+                        cipher: info.cipher,
+                        sni: client.stream.server_name(),
+                    }),
                 };
                 log.write(client.peer, &scratch.request_line, &record, &names, now);
             }
