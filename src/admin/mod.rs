@@ -1,7 +1,8 @@
 //! `admin`: the admin listener, on its own port and its own thread.
 //!
 //! Owns the HTTP endpoints for operators: `GET /healthz`, `/stats` (JSON),
-//! `/metrics` (Prometheus), `/backends`, `/clusters`; the runtime API that changes
+//! `/metrics` (Prometheus), `/backends`, `/clusters`, the live page `GET /`
+//! ([`PAGE`], polling `/stats`); the runtime API that changes
 //! backends (add, remove, weight, drain, enable, disable) and `POST /reload`, all
 //! answered by the control thread through a `ServerHandle`. Guards them with an
 //! optional bearer token and, for changes, against what a web page could send
@@ -141,6 +142,10 @@ impl AdminRequest {
     }
 }
 
+/// The live statistics page `GET /` serves: HTML, CSS and JS in one file, which
+/// polls `/stats`; no external requests, no build step.
+const PAGE: &str = include_str!("page.html");
+
 /// An answer: status, content type, body, and extra header lines.
 struct Answer {
     status: u16,
@@ -261,6 +266,7 @@ fn handle(mut stream: TcpStream, context: &Context<'_>) -> io::Result<()> {
 /// What an endpoint does, once its path is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
+    Page,
     Healthz,
     Stats,
     Metrics,
@@ -277,7 +283,7 @@ impl Endpoint {
     /// The methods it takes, for 405's `Allow`.
     fn allow(self) -> &'static str {
         match self {
-            Endpoint::Healthz => "GET, HEAD",
+            Endpoint::Healthz | Endpoint::Page => "GET, HEAD",
             Endpoint::Backend => "GET, PUT, DELETE",
             Endpoint::BackendAction | Endpoint::ClusterBackends | Endpoint::Reload => "POST",
             _ => "GET",
@@ -293,6 +299,7 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
     let path = request.target.split('?').next().unwrap_or("");
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let endpoint = match segments.as_slice() {
+        [""] => Endpoint::Page,
         ["healthz"] => Endpoint::Healthz,
         ["stats"] => Endpoint::Stats,
         ["metrics"] => Endpoint::Metrics,
@@ -306,7 +313,10 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
         _ => return Answer::error(404, "not found"),
     };
     let method = request.method.as_str();
-    let open = endpoint == Endpoint::Healthz && matches!(method, "GET" | "HEAD");
+    // The page holds no figures (it fetches them, with the token the operator
+    // types in): a browser can load it without one.
+    let open =
+        matches!(endpoint, Endpoint::Healthz | Endpoint::Page) && matches!(method, "GET" | "HEAD");
     if !open {
         if let Err(refusal) = authorize(context.access, request.header("authorization")) {
             return refused(refusal);
@@ -332,6 +342,14 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
     let server = context.server;
     match (endpoint, method, segments.as_slice()) {
         (Endpoint::Healthz, _, _) => Answer::text(200, "ok\n"),
+        (Endpoint::Page, _, _) => Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: PAGE.to_string(),
+            // Nothing from elsewhere, and never in another site's frame (its
+            // buttons change backends).
+            extra: "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\nCache-Control: no-cache\r\n".to_string(),
+        },
         (Endpoint::Stats, _, _) => {
             let shard = match query_param(&request.target, "shard").map(str::parse::<usize>) {
                 None => None,
