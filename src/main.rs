@@ -16,16 +16,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const HELP: &str = "\
 ringlb: a thread-per-core io_uring HTTP/1.1 load balancer
 
-Usage:
-  ringlb run --config FILE      serve (also: ringlb -c FILE)
-  ringlb check --config FILE    validate FILE, print a summary; exit 1 on errors
-  ringlb demo [--tls]           three demo origins on 127.0.0.1:9001-9003 and the
-                                balancer on 127.0.0.1:8080 (admin on :9900); --tls
-                                adds HTTPS on 127.0.0.1:8443 with a new self-signed
-                                certificate
-  ringlb origin --listen ADDR [--name NAME] [--delay DUR] [--io auto|io_uring|epoll]
-                                the small origin server used by the demo and tests
-  ringlb --version | --help
+Usage: ringlb COMMAND [OPTIONS]   (ringlb -c FILE is ringlb run -c FILE)
+
+Commands:
+  run -c FILE          serve the configuration in FILE (--config FILE works too)
+  check -c FILE        validate FILE and its certificates: a summary, or every error
+  demo [--tls]         three origins on :9001-9003 behind :8080, admin :9900 (+ HTTPS :8443)
+  origin --listen ADDR the small test origin [--name NAME] [--delay DUR] [--io MODE]
+  help, --help         this text
+  version, --version   the version
 
 Signals: SIGTERM/SIGINT drain gracefully (a second one stops at once);
 SIGHUP re-reads the configuration file and applies all of it (listeners, routes,
@@ -233,7 +232,7 @@ fn run() -> Result<ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse_args(&args)? {
         Command::Help => {
-            print!("{HELP}\nOrigin routes:\n{}\n", origin::ROUTES);
+            print!("{HELP}\nOrigin routes:\n  {}\n", origin::ROUTES);
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {

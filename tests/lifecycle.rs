@@ -1125,7 +1125,29 @@ fn version_and_help() {
     assert_eq!(out.trim(), format!("ringlb {}", env!("CARGO_PKG_VERSION")));
     let (code, out, _) = ringlb(&["--help"]);
     assert_eq!(code, 0);
-    assert!(out.contains("ringlb demo") && out.contains("/delay/DUR"));
+    // Every command on one line of its own, then the origin's routes.
+    for command in [
+        "run -c FILE ",
+        "check -c FILE ",
+        "demo [--tls] ",
+        "origin --listen ADDR ",
+        "help, --help ",
+        "version, --version ",
+    ] {
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.starts_with(&format!("  {command}")))
+                .count(),
+            1,
+            "{command}: {out}"
+        );
+    }
+    assert!(out.contains("  /delay/DUR"), "{out}");
+    // The example configuration's check fits a screen.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ringlb.toml");
+    let (code, out, _) = ringlb(&["check", "--config", example]);
+    assert_eq!(code, 0);
+    assert!(out.lines().count() <= 24, "{out}");
     let (code, _, err) = ringlb(&["run"]);
     assert_eq!(code, 1);
     assert!(err.contains("--config"), "{err}");

@@ -139,6 +139,9 @@ pub(crate) struct ControlStart {
     pub(crate) handle: ServerHandle,
 }
 
+/// How often certificates are looked at for expiry.
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
 pub(crate) struct ControlThread {
     shards: Vec<ShardLink>,
     events: Receiver<ShardEvent>,
@@ -150,6 +153,10 @@ pub(crate) struct ControlThread {
     config_path: Option<PathBuf>,
     /// Every TLS listener's certificates, read again by each reload.
     tls: TlsMaterial,
+    /// What was last said about certificates close to expiring.
+    expiry: material::ExpiryWatch,
+    /// When certificates are next looked at for expiry.
+    next_expiry_check: Instant,
     members: Membership,
     health: Receiver<CheckResult>,
     /// The shard that gets the next half-open probes (rotates).
@@ -173,6 +180,9 @@ pub(crate) struct ControlThread {
 impl ControlThread {
     pub(crate) fn new(start: ControlStart) -> Self {
         let shard_count = start.shards.len();
+        // What loading said already (start's warnings) is not said again.
+        let mut expiry = material::ExpiryWatch::default();
+        expiry.due(&start.tls, material::unix_now());
         ControlThread {
             shards: start.shards,
             events: start.events,
@@ -180,6 +190,8 @@ impl ControlThread {
             config: start.config,
             config_path: start.config_path,
             tls: start.tls,
+            expiry,
+            next_expiry_check: Instant::now() + EXPIRY_CHECK_EVERY,
             members: start.members,
             health: start.health,
             next_probe_shard: 0,
@@ -234,6 +246,19 @@ impl ControlThread {
                 self.publish(at);
             }
             self.publish_weights();
+            self.check_expiry(Instant::now());
+        }
+    }
+
+    /// Every hour, warns about certificates close to expiring (once per day of
+    /// difference, see `ExpiryWatch`).
+    fn check_expiry(&mut self, now: Instant) {
+        if now < self.next_expiry_check {
+            return;
+        }
+        self.next_expiry_check = now + EXPIRY_CHECK_EVERY;
+        for line in self.expiry.due(&self.tls, material::unix_now()) {
+            log_warn!("{line}");
         }
     }
 
@@ -472,6 +497,8 @@ impl ControlThread {
             .extend(config.warnings.iter().map(ToString::to_string));
         self.config = config;
         self.tls = tls;
+        // The reload's warnings said it already.
+        self.expiry.due(&self.tls, material::unix_now());
         let missed = self.configure_shards(sockets);
         if missed > 0 {
             outcome.warnings.push(format!(

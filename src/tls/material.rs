@@ -374,6 +374,50 @@ fn versions(tls: &ListenerTls) -> &'static [&'static SupportedProtocolVersion] {
 }
 
 /// What an operator should hear about a certificate that loaded.
+/// Which listeners' certificates are close to expiring (or have), each told once
+/// per day of difference: the control thread asks every hour and logs what it
+/// is told, so a certificate that is never reloaded is still warned about, daily,
+/// from 14 days before it expires.
+#[derive(Debug, Default)]
+pub struct ExpiryWatch {
+    /// Per certificate file: the days left last told.
+    told: std::collections::HashMap<std::path::PathBuf, i64>,
+}
+
+impl ExpiryWatch {
+    /// The lines to log about `material`'s certificates as of `now` (seconds
+    /// since the Unix epoch): those within `EXPIRY_WARNING_DAYS` of expiring, or
+    /// expired, whose days left changed since last told.
+    pub fn due(&mut self, material: &TlsMaterial, now: i64) -> Vec<String> {
+        let mut lines = Vec::new();
+        for listener in &material.listeners {
+            for certificate in listener.store.certificates() {
+                let days = certificate.days_left(now);
+                if days >= EXPIRY_WARNING_DAYS {
+                    continue;
+                }
+                if self.told.insert(certificate.cert_path.clone(), days) == Some(days) {
+                    continue;
+                }
+                let file = certificate.cert_path.display();
+                let names = certificate.names.join(", ");
+                lines.push(if certificate.not_after <= now {
+                    format!(
+                        "listener {}: certificate {file} ({names}) expired {} day(s) ago",
+                        listener.listener, -days
+                    )
+                } else {
+                    format!(
+                        "listener {}: certificate {file} ({names}) expires in {days} day(s)",
+                        listener.listener
+                    )
+                });
+            }
+        }
+        lines
+    }
+}
+
 fn warnings_of(certificate: &Certificate, now: i64) -> Vec<String> {
     let file = certificate.cert_path.display();
     let days = certificate.days_left(now);
@@ -520,6 +564,34 @@ mod tests {
             "{text:#?}"
         );
         assert!(text[2].contains("later.pem: not valid yet"), "{text:#?}");
+    }
+
+    #[test]
+    fn certificates_near_expiry_are_told_once_a_day() {
+        let dir = temp_dir("expiry");
+        let config = config_with(tls(
+            vec![
+                make(&dir, "soon", &["soon.example"], (2020, 2026)),
+                make(&dir, "fine", &["fine.example"], (2020, 2100)),
+            ],
+            None,
+        ));
+        // 2025-12-24T12:00:00Z: "soon" (2026-01-01) is 7.5 days away.
+        let now = 1_766_620_800 - 43_200;
+        let material = TlsMaterial::load(&config, "f", now).unwrap();
+        let mut watch = ExpiryWatch::default();
+        let first = watch.due(&material, now);
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert!(
+            first[0].contains("soon.pem (soon.example) expires in 7 day(s)"),
+            "{first:?}"
+        );
+        // An hour later: nothing new. A day later: told again.
+        assert!(watch.due(&material, now + 3_600).is_empty());
+        let next = watch.due(&material, now + 86_400);
+        assert!(next[0].contains("expires in 6 day(s)"), "{next:?}");
+        let after = watch.due(&material, 1_767_225_600 + 86_400);
+        assert!(after[0].contains("expired 1 day(s) ago"), "{after:?}");
     }
 
     #[test]
