@@ -108,8 +108,16 @@ impl Browser {
         }
     }
 
+    /// Opens `url` and waits until it has loaded (navigating returns before).
     fn navigate(&mut self, url: &str) {
         self.call("Page.navigate", json!({ "url": url }));
+        let loaded = format!(
+            "location.href === {} && document.readyState === 'complete'",
+            json!(url)
+        );
+        wait_until(&format!("{url} to load"), || {
+            self.eval(&loaded) == json!(true)
+        });
     }
 
     /// Evaluates `expression` in the page and returns its value.

@@ -580,6 +580,38 @@ fn a_close_notify_behind_data_ends_the_tunnel_without_a_fin() {
 }
 
 #[test]
+fn tls_1_2_sessions_resume_by_session_id_without_tickets() {
+    let dir = test_dir("session-id");
+    let cert = make_cert(&dir, "example", &["example.test"]);
+    let (h, addr) = https(
+        ringlb::shard::Driver::Epoll,
+        &[&cert],
+        Some("example.test"),
+        |_| {},
+    );
+    let mut config = (*client_config(&[&cert], &[&TLS12], &[])).clone();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(8)
+        .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+    let config = std::sync::Arc::new(config);
+    for round in 0..3 {
+        let mut client = tls_connect(addr, "example.test", &config).expect("handshake");
+        set_timeouts(&client);
+        let expected = if round == 0 {
+            HandshakeKind::Full
+        } else {
+            HandshakeKind::Resumed
+        };
+        assert_eq!(
+            client.conn.handshake_kind(),
+            Some(expected),
+            "round {round}"
+        );
+        assert_eq!(tls_get(&mut client, "/").status, 200);
+    }
+    assert_eq!(tls(&h).resumed, 2);
+}
+
+#[test]
 fn sessions_resume_on_any_shard() {
     let dir = test_dir("shards");
     let cert = make_cert(&dir, "example", &["example.test"]);

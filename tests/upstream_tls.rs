@@ -128,6 +128,13 @@ both_drivers! {
         // One TLS connection to the backend, reused for every request after.
         let stats = h.stats();
         assert_eq!((stats.upstream_connects, stats.upstream_reuses), (1, 49));
+        // A reload reads the CA again; unchanged, the pooled connection stays.
+        h.server().handle().reload(h.config.clone()).expect("the reload is taken");
+        wait_until("the reload applied", || {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+            read_reply(&mut s, &mut pending, false).status == 200 && h.stats().upstream_reuses >= 51
+        });
+        assert_eq!(h.stats().upstream_connects, 1);
         // Large bodies both ways over it.
         const SIZE: usize = 8 * 1024 * 1024 + 3;
         s.write_all(format!("GET /bytes/{SIZE} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();

@@ -151,9 +151,10 @@ impl Cluster {
         self.tls.borrow().clone()
     }
 
-    /// Speaks TLS to its backends with `material` (or not). New material (every
-    /// reload reads the files again) closes the idle connections made with the
-    /// old: a changed CA must not go on trusting them.
+    /// Speaks TLS to its backends with `material` (or not). Changed material (a
+    /// new CA, name or client certificate, found when a reload reads the files
+    /// again) closes the idle connections made with the old: they must not go
+    /// on being trusted.
     pub fn set_tls(&self, material: Option<&Arc<ClusterMaterial>>) {
         let mut tls = self.tls.borrow_mut();
         let same = match (tls.as_deref(), material) {

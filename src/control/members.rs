@@ -264,7 +264,7 @@ impl Membership {
                 // New certificates or a new CA (every reload reads them again).
                 || match (&p.tls, tls) {
                     (None, None) => false,
-                    (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                    (Some(a), Some(b)) => !a.same_as(b),
                     _ => true,
                 }
         });

@@ -92,6 +92,24 @@ pub struct ClusterMaterial {
 }
 
 impl ClusterMaterial {
+    /// Whether `other` trusts, names and presents the same (the same CA
+    /// certificates, server name, verification and client certificate): then a
+    /// reload that read the files again changes nothing, and connections made
+    /// with this material may stay.
+    pub fn same_as(&self, other: &ClusterMaterial) -> bool {
+        self.server_name == other.server_name
+            && match (&self.roots, &other.roots) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.roots == b.roots,
+                _ => false,
+            }
+            && match (&self.client_certificate, &other.client_certificate) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.cert == b.cert,
+                _ => false,
+            }
+    }
+
     /// A client configuration for one shard, with its own resumption cache.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, rustls::Error> {
         let builder = ClientConfig::builder_with_provider(Arc::clone(&self.provider))

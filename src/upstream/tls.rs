@@ -46,9 +46,10 @@ impl UpstreamTls {
         }
     }
 
-    /// Whether it was built from `material` (the same load of the same files).
+    /// Whether it was built from `material`, or from material with the same
+    /// contents (a reload reads the files again).
     pub fn built_from(&self, material: &Arc<ClusterMaterial>) -> bool {
-        Arc::ptr_eq(&self.material, material)
+        Arc::ptr_eq(&self.material, material) || self.material.same_as(material)
     }
 
     /// The client side of a handshake with the backend at `address` over `tcp`,
