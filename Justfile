@@ -12,6 +12,10 @@ test:
 check:
     bash .ci/run
 
+# The container image: a static binary, checked, then `docker build` (needs a daemon).
+image *args:
+    scripts/build-image.sh {{args}}
+
 # Validate a configuration file, like `nginx -t`.
 check-config file="config/ringlb.toml":
     cargo run --release -- check --config {{file}}
