@@ -28,16 +28,20 @@ size=$(stat -c %s "$stripped")
 [ "$size" -le $((limit_mib * 1024 * 1024)) ] || fail "$size bytes, over $limit_mib MiB"
 echo "check-static: $bin is static, $((size / 1024)) KiB stripped (limit $limit_mib MiB)"
 
-# chroot needs root: sudo when not root.
+# chroot needs root: sudo (without a password) when not root.
 as_root=""
-[ "$(id -u)" -eq 0 ] || as_root="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+    sudo -n true 2>/dev/null || fail "the chroot test needs root or passwordless sudo"
+    as_root="sudo -n"
+fi
 root="$(mktemp -d)"
 origin_pid=""
 proxy_pid=""
 cleanup() {
-    [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
+    [ -n "$proxy_pid" ] && $as_root pkill -P "$proxy_pid" 2>/dev/null || true
+    [ -n "$proxy_pid" ] && $as_root kill "$proxy_pid" 2>/dev/null || true
     [ -n "$origin_pid" ] && kill "$origin_pid" 2>/dev/null || true
-    rm -rf "$root" "$stripped"
+    rm -rf "$root" "$root.log" "$stripped"
 }
 trap cleanup EXIT
 # Ports the check picks from the kernel's ephemeral range.
@@ -74,4 +78,3 @@ for _ in $(seq 100); do
 done
 [ "$answer" = "app1" ] || fail "no answer through the chroot'ed ringlb: '$answer'; its log: $(cat "$root.log")"
 echo "check-static: served a request from an empty chroot ($(head -1 "$root.log" | cut -c1-100)...)"
-rm -f "$root.log"

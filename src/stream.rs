@@ -24,6 +24,7 @@ use monoio::io::{
 };
 use monoio::net::TcpStream;
 
+use crate::observe::access_log::LogTls;
 use crate::protocol::tls::{Fed, TlsError, TlsInfo, TlsSession};
 
 /// How long a closing connection is drained so the peer sees our last response.
@@ -59,6 +60,24 @@ pub struct TlsStream {
     /// Ciphertext sealed and not written yet (empty between writes).
     outgoing: Vec<u8>,
     info: Option<TlsInfo>,
+}
+
+/// What the access log says of a TLS connection, kept after it closed.
+#[derive(Debug, Clone)]
+pub struct TlsLogged {
+    info: TlsInfo,
+    sni: Option<String>,
+}
+
+impl TlsLogged {
+    /// As the access log takes it.
+    pub fn as_log(&self) -> LogTls<'_> {
+        LogTls {
+            version: self.info.version,
+            cipher: self.info.cipher,
+            sni: self.sni.as_deref(),
+        }
+    }
 }
 
 /// What a cancelable read came to.
@@ -234,7 +253,7 @@ impl Stream {
     pub fn ended_cleanly(&self) -> bool {
         match self {
             Stream::Plain(_) => true,
-            Stream::Tls(tls) => tls.session.feed_eof(),
+            Stream::Tls(tls) => tls.session.peer_closed(),
         }
     }
 
@@ -336,6 +355,33 @@ impl Stream {
             Stream::Tls(tls) => &mut tls.tcp,
         };
         linger_close(tcp).await;
+    }
+
+    /// Over TLS, the peer sent `close_notify`: it is closing.
+    pub fn closed_by_peer(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(tls) => tls.session.peer_closed(),
+        }
+    }
+
+    /// The handshake's version and cipher and the client's SNI, for the access
+    /// log (`None` for a plain connection).
+    pub fn log_tls(&self) -> Option<LogTls<'_>> {
+        let info = self.tls_info()?;
+        Some(LogTls {
+            version: info.version,
+            cipher: info.cipher,
+            sni: self.server_name(),
+        })
+    }
+
+    /// The same, kept past the stream (a tunnel logs after its sockets are gone).
+    pub fn tls_logged(&self) -> Option<TlsLogged> {
+        Some(TlsLogged {
+            info: self.tls_info()?,
+            sni: self.server_name().map(str::to_owned),
+        })
     }
 
     /// Part of a TLS record has come, and the rest has not.

@@ -11,7 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 /// What the admin listener checks, updated by reloads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdminAccess {
-    /// `admin.token`: when set, every request but `GET /healthz` must carry
+    /// `admin.token`: when set, every request but `GET /healthz` and `GET /` (the
+    /// stats page, which holds no figures) must carry
     /// `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
     /// `admin.hosts`: names (besides the admin address) changes may be sent to.

@@ -83,7 +83,7 @@ pub enum CheckFailure {
 /// health checker runs each backend's checks on a thread of its own.
 pub fn probe(address: SocketAddr, probe: &Probe, timeout: Duration) -> Result<(), CheckFailure> {
     let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| {
+    let stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| {
         if crate::sys::out_of_resources(&e) {
             CheckFailure::OutOfResources(e.to_string())
         } else if e.kind() == std::io::ErrorKind::TimedOut {
@@ -92,34 +92,22 @@ pub fn probe(address: SocketAddr, probe: &Probe, timeout: Duration) -> Result<()
             CheckFailure::Connect(e.kind().to_string())
         }
     })?;
-    let remaining = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or(CheckFailure::Timeout)
+    let mut socket = Bounded {
+        tcp: stream,
+        deadline,
     };
-    stream
-        .set_write_timeout(Some(remaining()?))
-        .map_err(io_error)?;
     let mut request = Vec::new();
     if let Some(version) = probe.send_proxy {
         // The check's own connection, as a backend behind send_proxy expects.
-        let local = stream.local_addr().map_err(io_error)?;
+        let local = socket.tcp.local_addr().map_err(io_error)?;
         proxy_header::write(&mut request, version, local, address);
     }
     let Some(tls) = &probe.tls else {
-        return converse(
-            &stream.try_clone().map_err(io_error)?,
-            &mut stream,
-            request,
-            address,
-            probe,
-            remaining,
-        );
+        return converse(&mut socket, request, address, probe);
     };
     // The PROXY header goes first, in the clear.
     if !request.is_empty() {
-        stream.write_all(&request).map_err(io_error)?;
+        socket.write_all(&request).map_err(io_error)?;
     }
     let name = tls
         .server_name
@@ -127,25 +115,52 @@ pub fn probe(address: SocketAddr, probe: &Probe, timeout: Duration) -> Result<()
         .unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
     let mut conn = ClientConnection::new(Arc::clone(&tls.config), name)
         .map_err(|e| CheckFailure::Tls(e.to_string()))?;
-    let timeouts = stream.try_clone().map_err(io_error)?;
     while conn.is_handshaking() {
-        timeouts
-            .set_read_timeout(Some(remaining()?))
-            .map_err(io_error)?;
-        conn.complete_io(&mut stream).map_err(|e| match e.kind() {
+        conn.complete_io(&mut socket).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidData => CheckFailure::Tls(e.to_string()),
             _ => io_error(e),
         })?;
     }
-    let mut tls_stream = rustls::Stream::new(&mut conn, &mut stream);
     converse(
-        &timeouts,
-        &mut tls_stream,
+        &mut rustls::Stream::new(&mut conn, &mut socket),
         Vec::new(),
         address,
         probe,
-        remaining,
     )
+}
+
+/// A check's socket: every read and write may take only what is left until the
+/// check's deadline, however many a TLS handshake or a slow answer needs.
+struct Bounded {
+    tcp: TcpStream,
+    deadline: Instant,
+}
+
+impl Bounded {
+    fn left(&self) -> std::io::Result<Duration> {
+        self.deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| std::io::ErrorKind::TimedOut.into())
+    }
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.set_read_timeout(Some(self.left()?))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.set_write_timeout(Some(self.left()?))?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 fn io_error(e: std::io::Error) -> CheckFailure {
@@ -155,16 +170,13 @@ fn io_error(e: std::io::Error) -> CheckFailure {
     }
 }
 
-/// The check's exchange over an open connection (`timeouts` is its socket, for
-/// arming read timeouts): `request` (a PROXY header, or nothing), then for an
-/// HTTP check the `GET` and its status.
+/// The check's exchange over an open connection: `request` (a PROXY header, or
+/// nothing), then for an HTTP check the `GET` and its status.
 fn converse(
-    timeouts: &TcpStream,
     stream: &mut (impl Read + Write),
     mut request: Vec<u8>,
     address: SocketAddr,
     probe: &Probe,
-    remaining: impl Fn() -> Result<Duration, CheckFailure>,
 ) -> Result<(), CheckFailure> {
     let CheckKind::Http { path, expect } = &probe.kind else {
         if !request.is_empty() {
@@ -184,9 +196,6 @@ fn converse(
     let mut buf = [0u8; 1024];
     let mut len = 0;
     loop {
-        timeouts
-            .set_read_timeout(Some(remaining()?))
-            .map_err(io_error)?;
         let n = stream.read(&mut buf[len..]).map_err(io_error)?;
         if n == 0 {
             return Err(CheckFailure::InvalidResponse);

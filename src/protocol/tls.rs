@@ -114,15 +114,9 @@ impl TlsSession {
         })
     }
 
-    /// The TCP connection reached its end. Returns whether the peer closed the
-    /// session properly first (`close_notify`); if not, what came may have been
-    /// cut short by someone in between.
-    pub fn feed_eof(&self) -> bool {
-        self.peer_closed
-    }
-
     /// The peer sent `close_notify`: nothing more will come, whatever the socket
-    /// still does.
+    /// still does. At a TCP EOF without it, what came may have been cut short by
+    /// someone in between.
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
     }
@@ -353,7 +347,7 @@ mod tests {
         let (plain, fed) = deliver(&mut server, &wire, 3);
         assert_eq!(plain, b"last words");
         assert_eq!(fed, Fed::PeerClosed);
-        assert!(server.feed_eof());
+        assert!(server.peer_closed());
 
         // Data without close_notify: a TCP EOF now would not be a clean end.
         let (mut server, mut client) = pair(&[&rustls::version::TLS13]);
@@ -362,7 +356,7 @@ mod tests {
         client.seal(b"more to come", &mut wire);
         let (plain, fed) = deliver(&mut server, &wire, 3);
         assert_eq!((plain.as_slice(), fed), (&b"more to come"[..], Fed::Open));
-        assert!(!server.feed_eof(), "a bare TCP EOF is not a clean close");
+        assert!(!server.peer_closed(), "a bare TCP EOF is not a clean close");
     }
 
     #[test]

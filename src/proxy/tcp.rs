@@ -15,7 +15,7 @@ use crate::cluster::balancer::{hash_ip, RequestContext};
 use crate::cluster::Cluster;
 use crate::config::Strategy;
 use crate::log_debug;
-use crate::observe::access_log::{LogNames, LogTls};
+use crate::observe::access_log::LogNames;
 use crate::observe::stats::ShardStats;
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
 use crate::protocol::proxy_header;
@@ -24,7 +24,7 @@ use crate::proxy::proxied::{self, Accepted};
 use crate::proxy::tunnel::{self, Ends};
 use crate::proxy::MAX_TRIED;
 use crate::shard::{ConnectionGuard, Serves, Shard, ShardListener};
-use crate::stream::Stream;
+use crate::stream::{Stream, TlsLogged};
 use crate::upstream;
 
 /// Serves one client connection of a TCP listener until its tunnel ends.
@@ -41,8 +41,7 @@ pub async fn serve(
         early,
     } = accepted;
     let started = Instant::now();
-    let tls = stream.tls_info();
-    let sni = stream.server_name().map(str::to_owned);
+    let tls = stream.tls_logged();
     let Serves::Tcp(Some(cluster)) = listener.serves() else {
         // A reload changed the listener under this connection: nothing to serve.
         return;
@@ -95,11 +94,7 @@ pub async fn serve(
         route: None,
         cluster: Some(&cluster.name),
         backend: backend.as_ref().map(|b| &*b.name),
-        tls: tls.map(|info| LogTls {
-            version: info.version,
-            cipher: info.cipher,
-            sni: sni.as_deref(),
-        }),
+        tls: tls.as_ref().map(TlsLogged::as_log),
     };
     tunnel::finish(&shard, peer, &record, backend.as_deref(), &names);
 }

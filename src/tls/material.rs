@@ -391,7 +391,6 @@ fn versions(tls: &ListenerTls) -> &'static [&'static SupportedProtocolVersion] {
     }
 }
 
-/// What an operator should hear about a certificate that loaded.
 /// Which listeners' certificates are close to expiring (or have), each told once
 /// per day of difference: the control thread asks every hour and logs what it
 /// is told, so a certificate that is never reloaded is still warned about, daily,
@@ -399,7 +398,7 @@ fn versions(tls: &ListenerTls) -> &'static [&'static SupportedProtocolVersion] {
 #[derive(Debug, Default)]
 pub struct ExpiryWatch {
     /// Per certificate file: the days left last told.
-    told: std::collections::HashMap<std::path::PathBuf, i64>,
+    told: std::collections::HashMap<(String, std::path::PathBuf), i64>,
 }
 
 impl ExpiryWatch {
@@ -410,41 +409,43 @@ impl ExpiryWatch {
         let mut lines = Vec::new();
         for listener in &material.listeners {
             for certificate in listener.store.certificates() {
+                let Some(expiry) = expiry_line(certificate, now) else {
+                    continue;
+                };
+                let key = (listener.listener.clone(), certificate.cert_path.clone());
                 let days = certificate.days_left(now);
-                if days >= EXPIRY_WARNING_DAYS {
+                if self.told.insert(key, days) == Some(days) {
                     continue;
                 }
-                if self.told.insert(certificate.cert_path.clone(), days) == Some(days) {
-                    continue;
-                }
-                let file = certificate.cert_path.display();
-                let names = certificate.names.join(", ");
-                lines.push(if certificate.not_after <= now {
-                    format!(
-                        "listener {}: certificate {file} ({names}) expired {} day(s) ago",
-                        listener.listener, -days
-                    )
-                } else {
-                    format!(
-                        "listener {}: certificate {file} ({names}) expires in {days} day(s)",
-                        listener.listener
-                    )
-                });
+                lines.push(format!(
+                    "listener {}: certificate {expiry} ({})",
+                    listener.listener,
+                    certificate.names.join(", ")
+                ));
             }
         }
         lines
     }
 }
 
-fn warnings_of(certificate: &Certificate, now: i64) -> Vec<String> {
+/// `FILE: expired N day(s) ago` or `FILE: expires in N day(s)`, for a
+/// certificate within `EXPIRY_WARNING_DAYS` of its end or past it.
+fn expiry_line(certificate: &Certificate, now: i64) -> Option<String> {
     let file = certificate.cert_path.display();
     let days = certificate.days_left(now);
-    let mut out = Vec::new();
     if certificate.not_after <= now {
-        out.push(format!("{file}: expired {} day(s) ago", -days));
+        Some(format!("{file}: expired {} day(s) ago", -days))
     } else if days < EXPIRY_WARNING_DAYS {
-        out.push(format!("{file}: expires in {days} day(s)"));
+        Some(format!("{file}: expires in {days} day(s)"))
+    } else {
+        None
     }
+}
+
+/// What an operator should hear about a certificate that loaded.
+fn warnings_of(certificate: &Certificate, now: i64) -> Vec<String> {
+    let file = certificate.cert_path.display();
+    let mut out: Vec<String> = expiry_line(certificate, now).into_iter().collect();
     if certificate.not_before > now {
         out.push(format!("{file}: not valid yet"));
     }
@@ -601,7 +602,7 @@ mod tests {
         let first = watch.due(&material, now);
         assert_eq!(first.len(), 1, "{first:?}");
         assert!(
-            first[0].contains("soon.pem (soon.example) expires in 7 day(s)"),
+            first[0].contains("soon.pem: expires in 7 day(s) (soon.example)"),
             "{first:?}"
         );
         // An hour later: nothing new. A day later: told again.

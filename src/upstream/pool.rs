@@ -106,5 +106,6 @@ impl UpstreamPool {
 /// counts too (a `close_notify` says the backend is closing; a late ticket or key
 /// update is rare enough to cost only a new connection).
 fn is_reusable(stream: &Stream) -> bool {
-    crate::sys::nothing_to_read(stream.tcp().as_raw_fd())
+    // A `close_notify` that came with the last response was read with it.
+    !stream.closed_by_peer() && crate::sys::nothing_to_read(stream.tcp().as_raw_fd())
 }

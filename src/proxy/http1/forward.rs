@@ -537,6 +537,7 @@ async fn attempt(
         && !request.upgrade
         && !shard.draining()
         && backend.is_available()
+        && made_with_current_tls(cluster, tls.as_ref())
     {
         backend.pool.checkin(upstream, Instant::now());
     }
@@ -602,6 +603,16 @@ async fn early_response(
     // What the backend did not read of the body stays unsent.
     abandon(upstream);
     Some(Done::Next { keep_alive: false })
+}
+
+/// Whether a connection made with `tls` may go back to the pool: a reload may
+/// have given the cluster new TLS material meanwhile (and emptied its pools).
+fn made_with_current_tls(cluster: &Cluster, tls: Option<&Rc<UpstreamTls>>) -> bool {
+    match (tls, cluster.tls()) {
+        (None, None) => true,
+        (Some(used), Some(now)) => Rc::ptr_eq(used, &now),
+        _ => false,
+    }
 }
 
 /// Makes the close of a backend connection given up mid-request a reset: unsent

@@ -25,7 +25,7 @@ use monoio::io::Canceller;
 
 use crate::cluster::backend::Backend;
 use crate::log_debug;
-use crate::observe::access_log::{LogNames, LogTls};
+use crate::observe::access_log::LogNames;
 use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::observe::tunnels::{TunnelEnd, TunnelRecord};
 use crate::protocol::h1::{self, Forwarding, Request};
@@ -35,7 +35,7 @@ use crate::proxy::tunnel::{self, Ends};
 use crate::proxy::PARK_AFTER;
 use crate::route::{RequestView, Route};
 use crate::shard::{ConnectionGuard, Shard, ShardListener};
-use crate::stream::{Cancelable, Stream};
+use crate::stream::{Cancelable, Stream, TlsLogged};
 
 use forward::{proxy_request, Done, Upgraded};
 
@@ -231,8 +231,7 @@ async fn tunnel_upgraded(
         pos,
         ..
     } = client;
-    let tls = stream.tls_info();
-    let sni = stream.server_name().map(str::to_owned);
+    let tls = stream.tls_logged();
     let Upgrade { upgraded, route } = upgrade;
     let Upgraded {
         upstream,
@@ -263,11 +262,7 @@ async fn tunnel_upgraded(
         route: Some(&route.name),
         cluster: Some(&route.cluster.name),
         backend: Some(&backend.name),
-        tls: tls.map(|info| LogTls {
-            version: info.version,
-            cipher: info.cipher,
-            sni: sni.as_deref(),
-        }),
+        tls: tls.as_ref().map(TlsLogged::as_log),
     };
     tunnel::finish(shard, peer, &record, Some(backend), &names);
 }
@@ -420,11 +415,7 @@ async fn serve_active(
                     route: route.as_ref().map(|r| &*r.name),
                     cluster: route.as_ref().map(|r| &*r.cluster.name),
                     backend: backend.as_ref().map(|b| &*b.name),
-                    tls: client.stream.tls_info().map(|info| LogTls {
-                        version: info.version,
-                        cipher: info.cipher,
-                        sni: client.stream.server_name(),
-                    }),
+                    tls: client.stream.log_tls(),
                 };
                 log.write(client.peer, &scratch.request_line, &record, &names, now);
             }

@@ -192,17 +192,20 @@ pub(super) async fn send_response(
             loop {
                 match read_upstream(upstream, upbuf, read_timeout).await {
                     Ok(()) => {}
-                    // Over TLS the end must be a `close_notify`: else the body
-                    // may have been cut short, and the client must not take it
-                    // for whole (a reset, not a FIN).
+                    // The end of the body is the end of the connection; over TLS
+                    // it must be a `close_notify`.
                     Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof))
-                        if !upstream.ended_cleanly() =>
+                        if upstream.ended_cleanly() =>
                     {
-                        let _ = crate::sys::set_linger_zero(client.stream.tcp().as_raw_fd());
-                        return Err(ProxyError::UpstreamTls("truncated"));
+                        break false
                     }
-                    Err(ProxyError::UpstreamIo(io::ErrorKind::UnexpectedEof)) => break false,
-                    Err(e) => return Err(e),
+                    // Cut short (a reset, a timeout, a TLS EOF without
+                    // `close_notify`): the client must not take the body for
+                    // whole, so it gets a reset, not a FIN.
+                    Err(e) => {
+                        let _ = crate::sys::set_linger_zero(client.stream.tcp().as_raw_fd());
+                        return Err(e);
+                    }
                 }
                 let len = upbuf.len();
                 client
