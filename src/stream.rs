@@ -62,6 +62,25 @@ pub struct TlsStream {
     info: Option<TlsInfo>,
 }
 
+/// Feeds the ciphertext read (`incoming`, emptied) into `plain`: `Some(n)`
+/// plaintext bytes (0 after the peer's `close_notify`), `None` when there are
+/// none yet.
+fn absorb(
+    session: &mut TlsSession,
+    incoming: &mut Vec<u8>,
+    plain: &mut Vec<u8>,
+) -> Result<Option<usize>, TlsError> {
+    let before = plain.len();
+    let fed = session.feed(incoming, plain);
+    incoming.clear();
+    let n = plain.len() - before;
+    match fed? {
+        Fed::PeerClosed => Ok(Some(n)),
+        Fed::Open if n > 0 => Ok(Some(n)),
+        Fed::Open => Ok(None),
+    }
+}
+
 /// What the access log says of a TLS connection, kept after it closed.
 #[derive(Debug, Clone)]
 pub struct TlsLogged {
@@ -103,18 +122,8 @@ impl TlsStream {
         }
     }
 
-    /// Feeds what was read into `plain`: `Some(n)` plaintext bytes (0 after the
-    /// peer's `close_notify`), `None` when there are none yet.
     fn absorb(&mut self, plain: &mut Vec<u8>) -> Result<Option<usize>, TlsError> {
-        let before = plain.len();
-        let fed = self.session.feed(&self.incoming, plain);
-        self.incoming.clear();
-        let n = plain.len() - before;
-        match fed? {
-            Fed::PeerClosed => Ok(Some(n)),
-            Fed::Open if n > 0 => Ok(Some(n)),
-            Fed::Open => Ok(None),
-        }
+        absorb(&mut self.session, &mut self.incoming, plain)
     }
 
     /// After a session error: sends the alert rustls queued, best effort, and
@@ -596,20 +605,13 @@ impl ReadHalf {
                 *incoming = slice.into_inner();
                 match result {
                     Ok(0) => Cancelable::Read(Ok(0)),
-                    Ok(_) => {
-                        let before = buf.len();
-                        let fed = session.borrow_mut().feed(incoming, buf);
-                        incoming.clear();
-                        let n = buf.len() - before;
-                        match fed {
-                            Ok(Fed::PeerClosed) => Cancelable::Read(Ok(n)),
-                            Ok(Fed::Open) if n > 0 => Cancelable::Read(Ok(n)),
-                            Ok(Fed::Open) => Cancelable::Progress,
-                            Err(e) => {
-                                Cancelable::Read(Err(io::Error::new(io::ErrorKind::InvalidData, e)))
-                            }
+                    Ok(_) => match absorb(&mut session.borrow_mut(), incoming, buf) {
+                        Ok(Some(n)) => Cancelable::Read(Ok(n)),
+                        Ok(None) => Cancelable::Progress,
+                        Err(e) => {
+                            Cancelable::Read(Err(io::Error::new(io::ErrorKind::InvalidData, e)))
                         }
-                    }
+                    },
                     Err(e) => Cancelable::Read(Err(e)),
                 }
             }
