@@ -146,6 +146,36 @@ impl AdminRequest {
 /// polls `/stats`; no external requests, no build step.
 const PAGE: &str = include_str!("page.html");
 
+/// The page's extra headers: a Content-Security-Policy that lets run only the
+/// page's own script and style (by their SHA-256, so nothing injected would run),
+/// loads nothing from elsewhere, and forbids framing it (its buttons change
+/// backends).
+fn page_headers() -> &'static str {
+    static HEADERS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HEADERS.get_or_init(|| {
+        format!(
+            "Content-Security-Policy: default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\nCache-Control: no-cache\r\n",
+            inline_hash(PAGE, "script"),
+            inline_hash(PAGE, "style"),
+        )
+    })
+}
+
+/// `sha256-BASE64` of the first inline `<tag>` element's content in `page`.
+fn inline_hash(page: &str, tag: &str) -> String {
+    use base64::Engine;
+    let open = format!("<{tag}>");
+    let start = page.find(&open).map_or(0, |i| i + open.len());
+    let end = page[start..]
+        .find(&format!("</{tag}>"))
+        .map_or(page.len(), |i| start + i);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &page.as_bytes()[start..end]);
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    )
+}
+
 /// An answer: status, content type, body, and extra header lines.
 struct Answer {
     status: u16,
@@ -346,9 +376,7 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
             status: 200,
             content_type: "text/html; charset=utf-8",
             body: PAGE.to_string(),
-            // Nothing from elsewhere, and never in another site's frame (its
-            // buttons change backends).
-            extra: "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\nCache-Control: no-cache\r\n".to_string(),
+            extra: page_headers().to_string(),
         },
         (Endpoint::Stats, _, _) => {
             let shard = match query_param(&request.target, "shard").map(str::parse::<usize>) {
