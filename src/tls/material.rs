@@ -118,7 +118,9 @@ impl ClusterMaterial {
             Some(roots) => builder.with_root_certificates(Arc::clone(roots)),
             None => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified(Arc::clone(&self.provider)))),
+                .with_custom_certificate_verifier(Arc::new(Unverified::new(Arc::clone(
+                    &self.provider,
+                )))),
         };
         let mut config = match &self.client_certificate {
             Some(key) => {
@@ -133,9 +135,17 @@ impl ClusterMaterial {
 }
 
 /// `verify = false`: any certificate is taken, but the handshake's signatures
-/// are still checked against it (the peer holds the key it presents).
+/// are still checked against it (the peer holds the key it presents). The tests'
+/// clients use it too, to see which certificate a server chose.
 #[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
+pub struct Unverified(Arc<CryptoProvider>);
+
+impl Unverified {
+    /// A verifier checking signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> Unverified {
+        Unverified(provider)
+    }
+}
 
 impl ServerCertVerifier for Unverified {
     fn verify_server_cert(
