@@ -5,7 +5,7 @@ mod support;
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringlb::config::{CheckType, Config};
 use ringlb::control::health::{probe, CheckFailure, CheckKind, Probe};
@@ -28,20 +28,24 @@ fn healthy(h: &Harness, name: &str) -> bool {
 }
 
 /// Stops origin `index` (app2 in these tests) and waits until health checks mark
-/// it down, asserting the bound: interval × unhealthy_threshold plus one
-/// interval (and the probe's timeout). Returns its address, to restart it there.
+/// it down. Returns its address, to restart it there. How soon is left to the
+/// bounded wait, not to a clock a loaded machine would break; the thresholds
+/// themselves are unit-tested in `control::health`.
 fn kill_and_wait_down(h: &mut Harness, index: usize, name: &str) -> std::net::SocketAddr {
     let origin = h.origins.remove(index);
     let address = origin.addr();
-    let killed = Instant::now();
     origin.stop();
     wait_until("marked down", || !healthy(h, name));
-    assert!(
-        killed.elapsed() <= INTERVAL * 3 + TIMEOUT,
-        "{:?}",
-        killed.elapsed()
-    );
     address
+}
+
+/// Waits until `name` is marked up again, and checks it took the passes
+/// `fast_checks` asks for: the restarted origin had answered at least
+/// `healthy_threshold` probes by then (no proxied traffic reaches a down backend).
+fn wait_back_up(h: &Harness, name: &str, restarted: &ringlb::testkit::origin::OriginHandle) {
+    wait_until("marked up", || healthy(h, name));
+    let probes = restarted.requests();
+    assert!(probes >= 2, "marked up after {probes} probe(s)");
 }
 
 /// A check without a PROXY header.
@@ -99,9 +103,7 @@ both_drivers! {
             assert_eq!(get(h.addr, "/").text(), "app1\n");
         }
         let restarted = ringlb::testkit::origin::spawn(address, "app2", driver).unwrap();
-        let back = Instant::now();
-        wait_until("app2 marked up", || healthy(&h, "app2"));
-        assert!(back.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", back.elapsed());
+        wait_back_up(&h, "app2", &restarted);
         wait_until("app2 to serve again", || get(h.addr, "/").text() == "app2\n");
         drop(restarted);
     }
@@ -190,9 +192,7 @@ both_drivers! {
         wait_until("load to flow", || progress.load(Ordering::SeqCst) >= 30);
         let address = kill_and_wait_down(&mut h, 1, "app2");
         let restarted = ringlb::testkit::origin::spawn(address, "app2", driver).unwrap();
-        let back = Instant::now();
-        wait_until("app2 marked up", || healthy(&h, "app2"));
-        assert!(back.elapsed() <= INTERVAL * 3 + TIMEOUT, "{:?}", back.elapsed());
+        wait_back_up(&h, "app2", &restarted);
         // Back in rotation: the restarted origin gets proxied traffic.
         wait_until("app2 to serve", || restarted.connections() > 2);
         stop.store(true, Ordering::SeqCst);

@@ -74,9 +74,9 @@ fn requests_still_running_at_the_end_of_the_grace_period_are_cut() {
         origin.connections() == 1
     });
     let server = h.server.take().unwrap();
-    let started = Instant::now();
+    // Cut, not waited for: had shutdown waited the 10 s out, the client would
+    // have its response.
     assert_eq!(server.shutdown().unfinished_connections, 1);
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
         slow.join().unwrap().is_empty(),
         "the cut request got no response"
