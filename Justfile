@@ -38,6 +38,11 @@ bench-tls *args:
 bench-stats:
     bench/stats-cost.sh
 
+# What GET /debug/profile costs: built without, built in and off, and while a
+# profile runs, side by side (needs wrk).
+bench-profile:
+    bench/profile-cost.sh
+
 # Microbenchmark: nanoseconds to record one request.
 bench-record:
     cargo bench --bench stats_record

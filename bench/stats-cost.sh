@@ -54,45 +54,20 @@ address = "127.0.0.1:19202"
 TOML
 sed 's/^level = "warn"$/level = "warn"\naccess_log = true/' "$WORK/bench.toml" > "$WORK/bench-log.toml"
 
-# utime+stime of a process, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
-run_variant() { # binary config admin -> prints "requests/s cpu_us_per_request"
-    local bin=$1 config=$2 admin=$3
-    taskset -c 1 "$bin" run --config "$config" >/dev/null 2>"$WORK/proxy.log" &
-    local proxy=$!
-    wait_port 19280
-    # Warm-up, then the measured run.
-    taskset -c 0 wrk -t1 -c"$CONNS" -d1s http://127.0.0.1:19280/ >/dev/null
-    local ticks_before
-    ticks_before=$(cpu_ticks "$proxy")
-    taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" http://127.0.0.1:19280/ > "$WORK/wrk.out" &
-    local load=$!
-    if [ "$admin" = yes ]; then
-        sleep "$(python3 -c "print($DURATION / 2)")"
-        for path in stats metrics; do
-            for _ in 1 2 3; do
-                curl -s -o /dev/null -w "%{time_total}\n" "http://127.0.0.1:19290/$path" >> "$WORK/admin-$path.times"
-            done
+# While the "on" proxy is loaded: time GET /stats and /metrics, three each.
+time_admin() {
+    sleep "$(python3 -c "print($DURATION / 2)")"
+    for path in stats metrics; do
+        for _ in 1 2 3; do
+            curl -s -o /dev/null -w "%{time_total}\n" "http://127.0.0.1:19290/$path" >> "$WORK/admin-$path.times"
         done
-    fi
-    wait "$load"
-    local ticks_after requests
-    ticks_after=$(cpu_ticks "$proxy")
-    requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
-    kill "$proxy"; wait "$proxy" 2>/dev/null || true
-    local rps cpu_us
-    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out")
-    cpu_us=$(python3 -c "print(f'{($ticks_after - $ticks_before) / $(getconf CLK_TCK) * 1e6 / $requests:.2f}')")
-    echo "$rps $cpu_us"
+    done
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-
 for round in $(seq 1 "$ROUNDS"); do
-    read -r on on_cpu < <(run_variant "$ON" "$WORK/bench.toml" yes)
-    read -r off off_cpu < <(run_variant "$OFF" "$WORK/bench.toml" no)
-    read -r log log_cpu < <(run_variant "$ON" "$WORK/bench-log.toml" no)
+    read -r on on_cpu < <(measure_proxy "$ON" "$WORK/bench.toml" time_admin)
+    read -r off off_cpu < <(measure_proxy "$OFF" "$WORK/bench.toml")
+    read -r log log_cpu < <(measure_proxy "$ON" "$WORK/bench-log.toml")
     echo "round $round: req/s (proxy CPU µs/request): stats on $on ($on_cpu), compiled out $off ($off_cpu), with access log $log ($log_cpu)" >&2
     echo "$on" >> "$WORK/on"; echo "$off" >> "$WORK/off"; echo "$log" >> "$WORK/log"
     echo "$on_cpu" >> "$WORK/on.cpu"; echo "$off_cpu" >> "$WORK/off.cpu"; echo "$log_cpu" >> "$WORK/log.cpu"

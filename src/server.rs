@@ -219,6 +219,7 @@ pub fn start_with_file(mut config: Config, path: Option<PathBuf>) -> Result<Serv
     let admin_access = Arc::new(Mutex::new(AdminAccess {
         token: config.admin.token.clone(),
         hosts: config.admin.hosts.clone(),
+        profiling: config.admin.profiling,
     }));
     let admin_server = admin::spawn(admin_listener, handle.clone(), Arc::clone(&admin_access))
         .map_err(StartError::Spawn)?;

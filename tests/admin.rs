@@ -351,3 +351,31 @@ fn changes_a_web_page_could_send_are_refused() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("POST"));
 }
+
+/// `GET /debug/profile` refuses before any profiler starts (so these run in the
+/// test process; tests/profile.rs takes real profiles in a child process).
+#[test]
+fn profiles_are_off_unless_configured_and_guarded_by_the_token() {
+    let token = "0123456789abcdef0123";
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let off = Harness::start(Driver::Epoll, 1, |c| c.admin.token = Some(token.into()));
+    let admin = off.server().admin_addr();
+    assert_eq!(get(admin, "/debug/profile?seconds=1").status, 401);
+    let r = call(admin, "GET", "/debug/profile?seconds=1", &auth, None);
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("admin.profiling = true"), "{}", r.text());
+
+    let on = Harness::start(Driver::Epoll, 1, |c| {
+        c.admin.token = Some(token.into());
+        c.admin.profiling = true;
+    });
+    let admin = on.server().admin_addr();
+    assert_eq!(get(admin, "/debug/profile?seconds=1").status, 401);
+    for bad in ["seconds=0", "seconds=61", "seconds=x", "format=pprof"] {
+        let r = call(admin, "GET", &format!("/debug/profile?{bad}"), &auth, None);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    let r = call(admin, "POST", "/debug/profile", &auth, None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET"));
+}

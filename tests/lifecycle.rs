@@ -4,15 +4,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use ringlb::shard::Driver;
 use ringlb::testkit::origin::{pattern_byte, Fnv};
+use support::process::*;
 use support::*;
 
 both_drivers! {
@@ -81,127 +82,6 @@ fn requests_still_running_at_the_end_of_the_grace_period_are_cut() {
         slow.join().unwrap().is_empty(),
         "the cut request got no response"
     );
-}
-
-/// Collects a child's stderr lines, and sends the address of its "listening on"
-/// line (the proxy's start-up line) on the returned channel.
-fn watch_stderr(child: &mut Child) -> (Arc<Mutex<Vec<String>>>, std::sync::mpsc::Receiver<String>) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr piped");
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let addr = line
-                .split(" listening on ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_string);
-            sink.lock().unwrap().push(line);
-            if let Some(addr) = addr {
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    (log, rx)
-}
-
-/// The `ringlb` binary running a configuration, with its stderr collected.
-struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    config: PathBuf,
-}
-
-impl Proxy {
-    /// Starts `ringlb run` on `config` (TOML) and waits for its listening line.
-    fn start(name: &str, config: &str) -> Proxy {
-        Self::start_with(name, config, |_| {}).expect("proxy starts")
-    }
-
-    fn start_with(
-        name: &str,
-        config: &str,
-        tune: impl FnOnce(&mut Command),
-    ) -> Result<Proxy, (i32, Vec<String>)> {
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ringlb"));
-        command
-            .args(["run", "--config"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        tune(&mut command);
-        let mut child = command.spawn().expect("spawn ringlb");
-        let (log, rx) = watch_stderr(&mut child);
-        match rx.recv_timeout(WAIT) {
-            Ok(addr) => Ok(Proxy {
-                child,
-                addr: addr.parse().unwrap(),
-                log,
-                config: path,
-            }),
-            Err(_) => {
-                let status = child.wait().expect("ringlb exits");
-                // Let the reader thread collect the last lines.
-                std::thread::sleep(Duration::from_millis(50));
-                let lines = log.lock().unwrap().clone();
-                Err((status.code().unwrap_or(-1), lines))
-            }
-        }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill() with a pid we spawned and have not reaped.
-        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
-        assert_eq!(rc, 0);
-    }
-
-    /// Waits (bounded) for the process to exit; returns its exit code.
-    fn wait_exit(&mut self) -> i32 {
-        wait_exit(&mut self.child).code().unwrap_or(-1)
-    }
-
-    fn log_contains(&self, text: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(text))
-    }
-
-    /// Peak and current resident memory, in KiB, from /proc.
-    fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap()
-        };
-        (field("VmHWM:"), field("VmRSS:"))
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn config_for(backends: &[(&str, SocketAddr)], extra: &str) -> String {
-    let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshards = 1\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [health_check]\nkind = \"none\"\n"
-    );
-    for (name, addr) in backends {
-        text.push_str(&format!(
-            "[[backends]]\nname = \"{name}\"\naddress = \"{addr}\"\n"
-        ));
-    }
-    text
 }
 
 #[test]
@@ -616,17 +496,6 @@ fn the_systemd_unit_verifies() {
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
 
-/// The admin address, from the start-up line.
-fn admin_addr(proxy: &Proxy) -> SocketAddr {
-    let log = proxy.log.lock().unwrap();
-    log.iter()
-        .find_map(|l| l.split(", admin on ").nth(1))
-        .and_then(|rest| rest.split(',').next())
-        .expect("the start-up line names the admin address")
-        .parse()
-        .unwrap()
-}
-
 /// A seccomp filter that makes io_uring_setup fail with EPERM, as container
 /// runtimes' default profiles do.
 fn forbid_io_uring(command: &mut Command) {
@@ -825,18 +694,6 @@ fn json_logs_are_one_object_per_line() {
                 && line.ends_with("\"}"),
             "{line}"
         );
-    }
-}
-
-/// Waits (bounded) for a child to exit.
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "ringlb did not exit");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -17,6 +17,8 @@ pub struct AdminAccess {
     pub token: Option<String>,
     /// `admin.hosts`: names (besides the admin address) changes may be sent to.
     pub hosts: Vec<String>,
+    /// `admin.profiling`: whether `GET /debug/profile` may take a profile.
+    pub profiling: bool,
 }
 
 /// Why a request was refused.
@@ -201,6 +203,7 @@ mod tests {
         AdminAccess {
             token: token.map(str::to_string),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            profiling: false,
         }
     }
 

@@ -7,9 +7,12 @@
 //! answered by the control thread through a `ServerHandle`. Guards them with an
 //! optional bearer token and, for changes, against what a web page could send
 //! ([`access`]). Served off the request path with blocking std sockets and short
-//! timeouts, one connection at a time.
+//! timeouts, one connection at a time; only `GET /debug/profile` ([`profile`],
+//! off unless `admin.profiling`) is answered from a thread of its own, as it
+//! takes seconds.
 
 pub mod access;
+pub mod profile;
 
 pub use access::AdminAccess;
 
@@ -26,9 +29,9 @@ use crate::config::{self, BackendConfig};
 use crate::control::handle::{
     AdminState, ApiError, BackendStatus, ClusterStatus, ReloadError, ServerHandle,
 };
-use crate::log_debug;
 use crate::observe::exposition;
 use crate::observe::logging::escape_json;
+use crate::{log_debug, log_info, log_warn};
 use access::{authorize, check_change, ChangeRequest, Refusal};
 
 /// Longest admin request head we read.
@@ -217,16 +220,22 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<AdminRequest>, Answer> 
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
     let deadline = Instant::now() + READ_TIMEOUT;
-    // Each read may wait only what is left of the deadline.
+    // Each read may wait only what is left of the deadline (and is tried again
+    // when a signal, such as a profile's, interrupts it).
     let read = |stream: &mut TcpStream, into: &mut [u8]| -> Result<usize, Answer> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Answer::error(408, "the request took too long"));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Answer::error(408, "the request took too long"));
+            }
+            match stream
+                .set_read_timeout(Some(left))
+                .and_then(|()| stream.read(into))
+            {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                read => return read.map_err(|_| Answer::error(400, "could not read the request")),
+            }
         }
-        stream
-            .set_read_timeout(Some(left))
-            .and_then(|()| stream.read(into))
-            .map_err(|_| Answer::error(400, "could not read the request"))
     };
     let (request, head_len) = loop {
         let n = read(stream, &mut buf[len..])?;
@@ -285,12 +294,76 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<AdminRequest>, Answer> 
 fn handle(mut stream: TcpStream, context: &Context<'_>) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    let answer = match read_request(&mut stream) {
+    let reply = match read_request(&mut stream) {
         Ok(Some(request)) => answer(&request, context),
         Ok(None) => return Ok(()),
-        Err(answer) => answer,
+        Err(answer) => answer.into(),
     };
-    respond(&mut stream, &answer)
+    match reply {
+        Reply::Now(answer) => respond(&mut stream, &answer),
+        Reply::Profile(asked, held) => profile_later(stream, asked, held),
+    }
+}
+
+/// What a request gets: an answer now, or a profile taken first.
+enum Reply {
+    Now(Answer),
+    Profile(profile::Asked, profile::Held),
+}
+
+impl From<Answer> for Reply {
+    fn from(answer: Answer) -> Reply {
+        Reply::Now(answer)
+    }
+}
+
+/// Takes the profile on a thread of its own, so that the admin listener keeps
+/// answering (the stats page, scrapes) meanwhile, and answers with it.
+fn profile_later(
+    mut stream: TcpStream,
+    asked: profile::Asked,
+    held: profile::Held,
+) -> io::Result<()> {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    // To answer on should the thread not start.
+    let mut fallback = stream.try_clone()?;
+    let spawned = std::thread::Builder::new()
+        .name("ringlb-profile".into())
+        .spawn(move || {
+            let seconds = asked.duration.as_secs();
+            log_info!(
+                "profiling every thread for {seconds} s at {} Hz, asked from {peer}",
+                profile::FREQUENCY
+            );
+            let answer = match profile::take(asked, &held) {
+                Ok(taken) => {
+                    log_info!("profile taken: {} samples in {seconds} s", taken.samples);
+                    Answer {
+                        status: 200,
+                        content_type: asked.format.content_type(),
+                        body: String::from_utf8_lossy(&taken.body).into_owned(),
+                        extra: "Cache-Control: no-store\r\n".to_string(),
+                    }
+                }
+                Err(e) => {
+                    log_warn!("no profile: {e}");
+                    Answer::error(e.status(), &e.to_string())
+                }
+            };
+            drop(held);
+            if let Err(e) = respond(&mut stream, &answer) {
+                log_debug!("admin: profile to {peer}: {e}");
+            }
+        });
+    match spawned {
+        Ok(_) => Ok(()),
+        Err(e) => respond(
+            &mut fallback,
+            &Answer::error(500, &format!("could not start the profile: {e}")),
+        ),
+    }
 }
 
 /// What an endpoint does, once its path is known.
@@ -307,6 +380,7 @@ enum Endpoint {
     Cluster,
     ClusterBackends,
     Reload,
+    Profile,
 }
 
 impl Endpoint {
@@ -325,7 +399,7 @@ impl Endpoint {
     }
 }
 
-fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
+fn answer(request: &AdminRequest, context: &Context<'_>) -> Reply {
     let path = request.target.split('?').next().unwrap_or("");
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let endpoint = match segments.as_slice() {
@@ -340,7 +414,8 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
         ["clusters", _] => Endpoint::Cluster,
         ["clusters", _, "backends"] => Endpoint::ClusterBackends,
         ["reload"] => Endpoint::Reload,
-        _ => return Answer::error(404, "not found"),
+        ["debug", "profile"] => Endpoint::Profile,
+        _ => return Answer::error(404, "not found").into(),
     };
     let method = request.method.as_str();
     // The page holds no figures (it fetches them, with the token the operator
@@ -349,13 +424,13 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
         matches!(endpoint, Endpoint::Healthz | Endpoint::Page) && matches!(method, "GET" | "HEAD");
     if !open {
         if let Err(refusal) = authorize(context.access, request.header("authorization")) {
-            return refused(refusal);
+            return refused(refusal).into();
         }
     }
     if !endpoint.allows(method) {
         let mut answer = Answer::error(405, "method not allowed");
         answer.extra = format!("Allow: {}\r\n", endpoint.allow());
-        return answer;
+        return answer.into();
     }
     if matches!(method, "POST" | "PUT" | "DELETE") {
         let change = ChangeRequest {
@@ -366,11 +441,14 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
             has_body: !request.body.is_empty(),
         };
         if let Err(refusal) = check_change(context.access, context.address, &change) {
-            return refused(refusal);
+            return refused(refusal).into();
         }
     }
+    if endpoint == Endpoint::Profile {
+        return profile_reply(request, context.access);
+    }
     let server = context.server;
-    match (endpoint, method, segments.as_slice()) {
+    Reply::Now(match (endpoint, method, segments.as_slice()) {
         (Endpoint::Healthz, _, _) => Answer::text(200, "ok\n"),
         (Endpoint::Page, _, _) => Answer {
             status: 200,
@@ -382,7 +460,7 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
             let shard = match query_param(&request.target, "shard").map(str::parse::<usize>) {
                 None => None,
                 Some(Ok(n)) => Some(n),
-                Some(Err(_)) => return Answer::error(400, "shard must be a number"),
+                Some(Err(_)) => return Answer::error(400, "shard must be a number").into(),
             };
             match server.report(shard, REPORT_WAIT) {
                 Some(report) => Answer::json(200, exposition::stats_json(&report)),
@@ -434,6 +512,23 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Answer {
         }
         (Endpoint::Reload, _, _) => reload(server),
         _ => Answer::error(404, "not found"),
+    })
+}
+
+/// `GET /debug/profile`: refused at once when profiling is off, the query is bad
+/// or another profile is running; otherwise the profile to take.
+fn profile_reply(request: &AdminRequest, access: &AdminAccess) -> Reply {
+    let asked = if access.profiling {
+        profile::Asked::parse(
+            query_param(&request.target, "seconds"),
+            query_param(&request.target, "format"),
+        )
+    } else {
+        Err(profile::ProfileError::Off)
+    };
+    match asked.and_then(|asked| Ok((asked, profile::claim()?))) {
+        Ok((asked, held)) => Reply::Profile(asked, held),
+        Err(e) => Answer::error(e.status(), &e.to_string()).into(),
     }
 }
 

@@ -61,6 +61,7 @@ struct FileAdmin {
     listen: Option<String>,
     token: Option<String>,
     hosts: Option<Vec<String>>,
+    profiling: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -456,6 +457,7 @@ pub(super) fn convert(file: FileConfig, errors: &mut Errors<'_>) -> Config {
         ),
         token: file.admin.token.clone(),
         hosts: file.admin.hosts.clone().unwrap_or_default(),
+        profiling: file.admin.profiling.unwrap_or(defaults.admin.profiling),
     };
     let t = &file.timeouts;
     let d = &defaults.timeouts;

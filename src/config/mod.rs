@@ -524,6 +524,9 @@ pub struct AdminConfig {
     /// Host names (besides the admin address itself) that changes may be sent to,
     /// for operators who reach the admin listener by name.
     pub hosts: Vec<String>,
+    /// Whether `GET /debug/profile` may sample the process (off by default: a
+    /// profile costs CPU while it runs, and shows the code's insides).
+    pub profiling: bool,
 }
 
 /// `[timeouts]`.
@@ -833,6 +836,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9900),
             token: None,
             hosts: Vec::new(),
+            profiling: false,
         }
     }
 }

@@ -145,17 +145,29 @@ impl Bounded {
     }
 }
 
+// A signal (a profile's `SIGPROF`) interrupts a socket call that has a timeout
+// even with `SA_RESTART`: such a call is tried again within what is left.
 impl Read for Bounded {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.tcp.set_read_timeout(Some(self.left()?))?;
-        self.tcp.read(buf)
+        loop {
+            self.tcp.set_read_timeout(Some(self.left()?))?;
+            match self.tcp.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                done => return done,
+            }
+        }
     }
 }
 
 impl Write for Bounded {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tcp.set_write_timeout(Some(self.left()?))?;
-        self.tcp.write(buf)
+        loop {
+            self.tcp.set_write_timeout(Some(self.left()?))?;
+            match self.tcp.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                done => return done,
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -467,6 +467,7 @@ impl ControlThread {
         if let Ok(mut access) = self.admin_access.lock() {
             access.token = config.admin.token.clone();
             access.hosts = config.admin.hosts.clone();
+            access.profiling = config.admin.profiling;
         }
         if let Some(listener) = admin_listener {
             match admin::spawn(

@@ -10,6 +10,7 @@ use ringlb::config::{BackendConfig, Config, IoMode};
 use ringlb::shard::Driver;
 use ringlb::testkit::origin::{self, OriginHandle};
 
+pub mod process;
 pub mod tls;
 use ringlb::Server;
 
