@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the container image: a statically linked ringlb (glibc with
-# crt-static, release profile), stripped and checked by scripts/check-static.sh,
+# crt-static, release profile), stripped of debug information and checked by scripts/check-static.sh,
 # then `docker build` of the Dockerfile (FROM scratch). Without a Docker daemon
 # it stops after the binary and says so.
 #
@@ -13,7 +13,8 @@ tag="${1:-ringlb:$version}"
 
 scripts/check-static.sh release
 mkdir -p target/image
-strip -o target/image/ringlb target/x86_64-unknown-linux-gnu/release/ringlb
+# Without debug information, with the symbol table (profiles name functions).
+strip --strip-debug -o target/image/ringlb target/x86_64-unknown-linux-gnu/release/ringlb
 echo "build-image: target/image/ringlb ($(( $(stat -c %s target/image/ringlb) / 1024 )) KiB)"
 
 if ! command -v docker >/dev/null 2>&1; then

@@ -195,6 +195,13 @@ impl Config {
             ),
             _ => {}
         }
+        if admin.profiling && !cfg!(feature = "profiling") {
+            errors.warn(
+                "admin.profiling",
+                "this ringlb was built without the `profiling` feature: GET /debug/profile \
+                 will answer 404",
+            );
+        }
         for (i, host) in admin.hosts.iter().enumerate() {
             if !is_host(host) {
                 errors.push(
