@@ -18,6 +18,7 @@
 //! - [`cluster`]: backends as a shard sees them, and the strategies that pick them.
 //! - [`upstream`]: connecting to backends, and the pool of idle connections.
 //! - [`stream`]: a connection's socket, plain or TLS, and its reads and writes.
+//! - [`pollio`]: a connection lent to poll-style code (the `h2` crate).
 //! - [`tls`]: certificates and SNI, for the TLS sessions of [`protocol::tls`].
 //!
 //! The control plane:
@@ -38,6 +39,7 @@ pub mod config;
 
 pub mod cluster;
 pub mod listener;
+pub mod pollio;
 pub mod protocol;
 pub mod proxy;
 pub mod route;
