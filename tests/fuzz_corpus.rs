@@ -42,6 +42,11 @@ fn config() {
 }
 
 #[test]
+fn h2_request() {
+    replay("h2_request", ringlb::testkit::fuzz::h2_request);
+}
+
+#[test]
 fn proxy_header() {
     replay("proxy_header", ringlb::testkit::fuzz::proxy_header);
 }

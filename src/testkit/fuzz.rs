@@ -7,8 +7,9 @@
 //! (a rewritten head parses to the same framing; chunked input decodes the same
 //! however it is split; a PROXY header written from what was read reads the
 //! same). `framing` is differential: ringlb's framing decision against a plain
-//! reading of RFC 9112 written here, apart from `protocol::h1`. Test tooling: never
-//! on the request path.
+//! reading of RFC 9112 written here, apart from `protocol::h1`. `h2_request`
+//! checks that an HTTP/2 request's HTTP/1.1 form has exactly the lines it should
+//! (no field can add one). Test tooling: never on the request path.
 
 use std::net::IpAddr;
 
@@ -17,6 +18,7 @@ use crate::protocol::h1::{
     parse_request, parse_response, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, Forwarding,
     Method,
 };
+use crate::protocol::h2::convert::{self, RequestBody};
 use crate::protocol::proxy_header::{self, ProxiedAddr};
 
 fn forwarding() -> Forwarding {
@@ -362,5 +364,80 @@ pub fn framing(data: &[u8]) {
             Some(Ok((framing, request.head_len))),
             "ringlb accepted a request the reference frames otherwise"
         );
+    }
+}
+
+/// An HTTP/2 request head built from arbitrary bytes (the first byte picks the
+/// method and whether the stream ended, the first line is the URI, each further
+/// line a `name:value` field), through the `http` crate's checks, the ones h2
+/// applies to what it decodes; then converted to HTTP/1.1. The head must read
+/// back, with an independent parser, as one request line, one line per field
+/// written and the blank line, and the same method; ringlb's own parser, when it
+/// accepts the head, must read all of it with the framing the conversion chose.
+pub fn h2_request(data: &[u8]) {
+    const METHODS: [&str; 8] = [
+        "GET", "POST", "PUT", "HEAD", "OPTIONS", "DELETE", "PATCH", "CONNECT",
+    ];
+    let mut lines = data.split(|&b| b == b'\n');
+    let (Some(first), Some(uri)) = (lines.next(), lines.next()) else {
+        return;
+    };
+    let method = METHODS[first.first().map_or(0, |&b| b as usize) % METHODS.len()];
+    let end_of_stream = first.get(1).is_some_and(|b| b & 1 == 1);
+    let Ok(uri) = http::Uri::try_from(uri) else {
+        return;
+    };
+    let mut builder = http::Request::builder().method(method).uri(uri);
+    for line in lines {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = http::header::HeaderName::from_bytes(&line[..colon]);
+        let value = http::header::HeaderValue::from_bytes(&line[colon + 1..]);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            builder = builder.header(name, value);
+        }
+    }
+    let Ok(request) = builder.body(()) else {
+        return;
+    };
+    let (parts, ()) = request.into_parts();
+    let mut head = Vec::new();
+    let Ok(body) = convert::request_head(&parts, end_of_stream, &mut head) else {
+        return;
+    };
+    let line_ends = head.windows(2).filter(|w| w == b"\r\n").count();
+    assert!(line_ends >= 3, "a request line, host and the blank line");
+    assert!(head.ends_with(b"\r\n\r\n"));
+    let fields = line_ends - 2;
+    let mut slots = vec![httparse::EMPTY_HEADER; fields + 1];
+    let mut read = httparse::Request::new(&mut slots);
+    let status = read.parse(&head);
+    assert!(
+        matches!(status, Ok(httparse::Status::Complete(n)) if n == head.len()),
+        "{status:?}: {}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(
+        read.headers.len(),
+        fields,
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(read.method, Some(method));
+
+    let mut upstream = Vec::new();
+    if let Ok(Some(parsed)) = parse_request(&head, &Limits::default(), &forwarding(), &mut upstream)
+    {
+        assert_eq!(parsed.head_len, head.len());
+        match body {
+            RequestBody::Chunked => assert_eq!(parsed.body, BodyKind::Chunked),
+            RequestBody::Length => {
+                assert!(matches!(parsed.body, BodyKind::Length(_) | BodyKind::None))
+            }
+            RequestBody::None => {
+                assert!(matches!(parsed.body, BodyKind::None | BodyKind::Length(0)))
+            }
+        }
     }
 }

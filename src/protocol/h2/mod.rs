@@ -1,0 +1,7 @@
+//! `protocol::h2`: HTTP/2 without I/O.
+//!
+//! Owns what ringlb adds around the `h2` crate (which does the framing, HPACK
+//! and flow control): the mapping between HTTP/2 messages and the HTTP/1.1
+//! messages the rest of the proxy speaks ([`convert`]). Never touches a socket.
+
+pub mod convert;
