@@ -12,7 +12,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz"
     cargo install --locked cargo-fuzz
 fi
-targets=(request_head response_head chunked framing config proxy_header h2_request)
+targets=(request_head response_head chunked framing config proxy_header h2_request h2_meter)
 if [ "${1:-all}" != all ]; then
     targets=("$1")
 fi

@@ -47,6 +47,11 @@ fn h2_request() {
 }
 
 #[test]
+fn h2_meter() {
+    replay("h2_meter", ringlb::testkit::fuzz::h2_meter);
+}
+
+#[test]
 fn proxy_header() {
     replay("proxy_header", ringlb::testkit::fuzz::proxy_header);
 }

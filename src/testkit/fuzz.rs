@@ -9,7 +9,8 @@
 //! same). `framing` is differential: ringlb's framing decision against a plain
 //! reading of RFC 9112 written here, apart from `protocol::h1`. `h2_request`
 //! checks that an HTTP/2 request's HTTP/1.1 form has exactly the lines it should
-//! (no field can add one). Test tooling: never on the request path.
+//! (no field can add one); `h2_meter` that frames are counted the same however
+//! the bytes are cut. Test tooling: never on the request path.
 
 use std::net::IpAddr;
 
@@ -19,6 +20,7 @@ use crate::protocol::h1::{
     Method,
 };
 use crate::protocol::h2::convert::{self, RequestBody};
+use crate::protocol::h2::meter::{Caps, FrameMeter, PREFACE};
 use crate::protocol::proxy_header::{self, ProxiedAddr};
 
 fn forwarding() -> Forwarding {
@@ -440,4 +442,39 @@ pub fn h2_request(data: &[u8]) {
             }
         }
     }
+}
+
+/// Arbitrary bytes after a client's preface, metered whole and in chunks of a
+/// size the first byte picks (over two seconds, the second half later): the same
+/// counts, frames and verdict either way.
+pub fn h2_meter(data: &[u8]) {
+    let Some((&size, rest)) = data.split_first() else {
+        return;
+    };
+    let size = usize::from(size).max(1);
+    let half = rest.len() / 2;
+    let run = |chunk: usize| {
+        let mut meter = FrameMeter::new(Caps::default());
+        let mut verdict = meter.feed(PREFACE, 1);
+        let mut fed = 0;
+        for piece in rest.chunks(chunk) {
+            let second = if fed < half { 1 } else { 2 };
+            // Split where the seconds change, so both runs see the same times.
+            let cut = if fed < half && fed + piece.len() > half {
+                half - fed
+            } else {
+                piece.len()
+            };
+            for (part, at) in [(&piece[..cut], second), (&piece[cut..], 2)] {
+                if !part.is_empty() && verdict.is_ok() {
+                    verdict = meter.feed(part, at);
+                }
+            }
+            fed += piece.len();
+        }
+        (verdict, meter.frames(), meter.counts(), meter.tripped())
+    };
+    let whole = run(rest.len().max(1));
+    let cut = run(size);
+    assert_eq!(whole, cut, "chunks of {size}");
 }
