@@ -379,3 +379,46 @@ fn profiles_are_off_unless_configured_and_guarded_by_the_token() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET"));
 }
+
+/// DNS rebinding: a page whose own name resolves to the admin address could read
+/// the figures. Without a token, reads must name the admin listener in `Host`;
+/// with one, the token is the guard and any name may be used (scrapers).
+#[test]
+fn reads_from_another_name_need_the_token() {
+    let open = Harness::start(Driver::Epoll, 1, |_| {});
+    let admin = open.server().admin_addr();
+    let rebound = call(admin, "GET", "/stats", "", None);
+    assert_eq!(rebound.status, 200, "Host: the admin address itself");
+    let evil = |admin: SocketAddr, path: &str, extra: &str| {
+        request(
+            admin,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: evil.example:{}\r\n{extra}Connection: close\r\n\r\n",
+                admin.port()
+            )
+            .as_bytes(),
+        )
+    };
+    for path in ["/stats", "/metrics", "/backends", "/clusters"] {
+        assert_eq!(evil(admin, path, "").status, 403, "{path}");
+    }
+    // What holds no figures stays open to any name.
+    assert_eq!(evil(admin, "/healthz", "").status, 200);
+    assert_eq!(evil(admin, "/", "").status, 200);
+    let localhost = request(
+        admin,
+        format!(
+            "GET /stats HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            admin.port()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(localhost.status, 200);
+
+    let token = "0123456789abcdef0123";
+    let guarded = Harness::start(Driver::Epoll, 1, |c| c.admin.token = Some(token.into()));
+    let admin = guarded.server().admin_addr();
+    assert_eq!(evil(admin, "/stats", "").status, 401);
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    assert_eq!(evil(admin, "/stats", &auth).status, 200);
+}

@@ -387,7 +387,7 @@ fn post_reload_rereads_the_file() {
 fn a_reload_moves_the_admin_listener() {
     let h = Harness::start(Driver::Epoll, 1, |_| {});
     let old = h.server().admin_addr();
-    let new = closed_port();
+    let new = free_port();
     let mut moved = h.config.clone();
     moved.admin.listen = new;
     let outcome = h.server().handle().reload(moved.clone()).unwrap();

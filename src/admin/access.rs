@@ -87,6 +87,28 @@ pub fn authorize(access: &AdminAccess, authorization: Option<&[u8]>) -> Result<(
     }
 }
 
+/// Refuses a read that a web page could have made through DNS rebinding (its own
+/// name resolving to the admin address): without a token, the `Host` must name
+/// the admin listener, as for changes. With a token there is nothing to refuse
+/// here: a page cannot know it, and scrapers may use any name.
+pub fn check_read(
+    access: &AdminAccess,
+    admin: SocketAddr,
+    host: Option<&[u8]>,
+) -> Result<(), Refusal> {
+    if access.token.is_some() {
+        return Ok(());
+    }
+    let host = host.and_then(|h| std::str::from_utf8(h).ok());
+    if host.is_some_and(|h| host_allowed(access, admin, h)) {
+        Ok(())
+    } else {
+        Err(Refusal::Forbidden(
+            "Host must be the admin address (or a name in admin.hosts) when no admin.token is set",
+        ))
+    }
+}
+
 /// The headers a change is judged by.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChangeRequest<'a> {

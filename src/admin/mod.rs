@@ -32,7 +32,7 @@ use crate::control::handle::{
 use crate::observe::exposition;
 use crate::observe::logging::escape_json;
 use crate::{log_debug, log_info, log_warn};
-use access::{authorize, check_change, ChangeRequest, Refusal};
+use access::{authorize, check_change, check_read, ChangeRequest, Refusal};
 
 /// Longest admin request head we read.
 const MAX_HEAD: usize = 8 * 1024;
@@ -423,7 +423,9 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Reply {
     let open =
         matches!(endpoint, Endpoint::Healthz | Endpoint::Page) && matches!(method, "GET" | "HEAD");
     if !open {
-        if let Err(refusal) = authorize(context.access, request.header("authorization")) {
+        if let Err(refusal) = authorize(context.access, request.header("authorization"))
+            .and_then(|()| check_read(context.access, context.address, request.header("host")))
+        {
             return refused(refusal).into();
         }
     }

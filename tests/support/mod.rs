@@ -221,10 +221,25 @@ impl SilentBackend {
     }
 }
 
-/// An address where nothing listens.
-pub fn closed_port() -> SocketAddr {
+/// A port free now, for something the test itself is about to bind there.
+pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+/// An address where nothing listens, and nothing will: a socket stays bound to
+/// it, never listening, for the rest of the test process, so a connect is
+/// refused. (A port merely freed could be taken at once by a listener that
+/// another test binds to port 0, which then answers instead.)
+pub fn closed_port() -> SocketAddr {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let address = socket.local_addr().unwrap().as_socket().unwrap();
+    static HELD: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
+    HELD.lock().unwrap().push(socket);
+    address
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
@@ -420,10 +435,11 @@ pub fn request(addr: SocketAddr, raw: &[u8]) -> Reply {
     read_reply(&mut s, &mut pending, raw.starts_with(b"HEAD "))
 }
 
+/// `GET path`, naming `addr` in `Host` as any HTTP client does.
 pub fn get(addr: SocketAddr, path: &str) -> Reply {
     request(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
 }
 
