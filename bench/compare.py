@@ -15,7 +15,8 @@ Figures per proxy and scenario:
     alone (the kernel's share: loopback TCP and the proxy's syscalls);
   - peak RSS of the proxy's processes;
   - p50/p99/p99.9 latency at a fixed offered rate (oha -q with latency correction),
-    keep-alive scenario only;
+    keep-alive scenario only, in rounds of their own (--latency-rounds, 15 by
+    default, interleaved);
   - RSS per idle keep-alive client connection: 8,000 of them by default (the
     machines' hard file limit of 20,000 allows no more for HAProxy), opened one
     after another on the fresh proxy, one request each, then held; read 0.5 s and
@@ -33,6 +34,11 @@ through HAProxy in `mode tcp` and through `relay` (bench/relay.rs, a byte relay 
 the shard's runtime and ring setup), interleaved with the proxies. Neither does any
 HTTP work, so their CPU per request is what the four socket operations of a proxied
 request cost here: the floor under any HTTP proxy's figure.
+
+Verdicts (bench/verdict.py): ringlb against HAProxy and nginx, p99 by the
+difference of medians and CPU per request by their ratio, each with a 90% bootstrap
+interval over the paired rounds: "lower" or "higher" only when the interval
+excludes no difference, else "level".
 
 Run `scripts/setup-bench.sh` first (wrk, haproxy, nginx, oha). Loopback only;
 every step is bounded. Writes bench/results/compare-<time>.{json,md} and prints the
@@ -55,6 +61,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import verdict  # noqa: E402  (bench/verdict.py, beside this file)
 ORIGIN_PORTS = [19301, 19302]
 PROXY_PORT = 19380
 ADMIN_PORT = 19390
@@ -331,10 +339,14 @@ def run_scaling(args, proxy_cpus, ringlb_bin, work):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleaved rounds of the saturation runs (5 at least for a CPU verdict)")
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured run")
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--rate", type=int, default=10000, help="oha's fixed offered rate")
+    ap.add_argument("--latency-rounds", type=int, default=15,
+                    help="interleaved rounds of the fixed-rate latency run (the p99 verdict needs many)")
+    ap.add_argument("--latency-duration", type=int, default=5, help="seconds per latency run")
     # 8,000: these machines' hard RLIMIT_NOFILE is 20,000, and HAProxy needs two
     # descriptors per connection it may hold (maxconn 9,000).
     ap.add_argument("--idle", type=int, default=8000, help="idle connections for the RSS figure")
@@ -407,10 +419,6 @@ def main():
                         print(f"round {rnd} {proxy:15} {name:28} {rps:10.0f} req/s {cpu_us:7.2f} µs/req"
                               f" non-2xx {non2xx} {socket_errors}", file=sys.stderr)
                     head = results[proxy].setdefault("keep-alive, small", {})
-                    latency = oha_latency(args.rate, args.duration)
-                    if latency:
-                        for k, v in latency.items():
-                            head.setdefault(k, []).append(v)
                     head.setdefault("peak_rss_kib", []).append(memory_kib(tree(proc.pid), "VmHWM"))
             for floor, command in floors.items():
                 with running(args.proxy_cores, command) as proc:
@@ -420,6 +428,15 @@ def main():
                         row.setdefault(key, []).append(value)
                     print(f"round {rnd} floor: {floor:24} {rps:10.0f} req/s {cpu_us:7.2f} µs/req"
                           f" non-2xx {non2xx} {socket_errors}", file=sys.stderr)
+        for rnd in range(1, args.latency_rounds + 1 if shutil.which("oha") else 1):
+            for proxy in results:
+                with running(args.proxy_cores, commands[proxy]):
+                    latency = oha_latency(args.rate, args.latency_duration)
+                    head = results[proxy].setdefault("keep-alive, small", {})
+                    for k, v in latency.items():
+                        head.setdefault(k, []).append(v)
+                    print(f"latency round {rnd} {proxy:15} p50 {latency['p50']:.3f} ms "
+                          f"p99 {latency['p99']:.3f} ms p99.9 {latency['p99.9']:.3f} ms", file=sys.stderr)
         scaling = run_scaling(args, proxy_cpus, ringlb_bin, work) if "ringlb" in results else None
     finally:
         for o in origins:
@@ -439,7 +456,9 @@ def main():
             r = results[proxy][name]
             lines.append(f"| {name} | {proxy} | {med(r['rps']):.0f} | {med(r['cpu_us']):.2f} | "
                          f"{med(r['sys_us']):.2f} | {int(sum(r['errors']))} |")
-    lines += ["", f"| proxy | p50 ms at {args.rate}/s | p99 ms | p99.9 ms | peak RSS KiB "
+    lines += ["", f"Latency: medians of {args.latency_rounds} interleaved rounds of oha -q {args.rate} "
+                  f"-c 32 -z {args.latency_duration}s (latency correction on).",
+              "", f"| proxy | p50 ms at {args.rate}/s | p99 ms | p99.9 ms | peak RSS KiB "
                   f"| RSS bytes per idle connection ({args.idle}), 0.5 s / 3 s after the last opened |",
               "| --- | --- | --- | --- | --- | --- |"]
     for proxy in results:
@@ -454,6 +473,19 @@ def main():
             now, then = results["ringlb"][name], before[name]
             lines.append(f"- {name}: CPU per request {med(now['cpu_us']) / med(then['cpu_us']):.3f}x, "
                          f"requests/s {med(now['rps']) / med(then['rps']):.3f}x")
+    if "ringlb" in results:
+        lines += ["", "Verdicts (bench/verdict.py: 90% bootstrap intervals over paired rounds; "
+                      "'level' when the interval holds no difference):"]
+        for other in ("haproxy", "nginx"):
+            if other not in results:
+                continue
+            ours_head, theirs_head = results["ringlb"]["keep-alive, small"], results[other]["keep-alive, small"]
+            p99 = verdict.difference(ours_head.get("p99", []), theirs_head.get("p99", []))
+            lines.append(f"- p99 at {args.rate}/s, ringlb - {other}: {verdict.describe(p99, ' ms')}")
+            for name in SCENARIOS:
+                cpu = verdict.ratio(results["ringlb"][name]["cpu_us"], results[other][name]["cpu_us"])
+                lines.append(f"- CPU per request, {name}, ringlb / {other}: "
+                             f"{verdict.describe(cpu, ratio_form=True)}")
     base = results.get("haproxy", {}).get("keep-alive, small")
     ours = results.get("ringlb", {}).get("keep-alive, small")
     if base and ours:
