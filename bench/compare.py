@@ -431,6 +431,9 @@ def main():
         for rnd in range(1, args.latency_rounds + 1 if shutil.which("oha") else 1):
             for proxy in results:
                 with running(args.proxy_cores, commands[proxy]):
+                    # Warm up (connections, caches, the allocator) as the
+                    # saturation rounds do before they measure.
+                    oha_latency(args.rate, 1)
                     latency = oha_latency(args.rate, args.latency_duration)
                     head = results[proxy].setdefault("keep-alive, small", {})
                     for k, v in latency.items():

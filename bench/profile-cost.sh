@@ -55,7 +55,7 @@ sed 's/^listen = "127.0.0.1:19290"$/listen = "127.0.0.1:19290"\nprofiling = true
 
 # A profile from the start of the load to past its end; its samples are kept.
 take_profile() {
-    curl -s --max-time $((DURATION + 30)) -o "$WORK/profile.folded" \
+    curl -sf --max-time $((DURATION + 30)) -o "$WORK/profile.folded" \
         "http://127.0.0.1:19290/debug/profile?seconds=$((DURATION + 1))&format=folded"
     awk '{n += $NF} END {print n + 0}' "$WORK/profile.folded" >> "$WORK/samples"
 }

@@ -2,14 +2,14 @@
 """Verdicts from interleaved benchmark rounds, decided by a rule, not one median.
 
 Two proxies measured in the same rounds give pairs (ours, theirs), one per round.
-A verdict compares the medians and resamples the rounds (pairs kept together, so a
-noisy round moves both sides alike) to put a 90% bootstrap interval around the
-difference or the ratio:
+Each round's own difference (or ratio) cancels what moved both sides in that
+round; the estimate is the median of those, and resampling the rounds puts a 90%
+bootstrap interval around it:
 
 - difference (latency): "lower" when ours' median is lower and the whole interval
-  of median(ours) - median(theirs) is below zero; "higher" when above zero;
-  "level" when the interval holds zero.
-- ratio (CPU per request): the same around median(ours) / median(theirs) and 1.
+  of the median per-round difference (ours - theirs) is below zero; "higher" when
+  ours' median is higher and the interval is above zero; "level" otherwise.
+- ratio (CPU per request): the same with per-round ours / theirs, around 1.
 
 Resampling is seeded, so a report reads the same when re-rendered from its JSON.
 
@@ -42,11 +42,20 @@ def _interval(pairs, stat, seed):
 
 
 def _difference(sample):
-    return statistics.median(a for a, _ in sample) - statistics.median(b for _, b in sample)
+    return statistics.median(a - b for a, b in sample)
 
 
 def _ratio(sample):
-    return statistics.median(a for a, _ in sample) / statistics.median(b for _, b in sample)
+    return statistics.median(a / b for a, b in sample)
+
+
+def _word(lo, hi, no_change, ours, theirs):
+    lower = statistics.median(ours) < statistics.median(theirs)
+    if hi < no_change and lower:
+        return "lower"
+    if lo > no_change and not lower:
+        return "higher"
+    return "level"
 
 
 def difference(ours, theirs, seed=1):
@@ -56,8 +65,7 @@ def difference(ours, theirs, seed=1):
         return None
     estimate = _difference(pairs)
     lo, hi = _interval(pairs, _difference, seed)
-    word = "lower" if hi < 0 else "higher" if lo > 0 else "level"
-    return estimate, lo, hi, word
+    return estimate, lo, hi, _word(lo, hi, 0.0, [a for a, _ in pairs], [b for _, b in pairs])
 
 
 def ratio(ours, theirs, seed=1):
@@ -67,8 +75,7 @@ def ratio(ours, theirs, seed=1):
         return None
     estimate = _ratio(pairs)
     lo, hi = _interval(pairs, _ratio, seed)
-    word = "lower" if hi < 1 else "higher" if lo > 1 else "level"
-    return estimate, lo, hi, word
+    return estimate, lo, hi, _word(lo, hi, 1.0, [a for a, _ in pairs], [b for _, b in pairs])
 
 
 def describe(result, unit="", ratio_form=False):
@@ -94,8 +101,8 @@ def self_test():
     assert difference(lower, base)[3] == "lower", difference(lower, base)
     assert difference(higher, base)[3] == "higher", difference(higher, base)
     assert difference(same, base)[3] == "level", difference(same, base)
-    r = ratio([x * 0.8 for x in base], base)
-    assert r[3] == "lower" and r[1] <= 0.8 <= r[2], r
+    r = ratio([x * (0.8 + noise()) for x in base], base)
+    assert r[3] == "lower" and abs(r[0] - 0.8) < 0.05 and r[1] < r[2] < 1.0, r
     assert ratio(same, base)[3] == "level", ratio(same, base)
     assert difference([1.0] * 4, [2.0] * 4) is None
     assert ratio([1.0] * 4, [2.0] * 4) is None

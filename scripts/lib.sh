@@ -46,10 +46,15 @@ measure_proxy() {
     local ticks_after requests
     ticks_after=$(cpu_ticks "$proxy")
     requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
-    if [ -n "$beside" ]; then wait "$beside"; fi
+    local hook_status=0
+    if [ -n "$beside" ]; then wait "$beside" || hook_status=$?; fi
     kill "$proxy"; wait "$proxy" 2>/dev/null || true
     local rps cpu_us
     rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out")
     cpu_us=$(python3 -c "print(f'{($ticks_after - $ticks_before) / $(getconf CLK_TCK) * 1e6 / $requests:.2f}')")
+    if [ "$hook_status" -ne 0 ]; then
+        echo "measure_proxy: $hook failed (exit $hook_status); proxy log: $(tail -3 "$WORK/proxy.log")" >&2
+        return 1
+    fi
     echo "$rps $cpu_us"
 }

@@ -15,7 +15,8 @@ pub struct AdminAccess {
     /// stats page, which holds no figures) must carry
     /// `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
-    /// `admin.hosts`: names (besides the admin address) changes may be sent to.
+    /// `admin.hosts`: names (besides the admin address) changes, and reads when
+    /// there is no token, may be sent to.
     pub hosts: Vec<String>,
     /// `admin.profiling`: whether `GET /debug/profile` may take a profile.
     pub profiling: bool,
@@ -99,14 +100,19 @@ pub fn check_read(
     if access.token.is_some() {
         return Ok(());
     }
-    let host = host.and_then(|h| std::str::from_utf8(h).ok());
-    if host.is_some_and(|h| host_allowed(access, admin, h)) {
+    if names_admin(access, admin, host) {
         Ok(())
     } else {
         Err(Refusal::Forbidden(
             "Host must be the admin address (or a name in admin.hosts) when no admin.token is set",
         ))
     }
+}
+
+/// Whether a `Host` value is there and names the admin listener.
+fn names_admin(access: &AdminAccess, admin: SocketAddr, host: Option<&[u8]>) -> bool {
+    host.and_then(|h| std::str::from_utf8(h).ok())
+        .is_some_and(|h| host_allowed(access, admin, h))
 }
 
 /// The headers a change is judged by.
@@ -140,12 +146,12 @@ pub fn check_change(
             ));
         }
     }
-    let host = request.host.and_then(|h| std::str::from_utf8(h).ok());
-    if !host.is_some_and(|h| host_allowed(access, admin, h)) {
+    if !names_admin(access, admin, request.host) {
         return Err(Refusal::Forbidden(
             "Host must be the admin address (or a name in admin.hosts)",
         ));
     }
+    let host = request.host.and_then(|h| std::str::from_utf8(h).ok());
     if let Some(origin) = request.origin {
         // The page that sent it must be the admin listener's own: the same
         // authority as the Host (any other page, even one at an IP address, is

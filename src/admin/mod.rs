@@ -520,7 +520,9 @@ fn answer(request: &AdminRequest, context: &Context<'_>) -> Reply {
 /// `GET /debug/profile`: refused at once when profiling is off, the query is bad
 /// or another profile is running; otherwise the profile to take.
 fn profile_reply(request: &AdminRequest, access: &AdminAccess) -> Reply {
-    let asked = if access.profiling {
+    let asked = if !cfg!(feature = "profiling") {
+        Err(profile::ProfileError::NotBuilt)
+    } else if access.profiling {
         profile::Asked::parse(
             query_param(&request.target, "seconds"),
             query_param(&request.target, "format"),

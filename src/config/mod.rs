@@ -521,8 +521,9 @@ pub struct AdminConfig {
     /// Bearer token every admin request but `GET /healthz` must carry
     /// (`Authorization: Bearer TOKEN`); required on a non-loopback address.
     pub token: Option<String>,
-    /// Host names (besides the admin address itself) that changes may be sent to,
-    /// for operators who reach the admin listener by name.
+    /// Host names (besides the admin address itself) that changes (and, without a
+    /// token, reads) may be sent to, for operators who reach the admin listener
+    /// by name.
     pub hosts: Vec<String>,
     /// Whether `GET /debug/profile` may sample the process (off by default: a
     /// profile costs CPU while it runs, and shows the code's insides).

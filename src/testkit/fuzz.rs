@@ -376,6 +376,8 @@ pub fn framing(data: &[u8]) {
 /// back, with an independent parser, as one request line, one line per field
 /// written and the blank line, and the same method; ringlb's own parser, when it
 /// accepts the head, must read all of it with the framing the conversion chose.
+/// (That no value can add a line rests on the http crate refusing CR, LF and
+/// NUL, as h2's decoding does; the conversion checks again.)
 pub fn h2_request(data: &[u8]) {
     const METHODS: [&str; 8] = [
         "GET", "POST", "PUT", "HEAD", "OPTIONS", "DELETE", "PATCH", "CONNECT",
@@ -444,18 +446,28 @@ pub fn h2_request(data: &[u8]) {
     }
 }
 
-/// Arbitrary bytes after a client's preface, metered whole and in chunks of a
-/// size the first byte picks (over two seconds, the second half later): the same
-/// counts, frames and verdict either way.
+/// Arbitrary bytes metered whole and in chunks of a size the first byte picks
+/// (over two seconds, the second half later): the same counts, frames and
+/// verdict either way. With the first byte's top bit clear, a client's preface
+/// comes first; set, the input is all there is (a preface cut anywhere, or a
+/// wrong one).
 pub fn h2_meter(data: &[u8]) {
-    let Some((&size, rest)) = data.split_first() else {
+    let Some((&first, input)) = data.split_first() else {
         return;
     };
-    let size = usize::from(size).max(1);
+    let size = usize::from(first & 0x7f).max(1);
+    let mut owned = Vec::new();
+    let rest: &[u8] = if first & 0x80 == 0 {
+        owned.extend_from_slice(PREFACE);
+        owned.extend_from_slice(input);
+        &owned
+    } else {
+        input
+    };
     let half = rest.len() / 2;
     let run = |chunk: usize| {
         let mut meter = FrameMeter::new(Caps::default());
-        let mut verdict = meter.feed(PREFACE, 1);
+        let mut verdict = Ok(());
         let mut fed = 0;
         for piece in rest.chunks(chunk) {
             let second = if fed < half { 1 } else { 2 };

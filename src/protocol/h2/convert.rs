@@ -127,8 +127,9 @@ pub fn request_head(
             authority.as_str().as_bytes()
         }
         (Some(authority), None) => authority.as_str().as_bytes(),
-        (None, Some(field)) => field.as_bytes(),
-        (None, None) => return Err(ConvertError::NoAuthority),
+        // An empty host names nothing (RFC 9113 §8.3.1): as if none were sent.
+        (None, Some(field)) if !field.is_empty() => field.as_bytes(),
+        (None, _) => return Err(ConvertError::NoAuthority),
     };
     if !clean_value(host) {
         return Err(ConvertError::BadRequestField);
@@ -236,15 +237,33 @@ fn header_map<'a>(
     Ok(map)
 }
 
-/// An HTTP/1.1 backend's response head as an HTTP/2 one: the status, and its
-/// end-to-end fields with their names lowercased (`Content-Length` kept: the
-/// body that follows has exactly that length).
+/// An HTTP/1.1 backend's final response head as an HTTP/2 one: the status, and
+/// its end-to-end fields with their names lowercased. `Content-Length` is kept
+/// only when there is exactly one and it is a number (the body that follows has
+/// that length); HEAD, 204 and 304 answers may carry one the HTTP/1.1 parser
+/// did not hold them to, and HTTP/2 clients refuse a malformed one. 1xx answers
+/// are not final (interim ones go out as h2's informational responses; 101
+/// cannot happen over HTTP/2, RFC 9113 §8.6): refused here.
 pub fn response_head<'a, I>(status: u16, fields: I) -> Result<Response<()>, ConvertError>
 where
     I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
 {
+    if status < 200 {
+        return Err(ConvertError::BadResponseField);
+    }
     let status = StatusCode::from_u16(status).map_err(|_| ConvertError::BadResponseField)?;
-    let headers = header_map(end_to_end(fields), &[])?;
+    let lengths: Vec<&[u8]> = fields
+        .clone()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))
+        .map(|(_, value)| value)
+        .collect();
+    let sound_length = matches!(lengths.as_slice(), [one] if !one.is_empty() && one.iter().all(u8::is_ascii_digit));
+    let skip: &[&str] = if sound_length {
+        &[]
+    } else {
+        &["content-length"]
+    };
+    let headers = header_map(end_to_end(fields), skip)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -333,6 +352,8 @@ mod tests {
         );
         let neither = parts("GET", "/p", &[]);
         assert_eq!(convert(&neither, true), Err(ConvertError::NoAuthority));
+        let empty = parts("GET", "/p", &[("host", "")]);
+        assert_eq!(convert(&empty, true), Err(ConvertError::NoAuthority));
         assert_eq!(ConvertError::NoAuthority.status(), 400);
     }
 
@@ -474,6 +495,20 @@ mod tests {
         );
         assert!(ConvertError::BadResponseField.backend_fault());
         assert_eq!(response_head(99, fields(&[])).unwrap_err().status(), 502);
+        for interim in [100, 101, 103] {
+            assert!(response_head(interim, fields(&[])).is_err(), "{interim}");
+        }
+        // A length HTTP/2 would refuse is left out rather than passed on.
+        for lengths in [
+            &[("Content-Length", "5"), ("Content-Length", "7")][..],
+            &[("Content-Length", "5x")],
+        ] {
+            let response = response_head(200, fields(lengths)).unwrap();
+            assert!(
+                !response.headers().contains_key("content-length"),
+                "{lengths:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,8 @@
 /// closed with `GOAWAY(ENHANCE_YOUR_CALM)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
-    /// PING frames that are not acknowledgements.
+    /// PING frames, acknowledgements included (a client acknowledges only the
+    /// rare pings ringlb sends; h2 ignores the others, at a cost all the same).
     pub ping: u32,
     /// SETTINGS frames that are not acknowledgements.
     pub settings: u32,
@@ -21,8 +22,9 @@ pub struct Caps {
     pub reset: u32,
     /// PRIORITY frames.
     pub priority: u32,
-    /// Frames that carry nothing and end nothing: DATA without payload or
-    /// END_STREAM, HEADERS and CONTINUATION without payload or END_HEADERS.
+    /// Frames that carry nothing and end nothing: DATA without data (no payload,
+    /// or padding alone) and without END_STREAM, HEADERS and CONTINUATION
+    /// without payload or END_HEADERS.
     pub empty: u32,
     /// WINDOW_UPDATE frames.
     pub window_update: u32,
@@ -85,9 +87,11 @@ const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 const LAST_KNOWN: u8 = CONTINUATION;
 
+/// SETTINGS and PING acknowledgements.
 const FLAG_ACK: u8 = 0x1;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
+const FLAG_PADDED: u8 = 0x8;
 
 /// Where the meter is in the byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +100,9 @@ enum At {
     Preface(usize),
     /// Inside a frame header, this many bytes into it.
     Header(usize),
+    /// At a padded DATA frame's pad length, the frame this long in all: the
+    /// byte that tells whether it carries any data.
+    PadLength(u32),
     /// Inside a payload, this many bytes left.
     Payload(u32),
     /// Not an HTTP/2 client (a wrong preface): nothing more is metered, and h2
@@ -179,15 +186,32 @@ impl FrameMeter {
                     }
                     let length =
                         u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]);
+                    let (kind, flags) = (self.header[3], self.header[4]);
                     self.frames += 1;
-                    if let Err(flood) = self.count(self.header[3], self.header[4], length) {
-                        self.tripped = Some(flood);
-                        return Err(flood);
+                    let padded = flags & FLAG_PADDED != 0 && flags & FLAG_END_STREAM == 0;
+                    if kind == DATA && padded && length > 0 {
+                        // Whether it carries data is in its first payload byte.
+                        self.at = At::PadLength(length);
+                        continue;
                     }
+                    self.count(kind, flags, length)?;
                     self.at = if length == 0 {
                         At::Header(0)
                     } else {
                         At::Payload(length)
+                    };
+                }
+                At::PadLength(length) => {
+                    let pad = u32::from(bytes[0]);
+                    bytes = &bytes[1..];
+                    // Padding alone (or more padding than the frame holds, which
+                    // h2 refuses): an empty frame.
+                    let data = length.saturating_sub(1 + pad);
+                    self.count(DATA, 0, data)?;
+                    self.at = if length == 1 {
+                        At::Header(0)
+                    } else {
+                        At::Payload(length - 1)
                     };
                 }
                 At::Payload(left) => {
@@ -210,7 +234,7 @@ impl FrameMeter {
         let c = &mut self.counts;
         let caps = &self.caps;
         let (count, cap, flood) = match kind {
-            PING if flags & FLAG_ACK == 0 => (&mut c.ping, caps.ping, Flood::Ping),
+            PING => (&mut c.ping, caps.ping, Flood::Ping),
             SETTINGS if flags & FLAG_ACK == 0 => (&mut c.settings, caps.settings, Flood::Settings),
             RST_STREAM => (&mut c.reset, caps.reset, Flood::Reset),
             PRIORITY => (&mut c.priority, caps.priority, Flood::Priority),
@@ -230,6 +254,7 @@ impl FrameMeter {
         };
         *count += 1;
         if *count > cap {
+            self.tripped = Some(flood);
             Err(flood)
         } else {
             Ok(())
@@ -275,6 +300,7 @@ mod tests {
         bytes.extend(frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]));
         bytes.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &[0x82, 0x86, 0x84]));
         bytes.extend(frame(DATA, 0, 1, &[7; 300]));
+        bytes.extend(frame(DATA, FLAG_PADDED, 1, &[2, b'd', 0, 0]));
         bytes.extend(frame(DATA, FLAG_END_STREAM, 1, &[]));
         bytes.extend(frame(PING, 0, 0, &frame(RST_STREAM, 0, 1, &[])[..8]));
         bytes.extend(frame(PING, FLAG_ACK, 0, &[0; 8]));
@@ -284,7 +310,7 @@ mod tests {
 
     fn expected() -> Counts {
         Counts {
-            ping: 1,
+            ping: 2,
             settings: 1,
             window_update: 1,
             ..Counts::default()
@@ -300,7 +326,7 @@ mod tests {
                 meter.feed(chunk, 1).unwrap();
             }
             assert_eq!(meter.counts(), expected(), "chunks of {size}");
-            assert_eq!(meter.frames(), 7, "chunks of {size}");
+            assert_eq!(meter.frames(), 8, "chunks of {size}");
         }
     }
 
@@ -359,11 +385,30 @@ mod tests {
             meter.feed(&bytes, 0).unwrap();
             assert_eq!(meter.feed(&bytes, 0), Err(flood), "{flood:?}");
         }
-        // Acknowledgements, and frames that carry or end something, are free.
+        // Padding alone is empty too; a PING is counted, acknowledgement or not.
+        for bytes in [
+            frame(DATA, FLAG_PADDED, 1, &[3, 0, 0, 0]),
+            frame(DATA, FLAG_PADDED, 1, &[0]),
+        ] {
+            let mut meter = FrameMeter::new(one);
+            meter.feed(PREFACE, 0).unwrap();
+            meter.feed(&bytes, 0).unwrap();
+            assert_eq!(meter.feed(&bytes, 0), Err(Flood::Empty));
+        }
+        let mut meter = FrameMeter::new(one);
+        meter.feed(PREFACE, 0).unwrap();
+        meter.feed(&frame(PING, FLAG_ACK, 0, &[0; 8]), 0).unwrap();
+        assert_eq!(meter.feed(&frame(PING, 0, 0, &[0; 8]), 0), Err(Flood::Ping));
+        // Settings acknowledgements, and frames that carry or end something, are free.
         let mut meter = FrameMeter::new(one);
         meter.feed(PREFACE, 0).unwrap();
         for _ in 0..10 {
-            meter.feed(&frame(PING, FLAG_ACK, 0, &[0; 8]), 0).unwrap();
+            meter
+                .feed(&frame(DATA, FLAG_PADDED, 1, &[1, b'x', 0]), 0)
+                .unwrap();
+            meter
+                .feed(&frame(DATA, FLAG_PADDED | FLAG_END_STREAM, 1, &[0]), 0)
+                .unwrap();
             meter.feed(&frame(SETTINGS, FLAG_ACK, 0, &[]), 0).unwrap();
             meter
                 .feed(&frame(DATA, FLAG_END_STREAM, 1, &[]), 0)
