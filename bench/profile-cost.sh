@@ -31,26 +31,7 @@ PIDS=()
 . scripts/lib.sh
 trap cleanup EXIT
 
-taskset -c 0 "$WITH" origin --listen 127.0.0.1:19201 --name o1 >/dev/null 2>&1 & PIDS+=($!)
-taskset -c 0 "$WITH" origin --listen 127.0.0.1:19202 --name o2 >/dev/null 2>&1 & PIDS+=($!)
-wait_port 19201; wait_port 19202
-cat > "$WORK/off.toml" <<TOML
-[server]
-listen = "127.0.0.1:19280"
-shards = 1
-[admin]
-listen = "127.0.0.1:19290"
-[logging]
-level = "warn"
-[health_check]
-kind = "none"
-[[backends]]
-name = "o1"
-address = "127.0.0.1:19201"
-[[backends]]
-name = "o2"
-address = "127.0.0.1:19202"
-TOML
+start_origins "$WITH" "$WORK/off.toml"
 sed 's/^listen = "127.0.0.1:19290"$/listen = "127.0.0.1:19290"\nprofiling = true/' "$WORK/off.toml" > "$WORK/on.toml"
 
 # A profile from the start of the load to past its end; its samples are kept.

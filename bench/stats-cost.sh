@@ -31,27 +31,7 @@ PIDS=()
 . scripts/lib.sh
 trap cleanup EXIT
 
-
-taskset -c 0 "$ON" origin --listen 127.0.0.1:19201 --name o1 >/dev/null 2>&1 & PIDS+=($!)
-taskset -c 0 "$ON" origin --listen 127.0.0.1:19202 --name o2 >/dev/null 2>&1 & PIDS+=($!)
-wait_port 19201; wait_port 19202
-cat > "$WORK/bench.toml" <<TOML
-[server]
-listen = "127.0.0.1:19280"
-shards = 1
-[admin]
-listen = "127.0.0.1:19290"
-[logging]
-level = "warn"
-[health_check]
-kind = "none"
-[[backends]]
-name = "o1"
-address = "127.0.0.1:19201"
-[[backends]]
-name = "o2"
-address = "127.0.0.1:19202"
-TOML
+start_origins "$ON" "$WORK/bench.toml"
 sed 's/^level = "warn"$/level = "warn"\naccess_log = true/' "$WORK/bench.toml" > "$WORK/bench-log.toml"
 
 # While the "on" proxy is loaded: time GET /stats and /metrics, three each.

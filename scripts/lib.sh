@@ -19,6 +19,33 @@ wait_port() {
     return 1
 }
 
+# start_origins BIN CONFIG: two `BIN origin` on CPU 0 (127.0.0.1:19201 and
+# :19202), added to PIDS, and CONFIG written: a one-shard proxy on
+# 127.0.0.1:19280 (admin :19290, as measure_proxy expects) in front of them.
+start_origins() {
+    local bin=$1 config=$2
+    taskset -c 0 "$bin" origin --listen 127.0.0.1:19201 --name o1 >/dev/null 2>&1 & PIDS+=($!)
+    taskset -c 0 "$bin" origin --listen 127.0.0.1:19202 --name o2 >/dev/null 2>&1 & PIDS+=($!)
+    wait_port 19201; wait_port 19202
+    cat > "$config" <<TOML
+[server]
+listen = "127.0.0.1:19280"
+shards = 1
+[admin]
+listen = "127.0.0.1:19290"
+[logging]
+level = "warn"
+[health_check]
+kind = "none"
+[[backends]]
+name = "o1"
+address = "127.0.0.1:19201"
+[[backends]]
+name = "o2"
+address = "127.0.0.1:19202"
+TOML
+}
+
 # utime+stime of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
