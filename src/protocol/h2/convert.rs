@@ -78,8 +78,11 @@ const CONNECTION_SPECIFIC: [&str; 5] = [
     "upgrade",
 ];
 
-fn connection_specific(name: &str) -> bool {
-    CONNECTION_SPECIFIC.contains(&name) || name == "te"
+fn connection_specific(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"te")
+        || CONNECTION_SPECIFIC
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c.as_bytes()))
 }
 
 /// Methods whose request content has a meaning: sent with `Content-Length: 0`
@@ -159,7 +162,7 @@ pub fn request_head(
                 continue;
             }
             "content-length" => has_length = true,
-            _ if connection_specific(name) => continue,
+            _ if connection_specific(name.as_bytes()) => continue,
             _ => {}
         }
         push_field(out, name, value);
@@ -199,26 +202,12 @@ where
         .clone()
         .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
         .flat_map(|(_, value)| value.split(|&b| b == b','))
-        .map(trim)
+        .map(<[u8]>::trim_ascii)
         .filter(|token| !token.is_empty())
         .collect();
     fields.filter(move |(name, _)| {
-        let lower = name.to_ascii_lowercase();
-        let lower = String::from_utf8_lossy(&lower);
-        !connection_specific(&lower) && !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        !connection_specific(name) && !named.iter().any(|n| n.eq_ignore_ascii_case(name))
     })
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 fn header_map<'a>(
@@ -288,7 +277,7 @@ pub fn trailers_to_h1(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) -> Result
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
         let name = name.as_str();
-        if connection_specific(name) || NOT_IN_TRAILERS.contains(&name) {
+        if connection_specific(name.as_bytes()) || NOT_IN_TRAILERS.contains(&name) {
             continue;
         }
         if !clean_value(value.as_bytes()) {
