@@ -28,9 +28,9 @@ use crate::observe::access_log::LogTls;
 use crate::protocol::tls::{Fed, TlsError, TlsInfo, TlsSession};
 
 /// How long a closing connection is drained so the peer sees our last response.
-const LINGER: Duration = Duration::from_secs(1);
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// Most bytes read and discarded while lingering.
-const LINGER_BYTES: usize = 256 * 1024;
+pub(crate) const LINGER_BYTES: usize = 256 * 1024;
 /// Least ciphertext read at once: one whole record (16 KiB of data, its header,
 /// and the most padding and tag a suite adds), so a record costs one read.
 const TLS_READ: usize = 16 * 1024 + 5 + 256;

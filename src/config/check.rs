@@ -105,6 +105,12 @@ impl Config {
                 "at least one { cert = \"...pem\", key = \"...key\" } is required",
             );
         }
+        if protocol == ListenerProtocol::H2c {
+            errors.push(
+                self.listener_key(i, "tls"),
+                "h2c is HTTP/2 without TLS; HTTP/2 over TLS (protocol = \"http\" with alpn = [\"h2\", \"http/1.1\"]) is not supported yet",
+            );
+        }
         for (n, name) in tls.alpn.iter().enumerate() {
             let key = self.listener_key(i, &format!("tls.alpn[{n}]"));
             match (protocol, name.as_str()) {
@@ -119,6 +125,7 @@ impl Config {
                 (ListenerProtocol::Http, other) => {
                     errors.push(key, format!("expected \"http/1.1\", got {other:?}"))
                 }
+                (ListenerProtocol::H2c, _) => {}
             }
         }
         if tls.default.is_none() {

@@ -608,10 +608,11 @@ fn convert_listener(i: usize, l: FileListener, errors: &mut Errors<'_>) -> Liste
     let protocol = match l.protocol.as_deref() {
         None | Some("http") => ListenerProtocol::Http,
         Some("tcp") => ListenerProtocol::Tcp,
+        Some("h2c") => ListenerProtocol::H2c,
         Some(other) => {
             errors.push(
                 key("protocol"),
-                format!("expected \"http\" or \"tcp\", got {other:?} (tls listeners are not supported yet)"),
+                format!("expected \"http\", \"h2c\" or \"tcp\", got {other:?}"),
             );
             ListenerProtocol::Http
         }
@@ -683,7 +684,7 @@ fn convert_listener_tls(
         // its own unless told to.
         alpn: tls.alpn.unwrap_or_else(|| match protocol {
             ListenerProtocol::Http => vec!["http/1.1".to_string()],
-            ListenerProtocol::Tcp => Vec::new(),
+            ListenerProtocol::Tcp | ListenerProtocol::H2c => Vec::new(),
         }),
     }
 }

@@ -332,6 +332,9 @@ pub enum ListenerProtocol {
     Http,
     /// Plain TCP: each connection is relayed to a backend of one cluster.
     Tcp,
+    /// HTTP/2 over plain TCP with prior knowledge (`h2c`), routed by
+    /// `[[routes]]` like `http`.
+    H2c,
 }
 
 impl ListenerProtocol {
@@ -340,6 +343,7 @@ impl ListenerProtocol {
         match self {
             ListenerProtocol::Http => "http",
             ListenerProtocol::Tcp => "tcp",
+            ListenerProtocol::H2c => "h2c",
         }
     }
 }

@@ -1029,7 +1029,7 @@ fn listeners_are_checked() {
     assert_error(
         &listener("address = \"127.0.0.1:1\"\nprotocol = \"udp\""),
         "listeners[0].protocol",
-        "expected \"http\" or \"tcp\"",
+        "expected \"http\", \"h2c\" or \"tcp\"",
     );
     assert_error(
         "[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nbackends = [ { name = \"b\", address = \"127.0.0.1:2\" } ]\n",
@@ -1106,6 +1106,31 @@ fn the_admin_api_needs_a_token_off_loopback() {
         &format!("[admin]\nhosts = [\"a b\"]\n{ONE_BACKEND}"),
         "admin.hosts[0]",
         "host name",
+    );
+}
+
+#[test]
+fn h2c_listeners_are_routed_and_refuse_tls() {
+    let file = |extra: &str| {
+        format!(
+            "[[listeners]]\nname = \"h2\"\naddress = \"127.0.0.1:8081\"\nprotocol = \"h2c\"\n{extra}\n\
+             [[routes]]\nlistener = \"h2\"\ncluster = \"app\"\n\
+             [[clusters]]\nname = \"app\"\nbackends = [ {{ name = \"a1\", address = \"127.0.0.1:8082\" }} ]\n"
+        )
+    };
+    let c = parse(&file(""), "t.toml", no_env()).expect("valid");
+    assert_eq!(c.listeners[0].protocol, ListenerProtocol::H2c);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_error(
+        &file("tls = { certificates = [ { cert = \"c.pem\", key = \"k.pem\" } ] }"),
+        "listeners[0].tls",
+        "h2c is HTTP/2 without TLS",
+    );
+    // Like an http listener, it needs a route and names no cluster itself.
+    assert_error(
+        &file("cluster = \"app\""),
+        "listeners[0].cluster",
+        "only tcp listeners name a cluster",
     );
 }
 

@@ -21,7 +21,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::ListenerProtocol;
 use crate::observe::stats::ShardStats;
 use crate::proxy::proxied::{self, Accepted};
-use crate::proxy::{http1, tcp};
+use crate::proxy::{http1, http2, tcp};
 use crate::shard::{ConnectionGuard, Shard, ShardListener};
 use crate::{log_debug, log_warn};
 
@@ -198,6 +198,7 @@ fn serve(
         match listener.protocol {
             ListenerProtocol::Http => monoio::spawn(http1::serve(shard, listener, guard, accepted)),
             ListenerProtocol::Tcp => monoio::spawn(tcp::serve(shard, listener, guard, accepted)),
+            ListenerProtocol::H2c => monoio::spawn(http2::serve(shard, listener, guard, accepted)),
         };
         return;
     };
@@ -212,6 +213,8 @@ fn serve(
         match listener.protocol {
             ListenerProtocol::Http => http1::serve(shard, listener, guard, accepted).await,
             ListenerProtocol::Tcp => tcp::serve(shard, listener, guard, accepted).await,
+            // Refused by the configuration check: h2c has no TLS.
+            ListenerProtocol::H2c => {}
         }
     });
 }

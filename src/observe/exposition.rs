@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use crate::control::breaker::BreakerState;
 use crate::control::handle::{BackendView, ClusterView, Report};
+use crate::observe::h2::{H2Totals, H2_FLOODS};
 use crate::observe::logging::escape_json;
 use crate::observe::stats::{LatencySummary, ERROR_KINDS};
 use crate::observe::tls::{TlsTotals, TLS_CIPHERS, TLS_FAILURES, TLS_SNI, TLS_VERSIONS};
@@ -77,6 +78,8 @@ pub fn stats_json(report: &Report) -> String {
     tunnel_totals_json(&mut out, &t.tunnels);
     out.push_str(",\"tls\":");
     tls_json(&mut out, &t.tls);
+    out.push_str(",\"http2\":");
+    h2_json(&mut out, &t.h2);
     out.push_str(",\"certificates\":[");
     for (i, c) in report.certificates.iter().enumerate() {
         if i > 0 {
@@ -261,6 +264,21 @@ fn tls_json(out: &mut String, t: &TlsTotals) {
     out.push('}');
 }
 
+fn h2_json(out: &mut String, t: &H2Totals) {
+    let _ = write!(
+        out,
+        "{{\"connections\":{},\"preface_failures\":{},\"streams\":{},\"floods\":{{",
+        t.connections, t.preface_failures, t.streams
+    );
+    for (i, (flood, n)) in H2_FLOODS.iter().zip(t.floods).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{}\":{n}", flood.as_str());
+    }
+    out.push_str("}}");
+}
+
 fn backend_json(out: &mut String, b: &BackendView) {
     let s = &b.status;
     let c = &b.counters;
@@ -312,6 +330,43 @@ fn label(value: &str) -> String {
 }
 
 /// Starts a metric family.
+fn h2_metrics(out: &mut String, t: &H2Totals) {
+    scalar(
+        out,
+        "ringlb_h2_connections_total",
+        "counter",
+        "HTTP/2 client connections that sent the preface and SETTINGS.",
+        t.connections,
+    );
+    scalar(
+        out,
+        "ringlb_h2_preface_failures_total",
+        "counter",
+        "HTTP/2 client connections whose preface was wrong or late.",
+        t.preface_failures,
+    );
+    scalar(
+        out,
+        "ringlb_h2_streams_total",
+        "counter",
+        "HTTP/2 streams clients opened.",
+        t.streams,
+    );
+    family(
+        out,
+        "ringlb_h2_floods_total",
+        "counter",
+        "HTTP/2 client connections closed with GOAWAY(ENHANCE_YOUR_CALM) for sending more frames of a kind per second than allowed.",
+    );
+    for (flood, n) in H2_FLOODS.iter().zip(t.floods) {
+        let _ = writeln!(
+            out,
+            "ringlb_h2_floods_total{{kind=\"{}\"}} {n}",
+            flood.as_str()
+        );
+    }
+}
+
 fn tls_metrics(out: &mut String, t: &TlsTotals) {
     family(
         out,
@@ -693,6 +748,7 @@ pub fn metrics_text(report: &Report) -> String {
 
     tunnel_metrics(&mut out, &t.tunnels, report, &names);
     tls_metrics(&mut out, &t.tls);
+    h2_metrics(&mut out, &t.h2);
     family(
         &mut out,
         "ringlb_tls_certificate_days_left",

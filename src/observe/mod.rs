@@ -7,6 +7,7 @@
 
 pub mod access_log;
 pub mod exposition;
+pub mod h2;
 pub mod logging;
 pub mod stats;
 pub mod tls;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::h2::{H2Totals, ShardH2Stats};
 use super::tls::{ShardTlsStats, TlsTotals};
 use super::tunnels::{ShardTunnelStats, TunnelCounters, TunnelRecord, TunnelStats, TunnelTotals};
 
@@ -141,6 +142,8 @@ pub struct ShardStats {
     pub tunnels: ShardTunnelStats,
     /// TLS handshakes on the shard's listeners.
     pub tls: ShardTlsStats,
+    /// HTTP/2 connections and streams.
+    pub h2: ShardH2Stats,
 }
 
 impl Default for ShardStats {
@@ -168,6 +171,7 @@ impl Default for ShardStats {
             latency: RefCell::new(latency_histogram()),
             tunnels: ShardTunnelStats::default(),
             tls: ShardTlsStats::default(),
+            h2: ShardH2Stats::default(),
         }
     }
 }
@@ -259,6 +263,7 @@ impl ShardStats {
             access_log_dropped,
             tunnels: self.tunnels.totals(),
             tls: self.tls.totals(),
+            h2: self.h2.totals(),
         };
         ShardReport {
             shard,
@@ -489,6 +494,8 @@ pub struct Counters {
     pub tunnels: TunnelTotals,
     /// TLS handshakes on listeners.
     pub tls: TlsTotals,
+    /// HTTP/2 connections and streams.
+    pub h2: H2Totals,
 }
 
 impl Counters {
@@ -522,6 +529,7 @@ impl Counters {
         self.access_log_dropped += o.access_log_dropped;
         self.tunnels.merge(&o.tunnels);
         self.tls.merge(&o.tls);
+        self.h2.merge(&o.h2);
     }
 
     /// Responses by status code, only the codes seen.

@@ -8,6 +8,7 @@
 use std::io;
 
 use crate::protocol::h1::H1Error;
+use crate::protocol::h2::convert::ConvertError;
 
 /// Whose fault an error was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,10 @@ pub enum ProxyError {
     /// The request head or body broke the protocol rules or a limit.
     #[error("bad request: {0}")]
     BadRequest(H1Error),
+    /// An HTTP/2 request that has no HTTP/1.1 equivalent the backends could be
+    /// sent (no authority, two hosts, CONNECT).
+    #[error("bad HTTP/2 request: {0}")]
+    BadHttp2Request(ConvertError),
     /// The client did not send a complete head within `timeouts.header_read`.
     #[error("timed out reading the request head")]
     HeaderReadTimeout,
@@ -71,6 +76,7 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
             ProxyError::BadRequest(_)
+            | ProxyError::BadHttp2Request(_)
             | ProxyError::HeaderReadTimeout
             | ProxyError::BodyReadTimeout
             | ProxyError::ClientIo(_)
@@ -108,6 +114,7 @@ impl ProxyError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ProxyError::BadRequest(e) => Some(e.request_status()),
+            ProxyError::BadHttp2Request(e) => Some(e.status()),
             ProxyError::HeaderReadTimeout => Some(408),
             ProxyError::BodyReadTimeout | ProxyError::ClientIo(_) => None,
             ProxyError::NoRoute => Some(404),
@@ -123,7 +130,7 @@ impl ProxyError {
     /// A short stable name for counters and log fields.
     pub fn kind(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadRequest(_) | ProxyError::BadHttp2Request(_) => "bad_request",
             ProxyError::HeaderReadTimeout => "header_read_timeout",
             ProxyError::BodyReadTimeout => "body_read_timeout",
             ProxyError::ClientIo(_) => "client_io",

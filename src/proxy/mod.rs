@@ -1,6 +1,8 @@
 //! `proxy`: what a shard does with a client connection.
 //!
-//! [`http1`] proxies HTTP/1.1 connections, request after request; [`tcp`] relays
+//! [`http1`] proxies HTTP/1.1 connections, request after request, through the
+//! forwarding core HTTP/2 streams share; [`http2`] proxies `h2c` connections,
+//! stream after stream; [`tcp`] relays
 //! TCP listeners' connections to a backend; [`tunnel`] is the byte relay both use
 //! (TCP connections, upgraded WebSocket connections); [`proxied`] is a connection
 //! as accepted, and reads the PROXY header it may start with; [`error`] says what
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 pub mod error;
 pub mod http1;
+pub mod http2;
 pub mod proxied;
 pub mod tcp;
 pub mod tunnel;

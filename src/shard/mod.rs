@@ -388,7 +388,9 @@ impl Shard {
         let mut listeners = Vec::with_capacity(plan.listeners.len());
         for l in &plan.listeners {
             let serves = match l.protocol {
-                ListenerProtocol::Http => Serves::Http(Rc::new(self.route_table(&l.routes))),
+                ListenerProtocol::Http | ListenerProtocol::H2c => {
+                    Serves::Http(Rc::new(self.route_table(&l.routes)))
+                }
                 ListenerProtocol::Tcp => Serves::Tcp(l.cluster.as_ref().and_then(|name| {
                     self.clusters
                         .borrow()

@@ -10,13 +10,14 @@ use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder};
 use crate::proxy::error::ProxyError;
 
 use super::forward::Outbound;
+use super::socket::ClientIo;
 use super::{Downstream, Failure, BODY_BUFFER};
 use crate::stream::Stream;
 
 /// Streams a request body that is not held in full from the client to upstream.
 pub(super) async fn send_body(
     outbound: &Outbound<'_>,
-    client: &mut Downstream,
+    client: &mut Downstream<impl ClientIo>,
     upstream: &mut Stream,
     body: BodyKind,
 ) -> Result<(), Failure> {
@@ -98,7 +99,7 @@ pub(super) fn encode_chunk_event(event: Option<ChunkEvent<'_>>, out: &mut Vec<u8
 
 /// Reads more of a request body from the client.
 pub(super) async fn read_client_body(
-    client: &mut Downstream,
+    client: &mut Downstream<impl ClientIo>,
     timeout: Duration,
 ) -> Result<(), ProxyError> {
     match monoio::time::timeout(

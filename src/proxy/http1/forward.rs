@@ -23,21 +23,20 @@ use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::protocol::h1::{self, BodyKind, ChunkedDecoder, ClientSide, Request};
 use crate::protocol::proxy_header;
 use crate::proxy::error::{ProxyError, Side};
-use crate::proxy::proxied;
 use crate::proxy::MAX_TRIED;
 use crate::shard::{Shard, ShardSettings};
 use crate::upstream::{self, UpstreamTls};
 
 use super::body::{read_client_body, send_body};
 use super::response::{read_response, send_response, ResponseError};
-use super::socket::{write_all_client, write_client};
+use super::socket::{write_all_client, write_client, ClientIo};
 use super::{Downstream, Failure, Scratch, RESPONSE_BUFFER};
 use crate::stream::Stream;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How a proxied request left the client connection.
-pub(super) enum Done {
+pub(in crate::proxy) enum Done {
     /// The response went out; `keep_alive` tells whether the connection can carry
     /// another request.
     Next { keep_alive: bool },
@@ -46,7 +45,7 @@ pub(super) enum Done {
 }
 
 /// A WebSocket connection the backend accepted, ready to become a tunnel.
-pub(super) struct Upgraded {
+pub(in crate::proxy) struct Upgraded {
     /// The upstream connection (never pooled again).
     pub(super) upstream: Stream,
     /// Counts the tunnel as in flight to its backend (least-conn) while it lives.
@@ -65,7 +64,7 @@ pub(super) struct Upgraded {
 pub(super) async fn proxy_request(
     shard: &Shard,
     cluster: &Cluster,
-    client: &mut Downstream,
+    client: &mut Downstream<impl ClientIo>,
     request: &Request,
     scratch: &mut Scratch,
     record: &mut RequestRecord,
@@ -316,7 +315,7 @@ struct AttemptFailure {
 
 /// One attempt: one backend, one upstream connection.
 async fn attempt(
-    client: &mut Downstream,
+    client: &mut Downstream<impl ClientIo>,
     outbound: &Outbound<'_>,
     pick: Pick<'_>,
     scratch: &mut Vec<u8>,
@@ -353,11 +352,10 @@ async fn attempt(
     let private = settings.send_proxy.is_some();
     scratch.clear();
     if let Some(version) = settings.send_proxy {
-        let destination = proxied::destination(
-            client.stream.tcp(),
-            client.destination,
-            client.listener.address,
-        );
+        let destination = client
+            .destination
+            .or_else(|| client.stream.local_addr())
+            .unwrap_or(client.listener.address);
         proxy_header::write(scratch, version, client.peer, destination);
     }
     // Over TLS the PROXY header goes before the handshake, in the clear; else
@@ -558,7 +556,7 @@ const EARLY_GRACE: Duration = Duration::from_millis(100);
 async fn early_response(
     outbound: &Outbound<'_>,
     pick: Pick<'_>,
-    client: &mut Downstream,
+    client: &mut Downstream<impl ClientIo>,
     upstream: &mut Stream,
     upbuf: &mut Vec<u8>,
     scratch: &mut Vec<u8>,

@@ -15,6 +15,8 @@ mod forward;
 mod response;
 mod socket;
 
+pub use socket::ClientIo;
+
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -37,7 +39,8 @@ use crate::route::{RequestView, Route};
 use crate::shard::{ConnectionGuard, Shard, ShardListener};
 use crate::stream::{Cancelable, Stream, TlsLogged};
 
-use forward::{proxy_request, Done, Upgraded};
+pub(in crate::proxy) use forward::Done;
+use forward::{proxy_request, Upgraded};
 
 /// Initial capacity of a client connection's read buffer.
 const CLIENT_BUFFER: usize = 4 * 1024;
@@ -56,35 +59,35 @@ const HEAD_BUFFER: usize = 1024;
 // connections never reach it, so they pay no extra operation per request.
 
 /// One client connection's reading state.
-pub(super) struct Downstream {
-    /// The socket (plain or TLS).
-    stream: Stream,
+pub(in crate::proxy) struct Downstream<S = Stream> {
+    /// The socket (plain or TLS), or an HTTP/2 stream.
+    pub(in crate::proxy) stream: S,
     /// The client's address (from the PROXY header, when the listener takes one).
-    peer: SocketAddr,
+    pub(in crate::proxy) peer: SocketAddr,
     /// The address the client connected to, when a PROXY header named it (else
     /// the socket's own, asked for only when a backend is sent a PROXY header).
-    destination: Option<SocketAddr>,
+    pub(in crate::proxy) destination: Option<SocketAddr>,
     /// The listener it came in on (its routes; whether a reload removed it).
-    listener: Rc<ShardListener>,
+    pub(in crate::proxy) listener: Rc<ShardListener>,
     /// Bytes read; `buf[pos..]` are not consumed yet (pipelined requests included).
-    buf: Vec<u8>,
+    pub(in crate::proxy) buf: Vec<u8>,
     /// Start of the unconsumed bytes.
-    pos: usize,
+    pub(in crate::proxy) pos: usize,
     /// Longest a write to the client may block (`timeouts.idle`): a client that
     /// stops reading must not hold a task, a connection slot and a backend forever.
-    write_timeout: Duration,
+    pub(in crate::proxy) write_timeout: Duration,
     /// Bytes read from the client so far (for statistics).
-    read_total: u64,
+    pub(in crate::proxy) read_total: u64,
     /// Bytes written to the client so far (for statistics).
-    written_total: u64,
+    pub(in crate::proxy) written_total: u64,
 }
 
 /// A connection's reusable buffers besides its read buffer, given back while it is
 /// parked.
 #[derive(Default)]
-pub(super) struct Scratch {
+pub(in crate::proxy) struct Scratch {
     /// The rewritten request head.
-    head: Vec<u8>,
+    pub(in crate::proxy) head: Vec<u8>,
     /// The bytes of each attempt, then the response head.
     work: Vec<u8>,
     /// The request line, for the access log.
@@ -92,7 +95,7 @@ pub(super) struct Scratch {
 }
 
 impl Scratch {
-    fn new() -> Self {
+    pub(in crate::proxy) fn new() -> Self {
         Scratch {
             head: Vec::with_capacity(HEAD_BUFFER),
             work: Vec::with_capacity(HEAD_BUFFER),
@@ -112,7 +115,7 @@ impl Scratch {
     }
 }
 
-impl Downstream {
+impl<S> Downstream<S> {
     /// Whether the connection should end once its current request is done: the
     /// shard drains, or a reload removed its listener.
     fn stopping(&self, shard: &Shard) -> bool {
@@ -136,9 +139,9 @@ impl Downstream {
 }
 
 /// A request that failed, and whether the client already saw part of a response.
-pub(super) struct Failure {
-    error: ProxyError,
-    response_started: bool,
+pub(in crate::proxy) struct Failure {
+    pub(in crate::proxy) error: ProxyError,
+    pub(in crate::proxy) response_started: bool,
 }
 
 impl From<ProxyError> for Failure {
@@ -341,89 +344,15 @@ async fn serve_active(
             }
         };
         *first = false;
-        ShardStats::bump(&shard.stats.requests);
-        let head = &client.buf[client.pos - request.head_len..client.pos];
-        if shard.access_log.borrow().is_some() {
-            let (method, target) = h1::method_and_target(head);
-            let line = &mut scratch.request_line;
-            line.clear();
-            line.push_str(&String::from_utf8_lossy(method));
-            line.push(' ');
-            line.push_str(&String::from_utf8_lossy(target));
-        }
-        let view = RequestView {
-            method: request.method_token.of(head),
-            host: request.host.map(|host| host.of(head)),
-            path: request.routing_path(head),
-            header: |name: &str| h1::header_value(head, name),
-        };
-        let route = client.listener.route(&view);
-        // The backend of the last attempt, if one was made.
-        let mut backend: Option<Rc<Backend>> = None;
-        let mut record = RequestRecord {
+        let (result, route) = exchange(
+            shard,
+            client,
+            request,
             started,
-            status: 0,
-            attempts: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            error: None,
-        };
-        let result = match &route {
-            Some(route) => {
-                route.stats.record();
-                let missing_host = request.missing_host;
-                let request = match &route.rewrite {
-                    Some(rewrite) => {
-                        rewrite.apply(&scratch.head, &mut scratch.work);
-                        mem::swap(&mut scratch.head, &mut scratch.work);
-                        Request {
-                            missing_host: missing_host && !rewrite.sets_host(),
-                            ..request
-                        }
-                    }
-                    None => request,
-                };
-                proxy_request(
-                    shard,
-                    &route.cluster,
-                    client,
-                    &request,
-                    scratch,
-                    &mut record,
-                    &mut backend,
-                )
-                .await
-            }
-            None => Err(Failure::from(ProxyError::NoRoute)),
-        };
-        if let Err(failure) = &result {
-            record.error = Some(failure.error.kind());
-            if !failure.response_started {
-                record.status = failure.error.status().unwrap_or(0);
-            }
-        }
-        record.bytes_in = client.read_total - read_before;
-        record.bytes_out = client.written_total - written_before;
-        #[cfg(not(feature = "no-request-stats"))]
-        {
-            let now = Instant::now();
-            shard
-                .stats
-                .record(&record, backend.as_ref().map(|b| &b.stats), now);
-            if let Some(route) = &route {
-                route.cluster.stats.record(&record);
-            }
-            if let Some(log) = shard.access_log.borrow().as_ref() {
-                let names = LogNames {
-                    listener: &client.listener.name,
-                    route: route.as_ref().map(|r| &*r.name),
-                    cluster: route.as_ref().map(|r| &*r.cluster.name),
-                    backend: backend.as_ref().map(|b| &*b.name),
-                    tls: client.stream.log_tls(),
-                };
-                log.write(client.peer, &scratch.request_line, &record, &names, now);
-            }
-        }
+            scratch,
+            (read_before, written_before),
+        )
+        .await;
         match result {
             Ok(Done::Upgraded(upgraded)) => {
                 if let Some(route) = route {
@@ -449,23 +378,111 @@ async fn serve_active(
     }
 }
 
+/// One request, from its parsed head (the bytes before `client.pos`, rewritten in
+/// `scratch.head`) to its record: routes it, applies the route's rewrite, proxies
+/// it, and records it (statistics, access log). The forwarding core HTTP/1.1
+/// connections and HTTP/2 streams share; what then happens to the connection is
+/// the caller's. `before` holds the client's byte totals before the request.
+pub(in crate::proxy) async fn exchange<S: ClientIo>(
+    shard: &Shard,
+    client: &mut Downstream<S>,
+    request: Request,
+    started: Instant,
+    scratch: &mut Scratch,
+    before: (u64, u64),
+) -> (Result<Done, Failure>, Option<Rc<Route>>) {
+    let (read_before, written_before) = before;
+    ShardStats::bump(&shard.stats.requests);
+    let head = &client.buf[client.pos - request.head_len..client.pos];
+    if shard.access_log.borrow().is_some() {
+        let (method, target) = h1::method_and_target(head);
+        let line = &mut scratch.request_line;
+        line.clear();
+        line.push_str(&String::from_utf8_lossy(method));
+        line.push(' ');
+        line.push_str(&String::from_utf8_lossy(target));
+    }
+    let view = RequestView {
+        method: request.method_token.of(head),
+        host: request.host.map(|host| host.of(head)),
+        path: request.routing_path(head),
+        header: |name: &str| h1::header_value(head, name),
+    };
+    let route = client.listener.route(&view);
+    // The backend of the last attempt, if one was made.
+    let mut backend: Option<Rc<Backend>> = None;
+    let mut record = RequestRecord {
+        started,
+        status: 0,
+        attempts: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        error: None,
+    };
+    let result = match &route {
+        Some(route) => {
+            route.stats.record();
+            let missing_host = request.missing_host;
+            let request = match &route.rewrite {
+                Some(rewrite) => {
+                    rewrite.apply(&scratch.head, &mut scratch.work);
+                    mem::swap(&mut scratch.head, &mut scratch.work);
+                    Request {
+                        missing_host: missing_host && !rewrite.sets_host(),
+                        ..request
+                    }
+                }
+                None => request,
+            };
+            proxy_request(
+                shard,
+                &route.cluster,
+                client,
+                &request,
+                scratch,
+                &mut record,
+                &mut backend,
+            )
+            .await
+        }
+        None => Err(Failure::from(ProxyError::NoRoute)),
+    };
+    if let Err(failure) = &result {
+        record.error = Some(failure.error.kind());
+        if !failure.response_started {
+            record.status = failure.error.status().unwrap_or(0);
+        }
+    }
+    record.bytes_in = client.read_total - read_before;
+    record.bytes_out = client.written_total - written_before;
+    #[cfg(not(feature = "no-request-stats"))]
+    {
+        let now = Instant::now();
+        shard
+            .stats
+            .record(&record, backend.as_ref().map(|b| &b.stats), now);
+        if let Some(route) = &route {
+            route.cluster.stats.record(&record);
+        }
+        if let Some(log) = shard.access_log.borrow().as_ref() {
+            let names = LogNames {
+                listener: &client.listener.name,
+                route: route.as_ref().map(|r| &*r.name),
+                cluster: route.as_ref().map(|r| &*r.cluster.name),
+                backend: backend.as_ref().map(|b| &*b.name),
+                tls: client.stream.log_tls(),
+            };
+            log.write(client.peer, &scratch.request_line, &record, &names, now);
+        }
+    }
+    (result, route)
+}
+
 /// Counts and logs a failure, answers with its status if nothing was sent yet, and
 /// closes the connection.
 async fn fail(shard: &Shard, client: &mut Downstream, failure: Failure) {
+    count_failure(shard, client.peer, &failure.error);
     let error = &failure.error;
-    let stats = &shard.stats;
-    match error.side() {
-        Side::Downstream => ShardStats::bump(&stats.client_errors),
-        Side::Upstream => ShardStats::bump(&stats.upstream_errors),
-        Side::Internal => ShardStats::bump(&stats.internal_errors),
-    }
-    log_debug!(
-        "shard {}: client {}: {} ({})",
-        shard.index,
-        client.peer,
-        error,
-        error.kind()
-    );
     if failure.response_started {
         return;
     }
@@ -477,6 +494,23 @@ async fn fail(shard: &Shard, client: &mut Downstream, failure: Failure) {
             client.stream.linger_close().await;
         }
     }
+}
+
+/// Counts a failed request by whose fault it was, and logs it at debug.
+pub(in crate::proxy) fn count_failure(shard: &Shard, peer: SocketAddr, error: &ProxyError) {
+    let stats = &shard.stats;
+    match error.side() {
+        Side::Downstream => ShardStats::bump(&stats.client_errors),
+        Side::Upstream => ShardStats::bump(&stats.upstream_errors),
+        Side::Internal => ShardStats::bump(&stats.internal_errors),
+    }
+    log_debug!(
+        "shard {}: client {}: {} ({})",
+        shard.index,
+        peer,
+        error,
+        error.kind()
+    );
 }
 
 /// What `read_request` found.

@@ -6,7 +6,6 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide};
@@ -14,7 +13,7 @@ use crate::proxy::error::ProxyError;
 
 use super::body::encode_chunk_event;
 use super::forward::Outbound;
-use super::socket::write_all_client;
+use super::socket::{write_all_client, ClientIo};
 use super::{Downstream, BODY_BUFFER, RESPONSE_BUFFER};
 use crate::stream::Stream;
 
@@ -34,7 +33,7 @@ pub(super) enum ResponseError {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn read_response(
     outbound: &Outbound<'_>,
-    client: &mut Downstream,
+    client: &mut Downstream<impl ClientIo>,
     upstream: &mut Stream,
     upbuf: &mut Vec<u8>,
     client_side: &ClientSide,
@@ -115,7 +114,7 @@ pub(super) async fn read_response(
 /// the upstream connection ended the response cleanly (and may be pooled).
 pub(super) async fn send_response(
     outbound: &Outbound<'_>,
-    client: &mut Downstream,
+    client: &mut Downstream<impl ClientIo>,
     upstream: &mut Stream,
     upbuf: &mut Vec<u8>,
     head: &mut Vec<u8>,
@@ -203,7 +202,7 @@ pub(super) async fn send_response(
                     // `close_notify`): the client must not take the body for
                     // whole, so it gets a reset, not a FIN.
                     Err(e) => {
-                        let _ = crate::sys::set_linger_zero(client.stream.tcp().as_raw_fd());
+                        client.stream.cut();
                         return Err(e);
                     }
                 }

@@ -1,0 +1,355 @@
+//! `proxy::http2::client`: one HTTP/2 stream as the client end of the
+//! forwarding core.
+//!
+//! Owns [`StreamEnd`], the [`ClientIo`] of an HTTP/2 stream: it hands the core the
+//! request body as HTTP/1.1 bytes (DATA frames as they are, or as chunks ending
+//! with the trailers when the client gave no length), and turns the HTTP/1.1
+//! response bytes the core writes (a head ringlb itself rewrote, then the body
+//! framed as that head says) into HEADERS, DATA and trailers, within the stream's
+//! flow-control window. Interim responses go out as HTTP/2 informational ones. It
+//! never parses a backend's bytes: the core did, and what reaches it is ringlb's
+//! own serialization.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+
+use crate::observe::access_log::LogTls;
+use crate::protocol::h1::{self, ChunkEvent, ChunkedDecoder};
+use crate::protocol::h2::convert::{self, RequestBody};
+use crate::proxy::http1::ClientIo;
+
+/// Most header fields in a response head or trailer section ringlb wrote.
+const MAX_FIELDS: usize = 256;
+
+/// Where the response stands.
+enum Sending {
+    /// Nothing final sent yet: the next bytes are a head.
+    Head(SendResponse<Bytes>),
+    /// The head went out; the body follows with this framing.
+    Body(SendStream<Bytes>, Framing),
+    /// The stream ended (or was reset).
+    Ended,
+}
+
+/// How the response body the core writes is framed.
+enum Framing {
+    /// This many bytes more.
+    Length(u64),
+    /// Chunked: decoded here, its trailers sent as HTTP/2 trailers.
+    Chunked(Box<ChunkedDecoder>),
+    /// Until the core is done (the backend closed its connection).
+    UntilFinish,
+}
+
+/// One HTTP/2 stream, as the forwarding core's client (see the module's comment).
+pub struct StreamEnd {
+    recv: RecvStream,
+    /// How the request body is handed on.
+    body: RequestBody,
+    /// The request body ended (and, chunked, its last chunk was handed on).
+    body_ended: bool,
+    sending: Sending,
+    /// The request was a HEAD: no body follows any response head.
+    head_request: bool,
+    /// Bytes of a response head not complete yet.
+    partial: Vec<u8>,
+    /// Most chunk-size and trailer bytes a chunked response may carry.
+    max_head: usize,
+    /// The address the client connected to.
+    local: Option<SocketAddr>,
+}
+
+impl StreamEnd {
+    pub fn new(
+        recv: RecvStream,
+        respond: SendResponse<Bytes>,
+        body: RequestBody,
+        head_request: bool,
+        max_head: usize,
+        local: Option<SocketAddr>,
+    ) -> Self {
+        StreamEnd {
+            recv,
+            body,
+            body_ended: body == RequestBody::None,
+            sending: Sending::Head(respond),
+            head_request,
+            partial: Vec::new(),
+            max_head,
+            local,
+        }
+    }
+
+    /// Whether any part of a final response went out.
+    pub fn response_started(&self) -> bool {
+        !matches!(self.sending, Sending::Head(_))
+    }
+
+    /// Ends a response whose body ran until the core was done (a backend that
+    /// closed its connection to end it). Anything else already ended itself.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if let Sending::Body(send, Framing::UntilFinish) = &mut self.sending {
+            send.send_data(Bytes::new(), true).map_err(h2_error)?;
+            self.sending = Sending::Ended;
+        }
+        Ok(())
+    }
+
+    /// Sends what the core wrote, from a response head on.
+    async fn send(&mut self, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match &mut self.sending {
+                Sending::Head(_) => {
+                    let used = self.send_head(bytes)?;
+                    bytes = &bytes[used..];
+                }
+                Sending::Body(send, Framing::Length(left)) => {
+                    let n = (bytes.len() as u64).min(*left) as usize;
+                    *left -= n as u64;
+                    let end = *left == 0;
+                    send_data(send, Bytes::copy_from_slice(&bytes[..n]), end, timeout).await?;
+                    bytes = &bytes[n..];
+                    if end {
+                        self.sending = Sending::Ended;
+                    }
+                }
+                Sending::Body(send, Framing::UntilFinish) => {
+                    send_data(send, Bytes::copy_from_slice(bytes), false, timeout).await?;
+                    bytes = &[];
+                }
+                Sending::Body(send, Framing::Chunked(decoder)) => {
+                    let (used, event) = decoder
+                        .decode(bytes)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    bytes = &bytes[used..];
+                    match event {
+                        Some(ChunkEvent::Data(data)) => {
+                            send_data(send, Bytes::copy_from_slice(data), false, timeout).await?;
+                        }
+                        Some(ChunkEvent::End(trailers)) => {
+                            if trailers.is_empty() {
+                                send_data(send, Bytes::new(), true, timeout).await?;
+                            } else {
+                                send.send_trailers(trailer_map(trailers)?)
+                                    .map_err(h2_error)?;
+                            }
+                            self.sending = Sending::Ended;
+                        }
+                        // The core writes whole chunks: a piece of one is a bug.
+                        None if used == 0 => return Err(invalid("a chunk cut short")),
+                        None => {}
+                    }
+                }
+                // Nothing more belongs to this response.
+                Sending::Ended => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a response head from the start of `bytes` (completing one begun
+    /// earlier): sends an interim one as informational, a final one as HEADERS.
+    /// Returns how many of `bytes` it used.
+    fn send_head(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let earlier = self.partial.len();
+        self.partial.extend_from_slice(bytes);
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut response = httparse::Response::new(&mut fields);
+        let len = match response.parse(&self.partial).map_err(invalid)? {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => return Ok(bytes.len()),
+        };
+        let status = response.code.unwrap_or(500);
+        let pairs = response
+            .headers
+            .iter()
+            .map(|h| (h.name.as_bytes(), h.value));
+        let Sending::Head(respond) = &mut self.sending else {
+            return Ok(bytes.len());
+        };
+        if status < 200 {
+            // 101 cannot happen (no upgrade crosses HTTP/2); 100, 102, 103 can.
+            let mut interim = http::Response::new(());
+            *interim.status_mut() = http::StatusCode::from_u16(status).map_err(invalid)?;
+            for (name, value) in pairs {
+                if let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(name),
+                    http::HeaderValue::from_bytes(value),
+                ) {
+                    interim.headers_mut().append(name, value);
+                }
+            }
+            respond.send_informational(interim).map_err(h2_error)?;
+        } else {
+            let framing = if self.head_request || status == 204 || status == 304 {
+                None
+            } else if response.headers.iter().any(|h| {
+                // ringlb wrote this head: `chunked` is the only coding it sends.
+                h.name.eq_ignore_ascii_case("transfer-encoding")
+                    && h.value.eq_ignore_ascii_case(b"chunked")
+            }) {
+                Some(Framing::Chunked(Box::new(ChunkedDecoder::new(
+                    self.max_head,
+                ))))
+            } else {
+                match response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<u64>().ok())
+                {
+                    Some(0) => None,
+                    Some(n) => Some(Framing::Length(n)),
+                    None => Some(Framing::UntilFinish),
+                }
+            };
+            let head = convert::response_head(status, pairs).map_err(invalid)?;
+            let send = respond
+                .send_response(head, framing.is_none())
+                .map_err(h2_error)?;
+            self.sending = match framing {
+                Some(framing) => Sending::Body(send, framing),
+                None => Sending::Ended,
+            };
+        }
+        self.partial.clear();
+        Ok(len - earlier)
+    }
+}
+
+impl ClientIo for StreamEnd {
+    async fn read_more(&mut self, buf: &mut Vec<u8>, _min_spare: usize) -> io::Result<usize> {
+        while !self.body_ended {
+            match self.recv.data().await {
+                Some(Ok(data)) if data.is_empty() => continue,
+                Some(Ok(data)) => {
+                    // Taken into ringlb's buffer, which the core bounds: the
+                    // client may send more.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    let before = buf.len();
+                    if self.body == RequestBody::Chunked {
+                        h1::write_chunk_header(buf, data.len());
+                        buf.extend_from_slice(&data);
+                        buf.extend_from_slice(b"\r\n");
+                    } else {
+                        buf.extend_from_slice(&data);
+                    }
+                    return Ok(buf.len() - before);
+                }
+                Some(Err(e)) => return Err(h2_error(e)),
+                None => {
+                    self.body_ended = true;
+                    if self.body == RequestBody::Chunked {
+                        let trailers = self.recv.trailers().await.map_err(h2_error)?;
+                        let before = buf.len();
+                        convert::trailers_to_h1(trailers.as_ref(), buf).map_err(invalid)?;
+                        return Ok(buf.len() - before);
+                    }
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    async fn write_range(
+        &mut self,
+        buf: &mut Vec<u8>,
+        range: Range<usize>,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        self.send(&buf[range], timeout).await
+    }
+
+    async fn write_static(&mut self, bytes: &'static [u8], timeout: Duration) -> io::Result<()> {
+        self.send(bytes, timeout).await
+    }
+
+    fn cut(&mut self) {
+        match &mut self.sending {
+            Sending::Head(respond) => respond.send_reset(Reason::INTERNAL_ERROR),
+            Sending::Body(send, _) => send.send_reset(Reason::INTERNAL_ERROR),
+            Sending::Ended => {}
+        }
+        self.sending = Sending::Ended;
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    fn log_tls(&self) -> Option<LogTls<'_>> {
+        None
+    }
+}
+
+/// Sends `data` within the stream's window, waiting at most `timeout` for each
+/// piece of window the client grants.
+async fn send_data(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    timeout: Duration,
+) -> io::Result<()> {
+    if data.is_empty() {
+        return if end {
+            send.send_data(data, true).map_err(h2_error)
+        } else {
+            Ok(())
+        };
+    }
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted =
+            monoio::time::timeout(timeout, std::future::poll_fn(|cx| send.poll_capacity(cx)))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
+        let n = match granted {
+            Some(Ok(n)) => n.min(data.len()),
+            Some(Err(e)) => return Err(h2_error(e)),
+            None => return Err(io::Error::from(io::ErrorKind::ConnectionReset)),
+        };
+        if n == 0 {
+            continue;
+        }
+        let piece = data.split_to(n);
+        send.send_data(piece, end && data.is_empty())
+            .map_err(h2_error)?;
+    }
+    Ok(())
+}
+
+/// A trailer section's field lines (each ending in CRLF) as HTTP/2 trailers.
+fn trailer_map(lines: &[u8]) -> io::Result<http::HeaderMap> {
+    let mut section = Vec::with_capacity(lines.len() + 2);
+    section.extend_from_slice(lines);
+    section.extend_from_slice(b"\r\n");
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    match httparse::parse_headers(&section, &mut fields).map_err(invalid)? {
+        httparse::Status::Complete((_, fields)) => {
+            convert::trailers_from_h1(fields.iter().map(|h| (h.name.as_bytes(), h.value)))
+                .map_err(invalid)
+        }
+        httparse::Status::Partial => Err(invalid("a trailer section cut short")),
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// h2's error as an I/O error: a reset stream or a closed connection is the
+/// client's going away.
+fn h2_error(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        return e
+            .into_io()
+            .unwrap_or_else(|| io::ErrorKind::BrokenPipe.into());
+    }
+    io::Error::new(io::ErrorKind::ConnectionReset, e)
+}

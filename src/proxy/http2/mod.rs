@@ -1,0 +1,334 @@
+//! `proxy::http2`: HTTP/2 client connections (`h2c`), stream after stream, to
+//! HTTP/1.1 backends.
+//!
+//! Owns the connection task and the stream tasks. The `h2` crate does the framing,
+//! HPACK and flow control over the socket lent to it (`pollio`); each stream
+//! enters the forwarding core HTTP/1.1 requests go through (`http1::exchange`) as
+//! the HTTP/1.1 request it would have been (`protocol::h2::convert`), re-parsed by
+//! `h1::parse_request`, so it meets the same limits, smuggling rules, routing,
+//! retries and records. [`client`] is a stream as the core's client. The
+//! connection sends GOAWAY when the shard drains, its listener is removed, or it
+//! has had no stream for `timeouts.idle`. Never blocks, never shares a stream
+//! with another shard.
+
+mod client;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::Request;
+
+use crate::log_debug;
+use crate::observe::stats::{RequestRecord, ShardStats};
+use crate::protocol::h1::{self, Forwarding, Method};
+use crate::protocol::h2::convert;
+use crate::protocol::h2::meter::{Caps, Flood, FrameMeter};
+use crate::proxy::error::{error_response, ProxyError};
+use crate::proxy::http1::{count_failure, exchange, ClientIo, Done, Downstream, Scratch};
+use crate::proxy::proxied::Accepted;
+use crate::shard::{ConnectionGuard, Shard, ShardListener};
+
+use client::StreamEnd;
+
+/// Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+const MAX_STREAMS: u32 = 100;
+/// The window a stream starts with for its request body: what one stream may
+/// send ahead of ringlb reading it.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// The connection's receive window, across its streams.
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Response bytes h2 may queue per stream before the client's window lets them go.
+const SEND_BUFFER: usize = 64 * 1024;
+/// How often a connection with nothing to do looks at the shard (drain, removed
+/// listener) and at its idle deadline.
+const TICK: Duration = Duration::from_millis(250);
+/// How long a flooding client's connection is given to take its GOAWAY.
+const LINGER_AFTER_FLOOD: Duration = Duration::from_secs(1);
+
+/// Serves one HTTP/2 connection (prior knowledge: it starts with the preface)
+/// until it closes, fails, idles out, or the shard drains.
+pub async fn serve(
+    shard: Rc<Shard>,
+    listener: Rc<ShardListener>,
+    guard: ConnectionGuard,
+    accepted: Accepted,
+) {
+    let Accepted {
+        stream,
+        client: peer,
+        destination,
+        early,
+    } = accepted;
+    let local = destination.or_else(|| stream.tcp().local_addr().ok());
+    let tripped = Rc::new(Cell::new(None));
+    let io = match stream.into_poll(early) {
+        Ok(io) => io.metered(FrameMeter::new(Caps::default()), Rc::clone(&tripped)),
+        Err(e) => {
+            log_debug!("shard {}: client {peer}: HTTP/2: {e}", shard.index);
+            return;
+        }
+    };
+    let settings = shard.settings();
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(settings.limits.max_header_bytes as u32)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_send_buffer_size(SEND_BUFFER);
+    // The preface and SETTINGS come within `timeouts.header_read`, as a first
+    // HTTP/1.1 head must.
+    let mut connection = match monoio::time::timeout(
+        settings.header_read_timeout,
+        builder.handshake::<_, Bytes>(io),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => {
+            shard.stats.h2.connection();
+            connection
+        }
+        Ok(Err(e)) => {
+            shard.stats.h2.preface_failed();
+            log_debug!(
+                "shard {}: client {peer}: HTTP/2 handshake: {e}",
+                shard.index
+            );
+            return;
+        }
+        Err(_) => {
+            shard.stats.h2.preface_failed();
+            log_debug!(
+                "shard {}: client {peer}: HTTP/2 preface timed out",
+                shard.index
+            );
+            return;
+        }
+    };
+    drop(settings);
+    let streams = Rc::new(Streams::default());
+    let mut idle_since = Instant::now();
+    let mut going_away = false;
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            if let Some(flood) = tripped.get() {
+                return Poll::Ready(Next::Flood(flood));
+            }
+            if streams.live.get() >= MAX_STREAMS as usize {
+                // As many stream tasks as streams allowed (a reset stream frees
+                // h2's slot before its task ends): drive the connection, accept
+                // nothing, until a task ends.
+                streams.room.set(Some(cx.waker().clone()));
+                return connection.poll_closed(cx).map(|end| match end {
+                    Ok(()) => Next::Closed,
+                    Err(e) => Next::Failed(e),
+                });
+            }
+            // Accepting drives the connection's I/O for every stream too.
+            connection.poll_accept(cx).map(|accepted| match accepted {
+                Some(Ok((request, respond))) => Next::Stream(request, respond),
+                Some(Err(e)) => Next::Failed(e),
+                None => Next::Closed,
+            })
+        });
+        match monoio::time::timeout(TICK, next).await {
+            Ok(Next::Stream(request, respond)) => {
+                shard.stats.h2.stream();
+                streams.live.set(streams.live.get() + 1);
+                let shard = Rc::clone(&shard);
+                let listener = Rc::clone(&listener);
+                let streams = Rc::clone(&streams);
+                monoio::spawn(async move {
+                    serve_stream(&shard, listener, peer, local, request, respond).await;
+                    streams.ended();
+                });
+            }
+            Ok(Next::Flood(flood)) => {
+                shard.stats.h2.flood(flood);
+                log_debug!(
+                    "shard {}: client {peer}: HTTP/2 {} flood: GOAWAY",
+                    shard.index,
+                    flood.as_str()
+                );
+                connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                // Flush the GOAWAY and close.
+                let _ = monoio::time::timeout(
+                    LINGER_AFTER_FLOOD,
+                    std::future::poll_fn(|cx| connection.poll_closed(cx)),
+                )
+                .await;
+                break;
+            }
+            Ok(Next::Failed(e)) => {
+                log_debug!("shard {}: client {peer}: HTTP/2: {e}", shard.index);
+                if e.is_io() || e.is_go_away() {
+                    break;
+                }
+            }
+            Ok(Next::Closed) => break,
+            Err(_) => {}
+        }
+        if streams.live.get() > 0 {
+            idle_since = Instant::now();
+        }
+        let idle = idle_since.elapsed() >= shard.settings().idle_timeout;
+        let stopping = shard.draining() || listener.closing();
+        if !going_away && (idle || stopping) {
+            // GOAWAY, then the streams already open finish; h2 closes the
+            // connection when the last one does.
+            connection.graceful_shutdown();
+            going_away = true;
+        }
+    }
+    drop(guard);
+}
+
+/// What the connection task woke for.
+// One at a time, moved out at once: boxing the stream would cost an allocation
+// per stream for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    /// A new stream.
+    Stream(Request<RecvStream>, SendResponse<Bytes>),
+    /// The client went past a frame cap.
+    Flood(Flood),
+    /// h2 reported an error (of the connection or of one stream).
+    Failed(h2::Error),
+    /// The connection ended.
+    Closed,
+}
+
+/// The stream tasks of one connection.
+#[derive(Default)]
+struct Streams {
+    /// Stream tasks running.
+    live: Cell<usize>,
+    /// The connection task, waiting for a stream task to end.
+    room: Cell<Option<Waker>>,
+}
+
+impl Streams {
+    fn ended(&self) {
+        self.live.set(self.live.get() - 1);
+        if let Some(waker) = self.room.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Serves one stream: converts its request, runs the exchange, and answers an
+/// error the exchange could not (or resets the stream if a response began).
+async fn serve_stream(
+    shard: &Shard,
+    listener: Rc<ShardListener>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    let started = Instant::now();
+    let settings = shard.settings();
+    let (parts, recv) = request.into_parts();
+    let mut head = Vec::with_capacity(512);
+    let converted = convert::request_head(&parts, recv.is_end_stream(), &mut head)
+        .map_err(|e| (ProxyError::BadHttp2Request(e), e.status()))
+        .and_then(|body| {
+            let forwarding = Forwarding {
+                client_ip: peer.ip(),
+                proto: "http",
+            };
+            let mut scratch = Scratch::new();
+            match h1::parse_request(&head, &settings.limits, &forwarding, &mut scratch.head) {
+                Ok(Some(request)) => Ok((body, request, scratch)),
+                // The whole head is there: a partial one is a malformed one.
+                Ok(None) => Err((
+                    ProxyError::BadRequest(h1::H1Error::Malformed("incomplete head")),
+                    400,
+                )),
+                Err(e) => {
+                    let error = ProxyError::BadRequest(e);
+                    let status = error.status().unwrap_or(400);
+                    Err((error, status))
+                }
+            }
+        });
+    let (body, request, mut scratch) = match converted {
+        Ok(converted) => converted,
+        Err((error, status)) => {
+            ShardStats::bump(&shard.stats.requests);
+            let record = RequestRecord {
+                started,
+                status,
+                attempts: 0,
+                bytes_in: head.len() as u64,
+                bytes_out: 0,
+                error: Some(error.kind()),
+            };
+            shard.stats.record(&record, None, Instant::now());
+            count_failure(shard, peer, &error);
+            let mut end = StreamEnd::new(
+                recv,
+                respond,
+                convert::RequestBody::None,
+                false,
+                settings.limits.max_header_bytes,
+                local,
+            );
+            let _ = end
+                .write_static(error_response(status), settings.idle_timeout)
+                .await;
+            return;
+        }
+    };
+    let head_len = request.head_len;
+    let mut client = Downstream {
+        stream: StreamEnd::new(
+            recv,
+            respond,
+            body,
+            request.method == Method::Head,
+            settings.limits.max_header_bytes,
+            local,
+        ),
+        peer,
+        destination: local,
+        listener,
+        buf: head,
+        pos: head_len,
+        write_timeout: settings.idle_timeout,
+        read_total: head_len as u64,
+        written_total: 0,
+    };
+    drop(settings);
+    let (result, _route) =
+        exchange(shard, &mut client, request, started, &mut scratch, (0, 0)).await;
+    match result {
+        Ok(Done::Next { .. }) => {
+            if let Err(e) = client.stream.finish() {
+                log_debug!("shard {}: client {peer}: HTTP/2 stream: {e}", shard.index);
+            }
+        }
+        // No upgrade crosses HTTP/2: the request cannot have asked for one.
+        Ok(Done::Upgraded(_)) => client.stream.cut(),
+        Err(failure) => {
+            count_failure(shard, peer, &failure.error);
+            let status = failure.error.status();
+            match status {
+                Some(status) if !client.stream.response_started() => {
+                    let timeout = client.write_timeout;
+                    let _ = client
+                        .stream
+                        .write_static(error_response(status), timeout)
+                        .await;
+                }
+                _ => client.stream.cut(),
+            }
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! HTTP/2 with prior knowledge (`protocol = "h2c"`) through the real proxy to
+//! HTTP/1.1 origins, with the `h2` crate's client (and curl when installed):
+//! methods, bodies both ways with and without a length, trailers, interim
+//! responses, many streams on one connection spread over backends, errors as
+//! statuses or resets, retries, and the idle GOAWAY.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use monoio::io::IntoPollIo;
+use ringlb::config::{ListenerProtocol, Strategy};
+use ringlb::shard::{run_on, Driver};
+use ringlb::testkit::origin::{pattern_byte, Fnv};
+use support::*;
+
+/// One request to send.
+#[derive(Clone)]
+struct Call {
+    method: &'static str,
+    path: String,
+    /// Sent in DATA frames of at most 16 KiB.
+    body: Vec<u8>,
+    /// Send `content-length` with the body (else the proxy frames it chunked).
+    length: bool,
+}
+
+impl Call {
+    fn get(path: &str) -> Call {
+        Call {
+            method: "GET",
+            path: path.to_string(),
+            body: Vec::new(),
+            length: false,
+        }
+    }
+
+    fn post(path: &str, body: Vec<u8>, length: bool) -> Call {
+        Call {
+            method: "POST",
+            path: path.to_string(),
+            body,
+            length,
+        }
+    }
+}
+
+/// What came back for one call.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+    trailers: Option<http::HeaderMap>,
+    /// Interim responses seen before the final one.
+    interim: Vec<u16>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `calls` at once, each on its own stream of one connection to `addr`, and
+/// returns the answers in order (a stream reset gives `Err`).
+fn send_all(addr: SocketAddr, calls: Vec<Call>) -> Vec<Result<Answer, h2::Error>> {
+    run_on(
+        Driver::Epoll,
+        bounded(async move {
+            let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let io = tcp.into_poll_io().unwrap();
+            let (sender, connection) = h2::client::handshake(io).await.unwrap();
+            let driving = monoio::spawn(connection);
+            let mut tasks = Vec::new();
+            for call in calls {
+                let sender = sender.clone();
+                tasks.push(monoio::spawn(one_call(sender, call)));
+            }
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await);
+            }
+            drop(sender);
+            let _ = driving.await;
+            answers
+        }),
+    )
+    .unwrap()
+}
+
+async fn one_call(sender: h2::client::SendRequest<Bytes>, call: Call) -> Result<Answer, h2::Error> {
+    let mut sender = sender.ready().await?;
+    let mut request = http::Request::builder()
+        .method(call.method)
+        .uri(format!("http://test.example{}", call.path));
+    if call.length {
+        request = request.header("content-length", call.body.len());
+    }
+    let request = request.body(()).unwrap();
+    let empty = call.body.is_empty() && !call.length;
+    let (response, mut send) = sender.send_request(request, empty)?;
+    if !empty {
+        let mut body = Bytes::from(call.body);
+        while !body.is_empty() {
+            let piece = body.split_to(body.len().min(16 * 1024));
+            send.reserve_capacity(piece.len());
+            let mut piece = piece;
+            while !piece.is_empty() {
+                let granted = std::future::poll_fn(|cx| send.poll_capacity(cx))
+                    .await
+                    .expect("the stream is open")?;
+                let part = piece.split_to(granted.min(piece.len()));
+                send.send_data(part, false)?;
+            }
+        }
+        send.send_data(Bytes::new(), true)?;
+    }
+    let mut response = response;
+    let mut interim = Vec::new();
+    // h2 hands interim responses to `poll_informational`, before the final one.
+    while let Some(info) = std::future::poll_fn(|cx| response.poll_informational(cx)).await {
+        interim.push(info?.status().as_u16());
+    }
+    let response = response.await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut recv = response.into_body();
+    let mut body = Vec::new();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk?;
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        body.extend_from_slice(&chunk);
+    }
+    let trailers = recv.trailers().await?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+        trailers,
+        interim,
+    })
+}
+
+/// `work`, failing the test if it takes longer than `support::WAIT`.
+async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
+    monoio::time::timeout(WAIT, work)
+        .await
+        .expect("finished within the test's wait")
+}
+
+fn one(addr: SocketAddr, call: Call) -> Answer {
+    send_all(addr, vec![call])
+        .pop()
+        .unwrap()
+        .expect("an answer, not a reset")
+}
+
+/// A proxy with an `h2c` listener `h2` routing everything to cluster `web` of
+/// origins named `names`.
+fn start(
+    driver: Driver,
+    names: &[&str],
+    tune: impl FnOnce(&mut ringlb::config::Config),
+) -> Harness {
+    Harness::start_full(driver, names, |c, origins| {
+        let mut l = listener("h2");
+        l.protocol = ListenerProtocol::H2c;
+        c.listeners.push(l);
+        c.routes.push(route("all", "h2", "web"));
+        let backends: Vec<(String, SocketAddr)> = names
+            .iter()
+            .zip(origins)
+            .map(|(n, o)| (n.to_string(), o.addr()))
+            .collect();
+        let named: Vec<(&str, SocketAddr)> =
+            backends.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+        c.clusters.push(cluster("web", &named));
+        tune(c);
+    })
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u64).map(pattern_byte).collect()
+}
+
+fn fnv(bytes: &[u8]) -> String {
+    let mut hash = Fnv::new();
+    hash.update(bytes);
+    format!("{:016x}", hash.finish())
+}
+
+both_drivers! {
+    fn get_head_and_post_with_and_without_a_length(driver) {
+        let h = start(driver, &["app1"], |_| {});
+        let addr = h.listener_addr("h2");
+
+        let got = one(addr, Call::get("/"));
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), "app1\n");
+        assert_eq!(got.header("x-origin"), Some("app1"));
+        // Connection-specific fields never cross to HTTP/2.
+        assert!(got.header("connection").is_none());
+
+        let head = one(addr, Call { method: "HEAD", ..Call::get("/bytes/1000") });
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("content-length"), Some("1000"));
+        assert!(head.body.is_empty());
+
+        // With a length: held (it fits `max_buffered_body`) and echoed.
+        let body = pattern(100 * 1024);
+        let echoed = one(addr, Call::post("/echo", body.clone(), true));
+        assert_eq!(echoed.status, 200);
+        assert_eq!(echoed.body, body);
+
+        // Without a length: streamed to the origin chunked, 4 MiB over many
+        // windows.
+        let big = pattern(4 * 1024 * 1024);
+        let sunk = one(addr, Call::post("/sink", big.clone(), false));
+        assert_eq!(sunk.status, 200);
+        assert_eq!(sunk.text(), format!("{} {}\n", big.len(), fnv(&big)));
+
+        // The origin sees HTTP/1.1 with the client's authority as Host.
+        let seen = one(addr, Call::get("/headers")).text().to_ascii_lowercase();
+        assert!(seen.starts_with("get /headers http/1.1\r\n"), "{seen}");
+        assert!(seen.contains("\r\nhost: test.example\r\n"), "{seen}");
+        assert!(seen.contains("\r\nx-forwarded-proto: http\r\n"), "{seen}");
+
+        let stats = h.stats();
+        assert_eq!(stats.requests, 5);
+        // One connection per call.
+        assert_eq!(stats.h2.connections, 5);
+        assert_eq!(stats.h2.streams, 5);
+        let json: serde_json::Value =
+            serde_json::from_str(&get(h.server().admin_addr(), "/stats").text()).unwrap();
+        assert_eq!(json["http2"]["streams"], 5, "{json}");
+        let metrics = get(h.server().admin_addr(), "/metrics").text();
+        assert!(metrics.contains("\nringlb_h2_streams_total 5\n"), "{metrics}");
+    }
+
+    fn large_responses_flow_within_the_windows(driver) {
+        let h = start(driver, &["app1"], |_| {});
+        let addr = h.listener_addr("h2");
+        // 32 MiB with a length, and 8 MiB chunked with its trailer, at once.
+        let answers = send_all(addr, vec![
+            Call::get(&format!("/bytes/{}", 32 * 1024 * 1024)),
+            Call::get(&format!("/chunked/{}", 8 * 1024 * 1024)),
+        ]);
+        let sized = answers[0].as_ref().unwrap();
+        assert_eq!(sized.status, 200);
+        assert_eq!(sized.body, pattern(32 * 1024 * 1024));
+        let chunked = answers[1].as_ref().unwrap();
+        assert_eq!(chunked.status, 200);
+        assert_eq!(chunked.body.len(), 8 * 1024 * 1024);
+        assert!(chunked.header("transfer-encoding").is_none());
+        let trailers = chunked.trailers.as_ref().expect("the origin's trailer");
+        assert_eq!(trailers.get("x-origin-trailer").unwrap(), "done");
+    }
+
+    fn a_hundred_streams_at_once_spread_over_the_backends(driver) {
+        let h = start(driver, &["app1", "app2", "app3"], |c| {
+            c.clusters[0].balancer.strategy = Strategy::RoundRobin;
+        });
+        let addr = h.listener_addr("h2");
+        let calls = (0..100).map(|i| Call::get(&format!("/bytes/{}", 1000 + i))).collect();
+        let answers = send_all(addr, calls);
+        let mut served = std::collections::HashMap::new();
+        for (i, answer) in answers.into_iter().enumerate() {
+            let answer = answer.unwrap();
+            assert_eq!(answer.status, 200);
+            assert_eq!(answer.body.len(), 1000 + i);
+            *served.entry(answer.header("x-origin").unwrap().to_string()).or_insert(0) += 1;
+        }
+        assert_eq!(served.len(), 3, "{served:?}");
+        assert!(served.values().all(|&n| n >= 30), "{served:?}");
+    }
+
+    fn errors_are_statuses_and_interim_responses_pass(driver) {
+        let dead = closed_port();
+        let h = start(driver, &["app1"], |c| {
+            // A second cluster whose only backend refuses connections.
+            c.clusters.push(cluster("dead", &[("gone", dead)]));
+            let mut r = route("dead", "h2", "dead");
+            r.path = Some(ringlb::config::PathRule::Prefix("/dead".into()));
+            c.routes.insert(0, r);
+        });
+        let addr = h.listener_addr("h2");
+        assert_eq!(one(addr, Call::get("/status/503")).status, 503);
+        assert_eq!(one(addr, Call::get("/status/404")).status, 404);
+        let refused = one(addr, Call::get("/dead/x"));
+        assert_eq!(refused.status, 502);
+        assert!(refused.text().contains("502"), "{}", refused.text());
+        let interim = one(addr, Call::get("/interim"));
+        assert_eq!(interim.interim, vec![103]);
+        assert_eq!(interim.status, 200);
+        assert_eq!(interim.text(), "app1\n");
+        // A backend that resets mid-body: the stream is reset, not ended.
+        let cut = send_all(addr, vec![Call::get("/fault/reset-after/100000")]).pop().unwrap();
+        match cut {
+            Err(e) => assert!(e.is_reset(), "{e}"),
+            Ok(answer) => panic!("a cut body looked whole: {} bytes", answer.body.len()),
+        }
+        // The connection still serves.
+        assert_eq!(one(addr, Call::get("/")).status, 200);
+    }
+
+    fn a_get_goes_to_another_backend_when_one_fails(driver) {
+        let dead = closed_port();
+        let h = start(driver, &["app1"], |c| {
+            c.clusters[0].backends.push(ringlb::config::BackendConfig {
+                name: "gone".into(),
+                address: dead,
+                weight: 1,
+            });
+            c.clusters[0].balancer.strategy = Strategy::RoundRobin;
+        });
+        let addr = h.listener_addr("h2");
+        let answers = send_all(addr, (0..10).map(|_| Call::get("/")).collect());
+        for answer in answers {
+            assert_eq!(answer.unwrap().status, 200);
+        }
+        assert!(h.stats().upstream_retries >= 1);
+    }
+}
+
+#[test]
+fn an_idle_connection_gets_a_goaway() {
+    let h = start(Driver::Epoll, &["app1"], |c| {
+        c.timeouts.idle = Duration::from_millis(300);
+    });
+    let addr = h.listener_addr("h2");
+    let ended = run_on(
+        Driver::Epoll,
+        bounded(async move {
+            let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let io = tcp.into_poll_io().unwrap();
+            let (sender, connection) = h2::client::handshake(io).await.unwrap();
+            let driving = monoio::spawn(connection);
+            let answer = one_call(sender.clone(), Call::get("/")).await.unwrap();
+            assert_eq!(answer.status, 200);
+            // Nothing more: the proxy says goodbye once `timeouts.idle` passes.
+            driving.await
+        }),
+    )
+    .unwrap();
+    assert!(ended.is_ok(), "a clean GOAWAY, not an error: {ended:?}");
+}
+
+#[test]
+fn curl_speaks_h2c_with_prior_knowledge() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl is not installed: skipped (CI installs it)");
+        return;
+    }
+    let h = start(Driver::Epoll, &["app1"], |_| {});
+    let addr = h.listener_addr("h2");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "-D",
+            "-",
+            "--max-time",
+            "15",
+        ])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("HTTP/2 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-origin: app1"),
+        "{text}"
+    );
+    assert!(text.ends_with("app1\n"), "{text}");
+}
+
+/// The frames in `bytes` (a server's, after its preface): (type, flags, payload).
+fn frames(mut bytes: &[u8]) -> Vec<(u8, u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 9 {
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        if bytes.len() < 9 + len {
+            break;
+        }
+        out.push((bytes[3], bytes[4], bytes[9..9 + len].to_vec()));
+        bytes = &bytes[9 + len..];
+    }
+    out
+}
+
+both_drivers! {
+    fn a_ping_flood_gets_goaway_enhance_your_calm(driver) {
+        use ringlb::protocol::h2::meter::{frame, PREFACE};
+        use std::io::Write;
+        let h = start(driver, &["app1"], |_| {});
+        let addr = h.listener_addr("h2");
+        let mut s = connect(addr);
+        let mut flood = PREFACE.to_vec();
+        flood.extend_from_slice(&frame(0x4, 0, 0, &[])); // SETTINGS
+        for i in 0..200u64 {
+            flood.extend_from_slice(&frame(0x6, 0, 0, &i.to_be_bytes())); // PING
+        }
+        s.write_all(&flood).unwrap();
+        let got = read_to_close(&mut s);
+        let goaway = frames(&got)
+            .into_iter()
+            .find(|(kind, _, _)| *kind == 0x7)
+            .expect("a GOAWAY");
+        // Last stream 0, error ENHANCE_YOUR_CALM (0xb).
+        assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0xb], "{goaway:?}");
+        // Past the cap (50 a second), no PING is answered.
+        let pongs = frames(&got).iter().filter(|(kind, flags, _)| *kind == 0x6 && flags & 1 == 1).count();
+        assert!(pongs <= 51, "{pongs} pings answered");
+        wait_until("the flood to be counted", || h.stats().h2.floods[0] == 1);
+        // An honest connection is served meanwhile.
+        assert_eq!(one(addr, Call::get("/")).status, 200);
+    }
+}
