@@ -397,7 +397,8 @@ async fn attempt(
         }
         // A streamed body is never retried, so `before_response` no longer matters
         // for retries.
-        if let Err(mut failure) = send_body(outbound, client, &mut upstream, request.body).await {
+        let sent = Box::pin(send_body(outbound, client, &mut upstream, request.body)).await;
+        if let Err(mut failure) = sent {
             // A backend may answer before the body is in (a 413 from an upload
             // limit, a 401) and close, or stop reading: its answer is the response.
             if let ProxyError::UpstreamIo(kind) = failure.error {
@@ -409,7 +410,10 @@ async fn attempt(
                 } else {
                     outbound.cluster.settings.backend_response_timeout
                 };
-                if let Some(done) = early_response(
+                // Boxed, as are the body and a new connection: rare or slow
+                // paths whose state would otherwise make every request's future
+                // (and every HTTP/2 stream's task) kilobytes larger.
+                let early = Box::pin(early_response(
                     outbound,
                     pick,
                     client,
@@ -418,9 +422,8 @@ async fn attempt(
                     scratch,
                     record,
                     wait,
-                )
-                .await
-                {
+                ));
+                if let Some(done) = early.await {
                     return Ok(done);
                 }
                 if stalled {
@@ -636,7 +639,12 @@ async fn checkout(
             return Ok((stream, true));
         }
     }
-    let stream = upstream::connect(backend.address, settings.connect_timeout, tls).await?;
+    let stream = Box::pin(upstream::connect(
+        backend.address,
+        settings.connect_timeout,
+        tls,
+    ))
+    .await?;
     ShardStats::bump(&shard.stats.upstream_connects);
     Ok((stream, false))
 }
