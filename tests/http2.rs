@@ -213,7 +213,7 @@ both_drivers! {
         assert_eq!(head.header("content-length"), Some("1000"));
         assert!(head.body.is_empty());
 
-        // With a length: held (it fits `max_buffered_body`) and echoed.
+        // With a length: streamed (a POST is not held for retries) and echoed.
         let body = pattern(100 * 1024);
         let echoed = one(addr, Call::post("/echo", body.clone(), true));
         assert_eq!(echoed.status, 200);
@@ -300,6 +300,11 @@ both_drivers! {
         assert_eq!(interim.interim, vec![103]);
         assert_eq!(interim.status, 200);
         assert_eq!(interim.text(), "app1\n");
+        // No body, and a body ended by the backend's close: both end the stream.
+        let empty = one(addr, Call::get("/status/204"));
+        assert_eq!((empty.status, empty.body.len()), (204, 0));
+        let closed = one(addr, Call::get("/close/5000"));
+        assert_eq!((closed.status, closed.body), (200, pattern(5000)));
         // A backend that resets mid-body: the stream is reset, not ended.
         let cut = send_all(addr, vec![Call::get("/fault/reset-after/100000")]).pop().unwrap();
         match cut {
@@ -430,5 +435,69 @@ both_drivers! {
         wait_until("the flood to be counted", || h.stats().h2.floods[0] == 1);
         // An honest connection is served meanwhile.
         assert_eq!(one(addr, Call::get("/")).status, 200);
+    }
+}
+
+#[test]
+fn a_client_that_ignores_its_goaway_is_closed_all_the_same() {
+    use ringlb::protocol::h2::meter::{frame, PREFACE};
+    use std::io::Write;
+    let h = start(Driver::Epoll, &["app1"], |c| {
+        c.timeouts.idle = Duration::from_millis(300);
+    });
+    let addr = h.listener_addr("h2");
+    let mut s = connect(addr);
+    let mut hello = PREFACE.to_vec();
+    hello.extend_from_slice(&frame(0x4, 0, 0, &[])); // SETTINGS, then silence
+    s.write_all(&hello).unwrap();
+    // Never answers the GOAWAY's PING: the proxy closes anyway (read_to_close
+    // fails the test if no EOF comes within the test's wait).
+    let got = read_to_close(&mut s);
+    let kinds: Vec<u8> = frames(&got).iter().map(|(kind, _, _)| *kind).collect();
+    assert!(kinds.contains(&0x7), "a GOAWAY first: {kinds:?}");
+    wait_until("the connection to be let go", || {
+        h.stats().active_connections == 0
+    });
+}
+
+both_drivers! {
+    fn a_reset_stream_stops_its_exchange_at_once(driver) {
+        let h = start(driver, &["app1"], |_| {});
+        let addr = h.listener_addr("h2");
+        let (sent, sent_rx) = std::sync::mpsc::channel();
+        let (reset, reset_rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            run_on(Driver::Epoll, bounded(async move {
+                let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+                let (sender, connection) = h2::client::handshake(tcp.into_poll_io().unwrap()).await.unwrap();
+                let driving = monoio::spawn(connection);
+                let mut sender = sender.ready().await.unwrap();
+                let request = http::Request::builder().uri("http://test.example/hang").body(()).unwrap();
+                let (response, _send) = sender.send_request(request, true).unwrap();
+                sent.send(()).unwrap();
+                // Until the test says so, the request waits on the origin (which
+                // never answers); then the client gives up on it: RST_STREAM.
+                while reset_rx.try_recv().is_err() {
+                    monoio::time::sleep(Duration::from_millis(5)).await;
+                }
+                drop(response);
+                drop(_send);
+                // The connection itself stays up meanwhile.
+                let answer = one_call(sender, Call::get("/")).await.unwrap();
+                drop(driving);
+                answer.status
+            }))
+            .unwrap()
+        });
+        sent_rx.recv_timeout(WAIT).unwrap();
+        wait_until("the request to reach the origin", || h.stats().active_upstream_requests == 1);
+        reset.send(()).unwrap();
+        // Without the reset watch, the exchange would wait for
+        // `timeouts.backend_response` (30 s), past the test's wait.
+        wait_until("the exchange to stop", || h.stats().active_upstream_requests == 0);
+        assert_eq!(client.join().unwrap(), 200);
+        let errors = h.stats().errors;
+        let client_io = ringlb::observe::stats::ERROR_KINDS.iter().position(|k| *k == "client_io").unwrap();
+        assert_eq!(errors[client_io], 1);
     }
 }

@@ -8,12 +8,17 @@
 //! framed as that head says) into HEADERS, DATA and trailers, within the stream's
 //! flow-control window. Interim responses go out as HTTP/2 informational ones. It
 //! never parses a backend's bytes: the core did, and what reaches it is ringlb's
-//! own serialization.
+//! own serialization. The response side ([`Reply`]) is shared with the stream's
+//! task, which watches it for a reset while the core waits on a backend; it is
+//! only ever borrowed within one poll, never across an await.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::time::Duration;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -24,11 +29,8 @@ use crate::protocol::h1::{self, ChunkEvent, ChunkedDecoder};
 use crate::protocol::h2::convert::{self, RequestBody};
 use crate::proxy::http1::ClientIo;
 
-/// Most header fields in a response head or trailer section ringlb wrote.
-const MAX_FIELDS: usize = 256;
-
 /// Where the response stands.
-enum Sending {
+pub enum Reply {
     /// Nothing final sent yet: the next bytes are a head.
     Head(SendResponse<Bytes>),
     /// The head went out; the body follows with this framing.
@@ -38,13 +40,26 @@ enum Sending {
 }
 
 /// How the response body the core writes is framed.
-enum Framing {
+pub enum Framing {
     /// This many bytes more.
     Length(u64),
     /// Chunked: decoded here, its trailers sent as HTTP/2 trailers.
     Chunked(Box<ChunkedDecoder>),
     /// Until the core is done (the backend closed its connection).
     UntilFinish,
+}
+
+impl Reply {
+    /// Ready once the client reset the stream or the connection is gone (h2
+    /// wakes every stream then). Pending while the stream lives, or ended.
+    pub fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let polled = match self {
+            Reply::Head(respond) => respond.poll_reset(cx),
+            Reply::Body(send, _) => send.poll_reset(cx),
+            Reply::Ended => return Poll::Pending,
+        };
+        polled.map(|_| ())
+    }
 }
 
 /// One HTTP/2 stream, as the forwarding core's client (see the module's comment).
@@ -54,7 +69,7 @@ pub struct StreamEnd {
     body: RequestBody,
     /// The request body ended (and, chunked, its last chunk was handed on).
     body_ended: bool,
-    sending: Sending,
+    reply: Rc<RefCell<Reply>>,
     /// The request was a HEAD: no body follows any response head.
     head_request: bool,
     /// Bytes of a response head not complete yet.
@@ -63,6 +78,16 @@ pub struct StreamEnd {
     max_head: usize,
     /// The address the client connected to.
     local: Option<SocketAddr>,
+    /// The backend's response head could not be carried over HTTP/2.
+    unfit_head: bool,
+}
+
+/// What the next bytes of the response become.
+enum Piece {
+    /// DATA, ending the stream or not.
+    Data(Bytes, bool),
+    /// Nothing to send for these bytes.
+    Nothing,
 }
 
 impl StreamEnd {
@@ -78,79 +103,155 @@ impl StreamEnd {
             recv,
             body,
             body_ended: body == RequestBody::None,
-            sending: Sending::Head(respond),
+            reply: Rc::new(RefCell::new(Reply::Head(respond))),
             head_request,
             partial: Vec::new(),
             max_head,
             local,
+            unfit_head: false,
         }
+    }
+
+    /// The response side, for the stream's task to watch for a reset.
+    pub fn reply(&self) -> Rc<RefCell<Reply>> {
+        Rc::clone(&self.reply)
     }
 
     /// Whether any part of a final response went out.
     pub fn response_started(&self) -> bool {
-        !matches!(self.sending, Sending::Head(_))
+        !matches!(*self.reply.borrow(), Reply::Head(_))
+    }
+
+    /// Whether the backend's head could not be carried over HTTP/2 (its fault:
+    /// a 502, though the core saw the client's write fail).
+    pub fn unfit_head(&self) -> bool {
+        self.unfit_head
     }
 
     /// Ends a response whose body ran until the core was done (a backend that
     /// closed its connection to end it). Anything else already ended itself.
     pub fn finish(&mut self) -> io::Result<()> {
-        if let Sending::Body(send, Framing::UntilFinish) = &mut self.sending {
+        let mut reply = self.reply.borrow_mut();
+        if let Reply::Body(send, Framing::UntilFinish) = &mut *reply {
             send.send_data(Bytes::new(), true).map_err(h2_error)?;
-            self.sending = Sending::Ended;
+            *reply = Reply::Ended;
         }
         Ok(())
     }
 
-    /// Sends what the core wrote, from a response head on.
+    /// Sends what the core wrote, from a response head on, within `timeout` in
+    /// all (as an HTTP/1.1 write of the same bytes must finish within it).
     async fn send(&mut self, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
         while !bytes.is_empty() {
-            match &mut self.sending {
-                Sending::Head(_) => {
-                    let used = self.send_head(bytes)?;
-                    bytes = &bytes[used..];
-                }
-                Sending::Body(send, Framing::Length(left)) => {
-                    let n = (bytes.len() as u64).min(*left) as usize;
-                    *left -= n as u64;
-                    let end = *left == 0;
-                    send_data(send, Bytes::copy_from_slice(&bytes[..n]), end, timeout).await?;
-                    bytes = &bytes[n..];
-                    if end {
-                        self.sending = Sending::Ended;
-                    }
-                }
-                Sending::Body(send, Framing::UntilFinish) => {
-                    send_data(send, Bytes::copy_from_slice(bytes), false, timeout).await?;
-                    bytes = &[];
-                }
-                Sending::Body(send, Framing::Chunked(decoder)) => {
-                    let (used, event) = decoder
-                        .decode(bytes)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    bytes = &bytes[used..];
-                    match event {
-                        Some(ChunkEvent::Data(data)) => {
-                            send_data(send, Bytes::copy_from_slice(data), false, timeout).await?;
-                        }
-                        Some(ChunkEvent::End(trailers)) => {
-                            if trailers.is_empty() {
-                                send_data(send, Bytes::new(), true, timeout).await?;
-                            } else {
-                                send.send_trailers(trailer_map(trailers)?)
-                                    .map_err(h2_error)?;
-                            }
-                            self.sending = Sending::Ended;
-                        }
-                        // The core writes whole chunks: a piece of one is a bug.
-                        None if used == 0 => return Err(invalid("a chunk cut short")),
-                        None => {}
-                    }
-                }
-                // Nothing more belongs to this response.
-                Sending::Ended => break,
+            let (used, piece) = self.next_piece(bytes)?;
+            bytes = &bytes[used..];
+            if let Piece::Data(data, end) = piece {
+                self.send_data(data, end, deadline).await?;
             }
         }
         Ok(())
+    }
+
+    /// Takes what it can from the start of `bytes`: how many it used and what
+    /// they become. Synchronous: the reply is borrowed only here.
+    fn next_piece(&mut self, bytes: &[u8]) -> io::Result<(usize, Piece)> {
+        let reply = Rc::clone(&self.reply);
+        let mut reply = reply.borrow_mut();
+        let piece = match &mut *reply {
+            Reply::Head(_) => {
+                drop(reply);
+                return Ok((self.send_head(bytes)?, Piece::Nothing));
+            }
+            Reply::Body(_, Framing::Length(left)) => {
+                let n = (bytes.len() as u64).min(*left) as usize;
+                *left -= n as u64;
+                (
+                    n,
+                    Piece::Data(Bytes::copy_from_slice(&bytes[..n]), *left == 0),
+                )
+            }
+            Reply::Body(_, Framing::UntilFinish) => (
+                bytes.len(),
+                Piece::Data(Bytes::copy_from_slice(bytes), false),
+            ),
+            Reply::Body(send, Framing::Chunked(decoder)) => {
+                let (used, event) = decoder
+                    .decode(bytes)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                match event {
+                    Some(ChunkEvent::Data(data)) => {
+                        (used, Piece::Data(Bytes::copy_from_slice(data), false))
+                    }
+                    Some(ChunkEvent::End([])) => {
+                        (used, Piece::Data(Bytes::new(), true))
+                    }
+                    Some(ChunkEvent::End(trailers)) => {
+                        send.send_trailers(trailer_map(trailers)?)
+                            .map_err(h2_error)?;
+                        *reply = Reply::Ended;
+                        (used, Piece::Nothing)
+                    }
+                    // The core writes whole chunks: a piece of one is a bug.
+                    None if used == 0 => return Err(invalid("a chunk cut short")),
+                    None => (used, Piece::Nothing),
+                }
+            }
+            // Nothing more belongs to this response.
+            Reply::Ended => (bytes.len(), Piece::Nothing),
+        };
+        Ok(piece)
+    }
+
+    /// Sends `data` within the stream's window, waiting for the client's window
+    /// until `deadline` at the latest.
+    async fn send_data(&mut self, mut data: Bytes, end: bool, deadline: Instant) -> io::Result<()> {
+        loop {
+            {
+                let mut reply = self.reply.borrow_mut();
+                let Reply::Body(send, _) = &mut *reply else {
+                    return Err(io::ErrorKind::ConnectionReset.into());
+                };
+                if data.is_empty() {
+                    if end {
+                        send.send_data(data, true).map_err(h2_error)?;
+                        *reply = Reply::Ended;
+                    }
+                    return Ok(());
+                }
+                send.reserve_capacity(data.len());
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let reply = &self.reply;
+            let granted = monoio::time::timeout(
+                wait,
+                std::future::poll_fn(|cx| match &mut *reply.borrow_mut() {
+                    Reply::Body(send, _) => send.poll_capacity(cx),
+                    _ => Poll::Ready(None),
+                }),
+            )
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
+            let n = match granted {
+                Some(Ok(n)) => n.min(data.len()),
+                Some(Err(e)) => return Err(h2_error(e)),
+                None => return Err(io::ErrorKind::ConnectionReset.into()),
+            };
+            let piece = data.split_to(n);
+            let last = end && data.is_empty();
+            let mut reply = self.reply.borrow_mut();
+            let Reply::Body(send, _) = &mut *reply else {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            };
+            send.send_data(piece, last).map_err(h2_error)?;
+            if last {
+                *reply = Reply::Ended;
+                return Ok(());
+            }
+            if data.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     /// Takes a response head from the start of `bytes` (completing one begun
@@ -159,7 +260,7 @@ impl StreamEnd {
     fn send_head(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let earlier = self.partial.len();
         self.partial.extend_from_slice(bytes);
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut fields = [httparse::EMPTY_HEADER; h1::MAX_HEADERS_CAP];
         let mut response = httparse::Response::new(&mut fields);
         let len = match response.parse(&self.partial).map_err(invalid)? {
             httparse::Status::Complete(len) => len,
@@ -170,7 +271,8 @@ impl StreamEnd {
             .headers
             .iter()
             .map(|h| (h.name.as_bytes(), h.value));
-        let Sending::Head(respond) = &mut self.sending else {
+        let mut reply = self.reply.borrow_mut();
+        let Reply::Head(respond) = &mut *reply else {
             return Ok(bytes.len());
         };
         if status < 200 {
@@ -209,15 +311,22 @@ impl StreamEnd {
                     None => Some(Framing::UntilFinish),
                 }
             };
-            let head = convert::response_head(status, pairs).map_err(invalid)?;
+            let head = match convert::response_head(status, pairs) {
+                Ok(head) => head,
+                Err(e) => {
+                    self.unfit_head = true;
+                    return Err(invalid(e));
+                }
+            };
             let send = respond
                 .send_response(head, framing.is_none())
                 .map_err(h2_error)?;
-            self.sending = match framing {
-                Some(framing) => Sending::Body(send, framing),
-                None => Sending::Ended,
+            *reply = match framing {
+                Some(framing) => Reply::Body(send, framing),
+                None => Reply::Ended,
             };
         }
+        drop(reply);
         self.partial.clear();
         Ok(len - earlier)
     }
@@ -271,12 +380,13 @@ impl ClientIo for StreamEnd {
     }
 
     fn cut(&mut self) {
-        match &mut self.sending {
-            Sending::Head(respond) => respond.send_reset(Reason::INTERNAL_ERROR),
-            Sending::Body(send, _) => send.send_reset(Reason::INTERNAL_ERROR),
-            Sending::Ended => {}
+        let mut reply = self.reply.borrow_mut();
+        match &mut *reply {
+            Reply::Head(respond) => respond.send_reset(Reason::INTERNAL_ERROR),
+            Reply::Body(send, _) => send.send_reset(Reason::INTERNAL_ERROR),
+            Reply::Ended => {}
         }
-        self.sending = Sending::Ended;
+        *reply = Reply::Ended;
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
@@ -288,48 +398,12 @@ impl ClientIo for StreamEnd {
     }
 }
 
-/// Sends `data` within the stream's window, waiting at most `timeout` for each
-/// piece of window the client grants.
-async fn send_data(
-    send: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    end: bool,
-    timeout: Duration,
-) -> io::Result<()> {
-    if data.is_empty() {
-        return if end {
-            send.send_data(data, true).map_err(h2_error)
-        } else {
-            Ok(())
-        };
-    }
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let granted =
-            monoio::time::timeout(timeout, std::future::poll_fn(|cx| send.poll_capacity(cx)))
-                .await
-                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
-        let n = match granted {
-            Some(Ok(n)) => n.min(data.len()),
-            Some(Err(e)) => return Err(h2_error(e)),
-            None => return Err(io::Error::from(io::ErrorKind::ConnectionReset)),
-        };
-        if n == 0 {
-            continue;
-        }
-        let piece = data.split_to(n);
-        send.send_data(piece, end && data.is_empty())
-            .map_err(h2_error)?;
-    }
-    Ok(())
-}
-
 /// A trailer section's field lines (each ending in CRLF) as HTTP/2 trailers.
 fn trailer_map(lines: &[u8]) -> io::Result<http::HeaderMap> {
     let mut section = Vec::with_capacity(lines.len() + 2);
     section.extend_from_slice(lines);
     section.extend_from_slice(b"\r\n");
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut fields = [httparse::EMPTY_HEADER; h1::MAX_HEADERS_CAP];
     match httparse::parse_headers(&section, &mut fields).map_err(invalid)? {
         httparse::Status::Complete((_, fields)) => {
             convert::trailers_from_h1(fields.iter().map(|h| (h.name.as_bytes(), h.value)))

@@ -39,10 +39,13 @@ use client::StreamEnd;
 /// Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
 const MAX_STREAMS: u32 = 100;
 /// The window a stream starts with for its request body: what one stream may
-/// send ahead of ringlb reading it.
-const STREAM_WINDOW: u32 = 256 * 1024;
-/// The connection's receive window, across its streams.
-const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// send ahead of ringlb reading it (nginx's default too).
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// The connection's receive window: room for every stream's whole window, so
+/// that uploads stalled on a slow backend never block the other streams (as
+/// nginx, which opens the connection window fully). At most 6.25 MiB of request
+/// body waits in h2's buffers per connection.
+const CONNECTION_WINDOW: u32 = MAX_STREAMS * STREAM_WINDOW;
 /// Response bytes h2 may queue per stream before the client's window lets them go.
 const SEND_BUFFER: usize = 64 * 1024;
 /// How often a connection with nothing to do looks at the shard (drain, removed
@@ -50,6 +53,10 @@ const SEND_BUFFER: usize = 64 * 1024;
 const TICK: Duration = Duration::from_millis(250);
 /// How long a flooding client's connection is given to take its GOAWAY.
 const LINGER_AFTER_FLOOD: Duration = Duration::from_secs(1);
+/// How long a connection with no stream left may stay open after its GOAWAY
+/// (the client's PING answer brings the final one), and then how long the final
+/// one gets to go out.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one HTTP/2 connection (prior knowledge: it starts with the preface)
 /// until it closes, fails, idles out, or the shard drains.
@@ -114,7 +121,7 @@ pub async fn serve(
     drop(settings);
     let streams = Rc::new(Streams::default());
     let mut idle_since = Instant::now();
-    let mut going_away = false;
+    let mut going_away: Option<Instant> = None;
     loop {
         let next = std::future::poll_fn(|cx| {
             if let Some(flood) = tripped.get() {
@@ -174,18 +181,47 @@ pub async fn serve(
             Ok(Next::Closed) => break,
             Err(_) => {}
         }
+        let now = Instant::now();
         if streams.live.get() > 0 {
-            idle_since = Instant::now();
+            idle_since = now;
         }
-        let idle = idle_since.elapsed() >= shard.settings().idle_timeout;
-        let stopping = shard.draining() || listener.closing();
-        if !going_away && (idle || stopping) {
-            // GOAWAY, then the streams already open finish; h2 closes the
-            // connection when the last one does.
-            connection.graceful_shutdown();
-            going_away = true;
+        match going_away {
+            None => {
+                let idle = now - idle_since >= shard.settings().idle_timeout;
+                if idle || shard.draining() || listener.closing() {
+                    // GOAWAY (and a PING, whose answer brings the final GOAWAY);
+                    // the streams already open finish. h2 closes the connection
+                    // once the client has answered and the last stream is done.
+                    connection.graceful_shutdown();
+                    going_away = Some(now);
+                }
+            }
+            // A client that neither answers nor closes, with no stream left,
+            // does not keep the connection: it has had its GOAWAY.
+            Some(since) if streams.live.get() == 0 && now - since >= GOAWAY_GRACE => {
+                connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+                let _ = monoio::time::timeout(
+                    GOAWAY_GRACE,
+                    std::future::poll_fn(|cx| connection.poll_closed(cx)),
+                )
+                .await;
+                break;
+            }
+            Some(_) => {}
         }
     }
+    // Dropping the connection closes the socket and wakes every stream left
+    // (h2 ends them all), whose tasks then stop their exchanges; the connection
+    // counts against `server.max_connections` until the last has.
+    drop(connection);
+    std::future::poll_fn(|cx| {
+        if streams.live.get() == 0 {
+            return Poll::Ready(());
+        }
+        streams.room.set(Some(cx.waker().clone()));
+        Poll::Pending
+    })
+    .await;
     drop(guard);
 }
 
@@ -262,21 +298,13 @@ async fn serve_stream(
         Ok(converted) => converted,
         Err((error, status)) => {
             ShardStats::bump(&shard.stats.requests);
-            let record = RequestRecord {
-                started,
-                status,
-                attempts: 0,
-                bytes_in: head.len() as u64,
-                bytes_out: 0,
-                error: Some(error.kind()),
-            };
-            shard.stats.record(&record, None, Instant::now());
+            record_alone(shard, started, &error, status);
             count_failure(shard, peer, &error);
             let mut end = StreamEnd::new(
                 recv,
                 respond,
                 convert::RequestBody::None,
-                false,
+                parts.method == http::Method::HEAD,
                 settings.limits.max_header_bytes,
                 local,
             );
@@ -306,8 +334,24 @@ async fn serve_stream(
         written_total: 0,
     };
     drop(settings);
-    let (result, _route) =
-        exchange(shard, &mut client, request, started, &mut scratch, (0, 0)).await;
+    let reply = client.stream.reply();
+    let exchanged = {
+        let exchange = exchange(shard, &mut client, request, started, &mut scratch, (0, 0));
+        // The client may reset the stream, or the connection may end, while the
+        // exchange waits on a backend: stop it then (its upstream connection is
+        // dropped, never pooled) instead of waiting for its timeouts.
+        let reset = std::future::poll_fn(|cx| reply.borrow_mut().poll_reset(cx));
+        monoio::select! {
+            (result, _route) = exchange => Some(result),
+            _ = reset => None,
+        }
+    };
+    let Some(result) = exchanged else {
+        let error = ProxyError::ClientIo(std::io::ErrorKind::ConnectionReset);
+        count_failure(shard, peer, &error);
+        record_alone(shard, started, &error, 0);
+        return;
+    };
     match result {
         Ok(Done::Next { .. }) => {
             if let Err(e) = client.stream.finish() {
@@ -317,9 +361,16 @@ async fn serve_stream(
         // No upgrade crosses HTTP/2: the request cannot have asked for one.
         Ok(Done::Upgraded(_)) => client.stream.cut(),
         Err(failure) => {
-            count_failure(shard, peer, &failure.error);
-            let status = failure.error.status();
-            match status {
+            let error = if client.stream.unfit_head() {
+                // The backend's head, not the client: a 502 if nothing went out.
+                ProxyError::BadResponse(h1::H1Error::Malformed(
+                    "a response field HTTP/2 cannot carry",
+                ))
+            } else {
+                failure.error
+            };
+            count_failure(shard, peer, &error);
+            match error.status() {
                 Some(status) if !client.stream.response_started() => {
                     let timeout = client.write_timeout;
                     let _ = client
@@ -331,4 +382,23 @@ async fn serve_stream(
             }
         }
     }
+}
+
+/// Records a request that never reached the exchange's own record (refused before
+/// it, or reset during it): its status (0 for none) and error kind.
+fn record_alone(shard: &Shard, started: Instant, error: &ProxyError, status: u16) {
+    #[cfg(not(feature = "no-request-stats"))]
+    {
+        let record = RequestRecord {
+            started,
+            status,
+            attempts: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            error: Some(error.kind()),
+        };
+        shard.stats.record(&record, None, Instant::now());
+    }
+    #[cfg(feature = "no-request-stats")]
+    let _ = (shard, started, error, status);
 }
