@@ -63,6 +63,11 @@ LABELS = {"ringlb": "ringlb", "haproxy": "HAProxy", "nginx": "nginx"}
 PATHS = {"small": "/", "64 KiB": "/bytes/65536"}
 IDLE = "idle memory"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# Idle upstream connections each proxy may keep: every stream in flight (16 x 32)
+# needs an HTTP/1.1 connection of its own, and HAProxy keeps them all
+# (http-reuse always, no pool-max-conn); ringlb (per backend) and nginx
+# (keepalive) are given room for all of them too.
+POOL = 512
 
 
 def configs(work, ringlb_bin, workers, io):
@@ -78,6 +83,7 @@ def configs(work, ringlb_bin, workers, io):
         f'[[listeners]]\nname = "h2"\naddress = "127.0.0.1:{PORT}"\nprotocol = "h2c"\n\n'
         '[[routes]]\nname = "all"\nlistener = "h2"\ncluster = "app"\n\n'
         '[[clusters]]\nname = "app"\nhealth_check = { kind = "none" }\n'
+        f"upstream = {{ max_idle_per_backend = {POOL} }}\n"
         f"backends = [ {backends} ]\n"
     )
     haproxy_cfg.write_text(
@@ -95,7 +101,7 @@ def configs(work, ringlb_bin, workers, io):
         f"    client_body_temp_path {work}/body;\n    proxy_temp_path {work}/proxy;\n"
         f"    fastcgi_temp_path {work}/fastcgi;\n    uwsgi_temp_path {work}/uwsgi;\n"
         f"    scgi_temp_path {work}/scgi;\n    keepalive_requests 1000000;\n"
-        f"    upstream origins {{\n{upstreams}        keepalive 64;\n    }}\n"
+        f"    upstream origins {{\n{upstreams}        keepalive {POOL};\n    }}\n"
         f"    server {{\n        listen 127.0.0.1:{PORT} http2;\n"
         "        location / {\n            proxy_pass http://origins;\n"
         "            proxy_http_version 1.1;\n"

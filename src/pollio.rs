@@ -7,9 +7,12 @@
 //! and writes become plain system calls on readiness; under epoll nothing
 //! changes), with the bytes read before the conversion served first, an
 //! optional frame meter fed every byte read (`protocol::h2::meter`), and a
-//! lingering close. Plain TCP only so far (TLS under HTTP/2 is
-//! `docs/plans/http2.md` step 5). Parses nothing itself, and is never used for
-//! HTTP/1.1, whose sockets stay on the ring.
+//! lingering close. Over TLS it drives the connection's `TlsSession` itself:
+//! ciphertext is read into a buffer on the stack and fed, the plaintext served
+//! from a buffer freed once served, writes sealed into an output buffer that
+//! `poll_flush` writes out (and frees when it grew large), `close_notify` before
+//! the FIN. Parses nothing itself, and is never used for HTTP/1.1, whose
+//! sockets stay on the ring.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -24,7 +27,16 @@ use monoio::io::IntoPollIo;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 
 use crate::protocol::h2::meter::{Flood, FrameMeter};
+use crate::protocol::tls::TlsSession;
 use crate::stream::{Stream, LINGER, LINGER_BYTES};
+
+/// Ciphertext read at once: one whole record (16 KiB of data, its header, and
+/// the most a suite adds).
+const TLS_READ: usize = 16 * 1024 + 5 + 256;
+/// Sealed output waiting beyond this is written out before more is taken.
+const TLS_OUT_HIGH: usize = 64 * 1024;
+/// An output buffer larger than this is freed once written out.
+const TLS_OUT_KEEP: usize = 32 * 1024;
 
 /// A connection read and written by polling (see the module's comment).
 #[derive(Debug)]
@@ -39,6 +51,47 @@ pub struct PollStream {
     linger: Option<Linger>,
     /// Counts the frames read, when metered.
     meter: Option<Metered>,
+    /// The TLS session, for a TLS connection.
+    tls: Option<Box<TlsPoll>>,
+}
+
+/// A TLS connection's session and buffers, driven by polling.
+#[derive(Debug)]
+struct TlsPoll {
+    session: TlsSession,
+    /// Plaintext decrypted and not served yet: `plain[served..]`.
+    plain: Vec<u8>,
+    served: usize,
+    /// Ciphertext sealed and not written yet: `out[written..]`.
+    out: Vec<u8>,
+    written: usize,
+    /// `close_notify` was sealed.
+    closed: bool,
+}
+
+impl TlsPoll {
+    /// Writes the sealed output out; `Pending` until all of it is.
+    fn poll_write_out(
+        &mut self,
+        tcp: &mut TcpStreamPoll,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            match Pin::new(&mut *tcp).poll_write(cx, &self.out[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.out.capacity() > TLS_OUT_KEEP {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// A frame meter over every byte read, and where a flood is reported.
@@ -58,22 +111,31 @@ struct Linger {
 
 impl Stream {
     /// Lends the connection to poll-style code; `early` holds the bytes already
-    /// read from it that the new reader must see first. A TLS connection cannot
-    /// be lent yet (`Unsupported`).
+    /// read from it (plaintext, over TLS) that the new reader must see first.
     pub fn into_poll(self, early: Vec<u8>) -> io::Result<PollStream> {
-        match self {
-            Stream::Plain(tcp) => Ok(PollStream {
-                tcp: tcp.into_poll_io()?,
-                early,
-                served: 0,
-                linger: None,
-                meter: None,
-            }),
-            Stream::Tls(_) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "TLS connections cannot be lent to poll-style code yet",
-            )),
-        }
+        let (tcp, tls) = match self {
+            Stream::Plain(tcp) => (tcp, None),
+            Stream::Tls(tls) => {
+                let (tcp, session) = tls.into_parts();
+                let tls = TlsPoll {
+                    session,
+                    plain: Vec::new(),
+                    served: 0,
+                    out: Vec::new(),
+                    written: 0,
+                    closed: false,
+                };
+                (tcp, Some(Box::new(tls)))
+            }
+        };
+        Ok(PollStream {
+            tcp: tcp.into_poll_io()?,
+            early,
+            served: 0,
+            linger: None,
+            meter: None,
+            tls,
+        })
     }
 }
 
@@ -149,7 +211,81 @@ impl PollStream {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.tcp).poll_read(cx, buf)
+        let Some(tls) = this.tls.as_mut() else {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        };
+        loop {
+            if tls.served < tls.plain.len() {
+                let rest = &tls.plain[tls.served..];
+                let n = rest.len().min(buf.remaining());
+                buf.put_slice(&rest[..n]);
+                tls.served += n;
+                if tls.served == tls.plain.len() {
+                    tls.plain = Vec::new();
+                    tls.served = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if tls.session.peer_closed() {
+                // `close_notify`: the end, whatever the socket still does.
+                return Poll::Ready(Ok(()));
+            }
+            // What reading made rustls owe the peer (a key update's answer, an
+            // alert) goes out when it can; `poll_flush` sees to the rest.
+            if let Poll::Ready(Err(e)) = tls.poll_write_out(&mut this.tcp, cx) {
+                return Poll::Ready(Err(e));
+            }
+            let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); TLS_READ];
+            let mut cipher = ReadBuf::uninit(&mut storage);
+            match Pin::new(&mut this.tcp).poll_read(cx, &mut cipher) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            if cipher.filled().is_empty() {
+                // A TCP end without `close_notify`: what came may be cut short.
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            let fed = tls.session.feed(cipher.filled(), &mut tls.plain);
+            tls.session.drain_output(&mut tls.out);
+            if let Err(e) = fed {
+                // The alert goes out if the socket takes it now.
+                let _ = tls.poll_write_out(&mut this.tcp, cx);
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            }
+        }
+    }
+
+    /// Seals `bufs` into the TLS output, after writing out what waits beyond
+    /// `TLS_OUT_HIGH`. Returns how many plaintext bytes were taken.
+    fn poll_seal(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        if tls.out.len() - tls.written > TLS_OUT_HIGH {
+            std::task::ready!(tls.poll_write_out(&mut self.tcp, cx))?;
+        }
+        let mut taken = 0;
+        for buf in bufs {
+            if buf.is_empty() {
+                continue;
+            }
+            let n = tls.session.seal(buf, &mut tls.out);
+            taken += n;
+            if n < buf.len() || tls.out.len() - tls.written > TLS_OUT_HIGH {
+                break;
+            }
+        }
+        if taken == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the TLS session took nothing (it failed)",
+            )));
+        }
+        Poll::Ready(Ok(taken))
     }
 }
 
@@ -159,6 +295,9 @@ impl AsyncWrite for PollStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.tls.is_some() {
+            return self.poll_seal(cx, &[io::IoSlice::new(buf)]);
+        }
         Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
 
@@ -167,15 +306,22 @@ impl AsyncWrite for PollStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.tls.is_some() {
+            return self.poll_seal(cx, bufs);
+        }
         Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.tls.is_some() || self.tcp.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        let this = &mut *self;
+        if let Some(tls) = this.tls.as_mut() {
+            std::task::ready!(tls.poll_write_out(&mut this.tcp, cx))?;
+        }
+        Pin::new(&mut this.tcp).poll_flush(cx)
     }
 
     /// Sends FIN, then reads and discards what the peer still sends until it
@@ -185,6 +331,16 @@ impl AsyncWrite for PollStream {
     /// them. HTTP/1.1 connections linger the same way (`Stream::linger_close`).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(tls) = this.tls.as_mut() {
+            // `close_notify` first: over TLS a FIN alone may be a cut.
+            if !tls.closed {
+                tls.session.close(&mut tls.out);
+                tls.closed = true;
+            }
+            if this.linger.is_none() {
+                std::task::ready!(tls.poll_write_out(&mut this.tcp, cx))?;
+            }
+        }
         if this.linger.is_none() {
             std::task::ready!(Pin::new(&mut this.tcp).poll_shutdown(cx))?;
             this.linger = Some(Linger {

@@ -122,6 +122,12 @@ impl TlsStream {
         }
     }
 
+    /// The socket and the session, to be driven some other way (`pollio`).
+    /// Nothing is buffered between calls, so nothing is lost.
+    pub fn into_parts(self: Box<Self>) -> (TcpStream, TlsSession) {
+        (self.tcp, self.session)
+    }
+
     fn absorb(&mut self, plain: &mut Vec<u8>) -> Result<Option<usize>, TlsError> {
         absorb(&mut self.session, &mut self.incoming, plain)
     }
@@ -271,6 +277,14 @@ impl Stream {
         match self {
             Stream::Plain(_) => None,
             Stream::Tls(tls) => tls.session.server_name(),
+        }
+    }
+
+    /// The protocol ALPN agreed on (`h2`, `http/1.1`), if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => tls.session.alpn(),
         }
     }
 

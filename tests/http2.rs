@@ -501,3 +501,122 @@ both_drivers! {
         assert_eq!(errors[client_io], 1);
     }
 }
+
+/// A proxy with a TLS listener `https` offering `h2` then `http/1.1`, in front of
+/// `app1`; the certificate is for `example.test`.
+fn start_tls(driver: Driver, dir_name: &str) -> (Harness, support::tls::TestCert) {
+    let dir = support::tls::test_dir(dir_name);
+    let cert = support::tls::make_cert(&dir, "example", &["example.test"]);
+    let h = Harness::start_full(driver, &["app1"], |c, origins| {
+        let mut l = support::tls::tls_listener("https", &[&cert], Some("example.test"));
+        l.tls.as_mut().unwrap().alpn = vec!["h2".into(), "http/1.1".into()];
+        c.listeners.push(l);
+        c.routes.push(route("all", "https", "web"));
+        c.clusters
+            .push(cluster("web", &[("app1", origins[0].addr())]));
+    });
+    (h, cert)
+}
+
+/// `calls` at once on one HTTP/2 connection over TLS (ALPN `h2`).
+fn send_all_tls(
+    addr: SocketAddr,
+    cert: &support::tls::TestCert,
+    calls: Vec<Call>,
+) -> Vec<Result<Answer, h2::Error>> {
+    let config = support::tls::client_config(
+        &[cert],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+        &["h2"],
+    );
+    run_on(
+        Driver::Epoll,
+        bounded(async move {
+            let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("example.test").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp.into_poll_io().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            let (sender, connection) = h2::client::handshake(tls).await.unwrap();
+            let driving = monoio::spawn(connection);
+            let mut tasks = Vec::new();
+            for call in calls {
+                tasks.push(monoio::spawn(one_call(sender.clone(), call)));
+            }
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await);
+            }
+            drop(sender);
+            let _ = driving.await;
+            answers
+        }),
+    )
+    .unwrap()
+}
+
+both_drivers! {
+    fn alpn_h2_over_tls_carries_http2_and_http11_stays_http11(driver) {
+        let (h, cert) = start_tls(driver, &format!("h2-alpn-{driver:?}"));
+        let addr = h.listener_addr("https");
+        let big = pattern(4 * 1024 * 1024);
+        let answers = send_all_tls(addr, &cert, vec![
+            Call::get("/headers"),
+            Call::post("/sink", big.clone(), false),
+            Call::get(&format!("/bytes/{}", 16 * 1024 * 1024)),
+            Call::get(&format!("/chunked/{}", 100_000)),
+        ]);
+        let answers: Vec<Answer> = answers.into_iter().map(|a| a.expect("an answer")).collect();
+        let seen = answers[0].text().to_ascii_lowercase();
+        assert!(seen.contains("\r\nx-forwarded-proto: https\r\n"), "{seen}");
+        assert_eq!(answers[1].text(), format!("{} {}\n", big.len(), fnv(&big)));
+        assert_eq!(answers[2].body, pattern(16 * 1024 * 1024));
+        assert_eq!(answers[3].body.len(), 100_000);
+        assert!(answers[3].trailers.is_some());
+        let stats = h.stats();
+        assert_eq!((stats.h2.connections, stats.h2.streams), (1, 4));
+        assert_eq!(stats.tls.full, 1);
+
+        // A client that offers only http/1.1 gets HTTP/1.1 on the same listener.
+        let config = support::tls::client_config(&[&cert], &[&rustls::version::TLS13], &["http/1.1"]);
+        let mut client = support::tls::tls_connect(addr, "example.test", &config).unwrap();
+        assert_eq!(client.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let reply = support::tls::tls_get(&mut client, "/");
+        assert_eq!(reply.status, 200);
+        assert_eq!(h.stats().h2.streams, 4);
+    }
+}
+
+#[test]
+fn curl_speaks_http2_over_tls() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl is not installed: skipped (CI installs it)");
+        return;
+    }
+    let (h, cert) = start_tls(Driver::Epoll, "h2-curl");
+    let addr = h.listener_addr("https");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http2", "-D", "-", "--max-time", "15", "--cacert"])
+        .arg(&cert.cert)
+        .args([
+            "--resolve",
+            &format!("example.test:{}:127.0.0.1", addr.port()),
+        ])
+        .arg(format!("https://example.test:{}/", addr.port()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("HTTP/2 200"), "{text}");
+    assert!(text.ends_with("app1\n"), "{text}");
+}

@@ -108,7 +108,7 @@ impl Config {
         if protocol == ListenerProtocol::H2c {
             errors.push(
                 self.listener_key(i, "tls"),
-                "h2c is HTTP/2 without TLS; HTTP/2 over TLS (protocol = \"http\" with alpn = [\"h2\", \"http/1.1\"]) is not supported yet",
+                "h2c is HTTP/2 without TLS; for HTTP/2 over TLS use protocol = \"http\" with tls.alpn = [\"h2\", \"http/1.1\"]",
             );
         }
         for (n, name) in tls.alpn.iter().enumerate() {
@@ -118,13 +118,11 @@ impl Config {
                 // `imap`...): ALPN names are 1 to 255 bytes.
                 (ListenerProtocol::Tcp, name) if (1..=255).contains(&name.len()) => {}
                 (ListenerProtocol::Tcp, _) => errors.push(key, "expected 1 to 255 bytes"),
-                (ListenerProtocol::Http, "http/1.1") => {}
-                (ListenerProtocol::Http, "h2") => {
-                    errors.push(key, "HTTP/2 is not supported yet: only \"http/1.1\"")
-                }
-                (ListenerProtocol::Http, other) => {
-                    errors.push(key, format!("expected \"http/1.1\", got {other:?}"))
-                }
+                (ListenerProtocol::Http, "http/1.1" | "h2") => {}
+                (ListenerProtocol::Http, other) => errors.push(
+                    key,
+                    format!("expected \"h2\" or \"http/1.1\", got {other:?}"),
+                ),
                 (ListenerProtocol::H2c, _) => {}
             }
         }

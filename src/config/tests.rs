@@ -1359,9 +1359,9 @@ fn listener_tls_settings() {
             "expected \"1.2\" or \"1.3\"",
         ),
         (
-            "{ certificates = [ { cert = \"a.pem\", key = \"a.key\" } ], alpn = [\"h2\"] }",
-            "listeners[0].tls.alpn[0]",
-            "HTTP/2 is not supported yet",
+            "{ certificates = [ { cert = \"a.pem\", key = \"a.key\" } ], alpn = [\"h2\", \"spdy/3\"] }",
+            "listeners[0].tls.alpn[1]",
+            "expected \"h2\" or \"http/1.1\", got \"spdy/3\"",
         ),
         (
             "{ certificates = [ { cert = \"a.pem\", key = \"a.key\" } ], ciphers = \"x\" }",

@@ -211,6 +211,10 @@ fn serve(
         };
         drop(config);
         match listener.protocol {
+            // ALPN chose HTTP/2 (listed in the listener's `tls.alpn`).
+            ListenerProtocol::Http if accepted.stream.alpn() == Some(b"h2") => {
+                http2::serve(shard, listener, guard, accepted).await
+            }
             ListenerProtocol::Http => http1::serve(shard, listener, guard, accepted).await,
             ListenerProtocol::Tcp => tcp::serve(shard, listener, guard, accepted).await,
             // Refused by the configuration check: h2c has no TLS.

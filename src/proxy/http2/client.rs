@@ -28,6 +28,7 @@ use crate::observe::access_log::LogTls;
 use crate::protocol::h1::{self, ChunkEvent, ChunkedDecoder};
 use crate::protocol::h2::convert::{self, RequestBody};
 use crate::proxy::http1::ClientIo;
+use crate::stream::TlsLogged;
 
 /// Where the response stands.
 pub enum Reply {
@@ -80,6 +81,8 @@ pub struct StreamEnd {
     local: Option<SocketAddr>,
     /// The backend's response head could not be carried over HTTP/2.
     unfit_head: bool,
+    /// The connection's TLS figures, for the access log.
+    tls: Option<Rc<TlsLogged>>,
 }
 
 /// What the next bytes of the response become.
@@ -98,6 +101,7 @@ impl StreamEnd {
         head_request: bool,
         max_head: usize,
         local: Option<SocketAddr>,
+        tls: Option<Rc<TlsLogged>>,
     ) -> Self {
         StreamEnd {
             recv,
@@ -109,6 +113,7 @@ impl StreamEnd {
             max_head,
             local,
             unfit_head: false,
+            tls,
         }
     }
 
@@ -183,9 +188,7 @@ impl StreamEnd {
                     Some(ChunkEvent::Data(data)) => {
                         (used, Piece::Data(Bytes::copy_from_slice(data), false))
                     }
-                    Some(ChunkEvent::End([])) => {
-                        (used, Piece::Data(Bytes::new(), true))
-                    }
+                    Some(ChunkEvent::End([])) => (used, Piece::Data(Bytes::new(), true)),
                     Some(ChunkEvent::End(trailers)) => {
                         send.send_trailers(trailer_map(trailers)?)
                             .map_err(h2_error)?;
@@ -394,7 +397,7 @@ impl ClientIo for StreamEnd {
     }
 
     fn log_tls(&self) -> Option<LogTls<'_>> {
-        None
+        self.tls.as_deref().map(TlsLogged::as_log)
     }
 }
 

@@ -33,6 +33,7 @@ use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::http1::{count_failure, exchange, ClientIo, Done, Downstream, Scratch};
 use crate::proxy::proxied::Accepted;
 use crate::shard::{ConnectionGuard, Shard, ShardListener};
+use crate::stream::TlsLogged;
 
 use client::StreamEnd;
 
@@ -73,6 +74,9 @@ pub async fn serve(
         early,
     } = accepted;
     let local = destination.or_else(|| stream.tcp().local_addr().ok());
+    // What the streams' requests and log lines say of the connection.
+    let tls = stream.tls_logged().map(Rc::new);
+    let proto = if tls.is_some() { "https" } else { "http" };
     let tripped = Rc::new(Cell::new(None));
     let io = match stream.into_poll(early) {
         Ok(io) => io.metered(FrameMeter::new(Caps::default()), Rc::clone(&tripped)),
@@ -151,8 +155,14 @@ pub async fn serve(
                 let shard = Rc::clone(&shard);
                 let listener = Rc::clone(&listener);
                 let streams = Rc::clone(&streams);
+                let conn = Conn {
+                    peer,
+                    local,
+                    proto,
+                    tls: tls.clone(),
+                };
                 monoio::spawn(async move {
-                    serve_stream(&shard, listener, peer, local, request, respond).await;
+                    serve_stream(&shard, listener, conn, request, respond).await;
                     streams.ended();
                 });
             }
@@ -225,6 +235,16 @@ pub async fn serve(
     drop(guard);
 }
 
+/// What a stream's task knows of its connection.
+struct Conn {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    /// `X-Forwarded-Proto`: `http` or `https`.
+    proto: &'static str,
+    /// The TLS handshake's figures, for the access log.
+    tls: Option<Rc<TlsLogged>>,
+}
+
 /// What the connection task woke for.
 // One at a time, moved out at once: boxing the stream would cost an allocation
 // per stream for nothing.
@@ -260,15 +280,102 @@ impl Streams {
 
 /// Serves one stream: converts its request, runs the exchange, and answers an
 /// error the exchange could not (or resets the stream if a response began).
+/// Kept small: its future is every stream task's size, moved in at the spawn.
 async fn serve_stream(
     shard: &Shard,
     listener: Rc<ShardListener>,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
+    conn: Conn,
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
     let started = Instant::now();
+    let peer = conn.peer;
+    let (mut client, request, mut scratch) =
+        match prepare(shard, listener, conn, request, respond, started) {
+            Ok(prepared) => prepared,
+            Err(refused) => {
+                let (mut end, status, timeout) = *refused;
+                let _ = Box::pin(end.write_static(error_response(status), timeout)).await;
+                return;
+            }
+        };
+    let reply = client.stream.reply();
+    let exchanged = {
+        // Boxed: the exchange's state (about 4 KB) lives on the heap while it
+        // runs, not in every stream task from its spawn.
+        let exchange = Box::pin(exchange(
+            shard,
+            &mut client,
+            request,
+            started,
+            &mut scratch,
+            (0, 0),
+        ));
+        // The client may reset the stream, or the connection may end, while the
+        // exchange waits on a backend: stop it then (its upstream connection is
+        // dropped, never pooled) instead of waiting for its timeouts.
+        let reset = std::future::poll_fn(|cx| reply.borrow_mut().poll_reset(cx));
+        monoio::select! {
+            (result, _route) = exchange => Some(result),
+            _ = reset => None,
+        }
+    };
+    let Some(result) = exchanged else {
+        let error = ProxyError::ClientIo(std::io::ErrorKind::ConnectionReset);
+        count_failure(shard, peer, &error);
+        record_alone(shard, started, &error, 0);
+        return;
+    };
+    let failure = match result {
+        Ok(Done::Next { .. }) => {
+            if let Err(e) = client.stream.finish() {
+                log_debug!("shard {}: client {peer}: HTTP/2 stream: {e}", shard.index);
+            }
+            return;
+        }
+        // No upgrade crosses HTTP/2: the request cannot have asked for one.
+        Ok(Done::Upgraded(_)) => return client.stream.cut(),
+        Err(failure) => failure,
+    };
+    let error = if client.stream.unfit_head() {
+        // The backend's head, not the client: a 502 if nothing went out.
+        ProxyError::BadResponse(h1::H1Error::Malformed(
+            "a response field HTTP/2 cannot carry",
+        ))
+    } else {
+        failure.error
+    };
+    count_failure(shard, peer, &error);
+    match error.status() {
+        Some(status) if !client.stream.response_started() => {
+            let timeout = client.write_timeout;
+            let _ = Box::pin(client.stream.write_static(error_response(status), timeout)).await;
+        }
+        _ => client.stream.cut(),
+    }
+}
+
+/// A stream ready for the exchange: its client end, the request as HTTP/1.1
+/// parsed it, and the scratch buffers with the rewritten head.
+type Prepared = (Downstream<StreamEnd>, h1::Request, Scratch);
+
+/// Converts a stream's request to HTTP/1.1 and parses it. A request that has no
+/// HTTP/1.1 form, or breaks its rules, is counted and recorded here, and comes
+/// back as the end to answer, with its status and write timeout.
+fn prepare(
+    shard: &Shard,
+    listener: Rc<ShardListener>,
+    conn: Conn,
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    started: Instant,
+) -> Result<Prepared, Box<(StreamEnd, u16, Duration)>> {
+    let Conn {
+        peer,
+        local,
+        proto,
+        tls,
+    } = conn;
     let settings = shard.settings();
     let (parts, recv) = request.into_parts();
     let mut head = Vec::with_capacity(512);
@@ -277,7 +384,7 @@ async fn serve_stream(
         .and_then(|body| {
             let forwarding = Forwarding {
                 client_ip: peer.ip(),
-                proto: "http",
+                proto,
             };
             let mut scratch = Scratch::new();
             match h1::parse_request(&head, &settings.limits, &forwarding, &mut scratch.head) {
@@ -294,28 +401,26 @@ async fn serve_stream(
                 }
             }
         });
-    let (body, request, mut scratch) = match converted {
+    let (body, request, scratch) = match converted {
         Ok(converted) => converted,
         Err((error, status)) => {
             ShardStats::bump(&shard.stats.requests);
             record_alone(shard, started, &error, status);
             count_failure(shard, peer, &error);
-            let mut end = StreamEnd::new(
+            let end = StreamEnd::new(
                 recv,
                 respond,
                 convert::RequestBody::None,
                 parts.method == http::Method::HEAD,
                 settings.limits.max_header_bytes,
                 local,
+                tls,
             );
-            let _ = end
-                .write_static(error_response(status), settings.idle_timeout)
-                .await;
-            return;
+            return Err(Box::new((end, status, settings.idle_timeout)));
         }
     };
     let head_len = request.head_len;
-    let mut client = Downstream {
+    let client = Downstream {
         stream: StreamEnd::new(
             recv,
             respond,
@@ -323,6 +428,7 @@ async fn serve_stream(
             request.method == Method::Head,
             settings.limits.max_header_bytes,
             local,
+            tls,
         ),
         peer,
         destination: local,
@@ -333,55 +439,7 @@ async fn serve_stream(
         read_total: head_len as u64,
         written_total: 0,
     };
-    drop(settings);
-    let reply = client.stream.reply();
-    let exchanged = {
-        let exchange = exchange(shard, &mut client, request, started, &mut scratch, (0, 0));
-        // The client may reset the stream, or the connection may end, while the
-        // exchange waits on a backend: stop it then (its upstream connection is
-        // dropped, never pooled) instead of waiting for its timeouts.
-        let reset = std::future::poll_fn(|cx| reply.borrow_mut().poll_reset(cx));
-        monoio::select! {
-            (result, _route) = exchange => Some(result),
-            _ = reset => None,
-        }
-    };
-    let Some(result) = exchanged else {
-        let error = ProxyError::ClientIo(std::io::ErrorKind::ConnectionReset);
-        count_failure(shard, peer, &error);
-        record_alone(shard, started, &error, 0);
-        return;
-    };
-    match result {
-        Ok(Done::Next { .. }) => {
-            if let Err(e) = client.stream.finish() {
-                log_debug!("shard {}: client {peer}: HTTP/2 stream: {e}", shard.index);
-            }
-        }
-        // No upgrade crosses HTTP/2: the request cannot have asked for one.
-        Ok(Done::Upgraded(_)) => client.stream.cut(),
-        Err(failure) => {
-            let error = if client.stream.unfit_head() {
-                // The backend's head, not the client: a 502 if nothing went out.
-                ProxyError::BadResponse(h1::H1Error::Malformed(
-                    "a response field HTTP/2 cannot carry",
-                ))
-            } else {
-                failure.error
-            };
-            count_failure(shard, peer, &error);
-            match error.status() {
-                Some(status) if !client.stream.response_started() => {
-                    let timeout = client.write_timeout;
-                    let _ = client
-                        .stream
-                        .write_static(error_response(status), timeout)
-                        .await;
-                }
-                _ => client.stream.cut(),
-            }
-        }
-    }
+    Ok((client, request, scratch))
 }
 
 /// Records a request that never reached the exchange's own record (refused before
