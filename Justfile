@@ -34,6 +34,12 @@ bench-tunnels:
 bench-tls *args:
     python3 bench/tls.py {{args}}
 
+# HTTP/2 (h2c) side by side with HAProxy and nginx (h2load): CPU per request, small and
+# 64 KiB responses, idle memory per connection; needs the release build (not built
+# here). `just bench-h2 --quick` smoke-tests the script.
+bench-h2 *args:
+    python3 bench/h2.py {{args}}
+
 # What per-request statistics cost: stats on vs compiled out, side by side (needs wrk).
 bench-stats:
     bench/stats-cost.sh

@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.dont_write_bytecode = True
 import compare  # noqa: E402
 import tls  # noqa: E402
+import verdict  # noqa: E402
 from compare import cpu_list, cpu_ticks, med, memory_kib, tree, wait_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,6 +211,71 @@ def idle_rss_bytes(proc, count):
     return (soon - before) * 1024 / opened, (later - before) * 1024 / opened, len(conns), error
 
 
+def render(results, args, info, notes, command):
+    """The markdown report of a run (also from its JSON: --render)."""
+    lines = [
+        f"## HTTP/2 (h2c) side by side: ringlb, HAProxy and nginx ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Command: `{command}`" + (" (a smoke test)" if args['quick'] else ""),
+        "",
+        f"Machine: {info['cpu']}; Linux `{info['kernel']}`. Versions: {info['ringlb']} (`server.io = "
+        f"\"{args['io']}\"`), {info['haproxy']}, {info['nginx']}, {info['h2load']}.",
+        "",
+        f"Medians of {args['rounds']} interleaved rounds; every proxy with {len(cpu_list(args['proxy_cores']))} worker(s) on CPU "
+        f"{args['proxy_cores']}, h2c on 127.0.0.1:{PORT}, round-robin over two `ringlb origin`s (HTTP/1.1, "
+        f"upstream keep-alive); h2load and the origins on CPU {args['load_cores']}. Proxy CPU is utime+stime "
+        "of the proxy's processes over the measured run per request; CPU busy is that CPU over the wall "
+        "time (100% = one core).",
+    ]
+
+    def table(scenario, title, columns):
+        present = [p for p in results if scenario in results[p]]
+        if not present:
+            return
+        lines.extend(["", title, "", "| proxy | " + " | ".join(c[0] for c in columns) + " |",
+                      "| --- |" + " --- |" * len(columns)])
+        for proxy in present:
+            r = results[proxy][scenario]
+            lines.append(f"| {proxy} | " + " | ".join(fmt.format(med(r[key])) if agg == "med"
+                                                      else str(int(sum(r[key])))
+                                                      for _, key, fmt, agg, _ in columns) + " |")
+        ours = results.get("ringlb", {}).get(scenario)
+        for other in ("haproxy", "nginx"):
+            theirs = results.get(other, {}).get(scenario)
+            if ours and theirs:
+                lines.append(f"| ringlb / {LABELS[other]} | " + " | ".join(
+                    tls.ratio(med(ours[key]), med(theirs[key])) if compares else ""
+                    for _, key, _, _, compares in columns) + " |")
+
+    cols = [("requests/s", "rate", "{:.0f}", "med", True),
+            ("proxy CPU µs/request", "cpu_us", "{:.2f}", "med", True),
+            ("of which kernel", "sys_us", "{:.2f}", "med", True),
+            ("proxy CPU busy", "busy", "{:.0f}%", "med", False),
+            ("failed requests", "errors", "", "sum", False)]
+    threads = len(cpu_list(args['load_cores']))
+    for scenario, path in PATHS.items():
+        table(scenario, f"**{scenario}** (h2load -t{threads} -c{args['conns']} -m{args['streams']} -D{args['duration']} "
+                        f"http://127.0.0.1:{PORT}{path}, after a 1 s warm-up)", cols)
+    table(IDLE, f"**{IDLE}** ({args['idle']} HTTP/2 connections, one GET / each, held; RSS growth of the "
+                "proxy's processes per connection, on the fresh proxy after 20 warm-up connections)",
+          [("bytes per connection, 0.5 s", "soon", "{:.0f}", "med", True),
+           ("3 s after the last opened", "later", "{:.0f}", "med", True),
+           ("connections opened", "opened", "{:.0f}", "med", False),
+           ("failed runs", "errors", "", "sum", False)])
+    lines += ["", "Verdicts (bench/verdict.py: proxy CPU per request, the median of per-round "
+              "ratios ringlb / other with a 90% bootstrap interval over the paired rounds):", ""]
+    for scenario in PATHS:
+        for other in ("haproxy", "nginx"):
+            ours = results.get("ringlb", {}).get(scenario)
+            theirs = results.get(other, {}).get(scenario)
+            if ours and theirs:
+                cpu = verdict.ratio(ours["cpu_us"], theirs["cpu_us"])
+                lines.append(f"- {scenario}, ringlb / {LABELS[other]}: {verdict.describe(cpu, ratio_form=True)}")
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -223,7 +289,12 @@ def main():
     ap.add_argument("--load-cores", default="0")
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "ringlb"))
     ap.add_argument("--quick", action="store_true", help="smoke-test the script: 1 round, 3 s runs, 300 idle")
+    ap.add_argument("--render", metavar="JSON", help="print the report of an earlier run from its JSON")
     args = ap.parse_args()
+    if args.render:
+        run = json.loads(Path(args.render).read_text())
+        print(render(run["results"], run["args"], run["machine"], run["notes"], run["command"]))
+        return
     if args.quick:
         args.rounds, args.duration, args.idle = 1, 3, min(args.idle, 300)
     proxy_cpus, load_cpus = cpu_list(args.proxy_cores), cpu_list(args.load_cores)
@@ -301,58 +372,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     command = "python3 " + shlex.join(sys.argv)
-    lines = [
-        f"## HTTP/2 (h2c) side by side: ringlb, HAProxy and nginx ({time.strftime('%Y-%m-%d')})",
-        "",
-        f"Command: `{command}`" + (" (a smoke test)" if args.quick else ""),
-        "",
-        f"Machine: {info['cpu']}; Linux `{info['kernel']}`. Versions: {info['ringlb']} (`server.io = "
-        f"\"{args.io}\"`), {info['haproxy']}, {info['nginx']}, {info['h2load']}.",
-        "",
-        f"Medians of {args.rounds} interleaved rounds; every proxy with {len(proxy_cpus)} worker(s) on CPU "
-        f"{args.proxy_cores}, h2c on 127.0.0.1:{PORT}, round-robin over two `ringlb origin`s (HTTP/1.1, "
-        f"upstream keep-alive); h2load and the origins on CPU {args.load_cores}. Proxy CPU is utime+stime "
-        "of the proxy's processes over the measured run per request; CPU busy is that CPU over the wall "
-        "time (100% = one core).",
-    ]
-
-    def table(scenario, title, columns):
-        present = [p for p in results if scenario in results[p]]
-        if not present:
-            return
-        lines.extend(["", title, "", "| proxy | " + " | ".join(c[0] for c in columns) + " |",
-                      "| --- |" + " --- |" * len(columns)])
-        for proxy in present:
-            r = results[proxy][scenario]
-            lines.append(f"| {proxy} | " + " | ".join(fmt.format(med(r[key])) if agg == "med"
-                                                      else str(int(sum(r[key])))
-                                                      for _, key, fmt, agg, _ in columns) + " |")
-        ours = results.get("ringlb", {}).get(scenario)
-        for other in ("haproxy", "nginx"):
-            theirs = results.get(other, {}).get(scenario)
-            if ours and theirs:
-                lines.append(f"| ringlb / {LABELS[other]} | " + " | ".join(
-                    tls.ratio(med(ours[key]), med(theirs[key])) if compares else ""
-                    for _, key, _, _, compares in columns) + " |")
-
-    cols = [("requests/s", "rate", "{:.0f}", "med", True),
-            ("proxy CPU µs/request", "cpu_us", "{:.2f}", "med", True),
-            ("of which kernel", "sys_us", "{:.2f}", "med", True),
-            ("proxy CPU busy", "busy", "{:.0f}%", "med", False),
-            ("failed requests", "errors", "", "sum", False)]
-    threads = len(cpu_list(args.load_cores))
-    for scenario, path in PATHS.items():
-        table(scenario, f"**{scenario}** (h2load -t{threads} -c{args.conns} -m{args.streams} -D{args.duration} "
-                        f"http://127.0.0.1:{PORT}{path}, after a 1 s warm-up)", cols)
-    table(IDLE, f"**{IDLE}** ({args.idle} HTTP/2 connections, one GET / each, held; RSS growth of the "
-                "proxy's processes per connection, on the fresh proxy after 20 warm-up connections)",
-          [("bytes per connection, 0.5 s", "soon", "{:.0f}", "med", True),
-           ("3 s after the last opened", "later", "{:.0f}", "med", True),
-           ("connections opened", "opened", "{:.0f}", "med", False),
-           ("failed runs", "errors", "", "sum", False)])
-    if notes:
-        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
-    text = "\n".join(lines)
+    text = render(results, vars(args), info, notes, command)
     if not args.quick:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = ROOT / "bench" / "results"

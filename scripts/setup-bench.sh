@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the benchmarks need on a fresh Debian machine: wrk, HAProxy and
 # nginx with its stream module (Debian packages), curl, python3 and openssl (the
-# TLS benchmark's certificates and s_time), and oha and just (crates.io, since
+# TLS benchmark's certificates and s_time), h2load (nghttp2-client, the HTTP/2
+# benchmark's client), and oha and just (crates.io, since
 # Debian 12 does not package them). Safe to run again.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -11,6 +12,7 @@ missing=()
 for tool in wrk haproxy nginx curl python3 openssl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 # nginx's stream module (TCP proxying, for bench/tunnels.py) is a package of its own.
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -35,8 +35,9 @@ use crate::stream::{Stream, LINGER, LINGER_BYTES};
 const TLS_READ: usize = 16 * 1024 + 5 + 256;
 /// Sealed output waiting beyond this is written out before more is taken.
 const TLS_OUT_HIGH: usize = 64 * 1024;
-/// An output buffer larger than this is freed once written out.
-const TLS_OUT_KEEP: usize = 32 * 1024;
+/// An output buffer larger than this is freed once written out: an idle
+/// connection keeps at most one record's worth.
+const TLS_OUT_KEEP: usize = TLS_READ;
 
 /// A connection read and written by polling (see the module's comment).
 #[derive(Debug)]
@@ -231,8 +232,12 @@ impl PollStream {
                 return Poll::Ready(Ok(()));
             }
             // What reading made rustls owe the peer (a key update's answer, an
-            // alert) goes out when it can; `poll_flush` sees to the rest.
-            if let Poll::Ready(Err(e)) = tls.poll_write_out(&mut this.tcp, cx) {
+            // alert) goes out when it can; `poll_flush` sees to the rest. A peer
+            // that makes us owe it more than `TLS_OUT_HIGH` without reading it
+            // (key update after key update) is not read until it does.
+            if tls.out.len() - tls.written > TLS_OUT_HIGH {
+                std::task::ready!(tls.poll_write_out(&mut this.tcp, cx))?;
+            } else if let Poll::Ready(Err(e)) = tls.poll_write_out(&mut this.tcp, cx) {
                 return Poll::Ready(Err(e));
             }
             let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); TLS_READ];
@@ -268,17 +273,9 @@ impl PollStream {
         if tls.out.len() - tls.written > TLS_OUT_HIGH {
             std::task::ready!(tls.poll_write_out(&mut self.tcp, cx))?;
         }
-        let mut taken = 0;
-        for buf in bufs {
-            if buf.is_empty() {
-                continue;
-            }
-            let n = tls.session.seal(buf, &mut tls.out);
-            taken += n;
-            if n < buf.len() || tls.out.len() - tls.written > TLS_OUT_HIGH {
-                break;
-            }
-        }
+        // One call for all the slices: h2 hands a DATA frame's header and its
+        // payload as two, which sealed apart would make two records.
+        let taken = tls.session.seal_vectored(bufs, &mut tls.out);
         if taken == 0 && bufs.iter().any(|b| !b.is_empty()) {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,

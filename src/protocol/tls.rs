@@ -170,6 +170,16 @@ impl TlsSession {
         total - plain.len()
     }
 
+    /// `seal` for several slices at once: they share records instead of each
+    /// slice making its own. Returns how many bytes were taken (all of them once
+    /// the handshake is over, unless more than rustls's buffer limit came at once).
+    pub fn seal_vectored(&mut self, plain: &[std::io::IoSlice<'_>], out: &mut Vec<u8>) -> usize {
+        self.drain_output(out);
+        let taken = self.conn.writer().write_vectored(plain).unwrap_or(0);
+        self.drain_output(out);
+        taken
+    }
+
     /// Moves every record rustls has waiting (handshake flights, tickets, alerts,
     /// key updates, sealed data) into `out`.
     pub fn drain_output(&mut self, out: &mut Vec<u8>) {
