@@ -620,3 +620,68 @@ fn curl_speaks_http2_over_tls() {
     assert!(text.starts_with("HTTP/2 200"), "{text}");
     assert!(text.ends_with("app1\n"), "{text}");
 }
+
+both_drivers! {
+    fn a_graceful_shutdown_lets_open_streams_finish_after_a_goaway(driver) {
+        let mut h = start(driver, &["app1"], |_| {});
+        let addr = h.listener_addr("h2");
+        let (sent, sent_rx) = std::sync::mpsc::channel();
+        let client = std::thread::spawn(move || {
+            run_on(Driver::Epoll, bounded(async move {
+                let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+                let (sender, connection) = h2::client::handshake(tcp.into_poll_io().unwrap()).await.unwrap();
+                let driving = monoio::spawn(connection);
+                let slow = monoio::spawn(one_call(sender.clone(), Call::get("/delay/400ms")));
+                sent.send(()).unwrap();
+                let answer = slow.await.unwrap();
+                // After the GOAWAY, a new stream is refused by the client's own
+                // h2 (or reset by the proxy): no new request gets through.
+                let late = one_call(sender, Call::get("/")).await;
+                let ended = driving.await;
+                (answer.status, answer.text(), late.is_err(), ended.is_ok())
+            }))
+            .unwrap()
+        });
+        sent_rx.recv_timeout(WAIT).unwrap();
+        wait_until("the slow request to reach the origin", || h.stats().active_upstream_requests == 1);
+        let server = h.server.take().unwrap();
+        server.handle().shutdown();
+        let (status, text, late_refused, clean_end) = client.join().unwrap();
+        assert_eq!((status, text.as_str()), (200, "app1\n"));
+        assert!(late_refused, "a stream opened after the GOAWAY was served");
+        assert!(clean_end, "the connection ended with an error instead of GOAWAY");
+        assert_eq!(server.wait().unfinished_connections, 0);
+    }
+
+    fn rapid_reset_is_cut_off(driver) {
+        use ringlb::protocol::h2::meter::{frame, PREFACE};
+        use std::io::Write;
+        let h = start(driver, &["app1"], |_| {});
+        let addr = h.listener_addr("h2");
+        let mut s = connect(addr);
+        let mut flood = PREFACE.to_vec();
+        flood.extend_from_slice(&frame(0x4, 0, 0, &[])); // SETTINGS
+        // GET /delay/1s on http://a, static-table HPACK; then RST_STREAM(CANCEL),
+        // again and again on new streams (CVE-2023-44487).
+        let mut block = vec![0x82, 0x86, 0x01, 0x01, b'a', 0x04, 9];
+        block.extend_from_slice(b"/delay/1s");
+        for i in 0..1000u32 {
+            let id = 2 * i + 1;
+            flood.extend_from_slice(&frame(0x1, 0x5, id, &block)); // HEADERS, END_STREAM|END_HEADERS
+            flood.extend_from_slice(&frame(0x3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+        }
+        // The proxy may close before it has read it all.
+        let _ = s.write_all(&flood);
+        let got = read_to_close(&mut s);
+        let goaway = frames(&got)
+            .into_iter()
+            .find(|(kind, _, _)| *kind == 0x7)
+            .expect("a GOAWAY");
+        assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0xb], "ENHANCE_YOUR_CALM: {goaway:?}");
+        // Far fewer of the 1,000 requests reached the origin.
+        let stats = h.stats();
+        assert!(stats.h2.streams < 200, "{} streams accepted", stats.h2.streams);
+        wait_until("the streams to stop", || h.stats().active_upstream_requests == 0);
+        assert_eq!(one(addr, Call::get("/")).status, 200);
+    }
+}
