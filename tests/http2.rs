@@ -76,23 +76,31 @@ fn send_all(addr: SocketAddr, calls: Vec<Call>) -> Vec<Result<Answer, h2::Error>
         bounded(async move {
             let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
             let io = tcp.into_poll_io().unwrap();
-            let (sender, connection) = h2::client::handshake(io).await.unwrap();
-            let driving = monoio::spawn(connection);
-            let mut tasks = Vec::new();
-            for call in calls {
-                let sender = sender.clone();
-                tasks.push(monoio::spawn(one_call(sender, call)));
-            }
-            let mut answers = Vec::new();
-            for task in tasks {
-                answers.push(task.await);
-            }
-            drop(sender);
-            let _ = driving.await;
-            answers
+            all_calls(io, calls).await
         }),
     )
     .unwrap()
+}
+
+/// An HTTP/2 connection over `io`, `calls` on it at once, and their answers in
+/// order once the connection has ended.
+async fn all_calls<T>(io: T, calls: Vec<Call>) -> Vec<Result<Answer, h2::Error>>
+where
+    T: monoio::io::poll_io::AsyncRead + monoio::io::poll_io::AsyncWrite + Unpin + 'static,
+{
+    let (sender, connection) = h2::client::handshake(io).await.unwrap();
+    let driving = monoio::spawn(connection);
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|call| monoio::spawn(one_call(sender.clone(), call)))
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await);
+    }
+    drop(sender);
+    let _ = driving.await;
+    answers
 }
 
 async fn one_call(sender: h2::client::SendRequest<Bytes>, call: Call) -> Result<Answer, h2::Error> {
@@ -539,19 +547,7 @@ fn send_all_tls(
                 .await
                 .unwrap();
             assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-            let (sender, connection) = h2::client::handshake(tls).await.unwrap();
-            let driving = monoio::spawn(connection);
-            let mut tasks = Vec::new();
-            for call in calls {
-                tasks.push(monoio::spawn(one_call(sender.clone(), call)));
-            }
-            let mut answers = Vec::new();
-            for task in tasks {
-                answers.push(task.await);
-            }
-            drop(sender);
-            let _ = driving.await;
-            answers
+            all_calls(tls, calls).await
         }),
     )
     .unwrap()
