@@ -36,7 +36,7 @@ bench-tls *args:
 
 # HTTP/2 (h2c) side by side with HAProxy and nginx (h2load): CPU per request, small and
 # 64 KiB responses, idle memory per connection; needs the release build (not built
-# here). `just bench-h2 --quick` smoke-tests the script.
+# here). `--tls`: HTTP/2 over TLS (ALPN h2). `just bench-h2 --quick` smoke-tests it.
 bench-h2 *args:
     python3 bench/h2.py {{args}}
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """HTTP/2 side by side: ringlb vs HAProxy vs nginx serving h2c (HTTP/2 with prior
-knowledge, no TLS) in front of HTTP/1.1 origins.
+knowledge, no TLS), or with --tls HTTP/2 over TLS (ALPN h2, bench/tls.py's ECDSA
+certificate), in front of HTTP/1.1 origins.
 
 The topology, pinning and accounting of bench/compare.py and bench/tls.py (whose
 helpers this script imports): each proxy gets the same cores (--proxy-cores, CPU 1 by
@@ -71,7 +72,9 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 POOL = 512
 
 
-def configs(work, ringlb_bin, workers, io):
+def configs(work, ringlb_bin, workers, io, cert=None):
+    """Each proxy's command; with `cert` (tls.certificates' ECDSA triple) HTTP/2
+    over TLS with ALPN h2 instead of h2c."""
     backends = ", ".join(f'{{ name = "o{i}", address = "127.0.0.1:{p}" }}'
                          for i, p in enumerate(ORIGIN_PORTS))
     servers = "".join(f"    server o{i} 127.0.0.1:{p}\n" for i, p in enumerate(ORIGIN_PORTS))
@@ -81,7 +84,9 @@ def configs(work, ringlb_bin, workers, io):
         f'[server]\nshards = {workers}\nio = "{io}"\n\n'
         f'[admin]\nlisten = "127.0.0.1:{ADMIN_PORT}"\n\n'
         '[logging]\nlevel = "warn"\n\n'
-        f'[[listeners]]\nname = "h2"\naddress = "127.0.0.1:{PORT}"\nprotocol = "h2c"\n\n'
+        f'[[listeners]]\nname = "h2"\naddress = "127.0.0.1:{PORT}"\n'
+        + (f'tls = {{ certificates = [ {{ cert = "{cert[0]}", key = "{cert[1]}" }} ], '
+           f'default = "{tls.SERVER_NAME}", alpn = ["h2", "http/1.1"] }}\n\n' if cert else 'protocol = "h2c"\n\n') +
         '[[routes]]\nname = "all"\nlistener = "h2"\ncluster = "app"\n\n'
         '[[clusters]]\nname = "app"\nhealth_check = { kind = "none" }\n'
         f"upstream = {{ max_idle_per_backend = {POOL} }}\n"
@@ -91,7 +96,9 @@ def configs(work, ringlb_bin, workers, io):
         f"global\n    nbthread {workers}\n    maxconn 9000\n\n"
         "defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n"
         "    timeout server 30s\n    timeout http-keep-alive 60s\n\n"
-        f"frontend fe\n    bind 127.0.0.1:{PORT} proto h2\n    default_backend be\n\n"
+        f"frontend fe\n    bind 127.0.0.1:{PORT} "
+        + (f"ssl crt {cert[2]} alpn h2,http/1.1\n" if cert else "proto h2\n")
+        + "    default_backend be\n\n"
         f"backend be\n    balance roundrobin\n    http-reuse always\n{servers}"
     )
     nginx_cfg.write_text(
@@ -103,7 +110,9 @@ def configs(work, ringlb_bin, workers, io):
         f"    fastcgi_temp_path {work}/fastcgi;\n    uwsgi_temp_path {work}/uwsgi;\n"
         f"    scgi_temp_path {work}/scgi;\n    keepalive_requests 1000000;\n"
         f"    upstream origins {{\n{upstreams}        keepalive {POOL};\n    }}\n"
-        f"    server {{\n        listen 127.0.0.1:{PORT} http2;\n"
+        f"    server {{\n        listen 127.0.0.1:{PORT} {'ssl ' if cert else ''}http2;\n"
+        + (f"        ssl_certificate {cert[0]};\n        ssl_certificate_key {cert[1]};\n" if cert else "")
+        +
         "        location / {\n            proxy_pass http://origins;\n"
         "            proxy_http_version 1.1;\n"
         '            proxy_set_header Connection "";\n'
@@ -122,12 +131,15 @@ def configs(work, ringlb_bin, workers, io):
     return commands
 
 
+SCHEME = "http"  # "https" with --tls
+
+
 def h2load(path, seconds, load_cores, conns, streams):
     """One h2load run: (requests/s, requests done and succeeded, failed, its summary)."""
     threads = len(cpu_list(load_cores))
     out = subprocess.run(
         ["taskset", "-c", load_cores, "h2load", f"-t{threads}", f"-c{conns}", f"-m{streams}",
-         f"-D{seconds}", f"http://127.0.0.1:{PORT}{path}"],
+         f"-D{seconds}", f"{SCHEME}://127.0.0.1:{PORT}{path}"],
         capture_output=True, text=True, timeout=seconds + 60,
     )
     rps = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out.stdout)
@@ -179,19 +191,33 @@ def h2_get(sock):
                 return
 
 
+def h2_connect():
+    """A connection for the idle scenario: TLS with ALPN h2 under --tls."""
+    sock = socket.create_connection(("127.0.0.1", PORT), timeout=10)
+    if SCHEME == "https":
+        ctx = tls.client_context()
+        ctx.set_alpn_protocols(["h2"])
+        sock = ctx.wrap_socket(sock, server_hostname=tls.SERVER_NAME)
+    return sock
+
+
 def idle_rss_bytes(proc, count):
     """compare.idle_rss_bytes over HTTP/2: RSS growth per idle connection that
     carried one request, 0.5 s and 3 s after the last opened."""
     pids = tree(proc.pid)
     for _ in range(20):
-        with socket.create_connection(("127.0.0.1", PORT), timeout=10) as warm:
+        with h2_connect() as warm:
             h2_get(warm)
     time.sleep(1.5)
     before = memory_kib(pids, "VmRSS")
     conns, error = [], None
     try:
         for _ in range(count):
-            s = socket.create_connection(("127.0.0.1", PORT), timeout=10)
+            try:
+                s = h2_connect()
+            except OSError as e:
+                error = str(e)
+                break
             try:
                 h2_get(s)
             except (OSError, RuntimeError) as e:
@@ -214,7 +240,8 @@ def idle_rss_bytes(proc, count):
 def render(results, args, info, notes, command):
     """The markdown report of a run (also from its JSON: --render)."""
     lines = [
-        f"## HTTP/2 (h2c) side by side: ringlb, HAProxy and nginx ({time.strftime('%Y-%m-%d')})",
+        f"## HTTP/2 ({'over TLS, ALPN h2' if args.get('tls') else 'h2c'}) side by side: ringlb, HAProxy and nginx "
+        f"({time.strftime('%Y-%m-%d')})",
         "",
         f"Command: `{command}`" + (" (a smoke test)" if args['quick'] else ""),
         "",
@@ -222,7 +249,7 @@ def render(results, args, info, notes, command):
         f"\"{args['io']}\"`), {info['haproxy']}, {info['nginx']}, {info['h2load']}.",
         "",
         f"Medians of {args['rounds']} interleaved rounds; every proxy with {len(cpu_list(args['proxy_cores']))} worker(s) on CPU "
-        f"{args['proxy_cores']}, h2c on 127.0.0.1:{PORT}, round-robin over two `ringlb origin`s (HTTP/1.1, "
+        f"{args['proxy_cores']}, {'HTTP/2 over TLS (ECDSA P-256, ALPN h2)' if args.get('tls') else 'h2c'} on 127.0.0.1:{PORT}, round-robin over two `ringlb origin`s (HTTP/1.1, "
         f"upstream keep-alive); h2load and the origins on CPU {args['load_cores']}. Proxy CPU is utime+stime "
         "of the proxy's processes over the measured run per request; CPU busy is that CPU over the wall "
         "time (100% = one core).",
@@ -255,7 +282,7 @@ def render(results, args, info, notes, command):
     threads = len(cpu_list(args['load_cores']))
     for scenario, path in PATHS.items():
         table(scenario, f"**{scenario}** (h2load -t{threads} -c{args['conns']} -m{args['streams']} -D{args['duration']} "
-                        f"http://127.0.0.1:{PORT}{path}, after a 1 s warm-up)", cols)
+                        f"{'https' if args.get('tls') else 'http'}://127.0.0.1:{PORT}{path}, after a 1 s warm-up)", cols)
     table(IDLE, f"**{IDLE}** ({args['idle']} HTTP/2 connections, one GET / each, held; RSS growth of the "
                 "proxy's processes per connection, on the fresh proxy after 20 warm-up connections)",
           [("bytes per connection, 0.5 s", "soon", "{:.0f}", "med", True),
@@ -289,6 +316,8 @@ def main():
     ap.add_argument("--load-cores", default="0")
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "ringlb"))
     ap.add_argument("--quick", action="store_true", help="smoke-test the script: 1 round, 3 s runs, 300 idle")
+    ap.add_argument("--tls", action="store_true",
+                    help="HTTP/2 over TLS (ALPN h2, bench/tls.py's ECDSA certificate) instead of h2c")
     ap.add_argument("--render", metavar="JSON", help="print the report of an earlier run from its JSON")
     args = ap.parse_args()
     if args.render:
@@ -319,7 +348,12 @@ def main():
     info = tls.machine(ringlb_bin)
     info["h2load"] = tls.first_line(["h2load", "--version"])
     try:
-        commands = configs(work, ringlb_bin, len(proxy_cpus), args.io)
+        global SCHEME
+        cert = None
+        if args.tls:
+            SCHEME = "https"
+            cert = tls.certificates(work)["ec"]
+        commands = configs(work, ringlb_bin, len(proxy_cpus), args.io, cert)
         for name in names:
             out = subprocess.run(commands["checks"][name], capture_output=True, text=True, timeout=60)
             if out.returncode != 0:
@@ -377,10 +411,10 @@ def main():
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = ROOT / "bench" / "results"
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"h2-{stamp}.json").write_text(json.dumps(
+        (out_dir / f"h2{'-tls' if args.tls else ''}-{stamp}.json").write_text(json.dumps(
             {"args": vars(args), "command": command, "machine": info, "results": results, "notes": notes},
             indent=2))
-        (out_dir / f"h2-{stamp}.md").write_text(text + "\n")
+        (out_dir / f"h2{'-tls' if args.tls else ''}-{stamp}.md").write_text(text + "\n")
     print(text)
 
 

@@ -444,6 +444,42 @@ both_drivers! {
         // An honest connection is served meanwhile.
         assert_eq!(one(addr, Call::get("/")).status, 200);
     }
+
+    fn every_capped_frame_kind_gets_goaway_enhance_your_calm(driver) {
+        use ringlb::observe::h2::H2_FLOODS;
+        use ringlb::protocol::h2::meter::{frame, Flood, PREFACE};
+        use std::io::Write;
+        let h = start(driver, &["app1"], |_| {});
+        let addr = h.listener_addr("h2");
+        // A POST left open (HEADERS without END_STREAM) for the empty DATA frames.
+        let post = [0x83, 0x86, 0x84, 0x01, 0x01, b'a'];
+        let open_stream = frame(0x1, 0x4, 1, &post);
+        let cases: Vec<(Flood, Vec<u8>)> = vec![
+            (Flood::Settings, frame(0x4, 0, 0, &[]).repeat(40)),
+            (Flood::Priority, (0..300u32).flat_map(|i| frame(0x2, 0, 2 * i + 101, &[0, 0, 0, 0, 16])).collect()),
+            (Flood::Empty, [open_stream.clone(), frame(0x0, 0, 1, &[]).repeat(200)].concat()),
+            (Flood::WindowUpdate, frame(0x8, 0, 0, &1u32.to_be_bytes()).repeat(150_000)),
+            (Flood::Unknown, frame(0xfa, 0, 0, b"x").repeat(300)),
+        ];
+        for (flood, frames_sent) in cases {
+            let index = H2_FLOODS.iter().position(|f| *f == flood).unwrap();
+            let before = h.stats().h2.floods[index];
+            let mut s = connect(addr);
+            let mut bytes = PREFACE.to_vec();
+            bytes.extend_from_slice(&frame(0x4, 0, 0, &[]));
+            bytes.extend_from_slice(&frames_sent);
+            // The proxy may close before it has read it all.
+            let _ = s.write_all(&bytes);
+            let got = read_to_close(&mut s);
+            let goaway = frames(&got)
+                .into_iter()
+                .find(|(kind, _, _)| *kind == 0x7)
+                .unwrap_or_else(|| panic!("{flood:?}: no GOAWAY"));
+            assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0xb], "{flood:?}: {goaway:?}");
+            wait_until("the flood to be counted", || h.stats().h2.floods[index] == before + 1);
+        }
+        assert_eq!(one(addr, Call::get("/")).status, 200);
+    }
 }
 
 #[test]
