@@ -345,7 +345,8 @@ both_drivers! {
 #[test]
 fn an_idle_connection_gets_a_goaway() {
     let h = start(Driver::Epoll, &["app1"], |c| {
-        c.timeouts.idle = Duration::from_millis(300);
+        // Short, but not so short that a loaded machine stalls a write past it.
+        c.timeouts.idle = Duration::from_secs(1);
     });
     let addr = h.listener_addr("h2");
     let ended = run_on(
@@ -487,7 +488,8 @@ fn a_client_that_ignores_its_goaway_is_closed_all_the_same() {
     use ringlb::protocol::h2::meter::{frame, PREFACE};
     use std::io::Write;
     let h = start(Driver::Epoll, &["app1"], |c| {
-        c.timeouts.idle = Duration::from_millis(300);
+        // Short, but not so short that a loaded machine stalls a write past it.
+        c.timeouts.idle = Duration::from_secs(1);
     });
     let addr = h.listener_addr("h2");
     let mut s = connect(addr);
