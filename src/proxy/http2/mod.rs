@@ -26,6 +26,7 @@ use http::Request;
 
 use crate::log_debug;
 use crate::observe::stats::{RequestRecord, ShardStats};
+use crate::pollio::PollStream;
 use crate::protocol::h1::{self, Forwarding, Method};
 use crate::protocol::h2::convert;
 use crate::protocol::h2::meter::{Caps, Flood, FrameMeter};
@@ -95,12 +96,13 @@ pub async fn serve(
         .max_send_buffer_size(SEND_BUFFER);
     // The preface and SETTINGS come within `timeouts.header_read`, as a first
     // HTTP/1.1 head must.
-    let mut connection = match monoio::time::timeout(
+    // Boxed, like the closing waits below: what only the start or the end of a
+    // connection needs must not stay in its task for its whole life.
+    let handshake = Box::pin(monoio::time::timeout(
         settings.header_read_timeout,
         builder.handshake::<_, Bytes>(io),
-    )
-    .await
-    {
+    ));
+    let mut connection = match handshake.await {
         Ok(Ok(connection)) => {
             shard.stats.h2.connection();
             connection
@@ -175,11 +177,7 @@ pub async fn serve(
                 );
                 connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                 // Flush the GOAWAY and close.
-                let _ = monoio::time::timeout(
-                    LINGER_AFTER_FLOOD,
-                    std::future::poll_fn(|cx| connection.poll_closed(cx)),
-                )
-                .await;
+                Box::pin(closed_within(&mut connection, LINGER_AFTER_FLOOD)).await;
                 break;
             }
             Ok(Next::Failed(e)) => {
@@ -210,11 +208,7 @@ pub async fn serve(
             // does not keep the connection: it has had its GOAWAY.
             Some(since) if streams.live.get() == 0 && now - since >= GOAWAY_GRACE => {
                 connection.abrupt_shutdown(h2::Reason::NO_ERROR);
-                let _ = monoio::time::timeout(
-                    GOAWAY_GRACE,
-                    std::future::poll_fn(|cx| connection.poll_closed(cx)),
-                )
-                .await;
+                Box::pin(closed_within(&mut connection, GOAWAY_GRACE)).await;
                 break;
             }
             Some(_) => {}
@@ -233,6 +227,12 @@ pub async fn serve(
     })
     .await;
     drop(guard);
+}
+
+/// Drives a connection told to shut down until it has closed, for at most `wait`.
+async fn closed_within(connection: &mut h2::server::Connection<PollStream, Bytes>, wait: Duration) {
+    let _ =
+        monoio::time::timeout(wait, std::future::poll_fn(|cx| connection.poll_closed(cx))).await;
 }
 
 /// What a stream's task knows of its connection.
