@@ -658,33 +658,29 @@ fn curl_speaks_http2_over_tls() {
 both_drivers! {
     fn a_graceful_shutdown_lets_open_streams_finish_after_a_goaway(driver) {
         let mut h = start(driver, &["app1"], |_| {});
-        let addr = h.listener_addr("h2");
-        let (sent, sent_rx) = std::sync::mpsc::channel();
-        let client = std::thread::spawn(move || {
-            run_on(Driver::Epoll, bounded(async move {
-                let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
-                let (sender, connection) = h2::client::handshake(tcp.into_poll_io().unwrap()).await.unwrap();
-                let driving = monoio::spawn(connection);
-                let slow = monoio::spawn(one_call(sender.clone(), Call::get("/delay/400ms")));
-                sent.send(()).unwrap();
-                let answer = slow.await.unwrap();
-                // After the GOAWAY, a new stream is refused by the client's own
-                // h2 (or reset by the proxy): no new request gets through.
-                let late = one_call(sender, Call::get("/")).await;
-                let ended = driving.await;
-                (answer.status, answer.text(), late.is_err(), ended.is_ok())
-            }))
-            .unwrap()
+        let (server, ended) = goaway_while_streaming(&mut h, |h| {
+            let server = h.server.take().unwrap();
+            server.handle().shutdown();
+            server
         });
-        sent_rx.recv_timeout(WAIT).unwrap();
-        wait_until("the slow request to reach the origin", || h.stats().active_upstream_requests == 1);
-        let server = h.server.take().unwrap();
-        server.handle().shutdown();
-        let (status, text, late_refused, clean_end) = client.join().unwrap();
-        assert_eq!((status, text.as_str()), (200, "app1\n"));
-        assert!(late_refused, "a stream opened after the GOAWAY was served");
-        assert!(clean_end, "the connection ended with an error instead of GOAWAY");
+        ended.assert_graceful();
         assert_eq!(server.wait().unfinished_connections, 0);
+    }
+
+    fn a_reload_that_removes_the_listener_lets_open_streams_finish(driver) {
+        let mut h = start(driver, &["app1"], |c| {
+            // Something to keep: the reload removes only the HTTP/2 listener.
+            c.listeners.push(listener("web"));
+            c.routes.push(route("web", "web", "web"));
+        });
+        let ((), ended) = goaway_while_streaming(&mut h, |h| {
+            let mut config = h.config.clone();
+            config.listeners.retain(|l| l.name != "h2");
+            config.routes.retain(|r| r.listener != "h2");
+            h.server().handle().reload(config).expect("the reload is taken");
+        });
+        ended.assert_graceful();
+        wait_until("the connection to be let go", || h.stats().active_connections == 0);
     }
 
     fn rapid_reset_is_cut_off(driver) {
@@ -718,4 +714,70 @@ both_drivers! {
         wait_until("the streams to stop", || h.stats().active_upstream_requests == 0);
         assert_eq!(one(addr, Call::get("/")).status, 200);
     }
+}
+
+/// How a connection ended that had a stream open when its GOAWAY came.
+struct Ended {
+    status: u16,
+    text: String,
+    /// A stream opened after the GOAWAY failed (refused by the client's own h2,
+    /// or reset by the proxy).
+    late_refused: bool,
+    /// The connection ended without an error.
+    clean: bool,
+}
+
+impl Ended {
+    fn assert_graceful(&self) {
+        assert_eq!((self.status, self.text.as_str()), (200, "app1\n"));
+        assert!(
+            self.late_refused,
+            "a stream opened after the GOAWAY was served"
+        );
+        assert!(
+            self.clean,
+            "the connection ended with an error instead of GOAWAY"
+        );
+    }
+}
+
+/// Opens an HTTP/2 connection with a 400 ms request on it, runs `goaway` once the
+/// request has reached the origin, then tries one more stream and waits for the
+/// connection's end.
+fn goaway_while_streaming<T>(
+    h: &mut Harness,
+    goaway: impl FnOnce(&mut Harness) -> T,
+) -> (T, Ended) {
+    let addr = h.listener_addr("h2");
+    let (sent, sent_rx) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        run_on(
+            Driver::Epoll,
+            bounded(async move {
+                let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+                let (sender, connection) = h2::client::handshake(tcp.into_poll_io().unwrap())
+                    .await
+                    .unwrap();
+                let driving = monoio::spawn(connection);
+                let slow = monoio::spawn(one_call(sender.clone(), Call::get("/delay/400ms")));
+                sent.send(()).unwrap();
+                let answer = slow.await.unwrap();
+                let late = one_call(sender, Call::get("/")).await;
+                let ended = driving.await;
+                Ended {
+                    status: answer.status,
+                    text: answer.text(),
+                    late_refused: late.is_err(),
+                    clean: ended.is_ok(),
+                }
+            }),
+        )
+        .unwrap()
+    });
+    sent_rx.recv_timeout(WAIT).unwrap();
+    wait_until("the slow request to reach the origin", || {
+        h.stats().active_upstream_requests == 1
+    });
+    let done = goaway(h);
+    (done, client.join().unwrap())
 }
