@@ -290,8 +290,16 @@ fn memory_freed_after_a_burst_of_connections_goes_back_to_the_kernel() {
     let origin = spawn_origin(Driver::Epoll, "app1");
     let proxy = Proxy::start("release", &config_for(&[("app1", origin.addr())], ""));
     // Warm up: the statistics touch their histograms on the first reports, which
-    // would otherwise count as growth.
+    // would otherwise count as growth. Measured once the control thread has merged
+    // a report with the warm-up's requests (on a loaded machine the first report
+    // may come after the burst, and its pages never go back).
     drop(open_keep_alive(proxy.addr, 50));
+    let admin = admin_addr(&proxy);
+    wait_until("the warm-up to be reported", || {
+        let stats: serde_json::Value =
+            serde_json::from_str(&get(admin, "/stats").text()).unwrap_or_default();
+        stats["totals"]["requests"].as_u64().unwrap_or(0) >= 50
+    });
     let (_, before) = proxy.memory_kib();
     // 1,000 connections opened at once are all busy for a moment, each with its
     // buffers (about 5 KB), then park and hold a few hundred bytes. (The burst is
