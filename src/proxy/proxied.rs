@@ -123,13 +123,12 @@ pub async fn read_header(
 }
 
 /// The address a client connected to, for a PROXY header sent on: the one a
-/// received header named, else the socket's own, else the listener's.
+/// received header named, else the socket's own (`local`, asked only then), else
+/// the listener's.
 pub fn destination(
-    stream: &TcpStream,
     named: Option<SocketAddr>,
+    local: impl FnOnce() -> Option<SocketAddr>,
     listener: SocketAddr,
 ) -> SocketAddr {
-    named
-        .or_else(|| stream.local_addr().ok())
-        .unwrap_or(listener)
+    named.or_else(local).unwrap_or(listener)
 }

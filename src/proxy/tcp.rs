@@ -56,7 +56,11 @@ pub async fn serve(
     };
     let mut header = Vec::new();
     if let Some(version) = cluster.settings.send_proxy {
-        let destination = proxied::destination(stream.tcp(), destination, listener.address);
+        let destination = proxied::destination(
+            destination,
+            || stream.tcp().local_addr().ok(),
+            listener.address,
+        );
         proxy_header::write(&mut header, version, peer, destination);
     }
     let backend = match connect(&shard, &cluster, peer, &header, &mut record).await {

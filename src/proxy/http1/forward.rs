@@ -23,6 +23,7 @@ use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::protocol::h1::{self, BodyKind, ChunkedDecoder, ClientSide, Request};
 use crate::protocol::proxy_header;
 use crate::proxy::error::{ProxyError, Side};
+use crate::proxy::proxied;
 use crate::proxy::MAX_TRIED;
 use crate::shard::{Shard, ShardSettings};
 use crate::upstream::{self, UpstreamTls};
@@ -352,10 +353,11 @@ async fn attempt(
     let private = settings.send_proxy.is_some();
     scratch.clear();
     if let Some(version) = settings.send_proxy {
-        let destination = client
-            .destination
-            .or_else(|| client.stream.local_addr())
-            .unwrap_or(client.listener.address);
+        let destination = proxied::destination(
+            client.destination,
+            || client.stream.local_addr(),
+            client.listener.address,
+        );
         proxy_header::write(scratch, version, client.peer, destination);
     }
     // Over TLS the PROXY header goes before the handshake, in the clear; else

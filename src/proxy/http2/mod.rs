@@ -74,7 +74,9 @@ pub async fn serve(
         destination,
         early,
     } = accepted;
-    let local = destination.or_else(|| stream.tcp().local_addr().ok());
+    // The socket's own address, asked once for all the streams (a PROXY header
+    // to a backend names it when the client's PROXY header did not).
+    let local = stream.tcp().local_addr().ok();
     // What the streams' requests and log lines say of the connection.
     let tls = stream.tls_logged().map(Rc::new);
     let proto = if tls.is_some() { "https" } else { "http" };
@@ -159,6 +161,7 @@ pub async fn serve(
                 let streams = Rc::clone(&streams);
                 let conn = Conn {
                     peer,
+                    destination,
                     local,
                     proto,
                     tls: tls.clone(),
@@ -238,6 +241,9 @@ async fn closed_within(connection: &mut h2::server::Connection<PollStream, Bytes
 /// What a stream's task knows of its connection.
 struct Conn {
     peer: SocketAddr,
+    /// The address a PROXY header from the client named, if one did.
+    destination: Option<SocketAddr>,
+    /// The socket's own address.
     local: Option<SocketAddr>,
     /// `X-Forwarded-Proto`: `http` or `https`.
     proto: &'static str,
@@ -372,6 +378,7 @@ fn prepare(
 ) -> Result<Prepared, Box<(StreamEnd, u16, Duration)>> {
     let Conn {
         peer,
+        destination,
         local,
         proto,
         tls,
@@ -431,7 +438,7 @@ fn prepare(
             tls,
         ),
         peer,
-        destination: local,
+        destination,
         listener,
         buf: head,
         pos: head_len,
