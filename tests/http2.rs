@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::client::SendRequest;
 use monoio::io::IntoPollIo;
+use monoio::task::JoinHandle;
 use ringlb::config::{ListenerProtocol, Strategy};
 use ringlb::shard::{run_on, Driver};
 use ringlb::testkit::origin::{pattern_byte, Fnv};
@@ -75,11 +77,52 @@ fn send_all(addr: SocketAddr, calls: Vec<Call>) -> Vec<Result<Answer, h2::Error>
         Driver::Epoll,
         bounded(async move {
             let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
-            let io = tcp.into_poll_io().unwrap();
-            all_calls(io, calls).await
+            all_calls(tcp.into_poll_io().unwrap(), calls).await
         }),
     )
     .unwrap()
+}
+
+/// An HTTP/2 client connection over `io`: its sender, and the task driving it
+/// (which ends with the connection).
+async fn h2_over<T>(io: T) -> (SendRequest<Bytes>, JoinHandle<Result<(), h2::Error>>)
+where
+    T: monoio::io::poll_io::AsyncRead + monoio::io::poll_io::AsyncWrite + Unpin + 'static,
+{
+    let (sender, connection) = h2::client::handshake(io).await.unwrap();
+    (sender, monoio::spawn(connection))
+}
+
+/// `h2_over` a new plain TCP connection to `addr` (h2c).
+async fn h2c_connect(addr: SocketAddr) -> (SendRequest<Bytes>, JoinHandle<Result<(), h2::Error>>) {
+    let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+    h2_over(tcp.into_poll_io().unwrap()).await
+}
+
+/// Runs curl with `args` and returns what it printed (headers, then body), or
+/// `None` when curl is not installed (CI installs it). Fails the test if curl
+/// fails.
+fn curl(args: &[&str]) -> Option<String> {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl is not installed: skipped (CI installs it)");
+        return None;
+    }
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-D", "-", "--max-time", "15"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(text)
 }
 
 /// An HTTP/2 connection over `io`, `calls` on it at once, and their answers in
@@ -88,8 +131,7 @@ async fn all_calls<T>(io: T, calls: Vec<Call>) -> Vec<Result<Answer, h2::Error>>
 where
     T: monoio::io::poll_io::AsyncRead + monoio::io::poll_io::AsyncWrite + Unpin + 'static,
 {
-    let (sender, connection) = h2::client::handshake(io).await.unwrap();
-    let driving = monoio::spawn(connection);
+    let (sender, driving) = h2_over(io).await;
     let tasks: Vec<_> = calls
         .into_iter()
         .map(|call| monoio::spawn(one_call(sender.clone(), call)))
@@ -154,13 +196,6 @@ async fn one_call(sender: h2::client::SendRequest<Bytes>, call: Call) -> Result<
         trailers,
         interim,
     })
-}
-
-/// `work`, failing the test if it takes longer than `support::WAIT`.
-async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
-    monoio::time::timeout(WAIT, work)
-        .await
-        .expect("finished within the test's wait")
 }
 
 fn one(addr: SocketAddr, call: Call) -> Answer {
@@ -352,10 +387,7 @@ fn an_idle_connection_gets_a_goaway() {
     let ended = run_on(
         Driver::Epoll,
         bounded(async move {
-            let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
-            let io = tcp.into_poll_io().unwrap();
-            let (sender, connection) = h2::client::handshake(io).await.unwrap();
-            let driving = monoio::spawn(connection);
+            let (sender, driving) = h2c_connect(addr).await;
             let answer = one_call(sender.clone(), Call::get("/")).await.unwrap();
             assert_eq!(answer.status, 200);
             // Nothing more: the proxy says goodbye once `timeouts.idle` passes.
@@ -368,34 +400,11 @@ fn an_idle_connection_gets_a_goaway() {
 
 #[test]
 fn curl_speaks_h2c_with_prior_knowledge() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("curl is not installed: skipped (CI installs it)");
-        return;
-    }
     let h = start(Driver::Epoll, &["app1"], |_| {});
     let addr = h.listener_addr("h2");
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--http2-prior-knowledge",
-            "-D",
-            "-",
-            "--max-time",
-            "15",
-        ])
-        .arg(format!("http://{addr}/"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Some(text) = curl(&["--http2-prior-knowledge", &format!("http://{addr}/")]) else {
+        return;
+    };
     assert!(text.starts_with("HTTP/2 200"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("x-origin: app1"),
@@ -514,9 +523,7 @@ both_drivers! {
         let (reset, reset_rx) = std::sync::mpsc::channel::<()>();
         let client = std::thread::spawn(move || {
             run_on(Driver::Epoll, bounded(async move {
-                let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
-                let (sender, connection) = h2::client::handshake(tcp.into_poll_io().unwrap()).await.unwrap();
-                let driving = monoio::spawn(connection);
+                let (sender, driving) = h2c_connect(addr).await;
                 let mut sender = sender.ready().await.unwrap();
                 let request = http::Request::builder().uri("http://test.example/hang").body(()).unwrap();
                 let (response, _send) = sender.send_request(request, true).unwrap();
@@ -625,32 +632,18 @@ both_drivers! {
 
 #[test]
 fn curl_speaks_http2_over_tls() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("curl is not installed: skipped (CI installs it)");
-        return;
-    }
     let (h, cert) = start_tls(Driver::Epoll, "h2-curl");
-    let addr = h.listener_addr("https");
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--http2", "-D", "-", "--max-time", "15", "--cacert"])
-        .arg(&cert.cert)
-        .args([
-            "--resolve",
-            &format!("example.test:{}:127.0.0.1", addr.port()),
-        ])
-        .arg(format!("https://example.test:{}/", addr.port()))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let port = h.listener_addr("https").port();
+    let Some(text) = curl(&[
+        "--http2",
+        "--cacert",
+        cert.cert.to_str().unwrap(),
+        "--resolve",
+        &format!("example.test:{port}:127.0.0.1"),
+        &format!("https://example.test:{port}/"),
+    ]) else {
+        return;
+    };
     assert!(text.starts_with("HTTP/2 200"), "{text}");
     assert!(text.ends_with("app1\n"), "{text}");
 }
@@ -754,11 +747,7 @@ fn goaway_while_streaming<T>(
         run_on(
             Driver::Epoll,
             bounded(async move {
-                let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
-                let (sender, connection) = h2::client::handshake(tcp.into_poll_io().unwrap())
-                    .await
-                    .unwrap();
-                let driving = monoio::spawn(connection);
+                let (sender, driving) = h2c_connect(addr).await;
                 let slow = monoio::spawn(one_call(sender.clone(), Call::get("/delay/400ms")));
                 sent.send(()).unwrap();
                 let answer = slow.await.unwrap();

@@ -26,7 +26,7 @@ const EARLY: usize = 10;
 fn serve_one(driver: Driver, ready: mpsc::Sender<SocketAddr>) -> usize {
     run_on(
         driver,
-        bounded(async move {
+        support::bounded(async move {
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             ready.send(listener.local_addr().unwrap()).unwrap();
             let (tcp, _) = listener.accept().await.unwrap();
@@ -75,13 +75,6 @@ fn serve_one(driver: Driver, ready: mpsc::Sender<SocketAddr>) -> usize {
     .unwrap()
 }
 
-/// `work`, failing the test if it takes longer than `support::WAIT`.
-async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
-    monoio::time::timeout(support::WAIT, work)
-        .await
-        .expect("finished within the test's wait")
-}
-
 /// The pattern body of stream `i`.
 fn body(i: usize) -> Vec<u8> {
     let offset = (i * PER_STREAM) as u64;
@@ -101,7 +94,7 @@ fn digest(bytes: &[u8]) -> u64 {
 fn client(addr: SocketAddr) -> Vec<(usize, usize, u64)> {
     run_on(
         Driver::Epoll,
-        bounded(async move {
+        support::bounded(async move {
             let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
             let io = tcp.into_poll_io().unwrap();
             let (sender, connection) = h2::client::handshake(io).await.unwrap();

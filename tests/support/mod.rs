@@ -17,6 +17,13 @@ use ringlb::Server;
 /// Longest any single network wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// `work`, failing the test if it takes longer than `WAIT`.
+pub async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
+    monoio::time::timeout(WAIT, work)
+        .await
+        .expect("finished within the test's wait")
+}
+
 /// Defines `mod $name { fn io_uring(); fn epoll(); }`, one test per io driver.
 #[macro_export]
 macro_rules! both_drivers {
