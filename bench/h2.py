@@ -61,7 +61,7 @@ ORIGIN_PORTS = compare.ORIGIN_PORTS
 PORT = tls.TLS_PORT  # tls.running waits on this port
 ADMIN_PORT = compare.ADMIN_PORT
 PROXIES = ["ringlb", "haproxy", "nginx"]
-LABELS = {"ringlb": "ringlb", "haproxy": "HAProxy", "nginx": "nginx"}
+LABELS = tls.LABELS
 PATHS = {"small": "/", "64 KiB": "/bytes/65536"}
 IDLE = "idle memory"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -255,25 +255,6 @@ def render(results, args, info, notes, command):
         "time (100% = one core).",
     ]
 
-    def table(scenario, title, columns):
-        present = [p for p in results if scenario in results[p]]
-        if not present:
-            return
-        lines.extend(["", title, "", "| proxy | " + " | ".join(c[0] for c in columns) + " |",
-                      "| --- |" + " --- |" * len(columns)])
-        for proxy in present:
-            r = results[proxy][scenario]
-            lines.append(f"| {proxy} | " + " | ".join(fmt.format(med(r[key])) if agg == "med"
-                                                      else str(int(sum(r[key])))
-                                                      for _, key, fmt, agg, _ in columns) + " |")
-        ours = results.get("ringlb", {}).get(scenario)
-        for other in ("haproxy", "nginx"):
-            theirs = results.get(other, {}).get(scenario)
-            if ours and theirs:
-                lines.append(f"| ringlb / {LABELS[other]} | " + " | ".join(
-                    tls.ratio(med(ours[key]), med(theirs[key])) if compares else ""
-                    for _, key, _, _, compares in columns) + " |")
-
     cols = [("requests/s", "rate", "{:.0f}", "med", True),
             ("proxy CPU µs/request", "cpu_us", "{:.2f}", "med", True),
             ("of which kernel", "sys_us", "{:.2f}", "med", True),
@@ -281,9 +262,9 @@ def render(results, args, info, notes, command):
             ("failed requests", "errors", "", "sum", False)]
     threads = len(cpu_list(args['load_cores']))
     for scenario, path in PATHS.items():
-        table(scenario, f"**{scenario}** (h2load -t{threads} -c{args['conns']} -m{args['streams']} -D{args['duration']} "
+        tls.table(lines, results, scenario, f"**{scenario}** (h2load -t{threads} -c{args['conns']} -m{args['streams']} -D{args['duration']} "
                         f"{'https' if args.get('tls') else 'http'}://127.0.0.1:{PORT}{path}, after a 1 s warm-up)", cols)
-    table(IDLE, f"**{IDLE}** ({args['idle']} HTTP/2 connections, one GET / each, held; RSS growth of the "
+    tls.table(lines, results, IDLE, f"**{IDLE}** ({args['idle']} HTTP/2 connections, one GET / each, held; RSS growth of the "
                 "proxy's processes per connection, on the fresh proxy after 20 warm-up connections)",
           [("bytes per connection, 0.5 s", "soon", "{:.0f}", "med", True),
            ("3 s after the last opened", "later", "{:.0f}", "med", True),
@@ -387,22 +368,9 @@ def main():
                               f"{row['cpu_us']:8.2f} µs/req busy {row['busy']:3.0f}%  {text}", file=sys.stderr)
                     if proc.poll() is not None:
                         notes.append(f"round {rnd} {proxy}: exited with {proc.returncode} during the round")
-        seen = set()
-        for log in sorted(work.glob("*.log")):
-            for line in log.read_text(errors="replace").splitlines():
-                text = re.sub(r"\d+", "N", line.strip())
-                proxy = log.name.split("-")[0]
-                if line.strip() and (proxy, text) not in seen and len(seen) < 20:
-                    seen.add((proxy, text))
-                    notes.append(f"{proxy} printed: {line.strip()[:300]}")
+        notes += tls.printed_notes(work)
     finally:
-        for o in origins:
-            o.terminate()
-        for o in origins:
-            try:
-                o.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                o.kill()
+        tls.stop_all(origins)
         shutil.rmtree(work, ignore_errors=True)
 
     command = "python3 " + shlex.join(sys.argv)

@@ -486,6 +486,54 @@ def ratio(a, b):
     return f"{a / b:.2f}x" if b and a == a and b == b else "-"
 
 
+def table(lines, results, scenario, title, columns):
+    """Appends one scenario's table to `lines`: a row per proxy (medians, or sums),
+    then ringlb / HAProxy and ringlb / nginx for the columns that compare. Each
+    column is (heading, key, format, "med" or "sum", compares)."""
+    present = [p for p in results if scenario in results[p]]
+    if not present:
+        return
+    lines.extend(["", title, "", "| proxy | " + " | ".join(c[0] for c in columns) + " |",
+                  "| --- |" + " --- |" * len(columns)])
+    for proxy in present:
+        r = results[proxy][scenario]
+        lines.append(f"| {proxy} | " + " | ".join(fmt.format(med(r[key])) if agg == "med"
+                                                  else str(int(sum(r[key])))
+                                                  for _, key, fmt, agg, _ in columns) + " |")
+    ours = results.get("ringlb", {}).get(scenario)
+    for other in ("haproxy", "nginx"):
+        theirs = results.get(other, {}).get(scenario)
+        if ours and theirs:
+            lines.append(f"| ringlb / {LABELS[other]} | " + " | ".join(
+                ratio(med(ours[key]), med(theirs[key])) if compares else ""
+                for _, key, _, _, compares in columns) + " |")
+
+
+def printed_notes(work):
+    """What the proxies printed into `work`/*.log (warnings, errors), once per
+    distinct line, at most 20."""
+    notes, seen = [], set()
+    for log in sorted(work.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            text = re.sub(r"\d+", "N", line.strip())  # timestamps and pids aside
+            proxy = log.name.split("-")[0]
+            if line.strip() and (proxy, text) not in seen and len(seen) < 20:
+                seen.add((proxy, text))
+                notes.append(f"{proxy} printed: {line.strip()[:300]}")
+    return notes
+
+
+def stop_all(procs):
+    """Terminates `procs` (the origins), killing any that do not exit in 10 s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -608,23 +656,9 @@ def main():
                         stats.setdefault(f"round {rnd}, RSA", ringlb_tls_stats())
                     if proc.poll() is not None:
                         notes.append(f"round {rnd} {proxy}: exited with {proc.returncode} during the round")
-        # What the proxies printed (warnings, errors), once per distinct line.
-        seen = set()
-        for log in sorted(work.glob("*.log")):
-            for line in log.read_text(errors="replace").splitlines():
-                text = re.sub(r"\d+", "N", line.strip())  # timestamps and pids aside
-                proxy = log.name.split("-")[0]
-                if line.strip() and (proxy, text) not in seen and len(seen) < 20:
-                    seen.add((proxy, text))
-                    notes.append(f"{proxy} printed: {line.strip()[:300]}")
+        notes += printed_notes(work)
     finally:
-        for o in origins:
-            o.terminate()
-        for o in origins:
-            try:
-                o.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                o.kill()
+        stop_all(origins)
         shutil.rmtree(work, ignore_errors=True)
 
     # Resumption that did not happen, or happened where it should not have.
@@ -671,34 +705,13 @@ def main():
             lines.append(f"| {name} | {p['version']} | {p['cipher']} | {p['alpn']} | {p['key']} | "
                          f"{p['http10_status']} | {'yes' if p['closes'] else 'no'} |")
 
-    def table(scenario, title, columns):
-        """One scenario: a row per proxy (medians), then ringlb / HAProxy and ringlb
-        / nginx for the columns that compare."""
-        present = [p for p in results if scenario in results[p]]
-        if not present:
-            return
-        lines.extend(["", title, "", "| proxy | " + " | ".join(c[0] for c in columns) + " |",
-                      "| --- |" + " --- |" * len(columns)])
-        for proxy in present:
-            r = results[proxy][scenario]
-            lines.append(f"| {proxy} | " + " | ".join(fmt.format(med(r[key])) if agg == "med"
-                                                      else str(int(sum(r[key])))
-                                                      for _, key, fmt, agg, _ in columns) + " |")
-        ours = results.get("ringlb", {}).get(scenario)
-        for other in ("haproxy", "nginx"):
-            theirs = results.get(other, {}).get(scenario)
-            if ours and theirs:
-                lines.append(f"| ringlb / {LABELS[other]} | " + " | ".join(
-                    ratio(med(ours[key]), med(theirs[key])) if compares else ""
-                    for _, key, _, _, compares in columns) + " |")
-
     rate_cols = [("requests/s", "rate", "{:.0f}", "med", True),
                  ("proxy CPU µs/request", "cpu_us", "{:.2f}", "med", True),
                  ("of which kernel", "sys_us", "{:.2f}", "med", True),
                  ("proxy CPU busy", "busy", "{:.0f}%", "med", False),
                  ("errors", "errors", "", "sum", False)]
     for scenario, path in KEEPALIVE.items():
-        table(scenario, f"**{scenario}** (wrk -t{threads} -c{args.conns} -d{args.duration}s "
+        table(lines, results, scenario, f"**{scenario}** (wrk -t{threads} -c{args.conns} -d{args.duration}s "
                         f"https://127.0.0.1:{TLS_PORT}{path}, after a 1 s warm-up)", rate_cols)
     hs_cols = [("handshakes/s", "rate", "{:.0f}", "med", True),
                ("proxy CPU µs/handshake", "cpu_us", "{:.1f}", "med", True),
@@ -708,16 +721,16 @@ def main():
                ("failed runs", "errors", "", "sum", False)]
     for scenario, reuse, tls12 in EC_HANDSHAKES + [(FULL_RSA13, False, False)]:
         flags = ("-reuse" if reuse else "-new") + (" -tls1_2" if tls12 else "")
-        table(scenario, f"**{scenario}** ({args.stime_procs} × openssl s_time -connect 127.0.0.1:{TLS_PORT} "
+        table(lines, results, scenario, f"**{scenario}** ({args.stime_procs} × openssl s_time -connect 127.0.0.1:{TLS_PORT} "
                         f"{flags} -www / -time {args.duration} at once; each connection one proxied "
                         "GET / HTTP/1.0, closed by the proxy)", hs_cols)
-    table(IDLE, f"**{IDLE}** ({args.idle} TLS connections, one GET / each, held; RSS growth of the "
+    table(lines, results, IDLE, f"**{IDLE}** ({args.idle} TLS connections, one GET / each, held; RSS growth of the "
                 "proxy's processes per connection, on the fresh proxy after 100 warm-up requests)",
           [("bytes per connection, 0.5 s", "soon", "{:.0f}", "med", True),
            ("3 s after the last opened", "later", "{:.0f}", "med", True),
            ("connections opened", "opened", "{:.0f}", "med", False),
            ("failed runs", "errors", "", "sum", False)])
-    table("rss", "**peak RSS** (VmHWM of the proxy's processes at the end of the ECDSA run)",
+    table(lines, results, "rss", "**peak RSS** (VmHWM of the proxy's processes at the end of the ECDSA run)",
           [("peak RSS KiB", "peak_kib", "{:.0f}", "med", True)])
     if stats:
         lines += ["", "ringlb's /stats `tls` at the end of each run (since its start):", ""]
