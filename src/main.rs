@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use ringlb::config::{self, BackendConfig, Config};
-use ringlb::testkit::origin;
+use ringlb::testkit::{h2_origin, origin};
 use ringlb::{control, server, shard};
 
 #[global_allocator]
@@ -23,6 +23,7 @@ Commands:
   check -c FILE        validate FILE and its certificates: a summary, or every error
   demo [--tls]         three origins on :9001-9003 behind :8080, admin :9900 (+ HTTPS :8443)
   origin --listen ADDR the small test origin [--name NAME] [--delay DUR] [--io MODE]
+                       [--h2c: HTTP/2 with prior knowledge, and a gRPC echo service]
   help, --help         this text
   version, --version   the version
 
@@ -43,6 +44,7 @@ enum Command {
         name: String,
         io: config::IoMode,
         delay: std::time::Duration,
+        h2c: bool,
     },
     Version,
     Help,
@@ -56,6 +58,7 @@ fn parse_args(args: &[String]) -> Result<Command> {
     let mut delay = std::time::Duration::ZERO;
     let mut sub: Option<&str> = None;
     let mut tls = false;
+    let mut h2c = false;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -71,6 +74,7 @@ fn parse_args(args: &[String]) -> Result<Command> {
             "-c" | "--config" => config = Some(value()?.into()),
             "--listen" => listen = Some(value()?),
             "--tls" => tls = true,
+            "--h2c" => h2c = true,
             "--name" => name = value()?,
             "--delay" => {
                 let text = value()?;
@@ -108,6 +112,7 @@ fn parse_args(args: &[String]) -> Result<Command> {
                 name,
                 io,
                 delay,
+                h2c,
             })
         }
         Some("check") => Ok(Command::Check(config.context("check needs --config FILE")?)),
@@ -232,7 +237,11 @@ fn run() -> Result<ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse_args(&args)? {
         Command::Help => {
-            print!("{HELP}\nOrigin routes:\n  {}\n", origin::ROUTES);
+            print!(
+                "{HELP}\nOrigin routes:\n  {}\n\nOrigin routes with --h2c:\n  {}\n",
+                origin::ROUTES,
+                h2_origin::H2_ROUTES
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
@@ -274,10 +283,19 @@ fn run() -> Result<ExitCode> {
             name,
             io,
             delay,
+            h2c,
         } => {
             let (driver, _) = shard::choose_driver(io)?;
-            eprintln!("origin {name} listening on {listen} ({})", driver.as_str());
-            origin::run(listen, &name, driver, delay)?;
+            if h2c {
+                eprintln!(
+                    "h2c origin {name} listening on {listen} ({})",
+                    driver.as_str()
+                );
+                h2_origin::run(listen, &name, driver)?;
+            } else {
+                eprintln!("origin {name} listening on {listen} ({})", driver.as_str());
+                origin::run(listen, &name, driver, delay)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

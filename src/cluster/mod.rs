@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{BalancerConfig, ClusterConfig, ProxyVersion, Timeouts};
+use crate::config::{BalancerConfig, ClusterConfig, ProxyVersion, Timeouts, UpstreamProtocol};
 use crate::observe::stats::ClusterStats;
 use crate::tls::material::ClusterMaterial;
 use crate::upstream::UpstreamTls;
@@ -70,6 +70,10 @@ pub struct ClusterSettings {
     pub upstream_idle_timeout: Duration,
     /// `upstream.send_proxy`.
     pub send_proxy: Option<ProxyVersion>,
+    /// `upstream.protocol`.
+    pub upstream_protocol: UpstreamProtocol,
+    /// `upstream.h2_max_streams`.
+    pub h2_max_streams: usize,
 }
 
 impl ClusterSettings {
@@ -95,6 +99,8 @@ impl ClusterSettings {
             max_idle_per_backend: config.upstream.max_idle_per_backend,
             upstream_idle_timeout: config.upstream.idle_timeout,
             send_proxy: config.upstream.send_proxy,
+            upstream_protocol: config.upstream.protocol,
+            h2_max_streams: config.upstream.h2_max_streams,
         }
     }
 }
@@ -157,15 +163,16 @@ impl Cluster {
     /// on being trusted.
     pub fn set_tls(&self, material: Option<&Arc<ClusterMaterial>>) {
         let mut tls = self.tls.borrow_mut();
+        let h2 = self.settings.upstream_protocol == UpstreamProtocol::H2;
         let same = match (tls.as_deref(), material) {
             (None, None) => true,
-            (Some(current), Some(material)) => current.built_from(material),
+            (Some(current), Some(material)) => current.built_from(material, h2),
             _ => false,
         };
         if same {
             return;
         }
-        *tls = material.map(|m| Rc::new(UpstreamTls::new(m)));
+        *tls = material.map(|m| Rc::new(UpstreamTls::new(m, h2)));
         for backend in self.backends() {
             backend.pool.clear();
         }

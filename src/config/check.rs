@@ -583,6 +583,32 @@ impl Config {
                 "must not contain spaces or control characters",
             );
         }
+        if c.upstream.protocol == UpstreamProtocol::H2 {
+            if c.upstream.send_proxy.is_some() {
+                errors.push(
+                    keys.of("upstream", "send_proxy"),
+                    "cannot go with upstream.protocol = \"h2\": a PROXY header names one \
+                     client, and an HTTP/2 connection carries many clients' requests",
+                );
+            }
+            if hc.kind == CheckType::Http {
+                errors.push(
+                    keys.of("health_check", "kind"),
+                    "\"http\" probes speak HTTP/1.1, which a backend of an \
+                     upstream.protocol = \"h2\" cluster may not: use \"tcp\" (the default \
+                     for h2 clusters)",
+                );
+            }
+            if !(1..=1000).contains(&c.upstream.h2_max_streams) {
+                errors.push(
+                    keys.of("upstream", "h2_max_streams"),
+                    format!(
+                        "must be between 1 and 1000, got {}",
+                        c.upstream.h2_max_streams
+                    ),
+                );
+            }
+        }
         if hc.send_proxy && c.upstream.send_proxy.is_none() {
             errors.push(
                 keys.of("health_check", "send_proxy"),
@@ -787,10 +813,11 @@ impl Config {
                 c.name,
                 c.balancer.strategy.as_str(),
                 c.backends.len(),
-                match c.upstream.send_proxy {
-                    Some(ProxyVersion::V1) => ", sends PROXY v1",
-                    Some(ProxyVersion::V2) => ", sends PROXY v2",
-                    None => "",
+                match (c.upstream.protocol, c.upstream.send_proxy) {
+                    (UpstreamProtocol::H2, _) => ", speaks HTTP/2 to them",
+                    (_, Some(ProxyVersion::V1)) => ", sends PROXY v1",
+                    (_, Some(ProxyVersion::V2)) => ", sends PROXY v2",
+                    (_, None) => "",
                 }
             ));
             for b in &c.backends {

@@ -61,6 +61,8 @@ pub(super) const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
         &[
             ("max_idle_per_backend", Kind::Integer),
             ("idle_timeout", Kind::Text),
+            ("protocol", Kind::Text),
+            ("h2_max_streams", Kind::Integer),
         ],
     ),
     (

@@ -89,6 +89,8 @@ struct FileUpstream {
     max_idle_per_backend: Option<u64>,
     idle_timeout: Option<String>,
     send_proxy: Option<String>,
+    protocol: Option<String>,
+    h2_max_streams: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -914,12 +916,19 @@ fn cluster_from_parts(
     };
     let hd = HealthCheckConfig::default();
     let hk = |field: &str| keys.of("health_check", field);
+    // HTTP/1.1 probes may not reach a backend that speaks HTTP/2 alone: an h2
+    // cluster is probed with TCP connects unless it asks otherwise.
+    let default_kind = if u.protocol.as_deref() == Some("h2") {
+        CheckType::Tcp
+    } else {
+        hd.kind
+    };
     let health_check = HealthCheckConfig {
         kind: choice(
             errors,
             &hk("kind"),
             h.kind.as_deref(),
-            hd.kind,
+            default_kind,
             &[
                 ("http", CheckType::Http),
                 ("tcp", CheckType::Tcp),
@@ -992,6 +1001,17 @@ fn cluster_from_parts(
                 &[("v1", ProxyVersion::V1), ("v2", ProxyVersion::V2)],
             )
         }),
+        protocol: choice(
+            errors,
+            &keys.of("upstream", "protocol"),
+            u.protocol.as_deref(),
+            ud.protocol,
+            &[
+                ("http1", UpstreamProtocol::Http1),
+                ("h2", UpstreamProtocol::H2),
+            ],
+        ),
+        h2_max_streams: to_usize(u.h2_max_streams, ud.h2_max_streams),
     };
     let optional = |errors: &mut Errors<'_>, field: &str, value: Option<&str>| {
         value.map(|text| {

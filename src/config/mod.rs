@@ -583,6 +583,31 @@ pub struct UpstreamConfig {
     /// Start every upstream connection with a PROXY protocol header naming the
     /// client; such a connection belongs to its client and is never pooled.
     pub send_proxy: Option<ProxyVersion>,
+    /// The protocol spoken to the backends: HTTP/1.1, or HTTP/2 (h2c, or ALPN
+    /// `h2` over the cluster's TLS) on multiplexed connections.
+    pub protocol: UpstreamProtocol,
+    /// HTTP/2: most streams one upstream connection carries at once (fewer if
+    /// the backend says so); past it a shard opens another connection.
+    pub h2_max_streams: usize,
+}
+
+/// `upstream.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request at a time per connection, idle ones pooled.
+    Http1,
+    /// HTTP/2, many streams per connection.
+    H2,
+}
+
+impl UpstreamProtocol {
+    /// The name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+        }
+    }
 }
 
 /// `[balancer]`.
@@ -865,6 +890,8 @@ impl Default for UpstreamConfig {
             max_idle_per_backend: 64,
             idle_timeout: Duration::from_secs(30),
             send_proxy: None,
+            protocol: UpstreamProtocol::Http1,
+            h2_max_streams: 100,
         }
     }
 }

@@ -124,7 +124,7 @@ impl Members {
         };
         let tls = match &self.tls {
             None => None,
-            Some(material) => match material.client_config() {
+            Some(material) => match material.client_config(b"http/1.1") {
                 Ok(config) => Some(ProbeTls {
                     config,
                     server_name: material.server_name.clone(),

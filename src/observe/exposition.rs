@@ -276,7 +276,11 @@ fn h2_json(out: &mut String, t: &H2Totals) {
         }
         let _ = write!(out, "\"{}\":{n}", flood.as_str());
     }
-    out.push_str("}}");
+    let _ = write!(
+        out,
+        "}},\"upstream_connections\":{},\"upstream_streams\":{}}}",
+        t.upstream_connections, t.upstream_streams
+    );
 }
 
 fn backend_json(out: &mut String, b: &BackendView) {
@@ -365,6 +369,20 @@ fn h2_metrics(out: &mut String, t: &H2Totals) {
             flood.as_str()
         );
     }
+    scalar(
+        out,
+        "ringlb_h2_upstream_connections_total",
+        "counter",
+        "HTTP/2 connections opened to backends (clusters with upstream.protocol = \"h2\").",
+        t.upstream_connections,
+    );
+    scalar(
+        out,
+        "ringlb_h2_upstream_streams_total",
+        "counter",
+        "Streams sent to HTTP/2 backends: requests, retries included.",
+        t.upstream_streams,
+    );
 }
 
 fn tls_metrics(out: &mut String, t: &TlsTotals) {

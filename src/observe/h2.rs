@@ -1,8 +1,9 @@
 //! `observe::h2`: what shards count about HTTP/2 connections.
 //!
-//! Owns the counters a shard keeps (`ShardH2Stats`, plain `Cell`s: connections
-//! that began, prefaces that failed, streams, connections closed for a frame
-//! flood by kind) and their absolute values in reports ([`H2Totals`]). The
+//! Owns the counters a shard keeps (`ShardH2Stats`, plain `Cell`s: client
+//! connections that began, prefaces that failed, streams, connections closed for
+//! a frame flood by kind; and to HTTP/2 backends, connections opened and streams
+//! sent) and their absolute values in reports ([`H2Totals`]). The
 //! requests themselves are counted with HTTP/1.1's. Nothing here blocks or
 //! touches another thread's data.
 
@@ -28,6 +29,8 @@ pub struct ShardH2Stats {
     preface_failures: Cell<u64>,
     streams: Cell<u64>,
     floods: [Cell<u64>; H2_FLOODS.len()],
+    upstream_connections: Cell<u64>,
+    upstream_streams: Cell<u64>,
 }
 
 impl ShardH2Stats {
@@ -53,6 +56,16 @@ impl ShardH2Stats {
         }
     }
 
+    /// A connection to an HTTP/2 backend was opened.
+    pub fn upstream_connection(&self) {
+        bump(&self.upstream_connections);
+    }
+
+    /// A request went to an HTTP/2 backend on a stream.
+    pub fn upstream_stream(&self) {
+        bump(&self.upstream_streams);
+    }
+
     /// The absolute values, for a report.
     pub fn totals(&self) -> H2Totals {
         H2Totals {
@@ -60,6 +73,8 @@ impl ShardH2Stats {
             preface_failures: self.preface_failures.get(),
             streams: self.streams.get(),
             floods: self.floods.each_ref().map(Cell::get),
+            upstream_connections: self.upstream_connections.get(),
+            upstream_streams: self.upstream_streams.get(),
         }
     }
 }
@@ -80,6 +95,10 @@ pub struct H2Totals {
     /// Connections closed with `GOAWAY(ENHANCE_YOUR_CALM)` for a frame flood,
     /// indexed like `H2_FLOODS`.
     pub floods: [u64; H2_FLOODS.len()],
+    /// Connections opened to HTTP/2 backends.
+    pub upstream_connections: u64,
+    /// Streams sent to HTTP/2 backends (requests, retries included).
+    pub upstream_streams: u64,
 }
 
 impl H2Totals {
@@ -88,6 +107,8 @@ impl H2Totals {
         self.connections += o.connections;
         self.preface_failures += o.preface_failures;
         self.streams += o.streams;
+        self.upstream_connections += o.upstream_connections;
+        self.upstream_streams += o.upstream_streams;
         for (a, b) in self.floods.iter_mut().zip(o.floods) {
             *a += b;
         }

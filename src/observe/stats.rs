@@ -43,7 +43,7 @@ fn take_recorded(latency: &RefCell<Histogram<u64>>) -> Option<Histogram<u64>> {
 const STATUS_SLOTS: usize = 500;
 
 /// The kinds of failure counted, in `ProxyError::kind` spelling.
-pub const ERROR_KINDS: [&str; 13] = [
+pub const ERROR_KINDS: [&str; 14] = [
     "bad_request",
     "no_route",
     "header_read_timeout",
@@ -57,6 +57,7 @@ pub const ERROR_KINDS: [&str; 13] = [
     "response_timeout",
     "out_of_resources",
     "upstream_tls",
+    "upstream_refused",
 ];
 
 fn bump(counter: &Cell<u64>) {

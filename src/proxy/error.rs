@@ -56,9 +56,15 @@ pub enum ProxyError {
     /// no protocol in common, an alert): named by its reason.
     #[error("tls handshake with backend failed: {0}")]
     UpstreamTls(&'static str),
-    /// The backend closed or reset the connection before the response ended.
+    /// The backend closed or reset the connection before the response ended
+    /// (over HTTP/2: reset the stream, or its connection failed).
     #[error("backend connection failed: {0}")]
     UpstreamIo(io::ErrorKind),
+    /// An HTTP/2 backend refused the stream unprocessed (`REFUSED_STREAM`, or a
+    /// GOAWAY whose last stream is below it): nothing was acted on, so any
+    /// method may be sent again.
+    #[error("backend refused the stream unprocessed")]
+    UpstreamRefused,
     /// The backend's response broke the protocol rules.
     #[error("invalid response from backend: {0}")]
     BadResponse(H1Error),
@@ -86,6 +92,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTls(_)
             | ProxyError::UpstreamIo(_)
+            | ProxyError::UpstreamRefused
             | ProxyError::BadResponse(_)
             | ProxyError::ResponseTimeout => Side::Upstream,
         }
@@ -103,6 +110,7 @@ impl ProxyError {
                 // Nothing was sent; another backend may have a good certificate.
                 | ProxyError::UpstreamTls(_)
                 | ProxyError::UpstreamIo(_)
+                | ProxyError::UpstreamRefused
                 | ProxyError::ResponseTimeout
                 // Out of local ports for one backend's address, another may do.
                 | ProxyError::OutOfResources(_)
@@ -122,6 +130,7 @@ impl ProxyError {
             ProxyError::Connect(_)
             | ProxyError::UpstreamTls(_)
             | ProxyError::UpstreamIo(_)
+            | ProxyError::UpstreamRefused
             | ProxyError::BadResponse(_) => Some(502),
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => Some(504),
         }
@@ -140,6 +149,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::UpstreamTls(_) => "upstream_tls",
             ProxyError::UpstreamIo(_) => "upstream_io",
+            ProxyError::UpstreamRefused => "upstream_refused",
             ProxyError::BadResponse(_) => "invalid_response",
             ProxyError::ResponseTimeout => "response_timeout",
             ProxyError::OutOfResources(_) => "out_of_resources",

@@ -62,18 +62,18 @@ const PIECE: usize = 64 * 1024;
 
 /// Shared with the thread that owns the origin.
 #[derive(Debug)]
-struct OriginState {
-    name: String,
-    connections: AtomicU64,
-    open: AtomicU64,
+pub(super) struct OriginState {
+    pub(super) name: String,
+    pub(super) connections: AtomicU64,
+    pub(super) open: AtomicU64,
     /// Requests whose head was read.
-    requests: AtomicU64,
+    pub(super) requests: AtomicU64,
     /// Added before every response (a uniformly slow backend).
-    delay: Duration,
+    pub(super) delay: Duration,
 }
 
 impl OriginState {
-    fn new(name: &str, delay: Duration) -> Arc<OriginState> {
+    pub(super) fn new(name: &str, delay: Duration) -> Arc<OriginState> {
         Arc::new(OriginState {
             name: name.to_string(),
             connections: AtomicU64::new(0),
@@ -147,6 +147,21 @@ pub fn spawn_with_delay(
     driver: Driver,
     delay: Duration,
 ) -> io::Result<OriginHandle> {
+    spawn_serving(address, name, driver, delay, serve)
+}
+
+/// Starts an origin served by `serve` on `address`, in a thread of its own.
+pub(super) fn spawn_serving<F, Fut>(
+    address: SocketAddr,
+    name: &str,
+    driver: Driver,
+    delay: Duration,
+    serve: F,
+) -> io::Result<OriginHandle>
+where
+    F: FnOnce(std::net::TcpListener, Arc<OriginState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
@@ -180,6 +195,19 @@ pub fn run(address: SocketAddr, name: &str, driver: Driver, delay: Duration) -> 
 type OpenFds = Rc<RefCell<HashSet<RawFd>>>;
 
 async fn serve(listener: std::net::TcpListener, state: Arc<OriginState>) {
+    accept_loop(listener, state, connection).await;
+}
+
+/// Accepts connections until the listener is shut down, each served by
+/// `connection` in a task of its own; then shuts the open ones down.
+pub(super) async fn accept_loop<F, Fut>(
+    listener: std::net::TcpListener,
+    state: Arc<OriginState>,
+    connection: F,
+) where
+    F: Fn(TcpStream, Arc<OriginState>) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let Ok(listener) = TcpListener::from_std(listener) else {
         return;
     };
@@ -194,11 +222,11 @@ async fn serve(listener: std::net::TcpListener, state: Arc<OriginState>) {
                 let open = Rc::clone(&open);
                 let state = Arc::clone(&state);
                 state.open.fetch_add(1, Ordering::SeqCst);
+                let served = connection(stream, Arc::clone(&state));
                 monoio::spawn(async move {
-                    let counters = Arc::clone(&state);
-                    connection(stream, state).await;
+                    served.await;
                     open.borrow_mut().remove(&fd);
-                    counters.open.fetch_sub(1, Ordering::SeqCst);
+                    state.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
@@ -427,7 +455,7 @@ pub fn pattern_byte(offset: u64) -> u8 {
     b'a' + (offset % 26) as u8
 }
 
-fn pattern(offset: u64, len: usize) -> Vec<u8> {
+pub(super) fn pattern(offset: u64, len: usize) -> Vec<u8> {
     (0..len as u64).map(|i| pattern_byte(offset + i)).collect()
 }
 

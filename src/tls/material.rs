@@ -110,8 +110,9 @@ impl ClusterMaterial {
             }
     }
 
-    /// A client configuration for one shard, with its own resumption cache.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>, rustls::Error> {
+    /// A client configuration for one shard, with its own resumption cache,
+    /// offering `alpn` (`http/1.1`, or `h2` for an HTTP/2 cluster).
+    pub fn client_config(&self, alpn: &[u8]) -> Result<Arc<ClientConfig>, rustls::Error> {
         let builder = ClientConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_protocol_versions(rustls::ALL_VERSIONS)?;
         let builder = match &self.roots {
@@ -129,7 +130,7 @@ impl ClusterMaterial {
             None => builder.with_no_client_auth(),
         };
         config.resumption = Resumption::in_memory_sessions(CLIENT_SESSIONS);
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         Ok(Arc::new(config))
     }
 }
@@ -686,7 +687,8 @@ mod tests {
             .server_name
             .clone()
             .unwrap_or_else(|| ServerName::try_from(name.to_string()).unwrap());
-        let mut client = TlsSession::client(client.client_config().unwrap(), name).unwrap();
+        let mut client =
+            TlsSession::client(client.client_config(b"http/1.1").unwrap(), name).unwrap();
         for _ in 0..10 {
             let mut out = Vec::new();
             client.drain_output(&mut out);

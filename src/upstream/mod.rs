@@ -1,9 +1,12 @@
 //! `upstream`: connections from a shard to its backends.
 //!
 //! Owns connecting (with a timeout, and TLS for a cluster that asks: [`tls`])
-//! and, in [`pool`], the per-backend pool of idle keep-alive connections. Called
-//! by the proxy on every request attempt. Never shared across shards.
+//! and, in [`pool`], the per-backend pool of idle keep-alive connections, and
+//! in [`h2`] the HTTP/2 connections an `upstream.protocol = "h2"` cluster
+//! multiplexes requests over. Called by the proxy on every request attempt.
+//! Never shared across shards.
 
+pub mod h2;
 pub mod pool;
 pub mod tls;
 

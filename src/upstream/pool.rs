@@ -1,9 +1,11 @@
-//! `upstream::pool`: idle keep-alive connections to one backend.
+//! `upstream::pool`: a shard's connections to one backend.
 //!
-//! Bounded, last-in first-out, expired after `upstream.idle_timeout` (at checkout
-//! and by the shard's once-a-second sweep), and checked
-//! before reuse so a connection the backend closed (or wrote stray bytes on) is
-//! never handed out. Owned by one shard's `Backend`; never shared across shards.
+//! Idle HTTP/1.1 keep-alive connections: bounded, last-in first-out, expired
+//! after `upstream.idle_timeout` (at checkout and by the shard's once-a-second
+//! sweep), and checked before reuse so a connection the backend closed (or wrote
+//! stray bytes on) is never handed out. And an HTTP/2 cluster's multiplexed
+//! connections ([`Multiplexed`]), expired and cleared with them. Owned by one
+//! shard's `Backend`; never shared across shards.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -11,6 +13,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::stream::Stream;
+
+use super::h2::Multiplexed;
 
 /// An idle connection and when it went idle.
 #[derive(Debug)]
@@ -28,6 +32,8 @@ pub struct UpstreamPool {
     max_idle: Cell<usize>,
     /// How long an idle connection is kept (`upstream.idle_timeout`).
     idle_timeout: Cell<Duration>,
+    /// HTTP/2 connections, each carrying many requests at once.
+    pub multiplexed: Multiplexed,
 }
 
 impl UpstreamPool {
@@ -37,6 +43,7 @@ impl UpstreamPool {
             idle: RefCell::new(VecDeque::new()),
             max_idle: Cell::new(max_idle),
             idle_timeout: Cell::new(idle_timeout),
+            multiplexed: Multiplexed::default(),
         }
     }
 
@@ -80,6 +87,7 @@ impl UpstreamPool {
     /// every checkout and by the shard's sweep, so a pool nobody draws from
     /// does not keep them.
     pub fn expire(&self, now: Instant) {
+        self.multiplexed.expire(now, self.idle_timeout.get());
         let mut idle = self.idle.borrow_mut();
         // Expired connections are the oldest: drop them from the front.
         while idle
@@ -97,6 +105,7 @@ impl UpstreamPool {
 
     /// Closes every idle connection (backend removed or taken out of rotation).
     pub fn clear(&self) {
+        self.multiplexed.clear();
         self.idle.borrow_mut().clear();
     }
 }

@@ -22,15 +22,19 @@ use crate::tls::material::ClusterMaterial;
 #[derive(Debug)]
 pub struct UpstreamTls {
     material: Arc<ClusterMaterial>,
+    /// Offers ALPN `h2` alone (an HTTP/2 cluster), else `http/1.1`.
+    h2: bool,
     /// `None` when it could not be built: then every handshake fails (never a
     /// plain connection to a cluster that asked for TLS).
     config: Option<Arc<ClientConfig>>,
 }
 
 impl UpstreamTls {
-    /// This shard's configuration for a cluster's `material`.
-    pub fn new(material: &Arc<ClusterMaterial>) -> UpstreamTls {
-        let config = match material.client_config() {
+    /// This shard's configuration for a cluster's `material`; `h2`: the cluster
+    /// speaks HTTP/2 to its backends, and a handshake must agree on ALPN `h2`.
+    pub fn new(material: &Arc<ClusterMaterial>, h2: bool) -> UpstreamTls {
+        let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
+        let config = match material.client_config(alpn) {
             Ok(config) => Some(config),
             Err(e) => {
                 crate::log_error!(
@@ -42,14 +46,15 @@ impl UpstreamTls {
         };
         UpstreamTls {
             material: Arc::clone(material),
+            h2,
             config,
         }
     }
 
     /// Whether it was built from `material`, or from material with the same
     /// contents (a reload reads the files again).
-    pub fn built_from(&self, material: &Arc<ClusterMaterial>) -> bool {
-        Arc::ptr_eq(&self.material, material) || self.material.same_as(material)
+    pub fn built_from(&self, material: &Arc<ClusterMaterial>, h2: bool) -> bool {
+        self.h2 == h2 && (Arc::ptr_eq(&self.material, material) || self.material.same_as(material))
     }
 
     /// The client side of a handshake with the backend at `address` over `tcp`,
@@ -74,7 +79,15 @@ impl UpstreamTls {
             TlsSession::client(config, name).map_err(|_| ProxyError::UpstreamTls("other"))?;
         match stream::handshake(tcp, session, Vec::new(), deadline).await {
             // Whatever a backend says before it is asked is not HTTP: ignored.
-            Ok((stream, _)) => Ok(Stream::Tls(Box::new(stream))),
+            Ok((stream, _)) => {
+                let stream = Stream::Tls(Box::new(stream));
+                // An HTTP/2 cluster's backend must agree to speak it.
+                if self.h2 && stream.alpn() != Some(b"h2") {
+                    log_debug!("tls to backend {address}: ALPN h2 was not agreed");
+                    return Err(ProxyError::UpstreamTls("no_h2"));
+                }
+                Ok(stream)
+            }
             Err(HandshakeError::TimedOut) => Err(ProxyError::ConnectTimeout),
             Err(HandshakeError::Closed) => Err(ProxyError::UpstreamTls("closed")),
             Err(HandshakeError::Io(e)) => Err(ProxyError::UpstreamIo(e.kind())),

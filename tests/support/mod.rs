@@ -10,6 +10,7 @@ use ringlb::config::{BackendConfig, Config, IoMode};
 use ringlb::shard::Driver;
 use ringlb::testkit::origin::{self, OriginHandle};
 
+pub mod h2client;
 pub mod process;
 pub mod tls;
 use ringlb::Server;
@@ -70,6 +71,34 @@ impl Harness {
             .map(|i| spawn_origin(driver, &format!("app{i}")))
             .collect();
         let mut config = base_config(driver);
+        for (i, o) in origins.iter().enumerate() {
+            config.clusters[0].backends.push(BackendConfig {
+                name: format!("app{}", i + 1),
+                address: o.addr(),
+                weight: 1,
+            });
+        }
+        tune(&mut config);
+        Harness::launch(config, origins)
+    }
+
+    /// `n` HTTP/2 origins (h2c, `testkit::h2_origin`) named app1..appN behind
+    /// a one-shard proxy whose cluster speaks HTTP/2 to them; `tune` edits the
+    /// configuration before start.
+    pub fn start_h2(driver: Driver, n: usize, tune: impl FnOnce(&mut Config)) -> Harness {
+        test_logging();
+        let origins: Vec<OriginHandle> = (1..=n)
+            .map(|i| {
+                ringlb::testkit::h2_origin::spawn(
+                    "127.0.0.1:0".parse().unwrap(),
+                    &format!("app{i}"),
+                    driver,
+                )
+                .expect("h2 origin starts")
+            })
+            .collect();
+        let mut config = base_config(driver);
+        config.clusters[0].upstream.protocol = ringlb::config::UpstreamProtocol::H2;
         for (i, o) in origins.iter().enumerate() {
             config.clusters[0].backends.push(BackendConfig {
                 name: format!("app{}", i + 1),

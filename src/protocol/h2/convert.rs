@@ -9,6 +9,8 @@
 //! cross versions. No I/O, no routing, no policy beyond what the RFCs require.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::protocol::h1;
 use http::{Method, Response, StatusCode};
 use thiserror::Error;
 
@@ -257,6 +259,111 @@ where
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+/// A request head ringlb parsed and rewrote (HTTP/1.1 bytes, `head`) as the
+/// HTTP/2 request sent to an HTTP/2 backend: `:method`, `:scheme` (`https` when
+/// `tls`), `:authority` from `Host` (or `authority` when the request had none,
+/// HTTP/1.0), `:path` from the target (the path of an absolute-form one);
+/// end-to-end fields only, `expect` dropped (ringlb answers it itself), and
+/// `te: trailers` added: ringlb carries trailers both ways (gRPC servers ask
+/// for it). The `Content-Length` is kept.
+pub fn request_from_h1(
+    head: &[u8],
+    tls: bool,
+    authority: Option<&str>,
+) -> Result<http::Request<()>, ConvertError> {
+    let mut fields = [httparse::EMPTY_HEADER; h1::MAX_HEADERS_CAP];
+    let mut request = httparse::Request::new(&mut fields);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(ConvertError::BadRequestField),
+    }
+    let method = request.method.ok_or(ConvertError::BadRequestField)?;
+    let target = request.path.ok_or(ConvertError::NoPath)?;
+    let pairs = request.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+    let host = match authority {
+        Some(authority) => authority.as_bytes(),
+        None => pairs
+            .clone()
+            .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
+            .map(|(_, value)| value)
+            .ok_or(ConvertError::NoAuthority)?,
+    };
+    let path = if target.starts_with('/') || target == "*" {
+        target.to_string()
+    } else {
+        // Absolute form: the host is already in `Host` (RFC 9112 §3.2.2).
+        let uri: http::Uri = target.parse().map_err(|_| ConvertError::NoPath)?;
+        uri.path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string())
+    };
+    let uri = http::Uri::builder()
+        .scheme(if tls { "https" } else { "http" })
+        .authority(host)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| ConvertError::BadRequestField)?;
+    let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
+    for (name, value) in end_to_end(pairs) {
+        if name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"expect") {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).map_err(|_| ConvertError::BadRequestField)?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| ConvertError::BadRequestField)?;
+        headers.append(name, value);
+    }
+    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    let mut converted = http::Request::new(());
+    *converted.method_mut() =
+        Method::from_bytes(method.as_bytes()).map_err(|_| ConvertError::BadRequestField)?;
+    *converted.uri_mut() = uri;
+    *converted.headers_mut() = headers;
+    Ok(converted)
+}
+
+/// An HTTP/2 backend's response head as the HTTP/1.1 head it would have been,
+/// appended to `out`, for `h1::parse_response` to check and rewrite as for any
+/// backend: the status line, the fields, and the framing HTTP/1.1 needs: its
+/// `Content-Length` if it sent one, else `Content-Length: 0` when the stream
+/// already ended (`ended`), else `Transfer-Encoding: chunked` (a DATA frame
+/// becomes a chunk, and HTTP/2 trailers the chunked trailer section).
+pub fn response_to_h1(parts: &http::response::Parts, ended: bool, out: &mut Vec<u8>) {
+    let status = parts.status;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Status").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_length = false;
+    for (name, value) in &parts.headers {
+        // h2 refuses connection-specific fields in what it receives.
+        has_length |= name == http::header::CONTENT_LENGTH;
+        push_field(out, name.as_str(), value.as_bytes());
+    }
+    if !has_length {
+        if ended {
+            push_field(out, "content-length", b"0");
+        } else {
+            push_field(out, "transfer-encoding", b"chunked");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A trailer section's field lines (HTTP/1.1, each ending in CRLF) as HTTP/2
+/// trailers; `None` when they do not parse or convert.
+pub fn trailer_section(lines: &[u8]) -> Option<HeaderMap> {
+    let mut section = Vec::with_capacity(lines.len() + 2);
+    section.extend_from_slice(lines);
+    section.extend_from_slice(b"\r\n");
+    let mut fields = [httparse::EMPTY_HEADER; h1::MAX_HEADERS_CAP];
+    match httparse::parse_headers(&section, &mut fields) {
+        Ok(httparse::Status::Complete((_, fields))) => {
+            trailers_from_h1(fields.iter().map(|h| (h.name.as_bytes(), h.value))).ok()
+        }
+        _ => None,
+    }
 }
 
 /// Fields a trailer section may not carry on to the other version: framing and

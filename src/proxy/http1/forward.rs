@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::backend::{Backend, BackendId, InFlight};
 use crate::cluster::balancer::{hash_bytes, hash_ip, RequestContext};
 use crate::cluster::{Cluster, ClusterSettings};
-use crate::config::{BalancerConfig, HashKey, Strategy};
+use crate::config::{BalancerConfig, HashKey, Strategy, UpstreamProtocol};
 use crate::log_debug;
 use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::protocol::h1::{self, BodyKind, ChunkedDecoder, ClientSide, Request};
@@ -34,7 +34,7 @@ use super::socket::{write_all_client, write_client, ClientIo};
 use super::{Downstream, Failure, Scratch, RESPONSE_BUFFER};
 use crate::stream::Stream;
 
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How a proxied request left the client connection.
 pub(in crate::proxy) enum Done {
@@ -181,16 +181,22 @@ pub(super) async fn proxy_request(
             before_response,
             final_started,
             reused,
+            report,
         } = failed;
         if error.side() == Side::Upstream {
             ShardStats::bump(&backend.stats.failures);
-            shard.report_outcome(cluster, &backend, false);
+            if report {
+                shard.report_outcome(cluster, &backend, false);
+            }
         }
         // A connection that could not be opened carried nothing: any request
         // may go elsewhere, whatever its method, its body still unread or held.
         let never_sent = matches!(
             error,
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::OutOfResources(_)
+            ProxyError::Connect(_)
+                | ProxyError::ConnectTimeout
+                | ProxyError::OutOfResources(_)
+                | ProxyError::UpstreamRefused
         );
         if !((retry_allowed || never_sent) && before_response && error.retryable()) {
             return Err(Failure {
@@ -203,8 +209,11 @@ pub(super) async fn proxy_request(
             shard.index,
             backend.name
         );
-        if reused && matches!(error, ProxyError::UpstreamIo(_)) {
-            // A pooled connection broke: the backend itself may be fine.
+        let stale = reused && matches!(error, ProxyError::UpstreamIo(_));
+        if !fresh_only && (stale || matches!(error, ProxyError::UpstreamRefused)) {
+            // A pooled connection broke, or an HTTP/2 backend refused a stream
+            // (it was going away, or busy): the backend itself may be fine.
+            // Once, on a new connection.
             ShardStats::bump(&shard.stats.upstream_retries);
             same_backend_fresh = Some(backend);
             continue;
@@ -285,33 +294,49 @@ pub(super) struct Outbound<'r> {
     /// The cluster its route chose.
     pub(super) cluster: &'r Cluster,
     /// The parsed request.
-    request: &'r Request,
+    pub(super) request: &'r Request,
     /// Its rewritten head.
-    head: &'r [u8],
+    pub(super) head: &'r [u8],
     /// Bytes of body held in full: sent with the head, and again on a retry.
-    held_body: Option<usize>,
+    pub(super) held_body: Option<usize>,
     /// The sticky cookie the client sent, if any.
-    sticky_cookie: Option<&'r str>,
+    pub(super) sticky_cookie: Option<&'r str>,
 }
 
 /// One attempt's backend, and whether it must use a fresh connection (after a
 /// pooled one broke).
 #[derive(Clone, Copy)]
-struct Pick<'b> {
-    backend: &'b Rc<Backend>,
-    fresh_only: bool,
+pub(super) struct Pick<'b> {
+    pub(super) backend: &'b Rc<Backend>,
+    pub(super) fresh_only: bool,
 }
 
 /// Why an attempt failed, and whether the client saw anything of a response.
-struct AttemptFailure {
-    error: ProxyError,
+pub(super) struct AttemptFailure {
+    pub(super) error: ProxyError,
     /// No byte of a response (not even an interim one) reached the client.
-    before_response: bool,
+    pub(super) before_response: bool,
     /// Part of the final response reached the client: it can get no error status.
     /// (After an interim response alone it still can.)
-    final_started: bool,
-    /// The attempt used a pooled connection.
-    reused: bool,
+    pub(super) final_started: bool,
+    /// The attempt used a pooled (or, over HTTP/2, shared) connection.
+    pub(super) reused: bool,
+    /// Whether an upstream failure is reported to the breaker: not when another
+    /// stream already reported the failure of the HTTP/2 connection they shared.
+    pub(super) report: bool,
+}
+
+impl AttemptFailure {
+    /// A failure before any response reached the client.
+    pub(super) fn before(error: ProxyError, reused: bool) -> AttemptFailure {
+        AttemptFailure {
+            error,
+            before_response: true,
+            final_started: false,
+            reused,
+            report: true,
+        }
+    }
 }
 
 /// One attempt: one backend, one upstream connection.
@@ -329,10 +354,16 @@ async fn attempt(
         request,
         head,
         held_body,
-        sticky_cookie,
         ..
     } = *outbound;
     let settings = &cluster.settings;
+    if settings.upstream_protocol == UpstreamProtocol::H2 {
+        // Boxed: the HTTP/1.1 attempt's future stays its own size.
+        return Box::pin(super::upstream_h2::attempt(
+            client, outbound, pick, scratch, upbuf, record,
+        ))
+        .await;
+    }
     let Pick {
         backend,
         fresh_only,
@@ -343,6 +374,7 @@ async fn attempt(
             before_response: true,
             final_started: false,
             reused,
+            report: true,
         }
     };
     let in_flight = InFlight::start(backend);
@@ -438,6 +470,7 @@ async fn attempt(
                 before_response: !failure.response_started,
                 final_started: failure.response_started,
                 reused,
+                report: true,
             });
         }
     }
@@ -475,6 +508,7 @@ async fn attempt(
             before_response: false,
             final_started: false,
             reused,
+            report: true,
         },
         ResponseError::BeforeAnyByte(error) => before(reused)(error),
         // Bytes came back, but none reached the client: still no response.
@@ -483,6 +517,7 @@ async fn attempt(
             before_response: true,
             final_started: false,
             reused: false,
+            report: true,
         },
     })?;
     if let Some(n) = held_body {
@@ -498,24 +533,14 @@ async fn attempt(
         !(settings.count_5xx && response.status >= 500),
     );
     record.status = response.status;
-    if let (Some(sticky), Some(token)) = (&settings.balancer.sticky, backend.sticky_token()) {
-        if sticky_cookie != Some(&*token) {
-            // The head ends with the blank line: add the field before it.
-            scratch.truncate(scratch.len() - 2);
-            let _ = write!(
-                scratch,
-                "Set-Cookie: {}={token}; Path=/; Max-Age={}; HttpOnly\r\n\r\n",
-                sticky.cookie,
-                sticky.ttl.as_secs()
-            );
-        }
-    }
+    add_sticky_cookie(outbound, backend, scratch);
     // From here the final response is on its way to the client.
     let after_final = |error: ProxyError| AttemptFailure {
         error,
         before_response: false,
         final_started: true,
         reused,
+        report: true,
     };
     if response.upgraded {
         // The 101 (with the sticky cookie, if due) goes out, and the connection is a
@@ -549,9 +574,27 @@ async fn attempt(
     })
 }
 
+/// Adds the sticky cookie naming `backend` to the response head in `head`, when
+/// the cluster has sticky sessions and the client did not send that cookie.
+pub(super) fn add_sticky_cookie(outbound: &Outbound<'_>, backend: &Backend, head: &mut Vec<u8>) {
+    let settings = &outbound.cluster.settings;
+    if let (Some(sticky), Some(token)) = (&settings.balancer.sticky, backend.sticky_token()) {
+        if outbound.sticky_cookie != Some(&*token) {
+            // The head ends with the blank line: add the field before it.
+            head.truncate(head.len() - 2);
+            let _ = write!(
+                head,
+                "Set-Cookie: {}={token}; Path=/; Max-Age={}; HttpOnly\r\n\r\n",
+                sticky.cookie,
+                sticky.ttl.as_secs()
+            );
+        }
+    }
+}
+
 /// How long a backend that stopped reading a request body is given to show an
 /// early response already on its way.
-const EARLY_GRACE: Duration = Duration::from_millis(100);
+pub(super) const EARLY_GRACE: Duration = Duration::from_millis(100);
 
 /// After sending the body failed: the backend's response, if it answered early
 /// (within `wait`),

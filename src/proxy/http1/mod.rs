@@ -14,6 +14,7 @@ mod body;
 mod forward;
 mod response;
 mod socket;
+mod upstream_h2;
 
 pub use socket::ClientIo;
 

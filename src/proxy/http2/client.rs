@@ -190,8 +190,11 @@ impl StreamEnd {
                     }
                     Some(ChunkEvent::End([])) => (used, Piece::Data(Bytes::new(), true)),
                     Some(ChunkEvent::End(trailers)) => {
-                        send.send_trailers(trailer_map(trailers)?)
-                            .map_err(h2_error)?;
+                        send.send_trailers(
+                            convert::trailer_section(trailers)
+                                .ok_or_else(|| invalid("a trailer section HTTP/2 cannot carry"))?,
+                        )
+                        .map_err(h2_error)?;
                         *reply = Reply::Ended;
                         (used, Piece::Nothing)
                     }
@@ -398,21 +401,6 @@ impl ClientIo for StreamEnd {
 
     fn log_tls(&self) -> Option<LogTls<'_>> {
         self.tls.as_deref().map(TlsLogged::as_log)
-    }
-}
-
-/// A trailer section's field lines (each ending in CRLF) as HTTP/2 trailers.
-fn trailer_map(lines: &[u8]) -> io::Result<http::HeaderMap> {
-    let mut section = Vec::with_capacity(lines.len() + 2);
-    section.extend_from_slice(lines);
-    section.extend_from_slice(b"\r\n");
-    let mut fields = [httparse::EMPTY_HEADER; h1::MAX_HEADERS_CAP];
-    match httparse::parse_headers(&section, &mut fields).map_err(invalid)? {
-        httparse::Status::Complete((_, fields)) => {
-            convert::trailers_from_h1(fields.iter().map(|h| (h.name.as_bytes(), h.value)))
-                .map_err(invalid)
-        }
-        httparse::Status::Partial => Err(invalid("a trailer section cut short")),
     }
 }
 

@@ -1,0 +1,434 @@
+//! `proxy::http1::upstream_h2`: one attempt over an HTTP/2 backend connection.
+//!
+//! Owns what changes when a cluster speaks HTTP/2 to its backends
+//! (`upstream.protocol = "h2"`): the request head, parsed and rewritten as for
+//! any backend, goes out as HEADERS (`convert::request_from_h1`), its body as
+//! DATA within the stream's window (a chunked body's framing removed, its
+//! trailers sent as HTTP/2 trailers); the response comes back as the HTTP/1.1
+//! head it would have been (`convert::response_to_h1`), checked and rewritten by
+//! `h1::parse_response`, so the client's framing, keep-alive and HEAD rules are
+//! those of any backend, and its DATA is re-framed for the client. Choosing the
+//! backend and retrying stay in `forward`; the connections are `upstream::h2`'s.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+
+use crate::cluster::backend::InFlight;
+use crate::config::Strategy;
+use crate::observe::stats::{RequestRecord, ShardStats};
+use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, H1Error};
+use crate::protocol::h2::convert;
+use crate::proxy::error::{ProxyError, Side};
+use crate::upstream::h2::{H2Lease, Target};
+
+use super::body::read_client_body;
+use super::forward::{AttemptFailure, Done, Outbound, Pick, CONTINUE, EARLY_GRACE};
+use super::socket::{write_all_client, write_client, ClientIo};
+use super::{Downstream, Failure, BODY_BUFFER};
+
+/// One attempt: one backend, one stream on one of its HTTP/2 connections.
+pub(super) async fn attempt(
+    client: &mut Downstream<impl ClientIo>,
+    outbound: &Outbound<'_>,
+    pick: Pick<'_>,
+    scratch: &mut Vec<u8>,
+    upbuf: &mut Vec<u8>,
+    record: &mut RequestRecord,
+) -> Result<Done, AttemptFailure> {
+    let Outbound {
+        shard,
+        cluster,
+        request,
+        head,
+        held_body,
+        ..
+    } = *outbound;
+    let settings = &cluster.settings;
+    let backend = pick.backend;
+    let in_flight = InFlight::start(backend);
+    let tls = cluster.tls();
+    // A request HTTP/2 cannot carry fails before any connection is made.
+    let authority = request.missing_host.then(|| backend.address.to_string());
+    let message = convert::request_from_h1(head, tls.is_some(), authority.as_deref())
+        .map_err(|e| AttemptFailure::before(ProxyError::BadHttp2Request(e), false))?;
+
+    let target = Target {
+        address: backend.address,
+        timeout: settings.connect_timeout,
+        tls: tls.as_deref(),
+        max_header_list: u32::try_from(outbound.settings.limits.max_header_bytes)
+            .unwrap_or(u32::MAX),
+        max_streams: settings.h2_max_streams,
+    };
+    let (lease, reused, opened) = Box::pin(backend.pool.multiplexed.lease(target, pick.fresh_only))
+        .await
+        .map_err(|e| AttemptFailure::before(e, false))?;
+    if opened {
+        ShardStats::bump(&shard.stats.upstream_connects);
+        shard.stats.h2.upstream_connection();
+    } else {
+        ShardStats::bump(&shard.stats.upstream_reuses);
+    }
+    // Fails here only when the connection can take no stream (it failed, or
+    // said GOAWAY): nothing was sent.
+    let refused = |e: h2::Error| {
+        crate::log_debug!("h2 stream to {} not opened: {e}", backend.name);
+        lease.retire();
+        let mut failure = AttemptFailure::before(ProxyError::UpstreamRefused, reused);
+        failure.report = false;
+        failure
+    };
+    let sender = monoio::time::timeout(settings.backend_response_timeout, lease.sender().ready())
+        .await
+        .map_err(|_| AttemptFailure::before(ProxyError::ResponseTimeout, reused))?
+        .map_err(refused)?;
+    let mut sender = sender;
+    let (response, mut body) = sender
+        .send_request(message, held_body == Some(0))
+        .map_err(refused)?;
+    shard.stats.h2.upstream_stream();
+    let sent_at = Instant::now();
+
+    let mut early = false;
+    match held_body {
+        Some(0) => {}
+        Some(n) => {
+            let data = Bytes::copy_from_slice(&client.buf[client.pos..client.pos + n]);
+            body.send_data(data, true)
+                .map_err(|e| AttemptFailure::before(stream_error(&e), reused))?;
+        }
+        None => {
+            if request.expect_continue && !request.http10 {
+                write_client(client, CONTINUE)
+                    .await
+                    .map_err(|e| AttemptFailure::before(e, reused))?;
+            }
+            let sent = Box::pin(send_body(outbound, client, &mut body, request.body)).await;
+            if let Err(failure) = sent {
+                // A backend may answer before the body is in (an error, a gRPC
+                // status) and reset the stream: its answer is the response.
+                if failure.error.side() != Side::Upstream {
+                    return Err(AttemptFailure {
+                        error: failure.error,
+                        before_response: !failure.response_started,
+                        final_started: failure.response_started,
+                        reused,
+                        report: true,
+                    });
+                }
+                early = true;
+            }
+        }
+    }
+    // A streamed body is never retried; the response timeout runs from its end.
+    let request_sent = if held_body.is_none() {
+        Instant::now()
+    } else {
+        sent_at
+    };
+    let wait = if early {
+        EARLY_GRACE
+    } else {
+        settings
+            .backend_response_timeout
+            .saturating_sub(request_sent.elapsed())
+    };
+    let answer = match monoio::time::timeout(wait, response).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
+            let mut failure = failed_stream(&e, &lease, reused);
+            if held_body.is_none() && matches!(failure.error, ProxyError::UpstreamRefused) {
+                // Part of a streamed body is gone from ringlb: whatever the
+                // backend says, the request cannot go again.
+                failure.error = ProxyError::UpstreamIo(io::ErrorKind::ConnectionReset);
+            }
+            return Err(failure);
+        }
+        Err(_) => return Err(AttemptFailure::before(ProxyError::ResponseTimeout, reused)),
+    };
+    if early {
+        ShardStats::bump(&shard.stats.early_responses);
+    }
+    let (parts, recv) = answer.into_parts();
+    upbuf.clear();
+    convert::response_to_h1(&parts, recv.is_end_stream(), upbuf);
+    let side = ClientSide {
+        method: request.method,
+        http10: request.http10,
+        keep_alive: request.keep_alive && !early && !client.stopping(shard),
+        upgrade: false,
+    };
+    let response = h1::parse_response(upbuf, &outbound.settings.limits, &side, scratch)
+        .map_err(|e| AttemptFailure {
+            error: ProxyError::BadResponse(e),
+            before_response: true,
+            final_started: false,
+            reused: false,
+            report: true,
+        })?
+        .ok_or_else(|| {
+            AttemptFailure::before(ProxyError::BadResponse(H1Error::HeadTooLarge), false)
+        })?;
+    if let Some(n) = held_body {
+        client.pos += n;
+    }
+    if settings.balancer.strategy == Strategy::LeastResponse {
+        let now = Instant::now();
+        backend.observe_latency(now - sent_at, now, settings.balancer.ewma_decay);
+    }
+    shard.report_outcome(
+        cluster,
+        backend,
+        !(settings.count_5xx && response.status >= 500),
+    );
+    record.status = response.status;
+    super::forward::add_sticky_cookie(outbound, backend, scratch);
+    relay(outbound, client, recv, scratch, &response)
+        .await
+        .map_err(|error| AttemptFailure {
+            error,
+            before_response: false,
+            final_started: true,
+            reused,
+            report: true,
+        })?;
+    drop(lease);
+    drop(in_flight);
+    Ok(Done::Next {
+        keep_alive: response.client_keep_alive && !early,
+    })
+}
+
+/// A stream that failed before its response head: what the request's retry
+/// rules and the breaker make of it. A refused stream was not acted on (any
+/// method may go again, and the backend is not failing, only busy or going
+/// away); the failure of the connection (I/O, GOAWAY) retires it, is reported
+/// once for all the streams it took down, and the request may go again on a
+/// new one; a stream reset alone says nothing of the connection.
+fn failed_stream(e: &h2::Error, lease: &H2Lease, reused: bool) -> AttemptFailure {
+    let error = stream_error(e);
+    let connection = e.is_io() || e.is_go_away();
+    if connection {
+        lease.retire();
+    }
+    let mut failure = AttemptFailure::before(error, reused && (connection || error_refused(e)));
+    failure.report = if error_refused(e) {
+        false
+    } else if connection {
+        lease.first_to_report()
+    } else {
+        true
+    };
+    failure
+}
+
+fn error_refused(e: &h2::Error) -> bool {
+    matches!(stream_error(e), ProxyError::UpstreamRefused)
+}
+
+/// What a failed stream means for the request.
+fn stream_error(e: &h2::Error) -> ProxyError {
+    if e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote()) {
+        // REFUSED_STREAM, or a GOAWAY whose last stream is below this one: the
+        // backend did not act on it (RFC 9113 §8.7).
+        return ProxyError::UpstreamRefused;
+    }
+    match e.get_io() {
+        Some(io) => ProxyError::UpstreamIo(io.kind()),
+        None => ProxyError::UpstreamIo(io::ErrorKind::ConnectionReset),
+    }
+}
+
+/// Sends `data` on `body` as the stream's window allows, each wait for room
+/// bounded by `timeout` (a backend that stops reading is a stalled one).
+async fn push(
+    body: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    timeout: Duration,
+) -> Result<(), ProxyError> {
+    if data.is_empty() {
+        return body.send_data(data, end).map_err(|e| stream_error(&e));
+    }
+    while !data.is_empty() {
+        body.reserve_capacity(data.len());
+        let mut room = body.capacity();
+        if room == 0 {
+            room = match monoio::time::timeout(timeout, poll_fn(|cx| body.poll_capacity(cx))).await
+            {
+                Ok(Some(Ok(n))) => n,
+                Ok(Some(Err(e))) => return Err(stream_error(&e)),
+                Ok(None) => return Err(ProxyError::UpstreamIo(io::ErrorKind::BrokenPipe)),
+                Err(_) => return Err(ProxyError::UpstreamIo(io::ErrorKind::TimedOut)),
+            };
+        }
+        if room == 0 {
+            continue;
+        }
+        let piece = data.split_to(room.min(data.len()));
+        body.send_data(piece, end && data.is_empty())
+            .map_err(|e| stream_error(&e))?;
+    }
+    Ok(())
+}
+
+/// Streams a request body that is not held in full from the client to the
+/// backend as DATA frames; a chunked one's trailers as HTTP/2 trailers.
+async fn send_body(
+    outbound: &Outbound<'_>,
+    client: &mut Downstream<impl ClientIo>,
+    body: &mut SendStream<Bytes>,
+    kind: BodyKind,
+) -> Result<(), Failure> {
+    let settings = outbound.settings;
+    let timeout = outbound.cluster.settings.backend_response_timeout;
+    match kind {
+        BodyKind::None | BodyKind::CloseDelimited => {
+            Ok(push(body, Bytes::new(), true, timeout).await?)
+        }
+        BodyKind::Length(mut remaining) => {
+            while remaining > 0 {
+                if client.unconsumed() == 0 {
+                    client.compact();
+                    read_client_body(client, settings.idle_timeout).await?;
+                }
+                let n = (client.unconsumed() as u64).min(remaining) as usize;
+                let data = Bytes::copy_from_slice(&client.buf[client.pos..client.pos + n]);
+                client.pos += n;
+                remaining -= n as u64;
+                push(body, data, remaining == 0, timeout).await?;
+            }
+            Ok(())
+        }
+        BodyKind::Chunked => {
+            let mut decoder = ChunkedDecoder::new(settings.limits.max_header_bytes);
+            let mut data = Vec::with_capacity(BODY_BUFFER);
+            loop {
+                let mut trailers = None;
+                while client.unconsumed() > 0 && !decoder.is_done() {
+                    let (used, event) = decoder
+                        .decode(&client.buf[client.pos..])
+                        .map_err(ProxyError::BadRequest)?;
+                    match event {
+                        Some(ChunkEvent::Data(piece)) => data.extend_from_slice(piece),
+                        Some(ChunkEvent::End(lines)) if !lines.is_empty() => {
+                            trailers = Some(convert::trailer_section(lines).ok_or(
+                                ProxyError::BadRequest(H1Error::Malformed(
+                                    "a trailer section HTTP/2 cannot carry",
+                                )),
+                            )?);
+                        }
+                        _ => {}
+                    }
+                    client.pos += used;
+                    if used == 0 {
+                        break;
+                    }
+                }
+                if let Some(max) = settings.limits.max_body_bytes {
+                    if decoder.decoded_len() > max {
+                        return Err(ProxyError::BadRequest(H1Error::BodyTooLarge).into());
+                    }
+                }
+                let done = decoder.is_done();
+                if !data.is_empty() || (done && trailers.is_none()) {
+                    let piece = Bytes::copy_from_slice(&data);
+                    data.clear();
+                    push(body, piece, done && trailers.is_none(), timeout).await?;
+                }
+                if let Some(trailers) = trailers {
+                    body.send_trailers(trailers).map_err(|e| stream_error(&e))?;
+                }
+                if done {
+                    return Ok(());
+                }
+                client.compact();
+                read_client_body(client, settings.idle_timeout).await?;
+            }
+        }
+    }
+}
+
+/// Writes the response head (in `head`) and streams the body to the client,
+/// framed as the client needs it; the backend's trailers end a chunked body.
+async fn relay(
+    outbound: &Outbound<'_>,
+    client: &mut Downstream<impl ClientIo>,
+    mut recv: RecvStream,
+    head: &mut Vec<u8>,
+    response: &h1::Response,
+) -> Result<(), ProxyError> {
+    let read_timeout = outbound.cluster.settings.backend_response_timeout;
+    let chunked = response.client_body == BodyKind::Chunked;
+    let forward_body = response.client_body != BodyKind::None;
+    let mut out = mem::take(head);
+    if !forward_body {
+        // HEAD, 204, 304: the head is all there is (a body the backend sent
+        // anyway is left unread; dropping the stream cancels it).
+        let result = write_all_client(client, &mut out).await;
+        *head = out;
+        return result;
+    }
+    let result = async {
+        loop {
+            // Whatever is here already goes with what is waiting to be written;
+            // else that is written before waiting (a head, a gRPC message).
+            let ready = poll_fn(|cx| Poll::Ready(recv.poll_data(cx))).await;
+            let next = match ready {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    write_all_client(client, &mut out).await?;
+                    match monoio::time::timeout(read_timeout, recv.data()).await {
+                        Ok(next) => next,
+                        Err(_) => return Err(ProxyError::ResponseTimeout),
+                    }
+                }
+            };
+            match next {
+                Some(Ok(data)) => {
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    if !data.is_empty() {
+                        if chunked {
+                            h1::write_chunk_header(&mut out, data.len());
+                            out.extend_from_slice(&data);
+                            out.extend_from_slice(b"\r\n");
+                        } else {
+                            out.extend_from_slice(&data);
+                        }
+                    }
+                    if out.len() >= BODY_BUFFER {
+                        write_all_client(client, &mut out).await?;
+                    }
+                }
+                Some(Err(e)) => return Err(stream_error(&e)),
+                None => break,
+            }
+        }
+        if chunked {
+            let trailers = match monoio::time::timeout(read_timeout, recv.trailers()).await {
+                Ok(Ok(trailers)) => trailers,
+                Ok(Err(e)) => return Err(stream_error(&e)),
+                Err(_) => return Err(ProxyError::ResponseTimeout),
+            };
+            convert::trailers_to_h1(trailers.as_ref(), &mut out)
+                .map_err(|_| ProxyError::BadResponse(H1Error::Malformed("trailer field")))?;
+        }
+        write_all_client(client, &mut out).await
+    }
+    .await;
+    if let Err(e) = &result {
+        if e.side() == Side::Upstream {
+            // Cut short: the client must not take the body for whole.
+            client.stream.cut();
+        }
+    }
+    out.clear();
+    *head = out;
+    result
+}
