@@ -197,6 +197,52 @@ both_drivers! {
         assert_eq!(h.origins[0].connections(), 1);
     }
 
+    fn a_bidirectional_stream_talks_turn_by_turn(driver) {
+        let h = Harness::start_h2(driver, 1, |c| {
+            c.listeners[0].protocol = ListenerProtocol::H2c;
+        });
+        let addr = h.addr;
+        // Each message waits for the echo of the one before: the request body
+        // and the response must flow at once through the proxy.
+        let echoes = ringlb::shard::run_on(
+            ringlb::shard::Driver::Epoll,
+            bounded(async move {
+                let (sender, _driving) = h2c_connect(addr).await;
+                let mut sender = sender.ready().await.unwrap();
+                let request = http::Request::post("http://test.example/ringlb.test.Echo/Bidi")
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .unwrap();
+                let (response, mut send) = sender.send_request(request, false).unwrap();
+                send.send_data(grpc_message(b"turn 0").into(), false).unwrap();
+                let mut recv = response.await.unwrap().into_body();
+                let mut echoes = Vec::new();
+                let mut pending = Vec::new();
+                for turn in 1..=5 {
+                    while grpc_messages(&mut pending).pop().map(|m| echoes.push(m)).is_none() {
+                        let data = recv.data().await.expect("an echo").unwrap();
+                        let _ = recv.flow_control().release_capacity(data.len());
+                        pending.extend_from_slice(&data);
+                    }
+                    if turn < 5 {
+                        let message = format!("turn {turn}");
+                        send.send_data(grpc_message(message.as_bytes()).into(), false).unwrap();
+                    }
+                }
+                send.send_data(bytes::Bytes::new(), true).unwrap();
+                while let Some(data) = recv.data().await {
+                    assert!(data.unwrap().is_empty(), "nothing after the last echo");
+                }
+                let trailers = recv.trailers().await.unwrap().expect("trailers");
+                assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+                echoes
+            }),
+        )
+        .unwrap();
+        let expected: Vec<Vec<u8>> = (0..5).map(|i| format!("turn {i}").into_bytes()).collect();
+        assert_eq!(echoes, expected);
+    }
+
     fn a_refused_stream_goes_again_whatever_the_method(driver) {
         let h = Harness::start_h2(driver, 1, |_| {});
         // REFUSED_STREAM: the backend did nothing with it, so even a POST is

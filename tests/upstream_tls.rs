@@ -9,7 +9,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 
-use ringlb::config::{ClusterConfig, ClusterTls, Config, Form, ListenerProtocol};
+use ringlb::config::{ClusterConfig, ClusterTls, Config, Form, ListenerProtocol, UpstreamProtocol};
 use ringlb::shard::Driver;
 use ringlb::testkit::origin::OriginHandle;
 use ringlb::Server;
@@ -148,6 +148,42 @@ both_drivers! {
         // The backend saw TLS from ringlb.
         let tls = backend.server.as_ref().unwrap().handle().stats().unwrap().tls;
         assert_eq!(tls.full, 1, "{tls:?}");
+    }
+
+    fn an_h2_cluster_speaks_http2_to_a_tls_backend_that_agrees_on_alpn_h2(driver) {
+        let dir = test_dir(&format!("upstream-h2-{driver:?}"));
+        let cert = make_cert(&dir, "backend", &["backend.test"]);
+        // The backend is a ringlb whose TLS listener offers h2: it serves the
+        // streams to its HTTP/1.1 origin.
+        let backend = tls_backend(driver, &cert, "secure1", None, |c| {
+            c.listeners[0].tls.as_mut().unwrap().alpn = vec!["h2".into(), "http/1.1".into()];
+        });
+        let (h, addr) = front(driver, &[("b1", backend.addr)], |c| {
+            c.tls = Some(verified(&cert));
+            c.upstream.protocol = UpstreamProtocol::H2;
+        });
+        let mut s = connect(addr);
+        let mut pending = Vec::new();
+        for _ in 0..20 {
+            s.write_all(b"GET /bytes/100000 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+            let reply = read_reply(&mut s, &mut pending, false);
+            assert_eq!((reply.status, reply.body.len()), (200, 100_000));
+            assert_eq!(served_by(&reply), "secure1");
+        }
+        // One TLS connection, its streams counted by the backend as HTTP/2.
+        let h2 = h.stats().h2;
+        assert_eq!((h2.upstream_connections, h2.upstream_streams), (1, 20));
+        let behind = backend.server.as_ref().unwrap().handle().stats().unwrap();
+        assert_eq!((behind.tls.full, behind.h2.connections, behind.h2.streams), (1, 1, 20));
+
+        // A backend that offers only HTTP/1.1: no HTTP/2 is spoken, a 502.
+        let old = tls_backend(driver, &cert, "secure2", None, |_| {});
+        let (h, addr) = front(driver, &[("b2", old.addr)], |c| {
+            c.tls = Some(verified(&cert));
+            c.upstream.protocol = UpstreamProtocol::H2;
+        });
+        assert_eq!(get(addr, "/").status, 502);
+        assert!(upstream_tls_errors(&h) >= 1);
     }
 
     fn a_backend_certificate_that_does_not_verify_is_a_502(driver) {

@@ -1413,3 +1413,49 @@ fn cluster_tls_settings() {
         assert_error(&cluster(tls), key, message);
     }
 }
+
+#[test]
+fn upstream_http2_settings() {
+    let cluster = |upstream: &str, extra: &str| {
+        format!(
+            "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:8080\"\n\
+             [[routes]]\ncluster = \"grpc\"\n\
+             [[clusters]]\nname = \"grpc\"\nupstream = {{ {upstream} }}\n{extra}\
+             backends = [ {{ name = \"g1\", address = \"127.0.0.1:9001\" }} ]\n"
+        )
+    };
+    let c = parse(
+        &cluster("protocol = \"h2\", h2_max_streams = 50", ""),
+        "t.toml",
+        no_env(),
+    )
+    .expect("valid");
+    let u = &c.clusters[0].upstream;
+    assert_eq!((u.protocol, u.h2_max_streams), (UpstreamProtocol::H2, 50));
+    // HTTP/1.1 probes may not reach an HTTP/2-only backend: TCP by default.
+    assert_eq!(c.clusters[0].health_check.kind, CheckType::Tcp);
+    let c = parse(&cluster("", ""), "t.toml", no_env()).expect("valid");
+    assert_eq!(c.clusters[0].upstream.protocol, UpstreamProtocol::Http1);
+    assert_eq!(c.clusters[0].health_check.kind, CheckType::Http);
+
+    assert_error(
+        &cluster("protocol = \"h3\"", ""),
+        "clusters[0].upstream.protocol",
+        "expected one of http1, h2",
+    );
+    assert_error(
+        &cluster("protocol = \"h2\"", "health_check = { kind = \"http\" }\n"),
+        "clusters[0].health_check.kind",
+        "speak HTTP/1.1",
+    );
+    assert_error(
+        &cluster("protocol = \"h2\", send_proxy = \"v1\"", ""),
+        "clusters[0].upstream.send_proxy",
+        "cannot go with upstream.protocol = \"h2\"",
+    );
+    assert_error(
+        &cluster("protocol = \"h2\", h2_max_streams = 0", ""),
+        "clusters[0].upstream.h2_max_streams",
+        "between 1 and 1000",
+    );
+}

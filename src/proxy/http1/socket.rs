@@ -47,6 +47,15 @@ pub trait ClientIo {
 
     /// The TLS fields of the access log, `None` without TLS.
     fn log_tls(&self) -> Option<LogTls<'_>>;
+
+    /// The request body as HTTP/2 DATA, handed over whole, for an HTTP/2
+    /// backend that takes it while the response flows back (gRPC's
+    /// bidirectional streams). `None` unless the client is an HTTP/2 stream
+    /// whose body has more to come and none of it was read; reads return
+    /// nothing after.
+    fn take_h2_body(&mut self) -> Option<h2::RecvStream> {
+        None
+    }
 }
 
 impl ClientIo for Stream {

@@ -10,6 +10,7 @@
 //! those of any backend, and its DATA is re-framed for the client. Choosing the
 //! backend and retrying stay in `forward`; the connections are `upstream::h2`'s.
 
+use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
 use std::mem;
@@ -17,6 +18,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
 
 use crate::cluster::backend::InFlight;
@@ -51,7 +53,7 @@ pub(super) async fn attempt(
     } = *outbound;
     let settings = &cluster.settings;
     let backend = pick.backend;
-    let in_flight = InFlight::start(backend);
+    let _in_flight = InFlight::start(backend);
     let tls = cluster.tls();
     // A request HTTP/2 cannot carry fails before any connection is made.
     let authority = request.missing_host.then(|| backend.address.to_string());
@@ -96,6 +98,7 @@ pub(super) async fn attempt(
     let sent_at = Instant::now();
 
     let mut early = false;
+    let mut duplex = None;
     match held_body {
         Some(0) => {}
         Some(n) => {
@@ -109,100 +112,244 @@ pub(super) async fn attempt(
                     .await
                     .map_err(|e| AttemptFailure::before(e, reused))?;
             }
-            let sent = Box::pin(send_body(outbound, client, &mut body, request.body)).await;
-            if let Err(failure) = sent {
-                // A backend may answer before the body is in (an error, a gRPC
-                // status) and reset the stream: its answer is the response.
-                if failure.error.side() != Side::Upstream {
-                    return Err(AttemptFailure {
-                        error: failure.error,
-                        before_response: !failure.response_started,
-                        final_started: failure.response_started,
-                        reused,
-                        report: true,
-                    });
+            if let Some(from) = client.stream.take_h2_body() {
+                // HTTP/2 both sides: the body flows while the response does.
+                duplex = Some(from);
+            } else {
+                let sent = Box::pin(send_body(outbound, client, &mut body, request.body)).await;
+                if let Err(failure) = sent {
+                    // A backend may answer before the body is in (an error, a
+                    // gRPC status) and reset the stream: its answer is the
+                    // response.
+                    if failure.error.side() != Side::Upstream {
+                        return Err(AttemptFailure {
+                            error: failure.error,
+                            before_response: !failure.response_started,
+                            final_started: failure.response_started,
+                            reused,
+                            report: true,
+                        });
+                    }
+                    early = true;
                 }
-                early = true;
             }
         }
     }
-    // A streamed body is never retried; the response timeout runs from its end.
-    let request_sent = if held_body.is_none() {
-        Instant::now()
-    } else {
-        sent_at
+    let started = Cell::new(false);
+    let answer = Answer {
+        response,
+        lease: &lease,
+        reused,
+        early,
+        sent_at,
+        started: &started,
     };
-    let wait = if early {
-        EARLY_GRACE
-    } else {
-        settings
-            .backend_response_timeout
-            .saturating_sub(request_sent.elapsed())
+    let Some(from) = duplex else {
+        return answer
+            .forward(outbound, pick, client, scratch, upbuf, record)
+            .await;
     };
-    let answer = match monoio::time::timeout(wait, response).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            let mut failure = failed_stream(&e, &lease, reused);
-            if held_body.is_none() && matches!(failure.error, ProxyError::UpstreamRefused) {
-                // Part of a streamed body is gone from ringlb: whatever the
-                // backend says, the request cannot go again.
-                failure.error = ProxyError::UpstreamIo(io::ErrorKind::ConnectionReset);
-            }
-            return Err(failure);
+    let read = Cell::new(0);
+    let pumped = pump(from, body, outbound, &read);
+    // The pump ends on its own only when it fails: the exchange is over when the
+    // response is.
+    let pump_failed = async {
+        match pumped.await {
+            Ok(()) => std::future::pending::<ProxyError>().await,
+            Err(error) => error,
         }
-        Err(_) => return Err(AttemptFailure::before(ProxyError::ResponseTimeout, reused)),
     };
-    if early {
-        ShardStats::bump(&shard.stats.early_responses);
-    }
-    let (parts, recv) = answer.into_parts();
-    upbuf.clear();
-    convert::response_to_h1(&parts, recv.is_end_stream(), upbuf);
-    let side = ClientSide {
-        method: request.method,
-        http10: request.http10,
-        keep_alive: request.keep_alive && !early && !client.stopping(shard),
-        upgrade: false,
-    };
-    let response = h1::parse_response(upbuf, &outbound.settings.limits, &side, scratch)
-        .map_err(|e| AttemptFailure {
-            error: ProxyError::BadResponse(e),
-            before_response: true,
-            final_started: false,
-            reused: false,
-            report: true,
-        })?
-        .ok_or_else(|| {
-            AttemptFailure::before(ProxyError::BadResponse(H1Error::HeadTooLarge), false)
-        })?;
-    if let Some(n) = held_body {
-        client.pos += n;
-    }
-    if settings.balancer.strategy == Strategy::LeastResponse {
-        let now = Instant::now();
-        backend.observe_latency(now - sent_at, now, settings.balancer.ewma_decay);
-    }
-    shard.report_outcome(
-        cluster,
-        backend,
-        !(settings.count_5xx && response.status >= 500),
-    );
-    record.status = response.status;
-    super::forward::add_sticky_cookie(outbound, backend, scratch);
-    relay(outbound, client, recv, scratch, &response)
-        .await
-        .map_err(|error| AttemptFailure {
+    let forwarded = answer.forward(outbound, pick, client, scratch, upbuf, record);
+    let result = monoio::select! {
+        done = forwarded => done,
+        error = pump_failed => Err(AttemptFailure {
             error,
-            before_response: false,
-            final_started: true,
+            before_response: !started.get(),
+            final_started: started.get(),
             reused,
             report: true,
-        })?;
-    drop(lease);
-    drop(in_flight);
-    Ok(Done::Next {
-        keep_alive: response.client_keep_alive && !early,
-    })
+        }),
+    };
+    client.read_total += read.get();
+    if result.is_err() && started.get() {
+        // The response is cut short: the client must not take it whole.
+        client.stream.cut();
+    }
+    result
+}
+
+/// A stream whose request went out: its response to wait for and forward.
+struct Answer<'a> {
+    response: ResponseFuture,
+    lease: &'a H2Lease,
+    /// The connection was shared already.
+    reused: bool,
+    /// Sending the body failed on the backend's side: only a response already
+    /// on its way is waited for, and the client connection closes after it.
+    early: bool,
+    /// When the head (and any held body) went out.
+    sent_at: Instant,
+    /// Set once part of the final response went to the client.
+    started: &'a Cell<bool>,
+}
+
+impl Answer<'_> {
+    /// Waits for the response head, and forwards the response.
+    async fn forward(
+        self,
+        outbound: &Outbound<'_>,
+        pick: Pick<'_>,
+        client: &mut Downstream<impl ClientIo>,
+        scratch: &mut Vec<u8>,
+        upbuf: &mut Vec<u8>,
+        record: &mut RequestRecord,
+    ) -> Result<Done, AttemptFailure> {
+        let Outbound {
+            shard,
+            cluster,
+            request,
+            held_body,
+            ..
+        } = *outbound;
+        let settings = &cluster.settings;
+        let backend = pick.backend;
+        let (reused, early) = (self.reused, self.early);
+        let wait = if early {
+            EARLY_GRACE
+        } else if held_body.is_some() {
+            settings
+                .backend_response_timeout
+                .saturating_sub(self.sent_at.elapsed())
+        } else {
+            // A streamed body took time of its own (or, both ways HTTP/2, is
+            // still flowing: the backend answers when it will).
+            settings.backend_response_timeout
+        };
+        let answer = match monoio::time::timeout(wait, self.response).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                let mut failure = failed_stream(&e, self.lease, reused);
+                if held_body.is_none() && matches!(failure.error, ProxyError::UpstreamRefused) {
+                    // Part of a streamed body is gone from ringlb: whatever the
+                    // backend says, the request cannot go again.
+                    failure.error = ProxyError::UpstreamIo(io::ErrorKind::ConnectionReset);
+                }
+                return Err(failure);
+            }
+            Err(_) => return Err(AttemptFailure::before(ProxyError::ResponseTimeout, reused)),
+        };
+        if early {
+            ShardStats::bump(&shard.stats.early_responses);
+        }
+        let (parts, recv) = answer.into_parts();
+        upbuf.clear();
+        convert::response_to_h1(&parts, recv.is_end_stream(), upbuf);
+        let side = ClientSide {
+            method: request.method,
+            http10: request.http10,
+            keep_alive: request.keep_alive && !early && !client.stopping(shard),
+            upgrade: false,
+        };
+        let response = h1::parse_response(upbuf, &outbound.settings.limits, &side, scratch)
+            .map_err(|e| AttemptFailure {
+                error: ProxyError::BadResponse(e),
+                before_response: true,
+                final_started: false,
+                reused: false,
+                report: true,
+            })?
+            .ok_or_else(|| {
+                AttemptFailure::before(ProxyError::BadResponse(H1Error::HeadTooLarge), false)
+            })?;
+        if let Some(n) = held_body {
+            client.pos += n;
+        }
+        if settings.balancer.strategy == Strategy::LeastResponse {
+            let now = Instant::now();
+            backend.observe_latency(now - self.sent_at, now, settings.balancer.ewma_decay);
+        }
+        shard.report_outcome(
+            cluster,
+            backend,
+            !(settings.count_5xx && response.status >= 500),
+        );
+        record.status = response.status;
+        super::forward::add_sticky_cookie(outbound, backend, scratch);
+        self.started.set(true);
+        relay(outbound, client, recv, scratch, &response)
+            .await
+            .map_err(|error| AttemptFailure {
+                error,
+                before_response: false,
+                final_started: true,
+                reused,
+                report: true,
+            })?;
+        Ok(Done::Next {
+            keep_alive: response.client_keep_alive && !early,
+        })
+    }
+}
+
+/// Relays an HTTP/2 client's request body to an HTTP/2 backend as it comes,
+/// DATA for DATA, then its trailers; each piece taken from the client only once
+/// the backend had room for the one before (the client's window is ringlb's
+/// backpressure). A backend that answered in full and said it wants no more
+/// (`NO_ERROR`) ends it quietly. Bytes read are added to `read`.
+async fn pump(
+    mut from: RecvStream,
+    mut to: SendStream<Bytes>,
+    outbound: &Outbound<'_>,
+    read: &Cell<u64>,
+) -> Result<(), ProxyError> {
+    let idle = outbound.settings.idle_timeout;
+    let room_wait = outbound.cluster.settings.backend_response_timeout;
+    let max = outbound.settings.limits.max_body_bytes;
+    let client_error = |e: h2::Error| {
+        ProxyError::ClientIo(
+            e.get_io()
+                .map_or(io::ErrorKind::ConnectionReset, io::Error::kind),
+        )
+    };
+    loop {
+        let data = match monoio::time::timeout(idle, from.data()).await {
+            Err(_) => return Err(ProxyError::BodyReadTimeout),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(client_error(e)),
+            Ok(Some(Ok(data))) => data,
+        };
+        let n = data.len();
+        read.set(read.get() + n as u64);
+        if max.is_some_and(|max| read.get() > max) {
+            return Err(ProxyError::BadRequest(H1Error::BodyTooLarge));
+        }
+        if let Err(error) = push(&mut to, data, false, room_wait).await {
+            return quiet(&mut to, error).await;
+        }
+        let _ = from.flow_control().release_capacity(n);
+    }
+    let trailers = match monoio::time::timeout(idle, from.trailers()).await {
+        Err(_) => return Err(ProxyError::BodyReadTimeout),
+        Ok(Err(e)) => return Err(client_error(e)),
+        Ok(Ok(trailers)) => trailers,
+    };
+    let sent = match trailers {
+        Some(trailers) => to.send_trailers(trailers),
+        None => to.send_data(Bytes::new(), true),
+    };
+    match sent {
+        Ok(()) => Ok(()),
+        Err(e) => quiet(&mut to, stream_error(&e)).await,
+    }
+}
+
+/// `error` from sending, unless the backend reset the stream with `NO_ERROR`:
+/// it answered in full and wants no more of the body (RFC 9113 §8.1).
+async fn quiet(to: &mut SendStream<Bytes>, error: ProxyError) -> Result<(), ProxyError> {
+    match poll_fn(|cx| Poll::Ready(to.poll_reset(cx))).await {
+        Poll::Ready(Ok(h2::Reason::NO_ERROR)) => Ok(()),
+        _ => Err(error),
+    }
 }
 
 /// A stream that failed before its response head: what the request's retry

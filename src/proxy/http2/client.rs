@@ -65,7 +65,10 @@ impl Reply {
 
 /// One HTTP/2 stream, as the forwarding core's client (see the module's comment).
 pub struct StreamEnd {
-    recv: RecvStream,
+    /// The request body; `None` once handed over whole ([`ClientIo::take_h2_body`]).
+    recv: Option<RecvStream>,
+    /// Some of the request body was read (as HTTP/1.1 bytes).
+    body_read: bool,
     /// How the request body is handed on.
     body: RequestBody,
     /// The request body ended (and, chunked, its last chunk was handed on).
@@ -104,7 +107,8 @@ impl StreamEnd {
         tls: Option<Rc<TlsLogged>>,
     ) -> Self {
         StreamEnd {
-            recv,
+            recv: Some(recv),
+            body_read: false,
             body,
             body_ended: body == RequestBody::None,
             reply: Rc::new(RefCell::new(Reply::Head(respond))),
@@ -341,12 +345,16 @@ impl StreamEnd {
 impl ClientIo for StreamEnd {
     async fn read_more(&mut self, buf: &mut Vec<u8>, _min_spare: usize) -> io::Result<usize> {
         while !self.body_ended {
-            match self.recv.data().await {
+            let Some(recv) = self.recv.as_mut() else {
+                break;
+            };
+            match recv.data().await {
                 Some(Ok(data)) if data.is_empty() => continue,
                 Some(Ok(data)) => {
                     // Taken into ringlb's buffer, which the core bounds: the
                     // client may send more.
-                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    self.body_read = true;
                     let before = buf.len();
                     if self.body == RequestBody::Chunked {
                         h1::write_chunk_header(buf, data.len());
@@ -361,7 +369,7 @@ impl ClientIo for StreamEnd {
                 None => {
                     self.body_ended = true;
                     if self.body == RequestBody::Chunked {
-                        let trailers = self.recv.trailers().await.map_err(h2_error)?;
+                        let trailers = recv.trailers().await.map_err(h2_error)?;
                         let before = buf.len();
                         convert::trailers_to_h1(trailers.as_ref(), buf).map_err(invalid)?;
                         return Ok(buf.len() - before);
@@ -397,6 +405,14 @@ impl ClientIo for StreamEnd {
 
     fn local_addr(&self) -> Option<SocketAddr> {
         self.local
+    }
+
+    fn take_h2_body(&mut self) -> Option<RecvStream> {
+        if self.body_ended || self.body_read {
+            return None;
+        }
+        self.body_ended = true;
+        self.recv.take()
     }
 
     fn log_tls(&self) -> Option<LogTls<'_>> {
