@@ -27,6 +27,12 @@ Scenarios:
      is read to its end), then all held; RSS growth of the proxy's processes per
      connection 0.5 s and 3 s after the last one opened.
 
+With --upstream h2 the origins speak HTTP/2 too (`ringlb origin --h2c`) and each
+proxy forwards over HTTP/2 connections to them: ringlb `upstream.protocol = "h2"`,
+HAProxy `server ... proto h2`, nginx `grpc_pass` (its only HTTP/2 upstream; it
+works for any HTTP/2 backend). No idle-memory scenario then (it measures the client
+side, which is the same).
+
 Nothing is built here: ringlb is --bin (target/release/ringlb by default). Needs
 h2load (Debian's nghttp2-client), haproxy, nginx and taskset
 (scripts/setup-bench.sh). Loopback only; every step is bounded. With the defaults (3
@@ -72,12 +78,20 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 POOL = 512
 
 
-def configs(work, ringlb_bin, workers, io, cert=None):
+def configs(work, ringlb_bin, workers, io, cert=None, upstream_h2=False):
     """Each proxy's command; with `cert` (tls.certificates' ECDSA triple) HTTP/2
-    over TLS with ALPN h2 instead of h2c."""
+    over TLS with ALPN h2 instead of h2c; with `upstream_h2` HTTP/2 to the origins."""
     backends = ", ".join(f'{{ name = "o{i}", address = "127.0.0.1:{p}" }}'
                          for i, p in enumerate(ORIGIN_PORTS))
-    servers = "".join(f"    server o{i} 127.0.0.1:{p}\n" for i, p in enumerate(ORIGIN_PORTS))
+    proto = " proto h2" if upstream_h2 else ""
+    servers = "".join(f"    server o{i} 127.0.0.1:{p}{proto}\n" for i, p in enumerate(ORIGIN_PORTS))
+    if upstream_h2:
+        location = "        location / {\n            grpc_pass grpc://origins;\n        }\n"
+    else:
+        location = ("        location / {\n            proxy_pass http://origins;\n"
+                    "            proxy_http_version 1.1;\n"
+                    '            proxy_set_header Connection "";\n'
+                    "            proxy_buffering off;\n        }\n")
     upstreams = "".join(f"        server 127.0.0.1:{p};\n" for p in ORIGIN_PORTS)
     ringlb_cfg, haproxy_cfg, nginx_cfg = work / "ringlb.toml", work / "haproxy.cfg", work / "nginx.conf"
     ringlb_cfg.write_text(
@@ -89,7 +103,8 @@ def configs(work, ringlb_bin, workers, io, cert=None):
            f'default = "{tls.SERVER_NAME}", alpn = ["h2", "http/1.1"] }}\n\n' if cert else 'protocol = "h2c"\n\n') +
         '[[routes]]\nname = "all"\nlistener = "h2"\ncluster = "app"\n\n'
         '[[clusters]]\nname = "app"\nhealth_check = { kind = "none" }\n'
-        f"upstream = {{ max_idle_per_backend = {POOL} }}\n"
+        + ('upstream = { protocol = "h2" }\n' if upstream_h2 else
+           f"upstream = {{ max_idle_per_backend = {POOL} }}\n") +
         f"backends = [ {backends} ]\n"
     )
     haproxy_cfg.write_text(
@@ -112,11 +127,7 @@ def configs(work, ringlb_bin, workers, io, cert=None):
         f"    upstream origins {{\n{upstreams}        keepalive {POOL};\n    }}\n"
         f"    server {{\n        listen 127.0.0.1:{PORT} {'ssl ' if cert else ''}http2;\n"
         + (f"        ssl_certificate {cert[0]};\n        ssl_certificate_key {cert[1]};\n" if cert else "")
-        +
-        "        location / {\n            proxy_pass http://origins;\n"
-        "            proxy_http_version 1.1;\n"
-        '            proxy_set_header Connection "";\n'
-        "            proxy_buffering off;\n        }\n    }\n}\n"
+        + location + "    }\n}\n"
     )
     commands = {
         "ringlb": [str(ringlb_bin), "run", "--config", str(ringlb_cfg)],
@@ -239,8 +250,10 @@ def idle_rss_bytes(proc, count):
 
 def render(results, args, info, notes, command):
     """The markdown report of a run (also from its JSON: --render)."""
+    up_h2 = args.get("upstream") == "h2"
     lines = [
-        f"## HTTP/2 ({'over TLS, ALPN h2' if args.get('tls') else 'h2c'}) side by side: ringlb, HAProxy and nginx "
+        f"## HTTP/2 ({'over TLS, ALPN h2' if args.get('tls') else 'h2c'}{', to HTTP/2 origins' if up_h2 else ''}) "
+        "side by side: ringlb, HAProxy and nginx "
         f"({time.strftime('%Y-%m-%d')})",
         "",
         f"Command: `{command}`" + (" (a smoke test)" if args['quick'] else ""),
@@ -249,8 +262,9 @@ def render(results, args, info, notes, command):
         f"\"{args['io']}\"`), {info['haproxy']}, {info['nginx']}, {info['h2load']}.",
         "",
         f"Medians of {args['rounds']} interleaved rounds; every proxy with {len(cpu_list(args['proxy_cores']))} worker(s) on CPU "
-        f"{args['proxy_cores']}, {'HTTP/2 over TLS (ECDSA P-256, ALPN h2)' if args.get('tls') else 'h2c'} on 127.0.0.1:{PORT}, round-robin over two `ringlb origin`s (HTTP/1.1, "
-        f"upstream keep-alive); h2load and the origins on CPU {args['load_cores']}. Proxy CPU is utime+stime "
+        f"{args['proxy_cores']}, {'HTTP/2 over TLS (ECDSA P-256, ALPN h2)' if args.get('tls') else 'h2c'} on 127.0.0.1:{PORT}, round-robin over two `ringlb origin`s "
+        + ("(`--h2c`: HTTP/2, multiplexed; nginx through `grpc_pass`);" if up_h2 else "(HTTP/1.1, upstream keep-alive);")
+        + f" h2load and the origins on CPU {args['load_cores']}. Proxy CPU is utime+stime "
         "of the proxy's processes over the measured run per request; CPU busy is that CPU over the wall "
         "time (100% = one core).",
     ]
@@ -264,7 +278,8 @@ def render(results, args, info, notes, command):
     for scenario, path in PATHS.items():
         tls.table(lines, results, scenario, f"**{scenario}** (h2load -t{threads} -c{args['conns']} -m{args['streams']} -D{args['duration']} "
                         f"{'https' if args.get('tls') else 'http'}://127.0.0.1:{PORT}{path}, after a 1 s warm-up)", cols)
-    tls.table(lines, results, IDLE, f"**{IDLE}** ({args['idle']} HTTP/2 connections, one GET / each, held; RSS growth of the "
+    if not up_h2:
+        tls.table(lines, results, IDLE, f"**{IDLE}** ({args['idle']} HTTP/2 connections, one GET / each, held; RSS growth of the "
                 "proxy's processes per connection, on the fresh proxy after 20 warm-up connections)",
           [("bytes per connection, 0.5 s", "soon", "{:.0f}", "med", True),
            ("3 s after the last opened", "later", "{:.0f}", "med", True),
@@ -299,6 +314,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smoke-test the script: 1 round, 3 s runs, 300 idle")
     ap.add_argument("--tls", action="store_true",
                     help="HTTP/2 over TLS (ALPN h2, bench/tls.py's ECDSA certificate) instead of h2c")
+    ap.add_argument("--upstream", default="http1", choices=["http1", "h2"],
+                    help="what the proxies speak to the origins (h2: `ringlb origin --h2c`)")
     ap.add_argument("--render", metavar="JSON", help="print the report of an earlier run from its JSON")
     args = ap.parse_args()
     if args.render:
@@ -307,6 +324,9 @@ def main():
         return
     if args.quick:
         args.rounds, args.duration, args.idle = 1, 3, min(args.idle, 300)
+    upstream_h2 = args.upstream == "h2"
+    if upstream_h2:
+        args.idle = 0
     proxy_cpus, load_cpus = cpu_list(args.proxy_cores), cpu_list(args.load_cores)
     if set(proxy_cpus) & set(load_cpus):
         sys.exit("--proxy-cores and --load-cores overlap")
@@ -334,14 +354,14 @@ def main():
         if args.tls:
             SCHEME = "https"
             cert = tls.certificates(work)["ec"]
-        commands = configs(work, ringlb_bin, len(proxy_cpus), args.io, cert)
+        commands = configs(work, ringlb_bin, len(proxy_cpus), args.io, cert, upstream_h2)
         for name in names:
             out = subprocess.run(commands["checks"][name], capture_output=True, text=True, timeout=60)
             if out.returncode != 0:
                 sys.exit(f"{name}'s configuration does not check:\n{out.stdout}{out.stderr}")
         origins = [
             subprocess.Popen(["taskset", "-c", args.load_cores, str(ringlb_bin), "origin", "--listen",
-                              f"127.0.0.1:{p}", "--name", f"o{i}"],
+                              f"127.0.0.1:{p}", "--name", f"o{i}"] + (["--h2c"] if upstream_h2 else []),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for i, p in enumerate(ORIGIN_PORTS)
         ]
@@ -379,10 +399,11 @@ def main():
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = ROOT / "bench" / "results"
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"h2{'-tls' if args.tls else ''}-{stamp}.json").write_text(json.dumps(
+        kind = "h2" + ("-tls" if args.tls else "") + ("-up" if upstream_h2 else "")
+        (out_dir / f"{kind}-{stamp}.json").write_text(json.dumps(
             {"args": vars(args), "command": command, "machine": info, "results": results, "notes": notes},
             indent=2))
-        (out_dir / f"h2{'-tls' if args.tls else ''}-{stamp}.md").write_text(text + "\n")
+        (out_dir / f"{kind}-{stamp}.md").write_text(text + "\n")
     print(text)
 
 

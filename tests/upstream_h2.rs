@@ -71,6 +71,12 @@ both_drivers! {
         assert_eq!(reply.status, 200);
         assert_eq!(reply.header("content-length"), Some("100"));
         assert!(reply.body.is_empty());
+        // No length when none was sent and no body can follow: not a false 0.
+        let reply = request(h.addr, b"HEAD /stream/100 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-length"), None);
+        let reply = get(h.addr, "/status/304");
+        assert_eq!((reply.status, reply.header("content-length")), (304, None));
         assert_eq!(get(h.addr, "/status/204").status, 204);
         assert_eq!(get(h.addr, "/status/404").status, 404);
 
@@ -113,7 +119,7 @@ both_drivers! {
         // All of it over one connection to the backend.
         assert_eq!(h.origins[0].connections(), 1);
         let (streams, connections) = upstream_h2(&h);
-        assert_eq!((streams, connections), (9, 1));
+        assert_eq!((streams, connections), (11, 1));
     }
 
     fn many_streams_share_two_backend_connections(driver) {
@@ -137,6 +143,28 @@ both_drivers! {
         }
         assert_eq!(h.origins[0].connections(), 2);
         assert_eq!(upstream_h2(&h), (200, 2));
+    }
+
+    fn connections_open_side_by_side_when_a_burst_needs_several(driver) {
+        let h = Harness::start_h2(driver, 1, |c| {
+            c.listeners[0].protocol = ListenerProtocol::H2c;
+            c.clusters[0].upstream.h2_max_streams = 10;
+        });
+        // 100 streams at once, 10 per backend connection: 10 connections, and
+        // the requests waiting for them do not outnumber their room.
+        let answers = h2_calls(h.addr, (0..100).map(|_| Call::get("/delay/300ms")).collect());
+        assert!(answers.iter().all(|a| a.status == 200));
+        assert_eq!(h.origins[0].connections(), 10);
+
+        // A stream that outlasts `backend_response` retires its connection: the
+        // backend may be gone without a word. The next request opens another.
+        let h = Harness::start_h2(driver, 1, |c| {
+            c.clusters[0].timeouts.backend_response = Some(std::time::Duration::from_millis(200));
+        });
+        assert_eq!(get(h.addr, "/").status, 200);
+        assert_eq!(get(h.addr, "/delay/2s").status, 504);
+        assert_eq!(get(h.addr, "/").status, 200);
+        assert_eq!(h.origins[0].connections(), 2);
     }
 
     fn grpc_calls_pass_end_to_end(driver) {

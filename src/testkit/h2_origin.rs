@@ -199,7 +199,8 @@ async fn read_body(recv: &mut RecvStream) -> io::Result<(Vec<u8>, Option<HeaderM
     Ok((body, trailers))
 }
 
-/// A response with a length; `head_only` (HEAD): without its body.
+/// A response with a length; `head_only` (HEAD): without its body. A 204 or
+/// 304 has neither.
 async fn answer(
     respond: &mut SendResponse<Bytes>,
     head_only: bool,
@@ -207,9 +208,12 @@ async fn answer(
     body: &[u8],
 ) -> io::Result<()> {
     let mut head = response(status);
-    head.headers_mut()
-        .insert("content-length", HeaderValue::from(body.len()));
-    let end = body.is_empty() || head_only;
+    let bodiless = status == 204 || status == 304;
+    if !bodiless {
+        head.headers_mut()
+            .insert("content-length", HeaderValue::from(body.len()));
+    }
+    let end = body.is_empty() || head_only || bodiless;
     let mut stream = respond.send_response(head, end).map_err(h2_io)?;
     if !end {
         send(&mut stream, Bytes::copy_from_slice(body), true).await?;
@@ -320,7 +324,12 @@ async fn handle(
             }
             if let Some(n) = path.strip_prefix("/stream/") {
                 let n: usize = n.parse().unwrap_or(0);
-                let mut stream = respond.send_response(response(200), false).map_err(h2_io)?;
+                let mut stream = respond
+                    .send_response(response(200), head_only)
+                    .map_err(h2_io)?;
+                if head_only {
+                    return Ok(());
+                }
                 let mut hash = Fnv::new();
                 let mut sent = 0;
                 while sent < n {

@@ -104,33 +104,51 @@ pub struct Target<'a> {
 #[derive(Debug, Default)]
 pub struct Multiplexed {
     conns: RefCell<Vec<Rc<H2Conn>>>,
-    /// A connection is being opened: a burst of requests waits for it rather
-    /// than each opening its own.
-    connecting: Cell<bool>,
-    /// Requests waiting for that connection.
-    waiting: RefCell<Vec<Waker>>,
+    /// Connections being opened now: a burst of requests waits for them
+    /// rather than each opening its own.
+    connecting: Cell<usize>,
+    /// Requests waiting for those connections.
+    waiting: Cell<usize>,
+    /// Openings that ended so far.
+    ended: Cell<u64>,
+    /// The waiting requests' tasks, woken when an opening ends.
+    wakers: RefCell<Vec<Waker>>,
+    /// Changed by `clear`: a connection whose opening began before is used by
+    /// its request only, never kept (it may be of TLS material now replaced).
+    generation: Cell<u64>,
 }
 
-/// Marks a connection as being opened while it lives; wakes the requests
-/// waiting for it when it ends (opened, failed, or given up).
-struct Connecting<'a>(&'a Multiplexed);
+/// Counts a connection being opened while it lives; wakes the requests
+/// waiting when it ends (opened, failed, or given up).
+struct Opening<'a>(&'a Multiplexed);
 
-impl Drop for Connecting<'_> {
+impl Drop for Opening<'_> {
     fn drop(&mut self) {
-        self.0.connecting.set(false);
-        for waker in self.0.waiting.borrow_mut().drain(..) {
+        self.0.connecting.set(self.0.connecting.get() - 1);
+        self.0.ended.set(self.0.ended.get() + 1);
+        for waker in self.0.wakers.borrow_mut().drain(..) {
             waker.wake();
         }
     }
 }
 
+/// Counts a request waiting for an opening while it lives.
+struct Waiting<'a>(&'a Multiplexed);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.set(self.0.waiting.get() - 1);
+    }
+}
+
 impl Multiplexed {
     /// A stream for a request: on an open connection with room (`reused` is
-    /// then true), else on a new one. While another request opens one, waits
-    /// for it (up to `timeouts.connect`) instead of opening a second.
-    /// `fresh_only`: a new connection whatever there is (after a shared one
-    /// failed). Returns the lease, whether the connection was shared already,
-    /// and whether it was opened for this request.
+    /// then true), else on a new one. While connections being opened have room
+    /// for it too, it waits for them instead of opening one more; the wait and
+    /// its own opening share one `timeouts.connect`. `fresh_only`: a new
+    /// connection whatever there is (after a shared one failed). Returns the
+    /// lease, whether the connection was open already, and whether it was
+    /// opened for this request.
     pub async fn lease(
         &self,
         target: Target<'_>,
@@ -142,25 +160,37 @@ impl Multiplexed {
                 if let Some(lease) = self.checkout(target.max_streams) {
                     return Ok((lease, true, false));
                 }
-                if !self.connecting.get() || Instant::now() >= deadline {
+                let room = self.connecting.get().saturating_mul(target.max_streams);
+                let now = Instant::now();
+                if room <= self.waiting.get() || now >= deadline {
                     break;
                 }
-                let wait = deadline.saturating_duration_since(Instant::now());
+                self.waiting.set(self.waiting.get() + 1);
+                let _waiting = Waiting(self);
+                let ended = self.ended.get();
                 let opened = poll_fn(|cx| {
-                    if self.connecting.get() {
-                        self.waiting.borrow_mut().push(cx.waker().clone());
-                        Poll::Pending
-                    } else {
+                    if self.ended.get() != ended {
                         Poll::Ready(())
+                    } else {
+                        self.wakers.borrow_mut().push(cx.waker().clone());
+                        Poll::Pending
                     }
                 });
-                let _ = monoio::time::timeout(wait, opened).await;
+                let _ = monoio::time::timeout(deadline - now, opened).await;
             }
         }
-        self.connecting.set(true);
-        let _connecting = Connecting(self);
-        let conn = connect(target).await?;
-        Ok((self.add(conn), false, true))
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        if timeout.is_zero() {
+            return Err(ProxyError::ConnectTimeout);
+        }
+        self.connecting.set(self.connecting.get() + 1);
+        let _opening = Opening(self);
+        let generation = self.generation.get();
+        let conn = Rc::new(connect(Target { timeout, ..target }).await?);
+        if generation == self.generation.get() {
+            self.conns.borrow_mut().push(Rc::clone(&conn));
+        }
+        Ok((H2Lease::new(conn), false, true))
     }
 
     /// A stream on the first open connection with room for one more under
@@ -174,13 +204,6 @@ impl Multiplexed {
             .map(|c| H2Lease::new(Rc::clone(c)))
     }
 
-    /// Keeps a new connection (`conn`), and a stream on it.
-    fn add(&self, conn: H2Conn) -> H2Lease {
-        let conn = Rc::new(conn);
-        self.conns.borrow_mut().push(Rc::clone(&conn));
-        H2Lease::new(conn)
-    }
-
     /// Lets go of the connections without streams for `idle_timeout` or more
     /// (they close once nothing holds them), and of those that ended.
     pub fn expire(&self, now: Instant, idle_timeout: Duration) {
@@ -191,8 +214,10 @@ impl Multiplexed {
         });
     }
 
-    /// Lets go of every connection: each closes when its last stream ends.
+    /// Lets go of every connection, and of those being opened: each closes
+    /// when its last stream ends.
     pub fn clear(&self) {
+        self.generation.set(self.generation.get() + 1);
         self.conns.borrow_mut().clear();
     }
 

@@ -273,7 +273,9 @@ pub fn request_from_h1(
     tls: bool,
     authority: Option<&str>,
 ) -> Result<http::Request<()>, ConvertError> {
-    let mut fields = [httparse::EMPTY_HEADER; h1::MAX_HEADERS_CAP];
+    // One slot per line: the rewrite may have added fields past `max_headers`.
+    let lines = head.iter().filter(|&&b| b == b'\n').count();
+    let mut fields = vec![httparse::EMPTY_HEADER; lines];
     let mut request = httparse::Request::new(&mut fields);
     match request.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -324,11 +326,17 @@ pub fn request_from_h1(
 
 /// An HTTP/2 backend's response head as the HTTP/1.1 head it would have been,
 /// appended to `out`, for `h1::parse_response` to check and rewrite as for any
-/// backend: the status line, the fields, and the framing HTTP/1.1 needs: its
-/// `Content-Length` if it sent one, else `Content-Length: 0` when the stream
-/// already ended (`ended`), else `Transfer-Encoding: chunked` (a DATA frame
-/// becomes a chunk, and HTTP/2 trailers the chunked trailer section).
-pub fn response_to_h1(parts: &http::response::Parts, ended: bool, out: &mut Vec<u8>) {
+/// backend: the status line, the fields, and the framing HTTP/1.1 needs when a
+/// body may follow (not for a HEAD request, nor a 1xx, 204 or 304: RFC 9110
+/// §6.4.1): its `Content-Length` if it sent one, else `Content-Length: 0` when
+/// the stream already ended (`ended`), else `Transfer-Encoding: chunked` (a
+/// DATA frame becomes a chunk, and HTTP/2 trailers the chunked trailer section).
+pub fn response_to_h1(
+    parts: &http::response::Parts,
+    ended: bool,
+    head_request: bool,
+    out: &mut Vec<u8>,
+) {
     let status = parts.status;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -341,7 +349,11 @@ pub fn response_to_h1(parts: &http::response::Parts, ended: bool, out: &mut Vec<
         has_length |= name == http::header::CONTENT_LENGTH;
         push_field(out, name.as_str(), value.as_bytes());
     }
-    if !has_length {
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !has_length && !bodiless {
         if ended {
             push_field(out, "content-length", b"0");
         } else {
@@ -625,5 +637,76 @@ mod tests {
         out.clear();
         trailers_to_h1(None, &mut out).unwrap();
         assert_eq!(out, b"0\r\n\r\n");
+    }
+
+    fn head_of(status: u16, fields: &[(&str, &str)], ended: bool, head_request: bool) -> String {
+        let mut response = http::Response::builder().status(status);
+        for (name, value) in fields {
+            response = response.header(*name, *value);
+        }
+        let (parts, ()) = response.body(()).unwrap().into_parts();
+        let mut out = Vec::new();
+        response_to_h1(&parts, ended, head_request, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn an_http2_response_gets_the_framing_http1_needs() {
+        // A length is kept; without one the body is chunked, or empty if the
+        // stream already ended.
+        assert_eq!(
+            head_of(200, &[("content-length", "5")], false, false),
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
+        );
+        assert_eq!(
+            head_of(200, &[("grpc-status", "0")], false, false),
+            "HTTP/1.1 200 OK\r\ngrpc-status: 0\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        assert_eq!(
+            head_of(200, &[("grpc-status", "13")], true, false),
+            "HTTP/1.1 200 OK\r\ngrpc-status: 13\r\ncontent-length: 0\r\n\r\n"
+        );
+        // No body can follow: no framing is invented (a 0 would say the
+        // representation is empty).
+        assert_eq!(head_of(200, &[], true, true), "HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(
+            head_of(304, &[("etag", "\"x\"")], true, false),
+            "HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n"
+        );
+        assert_eq!(
+            head_of(204, &[], true, false),
+            "HTTP/1.1 204 No Content\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_rewritten_http1_head_becomes_the_http2_request() {
+        let head = b"POST http://ignored.test/a?b=1 HTTP/1.1\r\nHost: site.test\r\n\
+            Connection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nExpect: 100-continue\r\n\
+            TE: gzip\r\nContent-Length: 3\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n";
+        let request = request_from_h1(head, true, None).unwrap();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri().to_string(), "https://site.test/a?b=1");
+        let names: Vec<&str> = request.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-length", "x-forwarded-for", "te"]);
+        assert_eq!(request.headers()["te"], "trailers");
+        // HTTP/1.0 without Host: the backend's address names it.
+        let request =
+            request_from_h1(b"GET / HTTP/1.0\r\n\r\n", false, Some("10.0.0.5:80")).unwrap();
+        assert_eq!(request.uri().to_string(), "http://10.0.0.5:80/");
+        assert_eq!(
+            request_from_h1(b"GET / HTTP/1.1\r\n\r\n", false, None).unwrap_err(),
+            ConvertError::NoAuthority
+        );
+        // More fields than any limit: still converted.
+        let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..600 {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            request_from_h1(&many, false, None).unwrap().headers().len(),
+            601
+        );
     }
 }

@@ -183,7 +183,8 @@ pub(super) async fn proxy_request(
             reused,
             report,
         } = failed;
-        if error.side() == Side::Upstream {
+        // A refused stream was not acted on: no failure of the backend's.
+        if error.side() == Side::Upstream && !matches!(error, ProxyError::UpstreamRefused) {
             ShardStats::bump(&backend.stats.failures);
             if report {
                 shard.report_outcome(cluster, &backend, false);

@@ -88,7 +88,11 @@ pub(super) async fn attempt(
     };
     let sender = monoio::time::timeout(settings.backend_response_timeout, lease.sender().ready())
         .await
-        .map_err(|_| AttemptFailure::before(ProxyError::ResponseTimeout, reused))?
+        .map_err(|_| {
+            // A connection that cannot take a stream for that long is no use.
+            lease.retire();
+            AttemptFailure::before(ProxyError::ResponseTimeout, reused)
+        })?
         .map_err(refused)?;
     let mut sender = sender;
     let (response, mut body) = sender
@@ -142,6 +146,7 @@ pub(super) async fn attempt(
         reused,
         early,
         sent_at,
+        duplex: duplex.is_some(),
         started: &started,
     };
     let Some(from) = duplex else {
@@ -151,12 +156,13 @@ pub(super) async fn attempt(
     };
     let read = Cell::new(0);
     let pumped = pump(from, body, outbound, &read);
-    // The pump ends on its own only when it fails: the exchange is over when the
-    // response is.
+    // The exchange is over when the response is. The pump ends it early only
+    // when the client failed (gone, silent, over a limit); when the backend
+    // stopped taking the body, the response says how it ends.
     let pump_failed = async {
         match pumped.await {
-            Ok(()) => std::future::pending::<ProxyError>().await,
-            Err(error) => error,
+            Err(error) if error.side() != Side::Upstream => error,
+            _ => std::future::pending::<ProxyError>().await,
         }
     };
     let forwarded = answer.forward(outbound, pick, client, scratch, upbuf, record);
@@ -189,6 +195,8 @@ struct Answer<'a> {
     early: bool,
     /// When the head (and any held body) went out.
     sent_at: Instant,
+    /// The client's body is pumped beside it (HTTP/2 both ways).
+    duplex: bool,
     /// Set once part of the final response went to the client.
     started: &'a Cell<bool>,
 }
@@ -236,14 +244,20 @@ impl Answer<'_> {
                 }
                 return Err(failure);
             }
-            Err(_) => return Err(AttemptFailure::before(ProxyError::ResponseTimeout, reused)),
+            Err(_) => {
+                // The backend, or the connection, may be gone without a word (no
+                // RST over a dead path): new streams go on another connection.
+                self.lease.retire();
+                return Err(AttemptFailure::before(ProxyError::ResponseTimeout, reused));
+            }
         };
         if early {
             ShardStats::bump(&shard.stats.early_responses);
         }
         let (parts, recv) = answer.into_parts();
         upbuf.clear();
-        convert::response_to_h1(&parts, recv.is_end_stream(), upbuf);
+        let head_request = request.method == h1::Method::Head;
+        convert::response_to_h1(&parts, recv.is_end_stream(), head_request, upbuf);
         let side = ClientSide {
             method: request.method,
             http10: request.http10,
@@ -276,7 +290,14 @@ impl Answer<'_> {
         record.status = response.status;
         super::forward::add_sticky_cookie(outbound, backend, scratch);
         self.started.set(true);
-        relay(outbound, client, recv, scratch, &response)
+        // Both ways HTTP/2, a stream may stay quiet as long as a tunnel (a gRPC
+        // watch); else each piece of body must come within `backend_response`.
+        let quiet_for = if self.duplex {
+            outbound.settings.tunnel_idle
+        } else {
+            settings.backend_response_timeout
+        };
+        relay(client, recv, scratch, &response, quiet_for)
             .await
             .map_err(|error| AttemptFailure {
                 error,
@@ -302,7 +323,8 @@ async fn pump(
     outbound: &Outbound<'_>,
     read: &Cell<u64>,
 ) -> Result<(), ProxyError> {
-    let idle = outbound.settings.idle_timeout;
+    // A stream both ways may stay quiet as long as a tunnel (a gRPC watch).
+    let idle = outbound.settings.tunnel_idle;
     let room_wait = outbound.cluster.settings.backend_response_timeout;
     let max = outbound.settings.limits.max_body_bytes;
     let client_error = |e: h2::Error| {
@@ -503,15 +525,15 @@ async fn send_body(
 }
 
 /// Writes the response head (in `head`) and streams the body to the client,
-/// framed as the client needs it; the backend's trailers end a chunked body.
+/// framed as the client needs it, each piece within `read_timeout` of the last;
+/// the backend's trailers end a chunked body.
 async fn relay(
-    outbound: &Outbound<'_>,
     client: &mut Downstream<impl ClientIo>,
     mut recv: RecvStream,
     head: &mut Vec<u8>,
     response: &h1::Response,
+    read_timeout: Duration,
 ) -> Result<(), ProxyError> {
-    let read_timeout = outbound.cluster.settings.backend_response_timeout;
     let chunked = response.client_body == BodyKind::Chunked;
     let forward_body = response.client_body != BodyKind::None;
     let mut out = mem::take(head);
