@@ -329,6 +329,101 @@ both_drivers! {
     }
 }
 
+/// A HEADERS on stream 1 whose header block never ends: `fragments`
+/// CONTINUATION frames of 16 KiB after it, each full of literal fields.
+fn continuation_flood(fragments: usize) -> Vec<u8> {
+    use ringlb::protocol::h2::meter::{frame, PREFACE};
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend_from_slice(&frame(0x4, 0, 0, &[]));
+    // :method GET, :scheme http, :path /, then no END_HEADERS.
+    bytes.extend_from_slice(&frame(0x1, 0x1, 1, &[0x82, 0x86, 0x84]));
+    // Literal fields without indexing, new names: `x: ` and 120 bytes each.
+    let field: Vec<u8> = [&[0x00, 0x01, b'x', 0x78][..], &[b'a'; 120][..]].concat();
+    let block: Vec<u8> = field.repeat(16 * 1024 / field.len());
+    for _ in 0..fragments {
+        bytes.extend_from_slice(&frame(0x9, 0, 1, &block));
+    }
+    bytes
+}
+
+both_drivers! {
+    fn a_continuation_flood_gets_goaway_before_it_is_read(driver) {
+        use std::io::Write;
+        let h = start(driver, &["app1"], |_| {});
+        let addr = h.listener_addr("h2");
+        // 1,000 CONTINUATION frames (16 MiB of header block) that never end the
+        // block: h2 allows a few more than `limits.max_header_bytes` needs, then
+        // says GOAWAY(ENHANCE_YOUR_CALM) and closes; nothing is buffered past it.
+        let mut s = connect(addr);
+        let flood = continuation_flood(1000);
+        let writer = {
+            let mut s = s.try_clone().unwrap();
+            std::thread::spawn(move || s.write_all(&flood).is_ok())
+        };
+        let got = read_to_close(&mut s);
+        let goaway = frames(&got)
+            .into_iter()
+            .find(|(kind, _, _)| *kind == 0x7)
+            .expect("a GOAWAY");
+        assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0xb], "{goaway:?}");
+        assert!(!frames(&got).iter().any(|(kind, _, _)| *kind == 0x1), "no response to it");
+        drop(s);
+        assert!(!writer.join().unwrap(), "the proxy stopped reading before 16 MiB");
+        assert_eq!(one(addr, Call::get("/")).status, 200);
+    }
+}
+
+/// A client that grants no window (SETTINGS_INITIAL_WINDOW_SIZE 0) never takes
+/// a byte of its download: the write deadline (`timeouts.idle`) resets the
+/// stream, which frees its task, its backend connection and its buffers.
+#[test]
+fn a_stream_whose_client_grants_no_window_is_reset_after_the_idle_timeout() {
+    use ringlb::protocol::h2::meter::{frame, PREFACE};
+    use std::io::{Read, Write};
+    let h = start(Driver::Epoll, &["app1"], |c| {
+        c.timeouts.idle = Duration::from_secs(1);
+    });
+    let addr = h.listener_addr("h2");
+    let mut s = connect(addr);
+    let mut hello = PREFACE.to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
+    hello.extend_from_slice(&frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    // GET /bytes/1000000 on stream 1: :method GET, :scheme http, :path literal
+    // (indexed name 4), :authority literal "a" (indexed name 1).
+    let mut block = vec![0x82, 0x86, 0x44, 14];
+    block.extend_from_slice(b"/bytes/1000000");
+    block.extend_from_slice(&[0x41, 1, b'a']);
+    hello.extend_from_slice(&frame(0x1, 0x5, 1, &block));
+    s.write_all(&hello).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let reset = loop {
+        let all = frames(&got);
+        if let Some(reset) = all.iter().find(|(kind, _, _)| *kind == 0x3) {
+            break reset.clone();
+        }
+        let n = s.read(&mut buf).expect("a reset within the test's wait");
+        assert!(n > 0, "closed before the stream was reset: {all:?}");
+        got.extend_from_slice(&buf[..n]);
+    };
+    let all = frames(&got);
+    // The response head went out, and not a byte of body (no window).
+    assert!(all.iter().any(|(kind, _, _)| *kind == 0x1), "{all:?}");
+    assert!(
+        !all.iter().any(|(kind, _, p)| *kind == 0x0 && !p.is_empty()),
+        "{all:?}"
+    );
+    // RST_STREAM INTERNAL_ERROR (0x2): cut short, not ended.
+    assert_eq!(reset.2, vec![0, 0, 0, 2]);
+    wait_until("the request to end as client_io", || {
+        let at = ringlb::observe::stats::ERROR_KINDS
+            .iter()
+            .position(|k| *k == "client_io")
+            .unwrap();
+        h.stats().errors[at] == 1
+    });
+}
+
 #[test]
 fn a_client_that_ignores_its_goaway_is_closed_all_the_same() {
     use ringlb::protocol::h2::meter::{frame, PREFACE};

@@ -271,6 +271,34 @@ both_drivers! {
         assert_eq!(echoes, expected);
     }
 
+    fn grpc_health_checks_follow_the_serving_status(driver) {
+        use ringlb::config::CheckType;
+        let checked = |service: &str, start_up: bool| {
+            let service = service.to_string();
+            Harness::start_h2(driver, 1, move |c| {
+                let hc = &mut c.clusters[0].health_check;
+                hc.kind = CheckType::Grpc;
+                hc.service = service;
+                hc.start_up = start_up;
+                hc.healthy_threshold = 1;
+                hc.unhealthy_threshold = 1;
+                hc.interval = std::time::Duration::from_millis(100);
+            })
+        };
+        // SERVING: a backend that starts down comes up.
+        let h = checked("", false);
+        wait_until("the backend to come up", || h.backend("app1").healthy);
+        // The shard hears of it a moment later.
+        wait_until("a request to be served", || get(h.addr, "/").status == 200);
+        // NOT_SERVING, and a service the backend does not know (a trailers-only
+        // NOT_FOUND): a backend that starts up goes down.
+        for service in ["down", "missing"] {
+            let h = checked(service, true);
+            wait_until("the backend to go down", || !h.backend("app1").healthy);
+            wait_until("requests to find no backend", || get(h.addr, "/").status == 503);
+        }
+    }
+
     fn a_refused_stream_goes_again_whatever_the_method(driver) {
         let h = Harness::start_h2(driver, 1, |_| {});
         // REFUSED_STREAM: the backend did nothing with it, so even a POST is

@@ -595,8 +595,8 @@ impl Config {
                 errors.push(
                     keys.of("health_check", "kind"),
                     "\"http\" probes speak HTTP/1.1, which a backend of an \
-                     upstream.protocol = \"h2\" cluster may not: use \"tcp\" (the default \
-                     for h2 clusters)",
+                     upstream.protocol = \"h2\" cluster may not: use \"grpc\", or \"tcp\" \
+                     (the default for h2 clusters)",
                 );
             }
             if !(1..=1000).contains(&c.upstream.h2_max_streams) {
@@ -608,6 +608,18 @@ impl Config {
                     ),
                 );
             }
+        }
+        if hc.kind == CheckType::Grpc && c.upstream.protocol != UpstreamProtocol::H2 {
+            errors.push(
+                keys.of("health_check", "kind"),
+                "\"grpc\" checks speak HTTP/2: they need upstream.protocol = \"h2\"",
+            );
+        }
+        if hc.service.bytes().any(|b| b < b' ' || b == 0x7f) {
+            errors.push(
+                keys.of("health_check", "service"),
+                "must not contain control characters",
+            );
         }
         if hc.send_proxy && c.upstream.send_proxy.is_none() {
             errors.push(

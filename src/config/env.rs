@@ -96,6 +96,7 @@ pub(super) const OVERRIDABLE: &[(&str, &[(&str, Kind)])] = &[
             ("healthy_threshold", Kind::Integer),
             ("start", Kind::Text),
             ("slow_start", Kind::Text),
+            ("service", Kind::Text),
         ],
     ),
     (

@@ -135,6 +135,7 @@ struct FileHealthCheck {
     start: Option<String>,
     slow_start: Option<String>,
     send_proxy: Option<bool>,
+    service: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -932,6 +933,7 @@ fn cluster_from_parts(
             &[
                 ("http", CheckType::Http),
                 ("tcp", CheckType::Tcp),
+                ("grpc", CheckType::Grpc),
                 ("none", CheckType::None),
             ],
         ),
@@ -963,6 +965,7 @@ fn cluster_from_parts(
             )
         }),
         send_proxy: h.send_proxy.unwrap_or(false),
+        service: h.service.clone().unwrap_or_default(),
     };
     let rd = RetryConfig::default();
     let retry = RetryConfig {

@@ -746,6 +746,8 @@ pub struct HealthCheckConfig {
     pub slow_start: Option<Duration>,
     /// Checks start with a PROXY protocol header too (with `upstream.send_proxy`).
     pub send_proxy: bool,
+    /// The service a gRPC check asks about (`""`: the whole server).
+    pub service: String,
 }
 
 /// `[retry]`: sending a failed request to another backend.
@@ -802,6 +804,8 @@ impl Default for BreakerConfig {
 pub enum CheckType {
     Http,
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2 (`upstream.protocol = "h2"`).
+    Grpc,
     None,
 }
 
@@ -818,6 +822,7 @@ impl Default for HealthCheckConfig {
             start_up: true,
             slow_start: None,
             send_proxy: false,
+            service: String::new(),
         }
     }
 }

@@ -242,7 +242,7 @@ fn health_check_settings() {
     assert_error(
         &format!("[health_check]\nkind = \"icmp\"\n{ONE_BACKEND}"),
         "health_check.kind",
-        "http, tcp, none",
+        "http, tcp, grpc, none",
     );
     assert_error(
         &format!("[health_check]\nexpect_status = \"2xx\"\n{ONE_BACKEND}"),
@@ -1452,6 +1452,25 @@ fn upstream_http2_settings() {
         &cluster("protocol = \"h2\", send_proxy = \"v1\"", ""),
         "clusters[0].upstream.send_proxy",
         "cannot go with upstream.protocol = \"h2\"",
+    );
+    let c = parse(
+        &cluster(
+            "protocol = \"h2\"",
+            "health_check = { kind = \"grpc\", service = \"app.Greeter\" }\n",
+        ),
+        "t.toml",
+        no_env(),
+    )
+    .expect("valid");
+    let hc = &c.clusters[0].health_check;
+    assert_eq!(
+        (hc.kind, hc.service.as_str()),
+        (CheckType::Grpc, "app.Greeter")
+    );
+    assert_error(
+        &cluster("", "health_check = { kind = \"grpc\" }\n"),
+        "clusters[0].health_check.kind",
+        "need upstream.protocol = \"h2\"",
     );
     assert_error(
         &cluster("protocol = \"h2\", h2_max_streams = 0", ""),

@@ -1,9 +1,10 @@
 //! `health`: whether a backend is up, decided from active check results.
 //!
 //! Owns the rise/fall state machine (HAProxy-style consecutive thresholds) and
-//! the probe itself (`probe`: a TCP connect, or `GET path` with a status range,
-//! either after a PROXY header when `health_check.send_proxy` asks, and over TLS
-//! when the cluster speaks TLS to its backends).
+//! the probe itself (`probe`: a TCP connect, `GET path` with a status range, or
+//! a gRPC health call (`grpc_probe`), each after a PROXY header when
+//! `health_check.send_proxy` asks, and over TLS when the cluster speaks TLS to
+//! its backends).
 //! The state machine is sans-io and takes `now`, so its tests never sleep. Called
 //! by the control thread (decisions) and the health checker thread (probes);
 //! never on the request path.
@@ -33,6 +34,11 @@ pub enum CheckKind {
     },
     /// Up when a TCP connection can be made.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2; up when `service` is SERVING.
+    Grpc {
+        /// The service asked about (`""`: the whole server).
+        service: String,
+    },
 }
 
 /// A check, and whether its connection starts with a PROXY header or speaks TLS.
@@ -73,6 +79,12 @@ pub enum CheckFailure {
     /// A status outside the expected range.
     #[error("status {0}")]
     Status(u16),
+    /// A gRPC check's call failed with this `grpc-status`.
+    #[error("grpc status {0}")]
+    GrpcStatus(u32),
+    /// A gRPC check's answer: the service is not SERVING (1) but this.
+    #[error("grpc health: serving status {0}")]
+    NotServing(u64),
     /// This process could not open the check's connection (no descriptors or
     /// memory left): the check says nothing about the backend and is not counted.
     #[error("out of local resources: {0}")]
@@ -82,6 +94,9 @@ pub enum CheckFailure {
 /// Runs one check against `address`, bounded by `timeout` overall. Blocking: the
 /// health checker runs each backend's checks on a thread of its own.
 pub fn probe(address: SocketAddr, probe: &Probe, timeout: Duration) -> Result<(), CheckFailure> {
+    if let CheckKind::Grpc { service } = &probe.kind {
+        return super::grpc_probe::check(address, probe, service, timeout);
+    }
     let deadline = Instant::now() + timeout;
     let stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| {
         if crate::sys::out_of_resources(&e) {

@@ -121,10 +121,17 @@ impl Members {
                 path: self.check.path.clone(),
                 expect: self.check.expect_status.clone(),
             },
+            CheckType::Grpc => CheckKind::Grpc {
+                service: self.check.service.clone(),
+            },
+        };
+        let alpn: &[u8] = match kind {
+            CheckKind::Grpc { .. } => b"h2",
+            _ => b"http/1.1",
         };
         let tls = match &self.tls {
             None => None,
-            Some(material) => match material.client_config(b"http/1.1") {
+            Some(material) => match material.client_config(alpn) {
                 Ok(config) => Some(ProbeTls {
                     config,
                     server_name: material.server_name.clone(),

@@ -9,6 +9,7 @@
 //! bounded channels with room).
 
 pub mod breaker;
+pub mod grpc_probe;
 pub mod handle;
 pub mod health;
 pub mod members;

@@ -234,8 +234,19 @@ async fn handle(
         return grpc_echo(method, recv, respond).await;
     }
     if path == "/grpc.health.v1.Health/Check" {
-        let _ = read_body(&mut recv).await?;
-        return grpc_reply(&mut respond, &[vec![0x08, 0x01]], 0).await;
+        // The service named in the request (field 1): "down" is NOT_SERVING,
+        // "missing" unknown (NOT_FOUND, trailers only), any other SERVING.
+        let (mut body, _) = read_body(&mut recv).await?;
+        let message = grpc_messages(&mut body).pop().unwrap_or_default();
+        let service = match message.as_slice() {
+            [0x0a, len, name @ ..] if name.len() == usize::from(*len) => name,
+            _ => &[][..],
+        };
+        return match service {
+            b"down" => grpc_reply(&mut respond, &[vec![0x08, 0x02]], 0).await,
+            b"missing" => grpc_trailers_only(&mut respond, 5, "unknown service").await,
+            _ => grpc_reply(&mut respond, &[vec![0x08, 0x01]], 0).await,
+        };
     }
     match path.as_str() {
         "/" => answer(&mut respond, head_only, 200, name.as_bytes()).await,
@@ -369,6 +380,20 @@ async fn grpc_reply(
         .map_err(h2_io)
 }
 
+/// A gRPC answer in one HEADERS that ends the stream, its status in it.
+async fn grpc_trailers_only(
+    respond: &mut SendResponse<Bytes>,
+    status: u32,
+    message: &'static str,
+) -> io::Result<()> {
+    let mut head = response(200);
+    let fields = head.headers_mut();
+    fields.insert("content-type", HeaderValue::from_static("application/grpc"));
+    fields.extend(grpc_trailers(status, Some(message)));
+    respond.send_response(head, true).map_err(h2_io)?;
+    Ok(())
+}
+
 fn grpc_trailers(status: u32, message: Option<&'static str>) -> HeaderMap {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from(status));
@@ -426,19 +451,8 @@ async fn grpc_echo(
             }
             stream.send_trailers(grpc_trailers(0, None)).map_err(h2_io)
         }
-        _ => {
-            // "Fail", and any method it does not know: trailers only.
-            let mut head = response(200);
-            let fields = head.headers_mut();
-            fields.insert("content-type", HeaderValue::from_static("application/grpc"));
-            let (status, message) = if method == "Fail" {
-                (13, "boom")
-            } else {
-                (12, "unknown method")
-            };
-            fields.extend(grpc_trailers(status, Some(message)));
-            respond.send_response(head, true).map_err(h2_io)?;
-            Ok(())
-        }
+        // "Fail", and any method it does not know: trailers only.
+        "Fail" => grpc_trailers_only(&mut respond, 13, "boom").await,
+        _ => grpc_trailers_only(&mut respond, 12, "unknown method").await,
     }
 }
