@@ -518,6 +518,7 @@ fn send_all_tls(
         Driver::Epoll,
         bounded(async move {
             let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
             let name = rustls::pki_types::ServerName::try_from("example.test").unwrap();
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp.into_poll_io().unwrap())
@@ -701,4 +702,83 @@ fn goaway_while_streaming<T>(
     });
     let done = goaway(h);
     (done, client.join().unwrap())
+}
+
+/// A 1 GiB upload on one stream, without a length, through a ringlb process of
+/// its own, to an HTTP/1.1 origin (chunked) and to an HTTP/2 one (DATA relayed
+/// beside the response): it arrives whole, and the proxy's peak memory grows by
+/// a few windows, not by the body.
+#[test]
+fn a_gigabyte_upload_on_one_stream_passes_with_bounded_memory() {
+    for upstream_h2 in [false, true] {
+        gigabyte_upload(upstream_h2);
+    }
+}
+
+fn gigabyte_upload(upstream_h2: bool) {
+    use support::process::Proxy;
+    const TOTAL: u64 = 1 << 30;
+    const PIECE: usize = 16 * 1024;
+    static ZEROS: [u8; PIECE] = [0; PIECE];
+    let origin = if upstream_h2 {
+        ringlb::testkit::h2_origin::spawn("127.0.0.1:0".parse().unwrap(), "app1", Driver::Epoll)
+            .unwrap()
+    } else {
+        spawn_origin(Driver::Epoll, "app1")
+    };
+    let config = format!(
+        "[server]\nshards = 1\nio = \"epoll\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"h2\"\naddress = \"127.0.0.1:0\"\nprotocol = \"h2c\"\n\
+         [[routes]]\ncluster = \"web\"\n\
+         [[clusters]]\nname = \"web\"\nhealth_check = {{ kind = \"none\" }}\n\
+         upstream = {{ protocol = \"{}\" }}\n\
+         backends = [ {{ name = \"app1\", address = \"{}\" }} ]\n",
+        if upstream_h2 { "h2" } else { "http1" },
+        origin.addr()
+    );
+    let proxy = Proxy::start(&format!("gigabyte-upload-{upstream_h2}"), &config);
+    assert_eq!(one(proxy.addr, Call::get("/")).status, 200);
+    let (peak_before, _) = proxy.memory_kib();
+    let addr = proxy.addr;
+    let answer = run_on(Driver::Epoll, async move {
+        // Longer than the usual wait: a gigabyte on a loaded machine.
+        monoio::time::timeout(Duration::from_secs(300), async move {
+            let (sender, _driving) = h2c_connect(addr).await;
+            let mut sender = sender.ready().await.unwrap();
+            let request = http::Request::post("http://test.example/sink")
+                .body(())
+                .unwrap();
+            let (response, mut send) = sender.send_request(request, false).unwrap();
+            let mut sent = 0u64;
+            while sent < TOTAL {
+                send.reserve_capacity(PIECE);
+                let room = std::future::poll_fn(|cx| send.poll_capacity(cx))
+                    .await
+                    .expect("the stream is open")
+                    .unwrap();
+                let n = room.min(PIECE).min((TOTAL - sent) as usize);
+                send.send_data(bytes::Bytes::from_static(&ZEROS[..n]), false)
+                    .unwrap();
+                sent += n as u64;
+            }
+            send.send_data(bytes::Bytes::new(), true).unwrap();
+            let mut body = response.await.unwrap().into_body();
+            let mut text = Vec::new();
+            while let Some(data) = body.data().await {
+                text.extend_from_slice(&data.unwrap());
+            }
+            String::from_utf8(text).unwrap()
+        })
+        .await
+        .expect("the upload finished")
+    })
+    .unwrap();
+    assert!(answer.starts_with(&format!("{TOTAL} ")), "{answer}");
+    let (peak_after, _) = proxy.memory_kib();
+    let grew = peak_after.saturating_sub(peak_before);
+    assert!(
+        grew < 32 * 1024,
+        "the proxy's peak grew by {grew} KiB for a 1 GiB upload"
+    );
+    eprintln!("1 GiB upload (HTTP/2 origin: {upstream_h2}): the peak RSS grew by {grew} KiB");
 }

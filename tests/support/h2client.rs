@@ -74,6 +74,7 @@ pub fn send_all(addr: SocketAddr, calls: Vec<Call>) -> Vec<Result<Answer, h2::Er
         Driver::Epoll,
         bounded(async move {
             let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
             all_calls(tcp.into_poll_io().unwrap(), calls).await
         }),
     )
@@ -95,6 +96,8 @@ pub async fn h2c_connect(
     addr: SocketAddr,
 ) -> (SendRequest<Bytes>, JoinHandle<Result<(), h2::Error>>) {
     let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+    // Without it, Nagle's algorithm and delayed ACKs stall a window's last frame.
+    tcp.set_nodelay(true).unwrap();
     h2_over(tcp.into_poll_io().unwrap()).await
 }
 

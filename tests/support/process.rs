@@ -76,6 +76,9 @@ impl Proxy {
                 config: path,
             }),
             Err(_) => {
+                // No start-up line in time: it exited, or it is stuck (or
+                // says nothing at its log level); either way it ends here.
+                let _ = child.kill();
                 let status = child.wait().expect("ringlb exits");
                 // Let the reader thread collect the last lines.
                 std::thread::sleep(Duration::from_millis(50));
