@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use monoio::io::IntoPollIo;
 use ringlb::config::{ListenerProtocol, Strategy};
+use ringlb::observe::h2::ResetWay;
 use ringlb::shard::{run_on, Driver};
 use ringlb::testkit::origin::{pattern_byte, Fnv};
 use support::h2client::*;
@@ -422,6 +423,19 @@ fn a_stream_whose_client_grants_no_window_is_reset_after_the_idle_timeout() {
             .unwrap();
         h.stats().errors[at] == 1
     });
+    let resets = h.stats().h2.resets;
+    assert_eq!(
+        resets[ResetWay::ToClient as usize][reason("internal_error")],
+        1
+    );
+}
+
+/// The index of an HTTP/2 error code's name in the reset counters.
+fn reason(name: &str) -> usize {
+    ringlb::observe::h2::H2_REASONS
+        .iter()
+        .position(|r| *r == name)
+        .unwrap()
 }
 
 #[test]
@@ -484,6 +498,10 @@ both_drivers! {
         let errors = h.stats().errors;
         let client_io = ringlb::observe::stats::ERROR_KINDS.iter().position(|k| *k == "client_io").unwrap();
         assert_eq!(errors[client_io], 1);
+        // Counted as the client's reset, by its code (CANCEL).
+        let resets = h.stats().h2.resets;
+        assert_eq!(resets[ResetWay::FromClient as usize][reason("cancel")], 1);
+        assert_eq!(resets.iter().flatten().sum::<u64>(), 1);
     }
 }
 

@@ -353,6 +353,11 @@ both_drivers! {
         });
         let reply = get(h.addr, "/reset");
         assert_eq!(reply.status, 502);
+        let from_backend = |h: &Harness| {
+            let internal = ringlb::observe::h2::H2_REASONS.iter().position(|r| *r == "internal_error").unwrap();
+            h.stats().h2.resets[ringlb::observe::h2::ResetWay::FromBackend as usize][internal]
+        };
+        assert_eq!(from_backend(&h), 1);
         assert_eq!(h.origins[0].connections(), 1, "a stream reset keeps the connection");
         // The connection serves on.
         assert_eq!(get(h.addr, "/").status, 200);
@@ -376,6 +381,7 @@ both_drivers! {
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("Content-Length: 2000"), "{text}");
         assert_eq!(ended, "reset");
+        assert_eq!(from_backend(&h), 2);
     }
 }
 

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use crate::control::breaker::BreakerState;
 use crate::control::handle::{BackendView, ClusterView, Report};
-use crate::observe::h2::{H2Totals, H2_FLOODS};
+use crate::observe::h2::{H2Totals, H2_FLOODS, H2_REASONS, RESET_WAYS};
 use crate::observe::logging::escape_json;
 use crate::observe::stats::{LatencySummary, ERROR_KINDS};
 use crate::observe::tls::{TlsTotals, TLS_CIPHERS, TLS_FAILURES, TLS_SNI, TLS_VERSIONS};
@@ -278,9 +278,17 @@ fn h2_json(out: &mut String, t: &H2Totals) {
     }
     let _ = write!(
         out,
-        "}},\"upstream_connections\":{},\"upstream_streams\":{}}}",
+        "}},\"upstream_connections\":{},\"upstream_streams\":{},\"resets\":{{",
         t.upstream_connections, t.upstream_streams
     );
+    for (i, (way, counts)) in RESET_WAYS.iter().zip(&t.resets).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{way}\":");
+        named_counts_json(out, &H2_REASONS, counts);
+    }
+    out.push_str("}}");
 }
 
 fn backend_json(out: &mut String, b: &BackendView) {
@@ -368,6 +376,20 @@ fn h2_metrics(out: &mut String, t: &H2Totals) {
             "ringlb_h2_floods_total{{kind=\"{}\"}} {n}",
             flood.as_str()
         );
+    }
+    family(
+        out,
+        "ringlb_h2_resets_total",
+        "counter",
+        "HTTP/2 streams reset, by way (from_client, to_client, from_backend) and error code.",
+    );
+    for (way, counts) in RESET_WAYS.iter().zip(&t.resets) {
+        for (reason, n) in H2_REASONS.iter().zip(counts) {
+            let _ = writeln!(
+                out,
+                "ringlb_h2_resets_total{{way=\"{way}\",reason=\"{reason}\"}} {n}"
+            );
+        }
     }
     scalar(
         out,

@@ -3,7 +3,8 @@
 //! Owns the counters a shard keeps (`ShardH2Stats`, plain `Cell`s: client
 //! connections that began, prefaces that failed, streams, connections closed for
 //! a frame flood by kind; and to HTTP/2 backends, connections opened and streams
-//! sent) and their absolute values in reports ([`H2Totals`]). The
+//! sent; stream resets by way and reason) and their absolute values in reports
+//! ([`H2Totals`]). The
 //! requests themselves are counted with HTTP/1.1's. Nothing here blocks or
 //! touches another thread's data.
 
@@ -22,6 +23,42 @@ pub const H2_FLOODS: [Flood; 7] = [
     Flood::Unknown,
 ];
 
+/// HTTP/2 error codes (RFC 9113 §7), by code; any other is `unknown`.
+pub const H2_REASONS: [&str; 15] = [
+    "no_error",
+    "protocol_error",
+    "internal_error",
+    "flow_control_error",
+    "settings_timeout",
+    "stream_closed",
+    "frame_size_error",
+    "refused_stream",
+    "cancel",
+    "compression_error",
+    "connect_error",
+    "enhance_your_calm",
+    "inadequate_security",
+    "http_1_1_required",
+    "unknown",
+];
+
+/// Which way a stream reset went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetWay {
+    /// A client reset its stream (it went away, or gave up).
+    FromClient = 0,
+    /// ringlb reset a client's stream (a response cut short).
+    ToClient = 1,
+    /// An HTTP/2 backend reset the stream of a request.
+    FromBackend = 2,
+}
+
+/// The ways, in `ResetWay` order, as counted.
+pub const RESET_WAYS: [&str; 3] = ["from_client", "to_client", "from_backend"];
+
+/// Resets by way and reason (`RESET_WAYS` x `H2_REASONS`).
+pub type ResetCounts = [[u64; H2_REASONS.len()]; RESET_WAYS.len()];
+
 /// One shard's HTTP/2 counters.
 #[derive(Debug, Default)]
 pub struct ShardH2Stats {
@@ -31,6 +68,7 @@ pub struct ShardH2Stats {
     floods: [Cell<u64>; H2_FLOODS.len()],
     upstream_connections: Cell<u64>,
     upstream_streams: Cell<u64>,
+    resets: [[Cell<u64>; H2_REASONS.len()]; RESET_WAYS.len()],
 }
 
 impl ShardH2Stats {
@@ -66,6 +104,15 @@ impl ShardH2Stats {
         bump(&self.upstream_streams);
     }
 
+    /// A stream was reset, one `way`, with error code `code`.
+    pub fn reset(&self, way: ResetWay, code: u32) {
+        let reason = usize::try_from(code)
+            .ok()
+            .filter(|&i| i < H2_REASONS.len() - 1)
+            .unwrap_or(H2_REASONS.len() - 1);
+        bump(&self.resets[way as usize][reason]);
+    }
+
     /// The absolute values, for a report.
     pub fn totals(&self) -> H2Totals {
         H2Totals {
@@ -75,6 +122,10 @@ impl ShardH2Stats {
             floods: self.floods.each_ref().map(Cell::get),
             upstream_connections: self.upstream_connections.get(),
             upstream_streams: self.upstream_streams.get(),
+            resets: self
+                .resets
+                .each_ref()
+                .map(|way| way.each_ref().map(Cell::get)),
         }
     }
 }
@@ -99,6 +150,8 @@ pub struct H2Totals {
     pub upstream_connections: u64,
     /// Streams sent to HTTP/2 backends (requests, retries included).
     pub upstream_streams: u64,
+    /// Stream resets by way and reason.
+    pub resets: ResetCounts,
 }
 
 impl H2Totals {
@@ -109,6 +162,11 @@ impl H2Totals {
         self.streams += o.streams;
         self.upstream_connections += o.upstream_connections;
         self.upstream_streams += o.upstream_streams;
+        for (ways, other) in self.resets.iter_mut().zip(o.resets) {
+            for (a, b) in ways.iter_mut().zip(other) {
+                *a += b;
+            }
+        }
         for (a, b) in self.floods.iter_mut().zip(o.floods) {
             *a += b;
         }

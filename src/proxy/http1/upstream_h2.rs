@@ -23,6 +23,7 @@ use h2::{RecvStream, SendStream};
 
 use crate::cluster::backend::InFlight;
 use crate::config::Strategy;
+use crate::observe::h2::{ResetWay, ShardH2Stats};
 use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::protocol::h1::{self, BodyKind, ChunkEvent, ChunkedDecoder, ClientSide, H1Error};
 use crate::protocol::h2::convert;
@@ -236,6 +237,7 @@ impl Answer<'_> {
         let answer = match monoio::time::timeout(wait, self.response).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
+                count_reset(&shard.stats.h2, &e);
                 let mut failure = failed_stream(&e, self.lease, reused);
                 if held_body.is_none() && matches!(failure.error, ProxyError::UpstreamRefused) {
                     // Part of a streamed body is gone from ringlb: whatever the
@@ -297,7 +299,7 @@ impl Answer<'_> {
         } else {
             settings.backend_response_timeout
         };
-        relay(client, recv, scratch, &response, quiet_for)
+        relay(client, recv, scratch, &response, quiet_for, &shard.stats.h2)
             .await
             .map_err(|error| AttemptFailure {
                 error,
@@ -399,6 +401,13 @@ fn failed_stream(e: &h2::Error, lease: &H2Lease, reused: bool) -> AttemptFailure
 
 fn error_refused(e: &h2::Error) -> bool {
     matches!(stream_error(e), ProxyError::UpstreamRefused)
+}
+
+/// Counts a reset the backend sent (not one ringlb or h2 made).
+fn count_reset(stats: &ShardH2Stats, e: &h2::Error) {
+    if let (true, true, Some(reason)) = (e.is_reset(), e.is_remote(), e.reason()) {
+        stats.reset(ResetWay::FromBackend, u32::from(reason));
+    }
 }
 
 /// What a failed stream means for the request.
@@ -533,6 +542,7 @@ async fn relay(
     head: &mut Vec<u8>,
     response: &h1::Response,
     read_timeout: Duration,
+    stats: &ShardH2Stats,
 ) -> Result<(), ProxyError> {
     let chunked = response.client_body == BodyKind::Chunked;
     let forward_body = response.client_body != BodyKind::None;
@@ -575,14 +585,20 @@ async fn relay(
                         write_all_client(client, &mut out).await?;
                     }
                 }
-                Some(Err(e)) => return Err(stream_error(&e)),
+                Some(Err(e)) => {
+                    count_reset(stats, &e);
+                    return Err(stream_error(&e));
+                }
                 None => break,
             }
         }
         if chunked {
             let trailers = match monoio::time::timeout(read_timeout, recv.trailers()).await {
                 Ok(Ok(trailers)) => trailers,
-                Ok(Err(e)) => return Err(stream_error(&e)),
+                Ok(Err(e)) => {
+                    count_reset(stats, &e);
+                    return Err(stream_error(&e));
+                }
                 Err(_) => return Err(ProxyError::ResponseTimeout),
             };
             convert::trailers_to_h1(trailers.as_ref(), &mut out)

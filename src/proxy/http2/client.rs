@@ -53,13 +53,14 @@ pub enum Framing {
 impl Reply {
     /// Ready once the client reset the stream or the connection is gone (h2
     /// wakes every stream then). Pending while the stream lives, or ended.
-    pub fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Option<u32>> {
         let polled = match self {
             Reply::Head(respond) => respond.poll_reset(cx),
             Reply::Body(send, _) => send.poll_reset(cx),
             Reply::Ended => return Poll::Pending,
         };
-        polled.map(|_| ())
+        // The client's error code; `None` when the connection ended instead.
+        polled.map(|reset| reset.ok().map(u32::from))
     }
 }
 
@@ -67,6 +68,8 @@ impl Reply {
 pub struct StreamEnd {
     /// The request body; `None` once handed over whole ([`ClientIo::take_h2_body`]).
     recv: Option<RecvStream>,
+    /// ringlb reset the stream (a response cut short).
+    reset_sent: bool,
     /// Some of the request body was read (as HTTP/1.1 bytes).
     body_read: bool,
     /// How the request body is handed on.
@@ -108,6 +111,7 @@ impl StreamEnd {
     ) -> Self {
         StreamEnd {
             recv: Some(recv),
+            reset_sent: false,
             body_read: false,
             body,
             body_ended: body == RequestBody::None,
@@ -124,6 +128,11 @@ impl StreamEnd {
     /// The response side, for the stream's task to watch for a reset.
     pub fn reply(&self) -> Rc<RefCell<Reply>> {
         Rc::clone(&self.reply)
+    }
+
+    /// Whether ringlb reset the stream (`RST_STREAM INTERNAL_ERROR`).
+    pub fn reset_sent(&self) -> bool {
+        self.reset_sent
     }
 
     /// Whether any part of a final response went out.
@@ -398,8 +407,9 @@ impl ClientIo for StreamEnd {
         match &mut *reply {
             Reply::Head(respond) => respond.send_reset(Reason::INTERNAL_ERROR),
             Reply::Body(send, _) => send.send_reset(Reason::INTERNAL_ERROR),
-            Reply::Ended => {}
+            Reply::Ended => return,
         }
+        self.reset_sent = true;
         *reply = Reply::Ended;
     }
 

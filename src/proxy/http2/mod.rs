@@ -25,6 +25,7 @@ use h2::RecvStream;
 use http::Request;
 
 use crate::log_debug;
+use crate::observe::h2::ResetWay;
 use crate::observe::stats::{RequestRecord, ShardStats};
 use crate::pollio::PollStream;
 use crate::protocol::h1::{self, Forwarding, Method};
@@ -322,15 +323,21 @@ async fn serve_stream(
         // dropped, never pooled) instead of waiting for its timeouts.
         let reset = std::future::poll_fn(|cx| reply.borrow_mut().poll_reset(cx));
         monoio::select! {
-            (result, _route) = exchange => Some(result),
-            _ = reset => None,
+            (result, _route) = exchange => Ok(result),
+            code = reset => Err(code),
         }
     };
-    let Some(result) = exchanged else {
-        let error = ProxyError::ClientIo(std::io::ErrorKind::ConnectionReset);
-        count_failure(shard, peer, &error);
-        record_alone(shard, started, &error, 0);
-        return;
+    let result = match exchanged {
+        Ok(result) => result,
+        Err(code) => {
+            if let Some(code) = code {
+                shard.stats.h2.reset(ResetWay::FromClient, code);
+            }
+            let error = ProxyError::ClientIo(std::io::ErrorKind::ConnectionReset);
+            count_failure(shard, peer, &error);
+            record_alone(shard, started, &error, 0);
+            return;
+        }
     };
     let failure = match result {
         Ok(Done::Next { .. }) => {
@@ -340,7 +347,11 @@ async fn serve_stream(
             return;
         }
         // No upgrade crosses HTTP/2: the request cannot have asked for one.
-        Ok(Done::Upgraded(_)) => return client.stream.cut(),
+        Ok(Done::Upgraded(_)) => {
+            client.stream.cut();
+            shard.stats.h2.reset(ResetWay::ToClient, INTERNAL_ERROR);
+            return;
+        }
         Err(failure) => failure,
     };
     let error = if client.stream.unfit_head() {
@@ -359,7 +370,13 @@ async fn serve_stream(
         }
         _ => client.stream.cut(),
     }
+    if client.stream.reset_sent() {
+        shard.stats.h2.reset(ResetWay::ToClient, INTERNAL_ERROR);
+    }
 }
+
+/// The code of the resets ringlb sends clients (RFC 9113 §7).
+const INTERNAL_ERROR: u32 = 0x2;
 
 /// A stream ready for the exchange: its client end, the request as HTTP/1.1
 /// parsed it, and the scratch buffers with the rewritten head.
