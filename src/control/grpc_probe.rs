@@ -1,10 +1,10 @@
 //! `control::grpc_probe`: the gRPC health check (`health_check.kind = "grpc"`).
 //!
 //! Owns one `grpc.health.v1.Health/Check` call to one backend over HTTP/2 (h2c,
-//! or TLS with ALPN `h2` when the cluster speaks TLS), after a PROXY header when
-//! the check sends one, on a monoio epoll runtime of its own in the checker
-//! thread, the whole call bounded by the check's timeout: the backend is up when
-//! it answers SERVING. The two messages are hand-encoded (a string field out, an
+//! or TLS with ALPN `h2` when the cluster speaks TLS; no PROXY header, which an
+//! HTTP/2 cluster cannot send), on a monoio epoll runtime of its own in the
+//! checker thread, the whole call bounded by the check's timeout: the backend is
+//! up when it answers SERVING. The two messages are hand-encoded (a string field out, an
 //! enum field back): no protobuf code. Never on the request path.
 
 use std::net::SocketAddr;
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rustls::pki_types::ServerName;
 
-use crate::protocol::proxy_header;
 use crate::protocol::tls::TlsSession;
 use crate::shard::{run_on, Driver};
 use crate::stream::{self, HandshakeError, Stream};
@@ -42,7 +41,8 @@ pub fn check(
             .await
             .unwrap_or(Err(CheckFailure::Timeout))
     };
-    run_on(Driver::Epoll, bounded)
+    // Boxed: the call's state (TLS, h2) on the heap, not the thread's stack.
+    run_on(Driver::Epoll, Box::pin(bounded))
         .unwrap_or_else(|e| Err(CheckFailure::OutOfResources(e.to_string())))
 }
 
@@ -70,21 +70,11 @@ async fn call(
     service: &str,
     deadline: Instant,
 ) -> Result<(), CheckFailure> {
-    let mut tcp = monoio::net::TcpStream::connect_addr(address)
+    let tcp = monoio::net::TcpStream::connect_addr(address)
         .await
         .map_err(io_failure)?;
     let _ = tcp.set_nodelay(true);
-    if let Some(version) = probe.send_proxy {
-        // The check's own connection, as a backend behind send_proxy expects.
-        let local = tcp.local_addr().map_err(io_failure)?;
-        let mut header = Vec::new();
-        proxy_header::write(&mut header, version, local, address);
-        let len = header.len();
-        let left = deadline.saturating_duration_since(Instant::now());
-        stream::write_range(&mut tcp, &mut header, 0..len, left)
-            .await
-            .map_err(io_failure)?;
-    }
+    let mut authority = address.to_string();
     let stream = match &probe.tls {
         None => Stream::Plain(tcp),
         Some(tls) => {
@@ -92,6 +82,11 @@ async fn call(
                 .server_name
                 .clone()
                 .unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
+            if let ServerName::DnsName(dns) = &name {
+                // What the backend's certificate names, for a gateway that
+                // routes by host.
+                authority = format!("{}:{}", dns.as_ref(), address.port());
+            }
             let session = TlsSession::client(Arc::clone(&tls.config), name)
                 .map_err(|e| CheckFailure::Tls(e.to_string()))?;
             let stream = match stream::handshake(tcp, session, Vec::new(), deadline).await {
@@ -109,13 +104,31 @@ async fn call(
     };
     let scheme = if probe.tls.is_some() { "https" } else { "http" };
     let io = stream.into_poll(Vec::new()).map_err(io_failure)?;
-    let (sender, connection) = h2::client::handshake(io).await.map_err(h2_failure)?;
-    // Ends when the call is over and `sender` dropped (or the runtime with it).
-    monoio::spawn(async move {
+    let (sender, connection) = h2::client::Builder::new()
+        .max_header_list_size(MAX_ANSWER as u32)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(h2_failure)?;
+    // Ends once the call is over and `sender` dropped: h2 says GOAWAY and closes.
+    let driving = monoio::spawn(async move {
         let _ = connection.await;
     });
+    let answered = exchange(sender, scheme, &authority, service).await;
+    // Let the connection close cleanly, within what is left of the check.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let _ = monoio::time::timeout(left, driving).await;
+    answered
+}
+
+/// The call itself, on an open HTTP/2 connection.
+async fn exchange(
+    sender: h2::client::SendRequest<Bytes>,
+    scheme: &str,
+    authority: &str,
+    service: &str,
+) -> Result<(), CheckFailure> {
     let mut sender = sender.ready().await.map_err(h2_failure)?;
-    let request = http::Request::post(format!("{scheme}://{address}{CHECK}"))
+    let request = http::Request::post(format!("{scheme}://{authority}{CHECK}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .header("user-agent", "ringlb-health")
@@ -222,6 +235,9 @@ fn serving_status(body: &[u8]) -> Option<u64> {
                 let end = used.checked_add(usize::try_from(len).ok()?)?;
                 message = message.get(end..)?;
             }
+            // Fixed 64 and 32 bits: unknown fields, skipped.
+            1 => message = message.get(8..)?,
+            5 => message = message.get(4..)?,
             _ => return None,
         }
     }
@@ -249,6 +265,10 @@ mod tests {
         assert_eq!(serving_status(&[0, 0, 0, 0, 0]), Some(0));
         assert_eq!(
             serving_status(&[0, 0, 0, 0, 5, 0x12, 1, b'x', 0x08, 0x01]),
+            Some(SERVING)
+        );
+        assert_eq!(
+            serving_status(&[0, 0, 0, 0, 7, 0x1d, 1, 2, 3, 4, 0x08, 0x01]),
             Some(SERVING)
         );
         // Compressed, cut short, or with bytes after the message: not an answer.

@@ -427,9 +427,14 @@ pub fn spawn_checker(
     results: crossbeam_channel::Sender<CheckResult>,
 ) -> std::io::Result<Checker> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    // A gRPC check runs a runtime, TLS and h2 on this thread: more room.
+    let stack = match probe.kind {
+        CheckKind::Grpc { .. } => 1024 * 1024,
+        _ => 128 * 1024,
+    };
     std::thread::Builder::new()
         .name(format!("ringlb-health-{name}"))
-        .stack_size(128 * 1024)
+        .stack_size(stack)
         .spawn(move || loop {
             let outcome = self::probe(address, &probe, timeout);
             if let Err(CheckFailure::OutOfResources(why)) = &outcome {

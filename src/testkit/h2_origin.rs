@@ -47,7 +47,7 @@ pub const H2_ROUTES: &str = "\
   /refuse-once      the first such stream is refused (REFUSED_STREAM), later ones served
   /goaway           200, then GOAWAY on its connection
   gRPC /ringlb.test.Echo/{Unary,ServerStream,ClientStream,Bidi,Fail}
-       /grpc.health.v1.Health/Check";
+       /grpc.health.v1.Health/Check (SERVING; NOT_SERVING for \"down\", NOT_FOUND for \"missing\")";
 
 /// Starts an HTTP/2 origin on `address` in a thread of its own.
 pub fn spawn(address: SocketAddr, name: &str, driver: Driver) -> io::Result<OriginHandle> {

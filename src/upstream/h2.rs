@@ -160,7 +160,11 @@ impl Multiplexed {
                 if let Some(lease) = self.checkout(target.max_streams) {
                     return Ok((lease, true, false));
                 }
-                let room = self.connecting.get().saturating_mul(target.max_streams);
+                // Each opening's first stream is its opener's.
+                let room = self
+                    .connecting
+                    .get()
+                    .saturating_mul(target.max_streams.saturating_sub(1));
                 let now = Instant::now();
                 if room <= self.waiting.get() || now >= deadline {
                     break;
