@@ -70,16 +70,7 @@ impl Harness {
         let origins: Vec<OriginHandle> = (1..=n)
             .map(|i| spawn_origin(driver, &format!("app{i}")))
             .collect();
-        let mut config = base_config(driver);
-        for (i, o) in origins.iter().enumerate() {
-            config.clusters[0].backends.push(BackendConfig {
-                name: format!("app{}", i + 1),
-                address: o.addr(),
-                weight: 1,
-            });
-        }
-        tune(&mut config);
-        Harness::launch(config, origins)
+        Harness::in_front(base_config(driver), origins, tune)
     }
 
     /// `n` HTTP/2 origins (h2c, `testkit::h2_origin`) named app1..appN behind
@@ -99,6 +90,16 @@ impl Harness {
             .collect();
         let mut config = base_config(driver);
         config.clusters[0].upstream.protocol = ringlb::config::UpstreamProtocol::H2;
+        Harness::in_front(config, origins, tune)
+    }
+
+    /// The proxy on `config`, its first cluster's backends `origins` (app1..appN),
+    /// tuned by `tune`.
+    fn in_front(
+        mut config: Config,
+        origins: Vec<OriginHandle>,
+        tune: impl FnOnce(&mut Config),
+    ) -> Harness {
         for (i, o) in origins.iter().enumerate() {
             config.clusters[0].backends.push(BackendConfig {
                 name: format!("app{}", i + 1),
