@@ -800,3 +800,39 @@ fn gigabyte_upload(upstream_h2: bool) {
     );
     eprintln!("1 GiB upload (HTTP/2 origin: {upstream_h2}): the peak RSS grew by {grew} KiB");
 }
+
+/// The access log of a ringlb process of its own: a request that came on an
+/// HTTP/2 stream says `proto=h2` (HTTP/1.1 lines stay as they were).
+#[test]
+fn the_access_log_says_which_requests_came_over_http2() {
+    use std::io::Read;
+    use support::process::Proxy;
+    let origin = spawn_origin(Driver::Epoll, "app1");
+    let config = format!(
+        "[server]\nshards = 1\nio = \"epoll\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [logging]\naccess_log = true\n\
+         [[listeners]]\nname = \"h2\"\naddress = \"127.0.0.1:0\"\nprotocol = \"h2c\"\n\
+         [[routes]]\ncluster = \"web\"\n\
+         [[clusters]]\nname = \"web\"\nhealth_check = {{ kind = \"none\" }}\n\
+         backends = [ {{ name = \"app1\", address = \"{}\" }} ]\n",
+        origin.addr()
+    );
+    let mut proxy = Proxy::start_with("access-h2", &config, |command| {
+        command.stdout(std::process::Stdio::piped());
+    })
+    .expect("proxy starts");
+    assert_eq!(one(proxy.addr, Call::get("/x")).status, 200);
+    proxy.signal(libc::SIGTERM);
+    proxy.wait_exit();
+    let mut out = String::new();
+    proxy
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let line = out.lines().next().expect("an access log line");
+    assert!(line.contains(" \"GET /x\" 200 app1 "), "{line}");
+    assert!(line.ends_with(" cluster=web proto=h2"), "{line}");
+}

@@ -41,6 +41,9 @@ pub struct LogNames<'a> {
     pub backend: Option<&'a str>,
     /// On a TLS listener: what its connection's handshake agreed.
     pub tls: Option<LogTls<'a>>,
+    /// The request came on an HTTP/2 stream (lines say `proto=h2`; HTTP/1.1
+    /// lines say nothing, as before).
+    pub http2: bool,
 }
 
 /// A TLS connection's version, cipher suite and SNI, for its lines.
@@ -72,6 +75,9 @@ impl LogNames<'_> {
                 None => out.push_str("null"),
             }
         }
+        if self.http2 {
+            out.push_str(",\"proto\":\"h2\"");
+        }
         if let Some(tls) = &self.tls {
             let _ = write!(
                 out,
@@ -89,9 +95,13 @@ impl LogNames<'_> {
         }
     }
 
-    /// Appends ` tls=VERSION cipher=SUITE sni=NAME` on a TLS connection (SNI is
-    /// a DNS name, so it needs no quoting; `-` when the client sent none).
+    /// Appends ` proto=h2` for an HTTP/2 stream, and ` tls=VERSION cipher=SUITE
+    /// sni=NAME` on a TLS connection (SNI is a DNS name, so it needs no quoting;
+    /// `-` when the client sent none).
     fn write_text_tls(&self, out: &mut String) {
+        if self.http2 {
+            out.push_str(" proto=h2");
+        }
         if let Some(tls) = &self.tls {
             let _ = write!(
                 out,
@@ -349,6 +359,7 @@ mod tests {
             cluster: Some("db"),
             backend: Some("db2"),
             tls: None,
+            http2: false,
         };
         let client = "192.0.2.7:5000".parse().unwrap();
         log.write_tunnel(
@@ -378,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_connections_log_version_cipher_and_sni() {
+    fn tls_connections_log_version_cipher_and_sni_and_http2_streams_say_so() {
         for json in [false, true] {
             let (tx, rx) = bounded(4);
             let log = AccessLog {
@@ -404,10 +415,12 @@ mod tests {
                     cipher: "TLS13_AES_128_GCM_SHA256",
                     sni: Some("example.com"),
                 }),
+                http2: true,
             };
             let client = "192.0.2.7:5000".parse().unwrap();
             log.write(client, "GET /", &record, &names, started);
             names.tls = None;
+            names.http2 = false;
             log.write(client, "GET /", &record, &names, started);
             log.flush(started);
             let text = String::from_utf8(rx.try_recv().unwrap()).unwrap();
@@ -417,12 +430,14 @@ mod tests {
                 assert_eq!(tls["tls_version"], "TLSv1_3");
                 assert_eq!(tls["tls_cipher"], "TLS13_AES_128_GCM_SHA256");
                 assert_eq!(tls["sni"], "example.com");
+                assert_eq!(tls["proto"], "h2");
                 let plain: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
                 assert!(plain.get("tls_version").is_none(), "{plain}");
+                assert!(plain.get("proto").is_none(), "{plain}");
             } else {
                 assert!(
                     lines[0].ends_with(
-                        " cluster=web tls=TLSv1_3 cipher=TLS13_AES_128_GCM_SHA256 sni=example.com"
+                        " cluster=web proto=h2 tls=TLSv1_3 cipher=TLS13_AES_128_GCM_SHA256 sni=example.com"
                     ),
                     "{}",
                     lines[0]

@@ -99,6 +99,7 @@ pub async fn serve(
         cluster: Some(&cluster.name),
         backend: backend.as_ref().map(|b| &*b.name),
         tls: tls.as_ref().map(TlsLogged::as_log),
+        http2: false,
     };
     tunnel::finish(&shard, peer, &record, backend.as_deref(), &names);
 }

@@ -271,6 +271,7 @@ async fn tunnel_upgraded(
         cluster: Some(&route.cluster.name),
         backend: Some(&backend.name),
         tls: tls.as_ref().map(TlsLogged::as_log),
+        http2: false,
     };
     tunnel::finish(shard, peer, &record, Some(backend), &names);
 }
@@ -472,6 +473,7 @@ pub(in crate::proxy) async fn exchange<S: ClientIo>(
                 cluster: route.as_ref().map(|r| &*r.cluster.name),
                 backend: backend.as_ref().map(|b| &*b.name),
                 tls: client.stream.log_tls(),
+                http2: client.stream.http2(),
             };
             log.write(client.peer, &scratch.request_line, &record, &names, now);
         }

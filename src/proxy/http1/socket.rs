@@ -56,6 +56,11 @@ pub trait ClientIo {
     fn take_h2_body(&mut self) -> Option<h2::RecvStream> {
         None
     }
+
+    /// Whether the client is an HTTP/2 stream (for the access log).
+    fn http2(&self) -> bool {
+        false
+    }
 }
 
 impl ClientIo for Stream {

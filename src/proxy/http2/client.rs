@@ -417,6 +417,10 @@ impl ClientIo for StreamEnd {
         self.local
     }
 
+    fn http2(&self) -> bool {
+        true
+    }
+
     fn take_h2_body(&mut self) -> Option<RecvStream> {
         if self.body_ended || self.body_read {
             return None;
