@@ -70,6 +70,7 @@ fn main() {
                 cluster: Some("default"),
                 backend: Some(&backend.name),
                 tls: None,
+                http2: false,
             },
             at(i),
         )
