@@ -27,11 +27,7 @@ pub(super) async fn send_body(
         BodyKind::None | BodyKind::CloseDelimited => Ok(()),
         BodyKind::Length(mut remaining) => {
             while remaining > 0 {
-                if client.unconsumed() == 0 {
-                    client.compact();
-                    read_client_body(client, settings.idle_timeout).await?;
-                }
-                let n = (client.unconsumed() as u64).min(remaining) as usize;
+                let n = length_piece(client, remaining, settings.idle_timeout).await?;
                 let range = client.pos..client.pos + n;
                 upstream
                     .write_range(&mut client.buf, range, response_timeout)
@@ -78,6 +74,20 @@ pub(super) async fn send_body(
             }
         }
     }
+}
+
+/// How many bytes of a length-delimited body with `remaining` bytes to come are
+/// in the client buffer at `client.pos`, reading more first when none are.
+pub(super) async fn length_piece(
+    client: &mut Downstream<impl ClientIo>,
+    remaining: u64,
+    timeout: Duration,
+) -> Result<usize, ProxyError> {
+    if client.unconsumed() == 0 {
+        client.compact();
+        read_client_body(client, timeout).await?;
+    }
+    Ok((client.unconsumed() as u64).min(remaining) as usize)
 }
 
 /// Appends one decoded event re-framed as chunked.

@@ -30,7 +30,7 @@ use crate::protocol::h2::convert;
 use crate::proxy::error::{ProxyError, Side};
 use crate::upstream::h2::{H2Lease, Target};
 
-use super::body::read_client_body;
+use super::body::{length_piece, read_client_body};
 use super::forward::{AttemptFailure, Done, Outbound, Pick, CONTINUE, EARLY_GRACE};
 use super::socket::{write_all_client, write_client, ClientIo};
 use super::{Downstream, Failure, BODY_BUFFER};
@@ -472,11 +472,7 @@ async fn send_body(
         }
         BodyKind::Length(mut remaining) => {
             while remaining > 0 {
-                if client.unconsumed() == 0 {
-                    client.compact();
-                    read_client_body(client, settings.idle_timeout).await?;
-                }
-                let n = (client.unconsumed() as u64).min(remaining) as usize;
+                let n = length_piece(client, remaining, settings.idle_timeout).await?;
                 let data = Bytes::copy_from_slice(&client.buf[client.pos..client.pos + n]);
                 client.pos += n;
                 remaining -= n as u64;
