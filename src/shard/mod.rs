@@ -718,6 +718,13 @@ pub struct ConnectionGuard {
     token: usize,
 }
 
+impl ConnectionGuard {
+    /// The shard the connection belongs to.
+    pub fn shard(&self) -> &Rc<Shard> {
+        &self.shard
+    }
+}
+
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let n = &self.shard.active_connections;

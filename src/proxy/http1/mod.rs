@@ -18,6 +18,7 @@ mod upstream_h2;
 
 pub use socket::ClientIo;
 
+use std::future::Future;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -56,7 +57,7 @@ const CLIENT_BUFFER_KEEP: usize = 64 * 1024;
 const HEAD_BUFFER: usize = 1024;
 // A keep-alive connection with nothing to read for `PARK_AFTER` is parked: its
 // buffers go back to the allocator and it waits for readability with no buffer in
-// the kernel, so thousands of idle clients cost about 0.8 KB each (PERF.md). Busy
+// the kernel, so thousands of idle clients cost about 0.5 KB each (PERF.md). Busy
 // connections never reach it, so they pay no extra operation per request.
 
 /// One client connection's reading state.
@@ -103,17 +104,6 @@ impl Scratch {
             request_line: String::new(),
         }
     }
-
-    /// Gives the memory back while the connection is parked.
-    fn release(&mut self) {
-        *self = Scratch::default();
-    }
-
-    /// Takes room again when a parked connection wakes.
-    fn restore(&mut self) {
-        self.head.reserve(HEAD_BUFFER);
-        self.work.reserve(HEAD_BUFFER);
-    }
 }
 
 impl<S> Downstream<S> {
@@ -158,68 +148,132 @@ impl From<ProxyError> for Failure {
 ///
 /// The connection alternates between two phases. While active, a boxed future
 /// reads and proxies requests; it ends when the connection has had nothing to read
-/// for `PARK_AFTER`. Parked, the connection holds no buffers and this small future
-/// only waits for readability, so an idle client costs about 0.8 KB (PERF.md).
-pub async fn serve(
+/// for `PARK_AFTER`. Parked, the connection keeps only its [`Parked`] part and
+/// the wait for readability, so an idle client costs about 0.5 KB (PERF.md).
+///
+/// Not an `async fn`: its arguments would stay in the task's state for its whole
+/// life beside what it makes of them. This returns a block that captures only
+/// what a parked connection needs; the shard is reached through `guard`.
+pub fn serve(
     shard: Rc<Shard>,
     listener: Rc<ShardListener>,
     guard: ConnectionGuard,
     accepted: Accepted,
-) {
+) -> impl Future<Output = ()> {
+    drop(shard);
     let Accepted {
         stream,
         client: peer,
         destination,
-        mut early,
+        early,
     } = accepted;
-    early.reserve(CLIENT_BUFFER);
-    let mut client = Downstream {
+    let mut parked = Parked {
         stream,
         peer,
-        destination,
+        destination: destination.map(Box::new),
         listener,
-        buf: early,
-        pos: 0,
-        write_timeout: shard.settings().idle_timeout,
-        read_total: 0,
-        written_total: 0,
     };
-    let mut scratch = Scratch::new();
-    let mut first = true;
-    loop {
-        let wait = match Box::pin(serve_active(
-            &shard,
-            &guard,
-            &mut client,
-            &mut scratch,
-            &mut first,
-        ))
-        .await
-        {
-            Active::Parked { wait } => wait,
-            Active::Ended => return,
-            Active::Upgraded(upgrade) => {
-                // Boxed like `serve_active`: inline, the tunnel's state would
-                // make every connection's task bigger, parked ones included
-                // (about 5.5 KB each, from the WebSocket commit 9a4e745 until
-                // this one: 6.4 KB per idle connection instead of 0.8).
-                Box::pin(tunnel_upgraded(&shard, &guard, client, *upgrade)).await;
+    // Bytes the client sent with its PROXY header or TLS handshake: boxed, and
+    // only when there are some, so that the task does not carry an empty `Vec`.
+    let mut early = (!early.is_empty()).then(|| Box::new(early));
+    // The blocks below end what each step made before the next wait, so the
+    // parked state holds only `parked`, `guard` and the wait itself.
+    async move {
+        let mut first = true;
+        loop {
+            let client = {
+                let mut buf = early.take().map_or_else(Vec::new, |early| *early);
+                buf.reserve(CLIENT_BUFFER);
+                parked.wake(buf, guard.shard())
+            };
+            let phase = Box::pin(serve_phase(&guard, client, &mut first));
+            let Some((wait, client)) = phase.await else {
+                return;
+            };
+            parked = Parked::from(client);
+            // No timer here (a monoio `Sleep` alone is 640 bytes): the shard's
+            // sweep shuts the socket down at the deadline, which ends the wait.
+            guard
+                .shard()
+                .set_parked(&guard, Some(Instant::now() + wait));
+            let ready = parked.stream.tcp().readable(false).await;
+            let shard = guard.shard();
+            shard.set_parked(&guard, None);
+            if ready.is_err() || shard.draining() || parked.listener.closing() {
                 return;
             }
-        };
-        client.buf = Vec::new();
-        scratch.release();
-        client.stream.release();
-        // No timer here (a monoio `Sleep` alone is 640 bytes): the shard's
-        // sweep shuts the socket down at the deadline, which ends the wait.
-        shard.set_parked(&guard, Some(Instant::now() + wait));
-        let ready = client.stream.tcp().readable(false).await;
-        shard.set_parked(&guard, None);
-        if ready.is_err() || client.stopping(&shard) {
-            return;
         }
-        client.buf.reserve(CLIENT_BUFFER);
-        scratch.restore();
+    }
+}
+
+/// What a keep-alive connection keeps while parked: its socket and whose it is,
+/// no buffers. Every byte here is paid by every idle client.
+struct Parked {
+    stream: Stream,
+    peer: SocketAddr,
+    /// Boxed: only connections that came with a PROXY header have one.
+    destination: Option<Box<SocketAddr>>,
+    listener: Rc<ShardListener>,
+}
+
+impl Parked {
+    /// The connection, active again, reading into `buf`.
+    fn wake(self, buf: Vec<u8>, shard: &Shard) -> Downstream {
+        Downstream {
+            stream: self.stream,
+            peer: self.peer,
+            destination: self.destination.map(|d| *d),
+            listener: self.listener,
+            buf,
+            pos: 0,
+            write_timeout: shard.settings().idle_timeout,
+            read_total: 0,
+            written_total: 0,
+        }
+    }
+}
+
+impl From<Downstream> for Parked {
+    /// Gives the connection's buffers back (its TLS session's too).
+    fn from(client: Downstream) -> Self {
+        let Downstream {
+            mut stream,
+            peer,
+            destination,
+            listener,
+            ..
+        } = client;
+        stream.release();
+        Parked {
+            stream,
+            peer,
+            destination: destination.map(Box::new),
+            listener,
+        }
+    }
+}
+
+/// One active phase: reads and proxies requests with buffers of its own until
+/// the connection parks (it is handed back, with how much longer it may stay
+/// idle) or ends. A WebSocket upgrade ends it here, after the tunnel.
+async fn serve_phase(
+    guard: &ConnectionGuard,
+    mut client: Downstream,
+    first: &mut bool,
+) -> Option<(Duration, Downstream)> {
+    let mut scratch = Scratch::new();
+    let shard = guard.shard();
+    match serve_active(shard, guard, &mut client, &mut scratch, first).await {
+        Active::Parked { wait } => Some((wait, client)),
+        Active::Ended => None,
+        Active::Upgraded(upgrade) => {
+            drop(scratch);
+            // Boxed: inline, the tunnel's state would make every active
+            // phase bigger (and, before phases were boxed, every idle
+            // connection: 6.4 KB each from the WebSocket commit 9a4e745).
+            Box::pin(tunnel_upgraded(shard, guard, client, *upgrade)).await;
+            None
+        }
     }
 }
 
@@ -699,5 +753,22 @@ mod tests {
         buf.extend_from_slice(&[b'a'; CLIENT_BUFFER - 100]);
         grow_for_head(&mut buf, 1024 * 1024);
         assert_eq!(buf.capacity(), 2 * CLIENT_BUFFER);
+    }
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<A, B, C, D, R>(_f: impl FnOnce(A, B, C, D) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every idle keep-alive connection holds this future, plus monoio's
+    /// 48-byte task header. At 264 bytes the task is in mimalloc's 320-byte size
+    /// class; as an `async fn`, which kept its arguments beside what it made of
+    /// them, it was 664 (the 768-byte class), and 1,001 bytes per idle
+    /// connection against 495 now (PERF.md, "Idle memory, second round").
+    #[test]
+    fn a_parked_connection_task_stays_small() {
+        let size = returned_size(serve);
+        eprintln!("serve's future: {size} bytes");
+        assert!(size <= 272, "{size}");
     }
 }
