@@ -21,8 +21,8 @@ check-config file="config/ringlb.toml":
     cargo run --release -- check --config {{file}}
 
 # ringlb vs HAProxy vs nginx, side by side (run scripts/setup-bench.sh once first).
-bench:
-    python3 bench/compare.py
+bench *args:
+    python3 bench/compare.py {{args}}
 
 # TCP listeners and WebSocket, side by side with HAProxy and nginx (tcp/stream modes).
 bench-tunnels:

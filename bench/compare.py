@@ -24,10 +24,20 @@ Figures per proxy and scenario:
     memory freed over a second ago back once a second).
 
 Scenarios: small responses with keep-alive (the headline), a new connection per
-request (Connection: close), and 64 KiB responses. With two or more proxy cores,
-also ringlb with 2 shards against 1 (keep-alive, small; interleaved): how far a
-second shard scales. With one proxy core it is skipped and the table says so,
-because a second shard would share a core with the load generator.
+request (Connection: close), and 64 KiB responses; --scenarios picks some
+(small, close, 64k).
+
+Scaling (--scaling, for a machine with more cores than this one): keep-alive small
+at saturation with 1, 2, 4, ... workers (up to the number of proxy cores, which is
+always included) for every proxy, ringlb shards against HAProxy threads and nginx
+workers, each pinned to the first N proxy cores, interleaved round by round, with
+`--conns` connections per worker. The load generator needs cores of its own that
+can saturate the largest setting: on a 32-core machine, say,
+`--proxy-cores 16-31 --load-cores 0-15 --scaling`. The table gives requests/s, CPU
+per request, ringlb's ratio to each, and each proxy's requests/s over N times its
+one-worker figure (how well it scales). `--allow-overlap` lets the proxy and load
+cores overlap, only to check the harness on a small machine (the figures then
+mean nothing).
 
 Floors (one proxy core only; --no-floor skips them): the keep-alive small scenario
 through HAProxy in `mode tcp` and through `relay` (bench/relay.rs, a byte relay on
@@ -72,6 +82,9 @@ SCENARIOS = {
     "new connection per request": ("/", ["-H", "Connection: close"]),
     "keep-alive, 64 KiB": ("/bytes/65536", []),
 }
+# --scenarios names them so.
+SHORT = {"small": "keep-alive, small", "close": "new connection per request",
+         "64k": "keep-alive, 64 KiB"}
 
 
 def wait_port(port, timeout=10.0):
@@ -307,34 +320,76 @@ def running(cores, command):
             proc.kill()
 
 
-def saturate(pids, path, headers, args):
+def saturate(pids, path, headers, args, conns=None):
     """A 1 s wrk warm-up, then the measured run: (requests/s, non-2xx, socket
     errors, CPU µs per request, of which kernel µs)."""
-    wrk(path, headers, 1, args.conns)
+    conns = conns or args.conns
+    wrk(path, headers, 1, conns)
     t0 = cpu_ticks(pids)
-    rps, requests, non2xx, socket_errors = wrk(path, headers, args.duration, args.conns)
+    rps, requests, non2xx, socket_errors = wrk(path, headers, args.duration, conns)
     cpu_us, sys_us = cpu_us_per_request(pids, t0, requests)
     return rps, non2xx, socket_errors, cpu_us, sys_us
 
 
-def run_scaling(args, proxy_cpus, ringlb_bin, work):
-    """ringlb with 1 shard and with 2, on the first two proxy cores, interleaved:
-    keep-alive small responses at saturation. None when fewer than 2 proxy cores."""
-    if len(proxy_cpus) < 2:
-        return None
-    cores = ",".join(str(c) for c in proxy_cpus[:2])
-    results = {1: {}, 2: {}}
+def worker_counts(cores):
+    """1, 2, 4, ... up to `cores`, and `cores` itself."""
+    counts, n = [], 1
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    return counts + [cores]
+
+
+def run_scaling(args, proxy_cpus, ringlb_bin, work, names):
+    """Keep-alive small at saturation with 1, 2, 4, ... workers per proxy (ringlb
+    shards, HAProxy threads, nginx workers), each on the first N proxy cores, rounds
+    interleaved: {proxy: {workers: {"rps": [...], "cpu_us": [...]}}}."""
+    counts = worker_counts(len(proxy_cpus))
+    commands = {}
+    for n in counts:
+        tree_dir = work / f"scaling-{n}"
+        tree_dir.mkdir()
+        for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"]:
+            (tree_dir / d).mkdir()
+        commands[n] = configs(tree_dir, ringlb_bin, n)
+    results = {p: {n: {} for n in counts} for p in names}
     for rnd in range(1, args.rounds + 1):
-        for shards in (1, 2):
-            config = work / f"ringlb-{shards}.toml"
-            text = (work / "ringlb.toml").read_text()
-            config.write_text(re.sub(r"shards = \d+", f"shards = {shards}", text))
-            with running(cores, [str(ringlb_bin), "run", "--config", str(config)]) as proc:
-                rps, _, _, cpu_us, _ = saturate(tree(proc.pid), "/", [], args)
-                results[shards].setdefault("rps", []).append(rps)
-                results[shards].setdefault("cpu_us", []).append(cpu_us)
-                print(f"round {rnd} ringlb {shards} shard(s) {rps:10.0f} req/s {cpu_us:7.2f} µs/req", file=sys.stderr)
+        for n in counts:
+            cores = ",".join(str(c) for c in proxy_cpus[:n])
+            for proxy in names:
+                with running(cores, commands[n][proxy]) as proc:
+                    rps, _, _, cpu_us, _ = saturate(tree(proc.pid), "/", [], args, conns=args.conns * n)
+                row = results[proxy][n]
+                row.setdefault("rps", []).append(rps)
+                row.setdefault("cpu_us", []).append(cpu_us)
+                print(f"scaling round {rnd} {proxy:8} {n:3} worker(s) {rps:10.0f} req/s "
+                      f"{cpu_us:7.2f} µs/req", file=sys.stderr)
     return results
+
+
+def scaling_table(scaling, names, args):
+    """The scaling table, as markdown lines."""
+    counts = sorted(next(iter(scaling.values())))
+    others = [p for p in names if p != "ringlb"]
+    lines = [f"Scaling, keep-alive small: medians of {args.rounds} interleaved rounds, "
+             f"wrk with {args.conns} connections per worker; workers on the first N of "
+             f"CPUs {args.proxy_cores}, load on {args.load_cores}.", "",
+             "| workers | " + " | ".join(f"{p} req/s | {p} CPU µs/req" for p in names)
+             + "".join(f" | ringlb / {p} req/s" for p in others if "ringlb" in names) + " |",
+             "| --- |" + " --- | --- |" * len(names)
+             + " --- |" * (len(others) if "ringlb" in names else 0)]
+    for n in counts:
+        cells = [f"{med(scaling[p][n]['rps']):.0f} | {med(scaling[p][n]['cpu_us']):.2f}" for p in names]
+        if "ringlb" in names:
+            cells += [f"{med(scaling['ringlb'][n]['rps']) / med(scaling[p][n]['rps']):.2f}x" for p in others]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Requests/s with N workers over N times the one-worker figure (1.00 scales "
+                  "perfectly):", "",
+              "| workers | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for n in counts:
+        lines.append(f"| {n} | " + " | ".join(
+            f"{med(scaling[p][n]['rps']) / (n * med(scaling[p][1]['rps'])):.2f}" for p in names) + " |")
+    return lines
 
 
 def main():
@@ -359,14 +414,26 @@ def main():
                     help="another ringlb binary (an earlier build) to run as proxy "
                          "'ringlb-baseline' in the same rounds, with the same configuration: "
                          "before/after rows for one change")
+    ap.add_argument("--scenarios", default="small,close,64k",
+                    help="which saturation scenarios to run: small, close, 64k")
+    ap.add_argument("--scaling", action="store_true",
+                    help="also the scaling table: 1, 2, 4, ... workers per proxy on the proxy cores")
+    ap.add_argument("--allow-overlap", action="store_true",
+                    help="let proxy and load cores overlap (only to check the harness: "
+                         "the figures mean nothing)")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the floors (HAProxy in mode tcp, a monoio byte relay)")
     args = ap.parse_args()
     global LOAD_CORES
     LOAD_CORES = args.load_cores
     proxy_cpus = cpu_list(args.proxy_cores)
-    if set(proxy_cpus) & set(cpu_list(args.load_cores)):
+    if set(proxy_cpus) & set(cpu_list(args.load_cores)) and not args.allow_overlap:
         sys.exit("--proxy-cores and --load-cores overlap: the proxy would compete with its load")
+    global SCENARIOS
+    try:
+        SCENARIOS = {SHORT[k]: SCENARIOS[SHORT[k]] for k in args.scenarios.split(",")}
+    except KeyError as e:
+        sys.exit(f"--scenarios: unknown {e} (known: {', '.join(SHORT)})")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     for tool in ["wrk", "taskset"] + [p for p in args.proxies.split(",") if not p.startswith("ringlb")]:
@@ -378,7 +445,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="ringlb-bench-"))
     # The relay is one thread, so the floors only compare with one proxy core.
     floors = {}
-    if not args.no_floor and len(proxy_cpus) == 1 and shutil.which("haproxy"):
+    if (not args.no_floor and len(proxy_cpus) == 1 and shutil.which("haproxy")
+            and "keep-alive, small" in SCENARIOS):
         floors = floor_commands(work, ROOT / "target" / "release" / "examples" / "relay")
     for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"]:
         (work / d).mkdir()
@@ -440,7 +508,8 @@ def main():
                         head.setdefault(k, []).append(v)
                     print(f"latency round {rnd} {proxy:15} p50 {latency['p50']:.3f} ms "
                           f"p99 {latency['p99']:.3f} ms p99.9 {latency['p99.9']:.3f} ms", file=sys.stderr)
-        scaling = run_scaling(args, proxy_cpus, ringlb_bin, work) if "ringlb" in results else None
+        scaling_names = [p for p in names if p in PROXIES]
+        scaling = run_scaling(args, proxy_cpus, ringlb_bin, work, scaling_names) if args.scaling else None
     finally:
         for o in origins:
             o.terminate()
@@ -474,8 +543,16 @@ def main():
         lines += ["", "ringlb / ringlb-baseline (the same configuration, interleaved):"]
         for name in SCENARIOS:
             now, then = results["ringlb"][name], before[name]
-            lines.append(f"- {name}: CPU per request {med(now['cpu_us']) / med(then['cpu_us']):.3f}x, "
+            cpu = verdict.ratio(now["cpu_us"], then["cpu_us"])
+            lines.append(f"- {name}: CPU per request {verdict.describe(cpu, ratio_form=True)}; "
                          f"requests/s {med(now['rps']) / med(then['rps']):.3f}x")
+        now, then = results["ringlb"]["keep-alive, small"], before["keep-alive, small"]
+        if now.get("p99"):
+            p99 = verdict.difference(now["p99"], then["p99"])
+            lines.append(f"- p99 at {args.rate}/s, ringlb - ringlb-baseline: {verdict.describe(p99, ' ms')}")
+        if now.get("idle_bytes"):
+            lines.append(f"- RSS bytes per idle connection: {med(now['idle_bytes']):.0f} against "
+                         f"{med(then['idle_bytes']):.0f}")
     if "ringlb" in results:
         lines += ["", "Verdicts (bench/verdict.py: 90% bootstrap intervals over paired rounds; "
                       "'level' when the interval holds no difference):"]
@@ -483,38 +560,35 @@ def main():
             if other not in results:
                 continue
             ours_head, theirs_head = results["ringlb"]["keep-alive, small"], results[other]["keep-alive, small"]
-            p99 = verdict.difference(ours_head.get("p99", []), theirs_head.get("p99", []))
-            lines.append(f"- p99 at {args.rate}/s, ringlb - {other}: {verdict.describe(p99, ' ms')}")
+            if ours_head.get("p99"):
+                p99 = verdict.difference(ours_head["p99"], theirs_head["p99"])
+                lines.append(f"- p99 at {args.rate}/s, ringlb - {other}: {verdict.describe(p99, ' ms')}")
             for name in SCENARIOS:
                 cpu = verdict.ratio(results["ringlb"][name]["cpu_us"], results[other][name]["cpu_us"])
                 lines.append(f"- CPU per request, {name}, ringlb / {other}: "
                              f"{verdict.describe(cpu, ratio_form=True)}")
     base = results.get("haproxy", {}).get("keep-alive, small")
     ours = results.get("ringlb", {}).get("keep-alive, small")
-    if base and ours:
+    if base and ours and "cpu_us" in base:
         lines += ["", f"ringlb / HAProxy, keep-alive small: CPU per request {med(ours['cpu_us']) / med(base['cpu_us']):.2f}x, "
                       f"requests/s {med(ours['rps']) / med(base['rps']):.2f}x"]
     lines += ["", "Floors, keep-alive small: the same socket work with no HTTP at all, one worker:"]
     if not floors:
-        lines.append("skipped: --no-floor, more than one proxy core, or no haproxy")
+        lines.append("skipped: --no-floor, more than one proxy core, no haproxy, or no small scenario")
     else:
         lines += ["", "| floor | requests/s | CPU µs/request | of which kernel | CPU / HAProxy's (HTTP) |",
                   "| --- | --- | --- | --- | --- |"]
         for floor, r in floor_results.items():
-            ratio = f"{med(r['cpu_us']) / med(base['cpu_us']):.2f}x" if base else "-"
+            ratio = f"{med(r['cpu_us']) / med(base['cpu_us']):.2f}x" if base and "cpu_us" in base else "-"
             lines.append(f"| {floor} | {med(r['rps']):.0f} | {med(r['cpu_us']):.2f} | "
                          f"{med(r['sys_us']):.2f} | {ratio} |")
-        if base:
+        if base and "cpu_us" in base:
             lines.append(f"\n0.75x HAProxy's CPU per request (HTTP): {0.75 * med(base['cpu_us']):.2f} µs")
-    lines += ["", "ringlb, 2 shards against 1 (keep-alive, small):"]
+    lines += [""]
     if scaling is None:
-        lines.append(f"skipped: needs at least 2 proxy cores (--proxy-cores), got {args.proxy_cores}")
+        lines.append("Scaling: not run (--scaling; it needs more cores than a 2-core machine has)")
     else:
-        lines += ["", "| shards | requests/s | proxy CPU µs/request |", "| --- | --- | --- |"]
-        for shards in (1, 2):
-            r = scaling[shards]
-            lines.append(f"| {shards} | {med(r['rps']):.0f} | {med(r['cpu_us']):.2f} |")
-        lines.append(f"\n2 shards / 1 shard: requests/s {med(scaling[2]['rps']) / med(scaling[1]['rps']):.2f}x")
+        lines += scaling_table(scaling, scaling_names, args)
     table = "\n".join(lines)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = ROOT / "bench" / "results"
