@@ -363,6 +363,17 @@ impl Stream {
         }
     }
 
+    /// Says goodbye over TLS (`close_notify`); dropping the stream then closes
+    /// the socket, which sends the FIN. For a peer that has sent all it will
+    /// (it asked to close): with bytes still unread, the kernel would answer
+    /// them with a reset.
+    pub async fn close_now(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.session.close(&mut tls.outgoing);
+            let _ = tls.flush(ALERT_TIMEOUT).await;
+        }
+    }
+
     /// Says goodbye (`close_notify` over TLS), half-closes, then reads and
     /// discards what the peer still sends for a moment, so a close right after
     /// our response does not reset it away.

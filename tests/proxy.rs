@@ -182,6 +182,19 @@ both_drivers! {
         assert_eq!(raw.len() - split, 40000);
     }
 
+    fn a_client_that_asked_to_close_is_closed_at_once(driver) {
+        // Closed, not half-closed while the proxy waits for the client's FIN:
+        // a byte sent after the response is answered with a reset. (Lingering,
+        // the proxy would read and discard it, and no reset would come.)
+        let h = Harness::start(driver, 1, |_| {});
+        let mut s = connect(h.addr);
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let raw = read_to_close(&mut s);
+        assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+        s.write_all(b"x").unwrap();
+        assert!(wait_for_reset(&s), "no reset: the proxy still holds the connection");
+    }
+
     fn hop_by_hop_headers_are_removed_and_forwarding_headers_set(driver) {
         let h = Harness::start(driver, 1, |_| {});
         let r = request(
@@ -605,4 +618,19 @@ fn a_real_http_client_sees_keep_alive_and_round_robin() {
         1,
         "ureq kept one connection"
     );
+}
+
+/// Waits (up to `support::WAIT`) for the peer's reset on a socket whose reading
+/// side already saw EOF, where readability says nothing: `poll` with no events
+/// asked still reports an error or hang-up.
+fn wait_for_reset(s: &std::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut fd, 1, WAIT.as_millis() as i32) };
+    n == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }

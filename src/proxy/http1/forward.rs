@@ -39,8 +39,10 @@ pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How a proxied request left the client connection.
 pub(in crate::proxy) enum Done {
     /// The response went out; `keep_alive` tells whether the connection can carry
-    /// another request.
-    Next { keep_alive: bool },
+    /// another request, and `body_unread` whether the client may still be
+    /// sending a body the backend answered before it had (an early response):
+    /// closing then must linger, or a reset could erase the response.
+    Next { keep_alive: bool, body_unread: bool },
     /// The backend switched protocols (WebSocket): the connection is a tunnel now.
     Upgraded(Upgraded),
 }
@@ -572,6 +574,7 @@ async fn attempt(
     }
     Ok(Done::Next {
         keep_alive: response.client_keep_alive,
+        body_unread: false,
     })
 }
 
@@ -649,7 +652,10 @@ async fn early_response(
     let _ = send_response(outbound, client, upstream, upbuf, scratch, &response).await;
     // What the backend did not read of the body stays unsent.
     abandon(upstream);
-    Some(Done::Next { keep_alive: false })
+    Some(Done::Next {
+        keep_alive: false,
+        body_unread: true,
+    })
 }
 
 /// Whether a connection made with `tls` may go back to the pool: a reload may

@@ -400,6 +400,8 @@ async fn serve_active(
             }
         };
         *first = false;
+        // The client's own `Connection: close` (or HTTP/1.0 without keep-alive).
+        let client_closes = !request.keep_alive;
         let (result, route) = exchange(
             shard,
             client,
@@ -416,14 +418,27 @@ async fn serve_active(
                 }
                 return Active::Ended;
             }
-            Ok(Done::Next { keep_alive: true }) => {
+            Ok(Done::Next {
+                keep_alive: true, ..
+            }) => {
                 if client.buf.capacity() > CLIENT_BUFFER_KEEP && client.unconsumed() == 0 {
                     client.buf = Vec::with_capacity(CLIENT_BUFFER);
                     client.pos = 0;
                 }
             }
-            Ok(Done::Next { keep_alive: false }) => {
-                client.stream.linger_close().await;
+            Ok(Done::Next {
+                keep_alive: false,
+                body_unread,
+            }) => {
+                // A client that asked to close may send nothing more (RFC 9112
+                // 9.6): with all it sent read, it is closed at once, as HAProxy
+                // and nginx do. Lingering (a read for its FIN, and a timer) is
+                // for closes it did not ask for, and for bytes still coming.
+                if client_closes && !body_unread && client.unconsumed() == 0 {
+                    client.stream.close_now().await;
+                } else {
+                    client.stream.linger_close().await;
+                }
                 return Active::Ended;
             }
             Err(failure) => {

@@ -310,6 +310,7 @@ impl Answer<'_> {
             })?;
         Ok(Done::Next {
             keep_alive: response.client_keep_alive && !early,
+            body_unread: early,
         })
     }
 }
