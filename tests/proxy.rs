@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use ringlb::config::{BackendConfig, Strategy};
@@ -193,6 +193,32 @@ both_drivers! {
         assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
         s.write_all(b"x").unwrap();
         assert!(wait_for_reset(&s), "no reset: the proxy still holds the connection");
+    }
+
+    fn a_client_that_asked_to_close_but_sent_more_gets_its_response_whole(driver) {
+        // A stray CRLF sent once the response has begun sits unread in the
+        // proxy's socket while it writes 32 MiB. Closed at once with it unread,
+        // the kernel would send a reset and drop what is still queued to send,
+        // cutting the body short. The proxy lingers instead.
+        // A small receive buffer keeps most of the body in the proxy's send
+        // queue when its last write is taken, as with a slow client.
+        const SIZE: usize = 32 << 20;
+        let h = Harness::start(driver, 1, |_| {});
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&h.addr.into()).unwrap();
+        let mut s: std::net::TcpStream = socket.into();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let ask = format!("GET /bytes/{SIZE} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        s.write_all(ask.as_bytes()).unwrap();
+        let mut raw = vec![0u8; 1024];
+        let n = s.read(&mut raw).unwrap();
+        raw.truncate(n);
+        s.write_all(b"\r\n").unwrap();
+        raw.extend(read_to_close(&mut s));
+        let head = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw[..head]));
+        assert_eq!(raw.len() - head, SIZE);
     }
 
     fn hop_by_hop_headers_are_removed_and_forwarding_headers_set(driver) {

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -431,10 +432,16 @@ async fn serve_active(
                 body_unread,
             }) => {
                 // A client that asked to close may send nothing more (RFC 9112
-                // 9.6): with all it sent read, it is closed at once, as HAProxy
-                // and nginx do. Lingering (a read for its FIN, and a timer) is
-                // for closes it did not ask for, and for bytes still coming.
-                if client_closes && !body_unread && client.unconsumed() == 0 {
+                // 9.6): with all it sent read, here and in the kernel, it is
+                // closed at once, as HAProxy and nginx do. Lingering (a read for
+                // its FIN, and a timer) is for closes it did not ask for, and
+                // for bytes still coming: closing with some unread, the kernel
+                // would send a reset, which can erase the response.
+                if client_closes
+                    && !body_unread
+                    && client.unconsumed() == 0
+                    && crate::sys::nothing_to_read(client.stream.tcp().as_raw_fd())
+                {
                     client.stream.close_now().await;
                 } else {
                     client.stream.linger_close().await;

@@ -122,8 +122,25 @@ pub(super) async fn send_response(
 ) -> Result<bool, ProxyError> {
     let settings = outbound.settings;
     let read_timeout = outbound.cluster.settings.backend_response_timeout;
-    upbuf.drain(..response.head_len);
     let mut out = mem::take(head);
+    // The head goes out with the body read along with it, in one write. With a
+    // length-framed body, the rewritten head is put in place in front of that
+    // body when it fits where the backend's head was (it usually does), so
+    // neither is copied: bytes to write start at `start`, body bytes at `body`.
+    // Otherwise the body is moved to the front and copied after the head.
+    let head_len = response.head_len;
+    let (mut start, mut body) = match response.upstream_body {
+        BodyKind::Length(_) if out.len() <= head_len && upbuf.len() > head_len => {
+            let start = head_len - out.len();
+            upbuf[start..head_len].copy_from_slice(&out);
+            out.clear();
+            (start, head_len)
+        }
+        _ => {
+            upbuf.drain(..head_len);
+            (0, 0)
+        }
+    };
     let clean = match response.upstream_body {
         BodyKind::None => {
             write_all_client(client, &mut out).await?;
@@ -131,22 +148,25 @@ pub(super) async fn send_response(
         }
         BodyKind::Length(mut remaining) => {
             loop {
-                let n = (upbuf.len() as u64).min(remaining) as usize;
-                let extra = upbuf.len() > n;
-                if out.is_empty() && n == upbuf.len() && n > 0 {
+                let available = upbuf.len() - body;
+                let n = (available as u64).min(remaining) as usize;
+                let extra = available > n;
+                let end = body + n;
+                if out.is_empty() && end > start {
                     // Nothing else to send: write straight from the read buffer.
                     client
                         .stream
-                        .write_range(upbuf, 0..n, client.write_timeout)
+                        .write_range(upbuf, start..end, client.write_timeout)
                         .await
                         .map_err(|e| ProxyError::ClientIo(e.kind()))?;
-                    client.written_total += n as u64;
+                    client.written_total += (end - start) as u64;
                 } else {
-                    out.extend_from_slice(&upbuf[..n]);
+                    out.extend_from_slice(&upbuf[body..end]);
                     write_all_client(client, &mut out).await?;
                 }
                 remaining -= n as u64;
                 upbuf.clear();
+                (start, body) = (0, 0);
                 if extra {
                     break false;
                 }
