@@ -791,6 +791,8 @@ mod tests {
     fn a_parked_connection_task_stays_small() {
         let size = returned_size(serve);
         eprintln!("serve's future: {size} bytes");
-        assert!(size <= 272, "{size}");
+        // The layout is the compiler's: a new toolchain can move this with no
+        // change here. Look at `-Zprint-type-sizes` (PERF.md) before raising it.
+        assert!(size <= 272, "serve's future is {size} bytes");
     }
 }
