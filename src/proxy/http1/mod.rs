@@ -785,8 +785,8 @@ mod tests {
     /// Every idle keep-alive connection holds this future, plus monoio's
     /// 48-byte task header. At 264 bytes the task is in mimalloc's 320-byte size
     /// class; as an `async fn`, which kept its arguments beside what it made of
-    /// them, it was 664 (the 768-byte class), and 1,001 bytes per idle
-    /// connection against 495 now (PERF.md, "Idle memory, second round").
+    /// them, it was 664 (the 768-byte class): 952 bytes per idle connection
+    /// against 501 now (PERF.md, "Speed, second round").
     #[test]
     fn a_parked_connection_task_stays_small() {
         let size = returned_size(serve);
