@@ -261,7 +261,7 @@ def oha_latency(rate, seconds):
     return {k: p[k] * 1000.0 for k in ("p50", "p99", "p99.9")}
 
 
-def idle_rss_bytes(pids, count):
+def idle_rss_bytes(pid, count):
     """RSS per idle keep-alive connection: open `count` connections one after another,
     each carrying one request and response, and hold them all. Measured on a fresh
     proxy process before any load, so neither memory left over from a burst nor
@@ -275,6 +275,8 @@ def idle_rss_bytes(pids, count):
             while b"\r\n\r\n" not in data or not data.endswith(b"\n"):
                 data += warm.recv(65536)
     time.sleep(1.5)  # statistics reports reach ringlb's control thread every second
+    # The process tree once it has served (nginx forks its workers after it listens).
+    pids = tree(pid)
     before = memory_kib(pids, "VmRSS")
     conns = []
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -320,11 +322,15 @@ def running(cores, command):
             proc.kill()
 
 
-def saturate(pids, path, headers, args, conns=None):
+def saturate(pid, path, headers, args, conns=None):
     """A 1 s wrk warm-up, then the measured run: (requests/s, non-2xx, socket
-    errors, CPU µs per request, of which kernel µs)."""
+    errors, CPU µs per request, of which kernel µs) of the process tree under `pid`,
+    read after the warm-up: nginx forks its workers after it listens, and a tree
+    read before would hold the master alone (CPU 0.00 per request, as nginx's
+    round 4 in compare-20261202-120607 shows)."""
     conns = conns or args.conns
     wrk(path, headers, 1, conns)
+    pids = tree(pid)
     t0 = cpu_ticks(pids)
     rps, requests, non2xx, socket_errors = wrk(path, headers, args.duration, conns)
     cpu_us, sys_us = cpu_us_per_request(pids, t0, requests)
@@ -358,7 +364,7 @@ def run_scaling(args, proxy_cpus, ringlb_bin, work, names):
             cores = ",".join(str(c) for c in proxy_cpus[:n])
             for proxy in names:
                 with running(cores, commands[n][proxy]) as proc:
-                    rps, _, _, cpu_us, _ = saturate(tree(proc.pid), "/", [], args, conns=args.conns * n)
+                    rps, _, _, cpu_us, _ = saturate(proc.pid, "/", [], args, conns=args.conns * n)
                 row = results[proxy][n]
                 row.setdefault("rps", []).append(rps)
                 row.setdefault("cpu_us", []).append(cpu_us)
@@ -471,14 +477,13 @@ def main():
         for rnd in range(1, args.rounds + 1):
             for proxy in results:
                 with running(args.proxy_cores, commands[proxy]) as proc:
-                    pids = tree(proc.pid)
                     if args.idle:
-                        soon, later = idle_rss_bytes(pids, args.idle)
+                        soon, later = idle_rss_bytes(proc.pid, args.idle)
                         head = results[proxy].setdefault("keep-alive, small", {})
                         head.setdefault("idle_bytes_soon", []).append(soon)
                         head.setdefault("idle_bytes", []).append(later)
                     for name, (path, headers) in SCENARIOS.items():
-                        rps, non2xx, socket_errors, cpu_us, sys_us = saturate(pids, path, headers, args)
+                        rps, non2xx, socket_errors, cpu_us, sys_us = saturate(proc.pid, path, headers, args)
                         row = results[proxy].setdefault(name, {})
                         row.setdefault("rps", []).append(rps)
                         row.setdefault("cpu_us", []).append(cpu_us)
@@ -490,7 +495,7 @@ def main():
                     head.setdefault("peak_rss_kib", []).append(memory_kib(tree(proc.pid), "VmHWM"))
             for floor, command in floors.items():
                 with running(args.proxy_cores, command) as proc:
-                    rps, non2xx, socket_errors, cpu_us, sys_us = saturate(tree(proc.pid), "/", [], args)
+                    rps, non2xx, socket_errors, cpu_us, sys_us = saturate(proc.pid, "/", [], args)
                     row = floor_results[floor]
                     for key, value in (("rps", rps), ("cpu_us", cpu_us), ("sys_us", sys_us), ("errors", non2xx)):
                         row.setdefault(key, []).append(value)
