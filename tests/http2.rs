@@ -265,26 +265,39 @@ fn frames(mut bytes: &[u8]) -> Vec<(u8, u8, Vec<u8>)> {
     out
 }
 
+/// The connection preface and an empty SETTINGS frame: how every raw client
+/// here begins.
+fn hello() -> Vec<u8> {
+    use ringlb::protocol::h2::meter::{frame, PREFACE};
+    [&PREFACE[..], &frame(0x4, 0, 0, &[])].concat()
+}
+
+/// The error code of the first GOAWAY among `bytes` (the frames the proxy
+/// sent), if it sent one.
+fn goaway_error(bytes: &[u8]) -> Option<u32> {
+    frames(bytes)
+        .into_iter()
+        .find(|(kind, _, _)| *kind == 0x7)
+        .map(|(_, _, payload)| u32::from_be_bytes(payload[4..8].try_into().unwrap()))
+}
+
+/// GOAWAY's ENHANCE_YOUR_CALM.
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
 both_drivers! {
     fn a_ping_flood_gets_goaway_enhance_your_calm(driver) {
-        use ringlb::protocol::h2::meter::{frame, PREFACE};
+        use ringlb::protocol::h2::meter::frame;
         use std::io::Write;
         let h = start(driver, &["app1"], |_| {});
         let addr = h.listener_addr("h2");
         let mut s = connect(addr);
-        let mut flood = PREFACE.to_vec();
-        flood.extend_from_slice(&frame(0x4, 0, 0, &[])); // SETTINGS
+        let mut flood = hello();
         for i in 0..200u64 {
             flood.extend_from_slice(&frame(0x6, 0, 0, &i.to_be_bytes())); // PING
         }
         s.write_all(&flood).unwrap();
         let got = read_to_close(&mut s);
-        let goaway = frames(&got)
-            .into_iter()
-            .find(|(kind, _, _)| *kind == 0x7)
-            .expect("a GOAWAY");
-        // Last stream 0, error ENHANCE_YOUR_CALM (0xb).
-        assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0xb], "{goaway:?}");
+        assert_eq!(goaway_error(&got), Some(ENHANCE_YOUR_CALM));
         // Past the cap (50 a second), no PING is answered.
         let pongs = frames(&got).iter().filter(|(kind, flags, _)| *kind == 0x6 && flags & 1 == 1).count();
         assert!(pongs <= 51, "{pongs} pings answered");
@@ -295,7 +308,7 @@ both_drivers! {
 
     fn every_capped_frame_kind_gets_goaway_enhance_your_calm(driver) {
         use ringlb::observe::h2::H2_FLOODS;
-        use ringlb::protocol::h2::meter::{frame, Flood, PREFACE};
+        use ringlb::protocol::h2::meter::{frame, Flood};
         use std::io::Write;
         let h = start(driver, &["app1"], |_| {});
         let addr = h.listener_addr("h2");
@@ -313,17 +326,12 @@ both_drivers! {
             let index = H2_FLOODS.iter().position(|f| *f == flood).unwrap();
             let before = h.stats().h2.floods[index];
             let mut s = connect(addr);
-            let mut bytes = PREFACE.to_vec();
-            bytes.extend_from_slice(&frame(0x4, 0, 0, &[]));
+            let mut bytes = hello();
             bytes.extend_from_slice(&frames_sent);
             // The proxy may close before it has read it all.
             let _ = s.write_all(&bytes);
             let got = read_to_close(&mut s);
-            let goaway = frames(&got)
-                .into_iter()
-                .find(|(kind, _, _)| *kind == 0x7)
-                .unwrap_or_else(|| panic!("{flood:?}: no GOAWAY"));
-            assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0xb], "{flood:?}: {goaway:?}");
+            assert_eq!(goaway_error(&got), Some(ENHANCE_YOUR_CALM), "{flood:?}");
             wait_until("the flood to be counted", || h.stats().h2.floods[index] == before + 1);
         }
         assert_eq!(one(addr, Call::get("/")).status, 200);
@@ -333,9 +341,8 @@ both_drivers! {
 /// A HEADERS on stream 1 whose header block never ends: `fragments`
 /// CONTINUATION frames of 16 KiB after it, each full of literal fields.
 fn continuation_flood(fragments: usize) -> Vec<u8> {
-    use ringlb::protocol::h2::meter::{frame, PREFACE};
-    let mut bytes = PREFACE.to_vec();
-    bytes.extend_from_slice(&frame(0x4, 0, 0, &[]));
+    use ringlb::protocol::h2::meter::frame;
+    let mut bytes = hello();
     // :method GET, :scheme http, :path /, then no END_HEADERS.
     bytes.extend_from_slice(&frame(0x1, 0x1, 1, &[0x82, 0x86, 0x84]));
     // Literal fields without indexing, new names: `x: ` and 120 bytes each.
@@ -362,11 +369,7 @@ both_drivers! {
             std::thread::spawn(move || s.write_all(&flood).is_ok())
         };
         let got = read_to_close(&mut s);
-        let goaway = frames(&got)
-            .into_iter()
-            .find(|(kind, _, _)| *kind == 0x7)
-            .expect("a GOAWAY");
-        assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0xb], "{goaway:?}");
+        assert_eq!(goaway_error(&got), Some(ENHANCE_YOUR_CALM));
         assert!(!frames(&got).iter().any(|(kind, _, _)| *kind == 0x1), "no response to it");
         drop(s);
         assert!(!writer.join().unwrap(), "the proxy stopped reading before 16 MiB");
@@ -440,7 +443,6 @@ fn reason(name: &str) -> usize {
 
 #[test]
 fn a_client_that_ignores_its_goaway_is_closed_all_the_same() {
-    use ringlb::protocol::h2::meter::{frame, PREFACE};
     use std::io::Write;
     let h = start(Driver::Epoll, &["app1"], |c| {
         // Short, but not so short that a loaded machine stalls a write past it.
@@ -448,8 +450,7 @@ fn a_client_that_ignores_its_goaway_is_closed_all_the_same() {
     });
     let addr = h.listener_addr("h2");
     let mut s = connect(addr);
-    let mut hello = PREFACE.to_vec();
-    hello.extend_from_slice(&frame(0x4, 0, 0, &[])); // SETTINGS, then silence
+    let hello = hello(); // then silence
     s.write_all(&hello).unwrap();
     // Never answers the GOAWAY's PING: the proxy closes anyway (read_to_close
     // fails the test if no EOF comes within the test's wait).
@@ -628,13 +629,12 @@ both_drivers! {
     }
 
     fn rapid_reset_is_cut_off(driver) {
-        use ringlb::protocol::h2::meter::{frame, PREFACE};
+        use ringlb::protocol::h2::meter::frame;
         use std::io::Write;
         let h = start(driver, &["app1"], |_| {});
         let addr = h.listener_addr("h2");
         let mut s = connect(addr);
-        let mut flood = PREFACE.to_vec();
-        flood.extend_from_slice(&frame(0x4, 0, 0, &[])); // SETTINGS
+        let mut flood = hello();
         // GET /delay/1s on http://a, static-table HPACK; then RST_STREAM(CANCEL),
         // again and again on new streams (CVE-2023-44487).
         let mut block = vec![0x82, 0x86, 0x01, 0x01, b'a', 0x04, 9];
@@ -647,11 +647,7 @@ both_drivers! {
         // The proxy may close before it has read it all.
         let _ = s.write_all(&flood);
         let got = read_to_close(&mut s);
-        let goaway = frames(&got)
-            .into_iter()
-            .find(|(kind, _, _)| *kind == 0x7)
-            .expect("a GOAWAY");
-        assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0xb], "ENHANCE_YOUR_CALM: {goaway:?}");
+        assert_eq!(goaway_error(&got), Some(ENHANCE_YOUR_CALM));
         // Far fewer of the 1,000 requests reached the origin.
         let stats = h.stats();
         assert!(stats.h2.streams < 200, "{} streams accepted", stats.h2.streams);
